@@ -1,0 +1,42 @@
+// Activation quantization per mode, including the SharQ decomposition of SPEC section 5:
+// tensor scale -> N:M backbone -> quantized backbone -> residual vs the *quantized* backbone ->
+// quantized residual. Scalar reference, threaded over rows. Not the GEMM (cpu/linear.h).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "sharq/formats.h"
+#include "sharq/modes.h"
+
+namespace sharq {
+
+// Everything one activation tensor X (rows x cols, row-major float32) becomes under a mode.
+struct ActivationQuant {
+  Mode mode = Mode::kBf16;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  float tensor_scale = 1.0f;   // s_t (1 where the family has none)
+  std::vector<float> dequant;  // (rows, cols) reconstruction in original units
+  // Decomposition modes only (SPEC 5 step 6), original units; dequant = sparse + residual:
+  std::vector<float> sparse;    // X^_sp
+  std::vector<float> residual;  // R^ (all zero for sparse-only)
+  std::vector<uint8_t> keep;    // backbone mask flags, 1 = kept (rows, cols)
+  // Packed codes and scales (dense layout); sparse_q only for decomposition modes, dense_q is
+  // the residual (decomposition) or the whole activation (single-format modes).
+  PackedTensor sparse_q;
+  PackedTensor dense_q;
+};
+
+// Quantizes X under `mode`, keeping every component. Validates K % 64 and finiteness, naming
+// `tensor_name` in errors.
+ActivationQuant quantize_activation(Mode mode, const float* x, int64_t rows, int64_t cols,
+                                    std::string_view tensor_name, int threads = 1);
+
+// The engine's hot path: writes only the reconstruction (equal, bit for bit, to
+// quantize_activation(...).dequant). out may not alias x.
+void fake_quantize_activation(Mode mode, const float* x, int64_t rows, int64_t cols, float* out,
+                              std::string_view tensor_name, int threads = 1);
+
+}  // namespace sharq
