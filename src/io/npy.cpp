@@ -27,8 +27,10 @@ std::string_view trim(std::string_view s) {
 // Returns the raw text of the value for 'key' in the header dict (up to the matching delimiter).
 std::string_view dict_value(std::string_view header, std::string_view key,
                             const std::string& name) {
-  const std::string quoted1 = "'" + std::string(key) + "'";
-  const std::string quoted2 = "\"" + std::string(key) + "\"";
+  std::string quoted1(1, '\'');
+  quoted1.append(key).push_back('\'');
+  std::string quoted2(1, '"');
+  quoted2.append(key).push_back('"');
   size_t pos = header.find(quoted1);
   size_t klen = quoted1.size();
   if (pos == std::string_view::npos) {

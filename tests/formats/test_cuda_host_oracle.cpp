@@ -1,0 +1,79 @@
+// E2M1 and E4M3 encoders against an independent oracle: the CUDA toolkit's host conversion
+// functions (cuda_fp4.hpp / cuda_fp8.hpp) compiled for the CPU. Random values over all binades
+// plus every midpoint. Not a GPU test.
+#include <cuda_fp4.h>
+#include <cuda_fp8.h>
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <random>
+
+#include "sharq/codecs.h"
+
+namespace sharq {
+namespace {
+
+uint8_t oracle_fp4(float x) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp4(x, __NV_E2M1, cudaRoundNearest) & 0xF);
+}
+uint8_t oracle_fp8(float x) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+}
+
+// Random finite floats with uniformly distributed exponent bits (all binades) and mantissas.
+float random_float(std::mt19937_64& rng, int min_exp, int max_exp) {
+  std::uniform_int_distribution<int> exp_dist(min_exp, max_exp);
+  const uint32_t sign = static_cast<uint32_t>(rng() & 1u) << 31;
+  const uint32_t man = static_cast<uint32_t>(rng()) & 0x7FFFFFu;
+  const uint32_t e = static_cast<uint32_t>(exp_dist(rng) + 127);
+  return std::bit_cast<float>(sign | (e << 23) | man);
+}
+
+TEST(CudaHostOracle, E2M1RandomAllBinades) {
+  std::mt19937_64 rng(42);
+  for (int i = 0; i < 2'000'000; ++i) {
+    // Most mass where E2M1 decides something (2^-4 .. 2^4), plus the whole float range.
+    const float x = (i % 4 == 0) ? random_float(rng, -126, 127) : random_float(rng, -4, 4);
+    ASSERT_EQ(e2m1_encode(x), oracle_fp4(x)) << "x = " << x << " bits " << std::hex
+                                             << std::bit_cast<uint32_t>(x);
+  }
+}
+
+TEST(CudaHostOracle, E2M1MidpointsAndNeighbours) {
+  const float grid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  for (int i = 0; i + 1 < 8; ++i) {
+    const float mid = (grid[i] + grid[i + 1]) / 2;
+    for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 100.0f), grid[i]}) {
+      EXPECT_EQ(e2m1_encode(x), oracle_fp4(x)) << x;
+      EXPECT_EQ(e2m1_encode(-x), oracle_fp4(-x)) << -x;
+    }
+  }
+}
+
+TEST(CudaHostOracle, E4M3RandomAllBinades) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 2'000'000; ++i) {
+    const float x = (i % 4 == 0) ? random_float(rng, -126, 127) : random_float(rng, -12, 9);
+    ASSERT_EQ(e4m3_encode(x), oracle_fp8(x)) << "x = " << x << " bits " << std::hex
+                                             << std::bit_cast<uint32_t>(x);
+  }
+}
+
+TEST(CudaHostOracle, E4M3EveryMidpointAndNeighbours) {
+  for (int c = 0; c < 0x7E; ++c) {
+    const double lo = e4m3_decode(static_cast<uint8_t>(c));
+    const double hi = e4m3_decode(static_cast<uint8_t>(c + 1));
+    const float mid = static_cast<float>((lo + hi) / 2);
+    for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      EXPECT_EQ(e4m3_encode(x), oracle_fp8(x)) << x;
+      EXPECT_EQ(e4m3_encode(-x), oracle_fp8(-x)) << -x;
+    }
+  }
+  for (float x : {448.0f, 463.99f, 464.0f, 464.01f, 500.0f, 1e38f}) {
+    EXPECT_EQ(e4m3_encode(x), oracle_fp8(x)) << x;
+  }
+}
+
+}  // namespace
+}  // namespace sharq
