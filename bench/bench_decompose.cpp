@@ -52,7 +52,8 @@ const int kRegistered = [] {
   }
   for (sharq::Mode m : {sharq::Mode::kSharqNvfp4, sharq::Mode::kSharqNvfp4_24}) {
     const std::string name(sharq::mode_name(m));
-    auto* b = benchmark::RegisterBenchmark(("decompose_full/" + name).c_str(), bm_full_decomposition, m);
+    auto* b =
+        benchmark::RegisterBenchmark(("decompose_full/" + name).c_str(), bm_full_decomposition, m);
     b->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
     if (cores > 1) b->Arg(cores);
   }

@@ -33,17 +33,17 @@ int mask_group(MaskPattern p) {
 
 namespace {
 
-// Returns a 4-bit set of the two kept candidates among scores s[0..3].
+// Returns a 4-bit set of the two kept candidates among scores s[0..3]. cIJ (I < J) says
+// candidate I beats J (ties go to the lower index); a candidate beaten by two or more is dropped.
 inline unsigned keep_two_of_four(const float s[4]) {
-  unsigned kept = 0;
-  for (int p = 0; p < 4; ++p) {
-    int beaten_by = 0;
-    for (int q = 0; q < 4; ++q) {
-      beaten_by += (s[q] > s[p]) || (s[q] == s[p] && q < p);
-    }
-    kept |= (beaten_by < 2 ? 1u : 0u) << p;
-  }
-  return kept;
+  const int c01 = s[0] >= s[1], c02 = s[0] >= s[2], c03 = s[0] >= s[3];
+  const int c12 = s[1] >= s[2], c13 = s[1] >= s[3], c23 = s[2] >= s[3];
+  const int beaten0 = 3 - c01 - c02 - c03;
+  const int beaten1 = c01 + 2 - c12 - c13;
+  const int beaten2 = c02 + c12 + 1 - c23;
+  const int beaten3 = c03 + c13 + c23;
+  return static_cast<unsigned>((beaten0 < 2) | ((beaten1 < 2) << 1) | ((beaten2 < 2) << 2) |
+                               ((beaten3 < 2) << 3));
 }
 
 // Returns a bit per element of the group starting at xs (8 bits for 4:8p, 4 for 2:4).

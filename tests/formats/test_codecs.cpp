@@ -24,9 +24,10 @@ TEST(E2M1, EveryCodeRoundTrips) {
 
 TEST(E2M1, MidpointsTieToEvenMantissa) {
   // SPEC 2: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4.
-  const struct { float x, want; } ties[] = {{0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f},
-                                            {1.75f, 2.0f}, {2.5f, 2.0f},  {3.5f, 4.0f},
-                                            {5.0f, 4.0f}};
+  const struct {
+    float x, want;
+  } ties[] = {{0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f}, {1.75f, 2.0f},
+              {2.5f, 2.0f},  {3.5f, 4.0f},  {5.0f, 4.0f}};
   for (const auto& t : ties) {
     EXPECT_EQ(e2m1_decode(e2m1_encode(t.x)), t.want) << t.x;
     EXPECT_EQ(e2m1_decode(e2m1_encode(-t.x)), -t.want) << -t.x;
@@ -68,8 +69,8 @@ TEST(E4M3, HandDerivedValues) {
   EXPECT_EQ(e4m3_encode(464.0f), 0x7E);  // tie between 448 and (NaN) 480 -> 448
   EXPECT_EQ(e4m3_encode(1e9f), 0x7E);
   EXPECT_EQ(e4m3_encode(-1e9f), 0xFE);
-  EXPECT_EQ(e4m3_encode(0x1p-10f), 0x00);           // half of min subnormal: tie to even 0
-  EXPECT_EQ(e4m3_encode(0x1.8p-9f), 0x02);          // 1.5 * 2^-9: tie to even 2
+  EXPECT_EQ(e4m3_encode(0x1p-10f), 0x00);   // half of min subnormal: tie to even 0
+  EXPECT_EQ(e4m3_encode(0x1.8p-9f), 0x02);  // 1.5 * 2^-9: tie to even 2
   EXPECT_EQ(e4m3_encode(std::nextafter(0x1p-10f, 1.0f)), 0x01);
 }
 
@@ -92,7 +93,8 @@ TEST(E8M0, PowersOfTwo) {
   EXPECT_EQ(e8m0_decode(0), 0x1p-127f);
   EXPECT_EQ(e8m0_decode(254), 0x1p127f);
   EXPECT_TRUE(std::isnan(e8m0_decode(0xFF)));
-  for (int e = -127; e <= 127; ++e) EXPECT_EQ(e8m0_decode(e8m0_encode_exponent(e)), std::ldexp(1.0f, e));
+  for (int e = -127; e <= 127; ++e)
+    EXPECT_EQ(e8m0_decode(e8m0_encode_exponent(e)), std::ldexp(1.0f, e));
 }
 
 TEST(E6M2, GridRoundTripAndClamps) {
@@ -103,9 +105,9 @@ TEST(E6M2, GridRoundTripAndClamps) {
   EXPECT_TRUE(std::isnan(e6m2_decode(0xFF)));
   EXPECT_EQ(e6m2_decode(0x00), 0x1p-48f);
   EXPECT_EQ(e6m2_decode(0xFE), 0x1.8p15f);
-  EXPECT_EQ(e6m2_encode(0.0f), 0x00);           // clamp up to 2^-48
+  EXPECT_EQ(e6m2_encode(0.0f), 0x00);  // clamp up to 2^-48
   EXPECT_EQ(e6m2_encode(1e-30f), 0x00);
-  EXPECT_EQ(e6m2_encode(0x1.cp15f), 0xFE);      // 1.75 * 2^15 clamps to 1.5 * 2^15
+  EXPECT_EQ(e6m2_encode(0x1.cp15f), 0xFE);  // 1.75 * 2^15 clamps to 1.5 * 2^15
   EXPECT_EQ(e6m2_encode(1e30f), 0xFE);
   // RNE on the mantissa: 1.125 is the tie between 1.0 (M=0, even) and 1.25 -> 1.0;
   // 1.375 ties between 1.25 (M=1) and 1.5 (M=2, even) -> 1.5; 1.875 carries into 2.0.
@@ -120,17 +122,17 @@ TEST(S1P2, GridTiesAndSaturation) {
     if (c == 8) continue;
     EXPECT_EQ(s1p2_encode(s1p2_decode(c)), c);
   }
-  EXPECT_EQ(s1p2_decode(s1p2_encode(0.125f)), 0.0f);   // m = 0.5 -> 0 (even)
-  EXPECT_EQ(s1p2_decode(s1p2_encode(0.375f)), 0.5f);   // m = 1.5 -> 2
-  EXPECT_EQ(s1p2_decode(s1p2_encode(0.625f)), 0.5f);   // m = 2.5 -> 2
-  EXPECT_EQ(s1p2_decode(s1p2_encode(1.625f)), 1.5f);   // m = 6.5 -> 6
-  EXPECT_EQ(s1p2_decode(s1p2_encode(1.8f)), 1.75f);    // saturates
+  EXPECT_EQ(s1p2_decode(s1p2_encode(0.125f)), 0.0f);  // m = 0.5 -> 0 (even)
+  EXPECT_EQ(s1p2_decode(s1p2_encode(0.375f)), 0.5f);  // m = 1.5 -> 2
+  EXPECT_EQ(s1p2_decode(s1p2_encode(0.625f)), 0.5f);  // m = 2.5 -> 2
+  EXPECT_EQ(s1p2_decode(s1p2_encode(1.625f)), 1.5f);  // m = 6.5 -> 6
+  EXPECT_EQ(s1p2_decode(s1p2_encode(1.8f)), 1.75f);   // saturates
   EXPECT_EQ(s1p2_decode(s1p2_encode(-100.0f)), -1.75f);
 }
 
 TEST(Bf16, RoundsToNearestEven) {
   EXPECT_EQ(bf16_round(1.0f), 1.0f);
-  EXPECT_EQ(bf16_round(std::bit_cast<float>(0x3F808000u)), 1.0f);         // tie -> even
+  EXPECT_EQ(bf16_round(std::bit_cast<float>(0x3F808000u)), 1.0f);  // tie -> even
   EXPECT_EQ(bf16_round(std::bit_cast<float>(0x3F818000u)), std::bit_cast<float>(0x3F820000u));
   EXPECT_EQ(bf16_round(std::bit_cast<float>(0x3F808001u)), std::bit_cast<float>(0x3F810000u));
 }

@@ -35,8 +35,8 @@ TEST(CudaHostOracle, E2M1RandomAllBinades) {
   for (int i = 0; i < 2'000'000; ++i) {
     // Most mass where E2M1 decides something (2^-4 .. 2^4), plus the whole float range.
     const float x = (i % 4 == 0) ? random_float(rng, -126, 127) : random_float(rng, -4, 4);
-    ASSERT_EQ(e2m1_encode(x), oracle_fp4(x)) << "x = " << x << " bits " << std::hex
-                                             << std::bit_cast<uint32_t>(x);
+    ASSERT_EQ(e2m1_encode(x), oracle_fp4(x))
+        << "x = " << x << " bits " << std::hex << std::bit_cast<uint32_t>(x);
   }
 }
 
@@ -55,8 +55,8 @@ TEST(CudaHostOracle, E4M3RandomAllBinades) {
   std::mt19937_64 rng(7);
   for (int i = 0; i < 2'000'000; ++i) {
     const float x = (i % 4 == 0) ? random_float(rng, -126, 127) : random_float(rng, -12, 9);
-    ASSERT_EQ(e4m3_encode(x), oracle_fp8(x)) << "x = " << x << " bits " << std::hex
-                                             << std::bit_cast<uint32_t>(x);
+    ASSERT_EQ(e4m3_encode(x), oracle_fp8(x))
+        << "x = " << x << " bits " << std::hex << std::bit_cast<uint32_t>(x);
   }
 }
 

@@ -72,16 +72,33 @@ void expect_error_mentioning(const std::vector<uint8_t>& b, const std::string& n
 }
 
 TEST(Npy, RejectsHostileHeaders) {
-  expect_error_mentioning(make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 8), "float32");
-  expect_error_mentioning(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 2), "float32");
-  expect_error_mentioning(make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4), "float32");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 64), }", 2 * 64 * 4), "Fortran");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (128,), }", 128 * 4), "2-D");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 32), }", 128 * 4), "2-D");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999), }", 16), "overflow");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4 + 3), "trailing");
-  expect_error_mentioning(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", 0), "shape");
-  expect_error_mentioning(make_npy("{'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4), "descr");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 8),
+      "float32");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 2),
+      "float32");
+  expect_error_mentioning(
+      make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4),
+      "float32");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 64), }", 2 * 64 * 4),
+      "Fortran");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (128,), }", 128 * 4), "2-D");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 32), }", 128 * 4), "2-D");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999), }",
+               16),
+      "overflow");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4 + 3),
+      "trailing");
+  expect_error_mentioning(
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", 0), "shape");
+  expect_error_mentioning(make_npy("{'fortran_order': False, 'shape': (2, 64), }", 2 * 64 * 4),
+                          "descr");
   auto b = make_npy(kGood, 2 * 64 * 4);
   b[1] = 'X';
   expect_error_mentioning(b, "magic");
@@ -90,7 +107,9 @@ TEST(Npy, RejectsHostileHeaders) {
   expect_error_mentioning(b, "version");
 }
 
-TEST(Npy, MissingFileIsAnError) { EXPECT_THROW(read_npy_f32("/nonexistent/x.npy"), Error); }
+TEST(Npy, MissingFileIsAnError) {
+  EXPECT_THROW(read_npy_f32("/nonexistent/x.npy"), Error);
+}
 
 }  // namespace
 }  // namespace sharq

@@ -29,7 +29,8 @@ std::vector<float> scaled_row(const PackedTensor& p, int64_t r) {
   std::vector<float> out(static_cast<size_t>(p.cols));
   const int64_t code_row = p.cols * t.code_bits / 8;
   const int64_t scale_row = t.block ? p.cols / t.block * t.scale_bytes : 0;
-  t.dequantize_row(p.codes.data() + r * code_row, p.scales.data() + r * scale_row, p.cols, out.data());
+  t.dequantize_row(p.codes.data() + r * code_row, p.scales.data() + r * scale_row, p.cols,
+                   out.data());
   return out;
 }
 
@@ -60,10 +61,12 @@ TEST_P(EveryDecompositionMode, Invariants) {
       std::vector<float> rrow(kCols), deq(kCols);
       std::vector<uint8_t> codes(kCols), scales(kCols * 4);
       for (int64_t c = 0; c < kCols; ++c) {
-        const float xs = scaled ? x[static_cast<size_t>(r * kCols + c)] * inv : x[static_cast<size_t>(r * kCols + c)];
+        const float xs = scaled ? x[static_cast<size_t>(r * kCols + c)] * inv
+                                : x[static_cast<size_t>(r * kCols + c)];
         rrow[c] = xs - sp[c];
       }
-      format_traits(m.dense_format).quantize_row(rrow.data(), kCols, codes.data(), scales.data(), deq.data());
+      format_traits(m.dense_format)
+          .quantize_row(rrow.data(), kCols, codes.data(), scales.data(), deq.data());
       for (int64_t c = 0; c < kCols; ++c) ASSERT_EQ(deq[c], rs[c]) << "row " << r << " col " << c;
     }
     for (int64_t c = 0; c < kCols; ++c) {
@@ -78,7 +81,8 @@ TEST_P(EveryDecompositionMode, Invariants) {
     }
   }
   // The zero row reconstructs to zero.
-  for (int64_t c = 0; c < kCols; ++c) EXPECT_EQ(q.dequant[static_cast<size_t>(5 * kCols + c)], 0.0f);
+  for (int64_t c = 0; c < kCols; ++c)
+    EXPECT_EQ(q.dequant[static_cast<size_t>(5 * kCols + c)], 0.0f);
   // The hot path gives the same bits.
   std::vector<float> fast(x.size());
   fake_quantize_activation(mode, x.data(), kRows, kCols, fast.data(), "x", 2);
@@ -86,12 +90,13 @@ TEST_P(EveryDecompositionMode, Invariants) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, EveryDecompositionMode,
-                         ::testing::Values(Mode::kSharqNvfp4, Mode::kSharqNvfp4_24, Mode::kSharqMxfp4,
-                                           Mode::kSharqHif4, Mode::kSparseOnly, Mode::kDenseDense,
-                                           Mode::kSparseSparse),
+                         ::testing::Values(Mode::kSharqNvfp4, Mode::kSharqNvfp4_24,
+                                           Mode::kSharqMxfp4, Mode::kSharqHif4, Mode::kSparseOnly,
+                                           Mode::kDenseDense, Mode::kSparseSparse),
                          [](const auto& info) {
                            std::string n(mode_name(info.param));
-                           for (auto& ch : n) if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           for (auto& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;
                          });
 
@@ -126,8 +131,9 @@ TEST(Decompose, SharqBeatsPlainNvfp4OnOutliers) {
 
 TEST(Decompose, SingleFormatModesMatchTheFormat) {
   const auto x = test_input();
-  for (auto [mode, fmt] : {std::pair{Mode::kNvfp4, Format::kNvfp4G16}, std::pair{Mode::kMxfp4, Format::kMxfp4},
-                           std::pair{Mode::kHif4, Format::kHif4}, std::pair{Mode::kFp8, Format::kFp8}}) {
+  for (auto [mode, fmt] :
+       {std::pair{Mode::kNvfp4, Format::kNvfp4G16}, std::pair{Mode::kMxfp4, Format::kMxfp4},
+        std::pair{Mode::kHif4, Format::kHif4}, std::pair{Mode::kFp8, Format::kFp8}}) {
     const ActivationQuant q = quantize_activation(mode, x.data(), kRows, kCols, "x");
     const PackedTensor p = quantize(fmt, x.data(), kRows, kCols, "x");
     std::vector<float> d(x.size());

@@ -61,8 +61,9 @@ TEST(Masks, ExactCountsOnRandomRowsAndDroppedAreZero) {
         for (int j = 0; j < g; ++j) {
           if (keep[o + i] && !keep[o + j]) {
             const auto score = [&](int e) {
-              return p == MaskPattern::k2of4 ? std::fabs(x[o + e])
-                                             : std::max(std::fabs(x[o + (e & ~1)]), std::fabs(x[o + (e | 1)]));
+              return p == MaskPattern::k2of4
+                         ? std::fabs(x[o + e])
+                         : std::max(std::fabs(x[o + (e & ~1)]), std::fabs(x[o + (e | 1)]));
             };
             EXPECT_GE(score(i), score(j));
           }

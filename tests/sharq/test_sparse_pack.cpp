@@ -20,8 +20,10 @@ TEST(SparsePack, RoundTripsRealBackbones) {
                                std::pair{Mode::kSharqNvfp4_24, MaskPattern::k2of4},
                                std::pair{Mode::kSharqHif4, MaskPattern::k2of4}}) {
     const ActivationQuant q = quantize_activation(mode, x.data(), rows, cols, "x");
-    const CompressedSparse s = compress_sparse(pattern, q.sparse_q.codes.data(), q.keep.data(), rows, cols);
-    EXPECT_EQ(s.values.size(), static_cast<size_t>(rows * cols / 4));  // K/2 codes per row, 2 per byte
+    const CompressedSparse s =
+        compress_sparse(pattern, q.sparse_q.codes.data(), q.keep.data(), rows, cols);
+    EXPECT_EQ(s.values.size(),
+              static_cast<size_t>(rows * cols / 4));  // K/2 codes per row, 2 per byte
     EXPECT_EQ(decompress_sparse(s), q.sparse_q.codes);
     EXPECT_EQ(sparse_keep_map(s), q.keep);
   }
@@ -47,7 +49,8 @@ TEST(SparsePack, RejectsMapsNotOfThePattern) {
   const std::vector<uint8_t> three = {1, 1, 1, 0, 1, 1, 0, 0};
   EXPECT_THROW(compress_sparse(MaskPattern::k2of4, codes.data(), three.data(), 1, 8), Error);
   const std::vector<uint8_t> split_pair = {1, 0, 1, 1, 1, 0, 0, 0};
-  EXPECT_THROW(compress_sparse(MaskPattern::k4of8Pairs, codes.data(), split_pair.data(), 1, 8), Error);
+  EXPECT_THROW(compress_sparse(MaskPattern::k4of8Pairs, codes.data(), split_pair.data(), 1, 8),
+               Error);
   std::vector<uint8_t> dirty(4, 0);
   put_nibble(dirty.data(), 2, 0x5);  // dropped position with a nonzero code
   const std::vector<uint8_t> keep = {1, 1, 0, 0, 1, 1, 0, 0};

@@ -15,7 +15,8 @@ namespace {
 TEST(Weights, SharqModesStoreOneG32Payload) {
   const int64_t n = 8, k = 256;
   const auto w = synthetic_weight(n, k, 4);
-  for (Mode m : {Mode::kSharqNvfp4, Mode::kSharqNvfp4_24, Mode::kSparseOnly, Mode::kDenseDense, Mode::kSparseSparse}) {
+  for (Mode m : {Mode::kSharqNvfp4, Mode::kSharqNvfp4_24, Mode::kSparseOnly, Mode::kDenseDense,
+                 Mode::kSparseSparse}) {
     const QuantizedWeight q = quantize_weight(m, w.data(), n, k, "w");
     EXPECT_EQ(q.packed.format, Format::kNvfp4G32);
     EXPECT_EQ(q.packed.codes.size(), static_cast<size_t>(n * k / 2));
@@ -33,7 +34,8 @@ TEST(Weights, G16ViewEqualsG32Dequantization) {
   const Nvfp4G16View view(q.packed);
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t c = 0; c < k; ++c) {
-      EXPECT_EQ(view.scale_code(r, c / 16), q.packed.scales[static_cast<size_t>(r * (k / 32) + c / 32)]);
+      EXPECT_EQ(view.scale_code(r, c / 16),
+                q.packed.scales[static_cast<size_t>(r * (k / 32) + c / 32)]);
       EXPECT_EQ(view.value(r, c) * q.packed.tensor_scale, deq[static_cast<size_t>(r * k + c)]);
     }
   }
@@ -43,7 +45,8 @@ TEST(Weights, G16ViewEqualsG32Dequantization) {
 TEST(Weights, FormatsPerMode) {
   const auto w = synthetic_weight(2, 64, 6);
   EXPECT_EQ(quantize_weight(Mode::kNvfp4, w.data(), 2, 64, "w").packed.format, Format::kNvfp4G16);
-  EXPECT_EQ(quantize_weight(Mode::kNvfp4W4A16, w.data(), 2, 64, "w").packed.format, Format::kNvfp4G16);
+  EXPECT_EQ(quantize_weight(Mode::kNvfp4W4A16, w.data(), 2, 64, "w").packed.format,
+            Format::kNvfp4G16);
   EXPECT_EQ(quantize_weight(Mode::kMxfp4, w.data(), 2, 64, "w").packed.format, Format::kMxfp4);
   EXPECT_EQ(quantize_weight(Mode::kSharqHif4, w.data(), 2, 64, "w").packed.format, Format::kHif4);
   EXPECT_EQ(quantize_weight(Mode::kFp8, w.data(), 2, 64, "w").packed.format, Format::kFp8);
