@@ -30,6 +30,46 @@ inline float e2m1_decode(uint8_t code) {
   return (code & 0x8) ? -m : m;
 }
 
+// Quantizes N values x[i] * r to E2M1 (RNE, saturating, sign kept): packed codes (element 2i
+// in the low nibble) and, when deq is not null, deq[i] = E2M1^-1(code) * back. The same
+// decisions as e2m1_encode / e2m1_decode, written as compare sums without table lookups so
+// the compiler vectorizes it (the block formats' hot loop).
+template <int N>
+inline void e2m1_quantize_block(const float* x, float r, float back, uint8_t* packed, float* deq) {
+  static_assert(N % 2 == 0, "codes are packed in pairs");
+  int32_t q[N];
+  float d[N];
+  for (int i = 0; i < N; ++i) {
+    const float v = x[i] * r;
+    const float a = std::fabs(v);
+    const bool t0 = a > 0.25f, t1 = a >= 0.75f, t2 = a > 1.25f, t3 = a >= 1.75f, t4 = a > 2.5f,
+               t5 = a >= 3.5f, t6 = a > 5.0f;
+    q[i] = (t0 + t1 + t2 + t3 + t4 + t5 + t6) | (std::signbit(v) ? 8 : 0);
+    const float mag = (t0 ? 0.5f : 0.0f) + (t1 ? 0.5f : 0.0f) + (t2 ? 0.5f : 0.0f) +
+                      (t3 ? 0.5f : 0.0f) + (t4 ? 1.0f : 0.0f) + (t5 ? 1.0f : 0.0f) +
+                      (t6 ? 2.0f : 0.0f);
+    d[i] = std::copysign(mag, v) * back;
+  }
+  for (int i = 0; i < N; i += 2) packed[i / 2] = static_cast<uint8_t>(q[i] | (q[i + 1] << 4));
+  if (deq) {
+    for (int i = 0; i < N; ++i) deq[i] = d[i];
+  }
+}
+
+// Returns max |x[i]| over N values (N a multiple of 8), in lanes so that it vectorizes.
+template <int N>
+inline float absmax_block(const float* x) {
+  static_assert(N % 8 == 0, "eight lanes");
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < N; i += 8) {
+    for (int l = 0; l < 8; ++l)
+      lanes[l] = lanes[l] < std::fabs(x[i + l]) ? std::fabs(x[i + l]) : lanes[l];
+  }
+  float m = 0.0f;
+  for (float v : lanes) m = m < v ? v : m;
+  return m;
+}
+
 // ---- E4M3 ("e4m3fn"): s.eeee.mmm, bias 7, max 448, subnormals k*2^-9, S.1111.111 = NaN. ----
 // Returns the E4M3 code of x (finite), RNE, saturating to +-448.
 inline uint8_t e4m3_encode(float x) {

@@ -4,12 +4,18 @@
 
 #include <bit>
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "sharq/codecs.h"
 
 namespace sharq {
 namespace {
+
+uint8_t get_code(const uint8_t* packed, int i) {
+  return (i & 1) ? static_cast<uint8_t>(packed[i / 2] >> 4)
+                 : static_cast<uint8_t>(packed[i / 2] & 0xF);
+}
 
 TEST(E2M1, EveryCodeRoundTrips) {
   for (uint8_t c = 0; c < 16; ++c) {
@@ -47,6 +53,25 @@ TEST(E2M1, SaturatesAndKeepsSign) {
   EXPECT_EQ(e2m1_encode(-1e30f), 0xF);
   EXPECT_EQ(e2m1_encode(-0.1f), 0x8);
   EXPECT_EQ(e2m1_encode(0.0f), 0x0);
+}
+
+TEST(E2M1, VectorBlockEqualsScalarCodec) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-8.0f, 8.0f);
+  for (int trial = 0; trial < 2000; ++trial) {
+    float x[32];
+    for (float& v : x) v = u(rng);
+    x[trial % 32] = (trial % 3 == 0) ? 1.25f : -0.0f;  // ties and signed zero
+    const float r = (trial % 2) ? 1.0f : 0.75f, back = 3.0f;
+    uint8_t packed[16];
+    float deq[32];
+    e2m1_quantize_block<32>(x, r, back, packed, deq);
+    for (int i = 0; i < 32; ++i) {
+      const uint8_t want = e2m1_encode(x[i] * r);
+      ASSERT_EQ(get_code(packed, i), want) << x[i];
+      ASSERT_EQ(deq[i], e2m1_decode(want) * back);
+    }
+  }
 }
 
 TEST(E4M3, EveryFiniteCodeRoundTrips) {
