@@ -61,3 +61,50 @@ TEST(LayerStats, SharqBeatsNvfp4AndBf16IsZero) {
 
 }  // namespace
 }  // namespace sharq::eval
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "sharq/eval/report.h"
+
+namespace sharq::eval {
+namespace {
+
+TEST(Report, GapRecoveryAndFiles) {
+  EvalReport r;
+  r.model = "tiny";
+  r.ctx = 8;
+  r.tokens = 16;
+  for (auto [name, ppl] : {std::pair{"bf16", 10.0},
+                           {"nvfp4", 14.0},
+                           {"sharq-nvfp4", 12.0},
+                           {"sharq-nvfp4+res-g32", 13.0},
+                           {"dense+dense", 11.0},
+                           {"fp8", 10.5}}) {
+    ModeResult m;
+    m.mode = name;
+    m.perplexity = ppl;
+    r.modes.push_back(m);
+  }
+  compute_gap_recovery(r);
+  EXPECT_DOUBLE_EQ(r.modes[2].gap_recovery, 0.5);
+  EXPECT_DOUBLE_EQ(r.modes[3].gap_recovery, 0.25);
+  EXPECT_EQ(r.modes[3].baseline, "nvfp4");
+  EXPECT_DOUBLE_EQ(r.modes[4].gap_recovery, 0.75);
+  EXPECT_FALSE(r.modes[5].has_gap);
+  const auto x = synthetic_activation(8, 64, 1);
+  const auto w = synthetic_weight(16, 64, 2);
+  r.layers.push_back(
+      layer_stats("blk.0.q", x.data(), 8, 64, w.data(), 16, {Mode::kBf16, Mode::kNvfp4}, 1));
+  const std::string dir = ::testing::TempDir() + "/sharq_report";
+  write_report(r, dir);
+  std::ifstream j(dir + "/report.json");
+  const auto parsed = nlohmann::json::parse(j);
+  EXPECT_EQ(parsed["modes"].size(), 6u);
+  EXPECT_EQ(parsed["layers"][0]["layer"], "blk.0.q");
+  EXPECT_TRUE(std::filesystem::exists(dir + "/report.md"));
+}
+
+}  // namespace
+}  // namespace sharq::eval
