@@ -8,9 +8,10 @@
 namespace sharq {
 
 enum class MaskPattern : uint8_t {
-  kNone,       // keep everything
-  k4of8Pairs,  // "4:8p": per 8, keep the 2 of 4 pairs with the highest max|.|
-  k2of4,       // "2:4": per 4, keep the 2 largest |.|
+  kNone,             // keep everything
+  k4of8Pairs,        // "4:8p": per 8, keep the 2 of 4 pairs with the highest max|.|
+  k2of4,             // "2:4": per 4, keep the 2 largest |.|
+  k4of8PairsEnergy,  // experiment: 4:8p with pair score x0^2 + x1^2 (docs/variants.md)
 };
 
 std::string_view mask_name(MaskPattern p);

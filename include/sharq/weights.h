@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sharq/decompose.h"
 #include "sharq/formats.h"
 #include "sharq/modes.h"
 
@@ -23,8 +24,10 @@ struct QuantizedWeight {
 
 QuantizedWeight quantize_weight(Mode mode, const float* w, int64_t rows, int64_t cols,
                                 std::string_view tensor_name, int threads = 1);
-// Original-units dequantized weights (N x K).
-void dequantize_weight(const QuantizedWeight& w, float* out, int threads = 1);
+// Original-units dequantized weights (N x K). With variant.fp8_decoded, each decoded
+// scaled-domain value q*S is rounded as an FP8 Hopper path would see it (round_decoded_to_fp8).
+void dequantize_weight(const QuantizedWeight& w, float* out, int threads = 1,
+                       const Variant& variant = {});
 // Bytes the stored weight occupies (codes + scales + tensor scale), for memory reports.
 int64_t weight_storage_bytes(const QuantizedWeight& w);
 

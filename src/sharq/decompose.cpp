@@ -42,8 +42,8 @@ const FormatTraits* scaled_family(const ModeTraits& m) {
   return nullptr;
 }
 
-void decompose_row(const ModeTraits& m, const float* x, int64_t k, float st, float inv, bool scaled,
-                   RowScratch& s, const RowSinks& out) {
+void decompose_row(const ModeTraits& m, const Variant& v, const float* x, int64_t k, float st,
+                   float inv, bool scaled, RowScratch& s, const RowSinks& out) {
   float* xs = s.xs.data();
   if (scaled) {
     for (int64_t c = 0; c < k; ++c) xs[c] = x[c] * inv;
@@ -59,6 +59,7 @@ void decompose_row(const ModeTraits& m, const float* x, int64_t k, float st, flo
 
   if (m.act == ActRule::kSingle) {
     format_traits(m.act_format).quantize_row(xs, k, dn_codes, dn_scales, deq_r);
+    if (v.fp8_decoded) round_decoded_to_fp8(deq_r, k);
     for (int64_t c = 0; c < k; ++c) out.dequant[c] = deq_r[c] * st;
     return;
   }
@@ -78,6 +79,10 @@ void decompose_row(const ModeTraits& m, const float* x, int64_t k, float st, flo
   } else {
     std::fill(deq_r, deq_r + k, 0.0f);
   }
+  if (v.fp8_decoded) {
+    round_decoded_to_fp8(deq_sp, k);
+    round_decoded_to_fp8(deq_r, k);
+  }
   // Step 6: back to original units; the reconstruction is the float32 sum of the two.
   for (int64_t c = 0; c < k; ++c) {
     const float sp = deq_sp[c] * st;
@@ -86,6 +91,15 @@ void decompose_row(const ModeTraits& m, const float* x, int64_t k, float st, flo
     if (out.residual) out.residual[c] = rs;
     out.dequant[c] = sp + rs;
   }
+}
+
+// The mode table row with a variant's format and mask changes applied (NVFP4 family only).
+ModeTraits apply_variant(ModeTraits m, const Variant& v) {
+  if (v.residual_g32 && m.act == ActRule::kDecompose && m.dense_format == Format::kNvfp4G16) {
+    m.dense_format = Format::kNvfp4G32;
+  }
+  if (v.energy_pairs && m.mask == MaskPattern::k4of8Pairs) m.mask = MaskPattern::k4of8PairsEnergy;
+  return m;
 }
 
 void init_packed(PackedTensor& p, Format f, int64_t rows, int64_t cols, float st) {
@@ -99,11 +113,11 @@ void init_packed(PackedTensor& p, Format f, int64_t rows, int64_t cols, float st
 }
 
 // Runs the mode over all rows. `full` keeps every component in `q`; otherwise only `out`.
-void run_mode(Mode mode, const float* x, int64_t rows, int64_t cols, float* out,
+void run_mode(Mode mode, const Variant& v, const float* x, int64_t rows, int64_t cols, float* out,
               ActivationQuant* full, std::string_view tensor_name, int threads) {
   check_k_multiple_of_64(rows, cols, tensor_name);
   check_finite(x, rows, cols, tensor_name);
-  const ModeTraits& m = mode_traits(mode);
+  const ModeTraits m = apply_variant(mode_traits(mode), v);
   const int64_t n = rows * cols;
 
   if (m.act == ActRule::kBf16Round || m.act == ActRule::kIdentity) {
@@ -116,9 +130,10 @@ void run_mode(Mode mode, const float* x, int64_t rows, int64_t cols, float* out,
 
   const FormatTraits* fam = scaled_family(m);
   const bool scaled = fam && fam->tensor_scaled;
-  const float st =
-      scaled ? tensor_scale_for(absmax(x, n, threads), fam->tensor_scale_div, tensor_name) : 1.0f;
-  const float inv = rcp(st);
+  const bool per_token = scaled && v.per_token_scale;
+  const float st = scaled && !per_token
+                       ? tensor_scale_for(absmax(x, n, threads), fam->tensor_scale_div, tensor_name)
+                       : 1.0f;
 
   const bool decomp = m.act == ActRule::kDecompose;
   const FormatTraits& dn = format_traits(decomp ? m.dense_format : m.act_format);
@@ -154,27 +169,69 @@ void run_mode(Mode mode, const float* x, int64_t rows, int64_t cols, float* out,
         sinks.dn_codes = full->dense_q.codes.data() + r * dn_code_row;
         sinks.dn_scales = full->dense_q.scales.data() + r * dn_scale_row;
       }
-      decompose_row(m, x + r * cols, cols, st, inv, scaled, scratch, sinks);
+      float row_st = st;
+      if (per_token) {
+        const std::string row_name = std::string(tensor_name) + " row " + std::to_string(r);
+        row_st = tensor_scale_for(absmax(x + r * cols, cols, 1), fam->tensor_scale_div, row_name);
+      }
+      decompose_row(m, v, x + r * cols, cols, row_st, rcp(row_st), scaled, scratch, sinks);
     }
   });
 }
 
 }  // namespace
 
+std::string Variant::suffix() const {
+  std::string s;
+  if (residual_g32) s += "+res-g32";
+  if (per_token_scale) s += "+per-token";
+  if (energy_pairs) s += "+energy-pairs";
+  if (fp8_decoded) s += "+fp8-decoded";
+  return s;
+}
+
+Variant Variant::parse(std::string_view list) {
+  Variant v;
+  size_t start = 0;
+  while (start < list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    const std::string_view item = list.substr(start, comma - start);
+    if (item == "res-g32") {
+      v.residual_g32 = true;
+    } else if (item == "per-token") {
+      v.per_token_scale = true;
+    } else if (item == "energy-pairs") {
+      v.energy_pairs = true;
+    } else if (item == "fp8-decoded") {
+      v.fp8_decoded = true;
+    } else {
+      throw Error("unknown experiment variant '" + std::string(item) +
+                  "' (known: res-g32, per-token, energy-pairs, fp8-decoded)");
+    }
+    start = comma + 1;
+  }
+  return v;
+}
+
+void round_decoded_to_fp8(float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = e4m3_decode(e4m3_encode(v[i] * 0.125f)) * 8.0f;
+}
+
 ActivationQuant quantize_activation(Mode mode, const float* x, int64_t rows, int64_t cols,
-                                    std::string_view tensor_name, int threads) {
+                                    std::string_view tensor_name, int threads,
+                                    const Variant& variant) {
   ActivationQuant q;
   q.mode = mode;
   q.rows = rows;
   q.cols = cols;
   q.dequant.assign(static_cast<size_t>(std::max<int64_t>(rows * cols, 0)), 0.0f);
-  run_mode(mode, x, rows, cols, q.dequant.data(), &q, tensor_name, threads);
+  run_mode(mode, variant, x, rows, cols, q.dequant.data(), &q, tensor_name, threads);
   return q;
 }
 
 void fake_quantize_activation(Mode mode, const float* x, int64_t rows, int64_t cols, float* out,
-                              std::string_view tensor_name, int threads) {
-  run_mode(mode, x, rows, cols, out, nullptr, tensor_name, threads);
+                              std::string_view tensor_name, int threads, const Variant& variant) {
+  run_mode(mode, variant, x, rows, cols, out, nullptr, tensor_name, threads);
 }
 
 }  // namespace sharq

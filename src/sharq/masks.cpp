@@ -15,6 +15,8 @@ std::string_view mask_name(MaskPattern p) {
       return "4:8p";
     case MaskPattern::k2of4:
       return "2:4";
+    case MaskPattern::k4of8PairsEnergy:
+      return "4:8p-energy";
   }
   return "?";
 }
@@ -27,6 +29,8 @@ int mask_group(MaskPattern p) {
       return 8;
     case MaskPattern::k2of4:
       return 4;
+    case MaskPattern::k4of8PairsEnergy:
+      return 8;
   }
   return 1;
 }
@@ -52,9 +56,12 @@ inline unsigned group_keep_bits(MaskPattern p, const float* xs) {
     const float s[4] = {std::fabs(xs[0]), std::fabs(xs[1]), std::fabs(xs[2]), std::fabs(xs[3])};
     return keep_two_of_four(s);
   }
-  const float s[4] = {
-      std::max(std::fabs(xs[0]), std::fabs(xs[1])), std::max(std::fabs(xs[2]), std::fabs(xs[3])),
-      std::max(std::fabs(xs[4]), std::fabs(xs[5])), std::max(std::fabs(xs[6]), std::fabs(xs[7]))};
+  float s[4];
+  for (int q = 0; q < 4; ++q) {
+    const float a = xs[2 * q], b = xs[2 * q + 1];
+    s[q] =
+        p == MaskPattern::k4of8PairsEnergy ? a * a + b * b : std::max(std::fabs(a), std::fabs(b));
+  }
   const unsigned pairs = keep_two_of_four(s);
   unsigned bits = 0;
   for (int q = 0; q < 4; ++q) {

@@ -12,7 +12,7 @@ namespace {
 // Candidate width in elements: 1 (2:4) or 2 (4:8p); each group has 4 candidates, 2 kept.
 int candidate_width(MaskPattern p) {
   if (p == MaskPattern::k2of4) return 1;
-  if (p == MaskPattern::k4of8Pairs) return 2;
+  if (p == MaskPattern::k4of8Pairs || p == MaskPattern::k4of8PairsEnergy) return 2;
   throw Error("compressed sparse storage needs a 2:4 or 4:8p pattern, got '" +
               std::string(mask_name(p)) + "'");
 }

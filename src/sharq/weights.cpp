@@ -28,12 +28,28 @@ QuantizedWeight quantize_weight(Mode mode, const float* w, int64_t rows, int64_t
   return q;
 }
 
-void dequantize_weight(const QuantizedWeight& w, float* out, int threads) {
+void dequantize_weight(const QuantizedWeight& w, float* out, int threads, const Variant& variant) {
   if (mode_traits(w.mode).weight_bf16) {
     std::copy(w.bf16_values.begin(), w.bf16_values.end(), out);
     return;
   }
-  dequantize(w.packed, out, threads);
+  if (!variant.fp8_decoded) {
+    dequantize(w.packed, out, threads);
+    return;
+  }
+  const FormatTraits& t = format_traits(w.packed.format);
+  const int64_t k = w.cols;
+  const int64_t code_row = k * t.code_bits / 8;
+  const int64_t scale_row = t.block ? k / t.block * t.scale_bytes : 0;
+  parallel_for(w.rows, threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* o = out + r * k;
+      t.dequantize_row(w.packed.codes.data() + r * code_row, w.packed.scales.data() + r * scale_row,
+                       k, o);
+      round_decoded_to_fp8(o, k);
+      for (int64_t c = 0; c < k; ++c) o[c] = o[c] * w.packed.tensor_scale;
+    }
+  });
 }
 
 int64_t weight_storage_bytes(const QuantizedWeight& w) {
