@@ -50,7 +50,9 @@ uint16_t float_to_fp16(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
-float bf16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+float bf16_to_float(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 namespace {
 
@@ -60,7 +62,9 @@ uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-void dequant_f32(const uint8_t* src, float* dst, size_t n) { std::memcpy(dst, src, n * 4); }
+void dequant_f32(const uint8_t* src, float* dst, size_t n) {
+  std::memcpy(dst, src, n * 4);
+}
 
 void dequant_f16(const uint8_t* src, float* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = fp16_to_float(load_u16(src + 2 * i));
@@ -223,18 +227,24 @@ const GgmlTypeTraits* ggml_traits(uint32_t type) {
 std::string ggml_type_name(uint32_t type) {
   if (const auto* t = ggml_traits(type)) return t->name;
   switch (type) {
-    case 6: return "Q5_0";
-    case 7: return "Q5_1";
-    case 9: return "Q8_1";
-    case 10: return "Q2_K";
-    case 11: return "Q3_K";
-    case 15: return "Q8_K";
-    default: return "type " + std::to_string(type);
+    case 6:
+      return "Q5_0";
+    case 7:
+      return "Q5_1";
+    case 9:
+      return "Q8_1";
+    case 10:
+      return "Q2_K";
+    case 11:
+      return "Q3_K";
+    case 15:
+      return "Q8_K";
+    default:
+      return "type " + std::to_string(type);
   }
 }
 
-void ggml_dequantize(uint32_t type, std::span<const uint8_t> src, float* dst,
-                     uint64_t n_elements) {
+void ggml_dequantize(uint32_t type, std::span<const uint8_t> src, float* dst, uint64_t n_elements) {
   const GgmlTypeTraits* t = ggml_traits(type);
   if (!t) throw Error("unsupported ggml tensor type " + ggml_type_name(type));
   if (n_elements % t->block_size != 0) {

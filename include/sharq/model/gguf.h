@@ -73,7 +73,7 @@ struct GgufTensorInfo {
   uint32_t type = 0;           // GgmlType value (may be unsupported)
   uint64_t offset = 0;         // relative to the data section
   uint64_t n_elements = 0;
-  uint64_t n_bytes = 0;        // 0 for types we cannot size (unknown types)
+  uint64_t n_bytes = 0;  // 0 for types we cannot size (unknown types)
 };
 
 // A parsed GGUF file. The bytes stay owned (mmap or caller buffer) while this object lives.

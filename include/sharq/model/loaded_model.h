@@ -45,7 +45,7 @@ struct FloatTensor {
 
 // Tokenizer description extracted from tokenizer.json / tokenizer_config.json or GGUF metadata.
 struct TokenizerData {
-  std::string pre_tokenizer;           // "gpt2", "llama3" or "qwen2"
+  std::string pre_tokenizer;           // "gpt2", "llama3", "qwen2" or "smollm" (gpt2 + digits)
   std::vector<std::string> vocab;      // id -> token string (byte-level BPE alphabet)
   std::vector<std::pair<std::string, std::string>> merges;  // in rank order
   std::vector<int32_t> special_ids;    // added/special tokens matched verbatim before BPE
@@ -53,6 +53,8 @@ struct TokenizerData {
   int32_t eos_id = -1;
   bool add_bos = false;
   std::string chat_template;           // raw template text (may be empty)
+  bool ignore_merges = false;          // a whole pre-token found in vocab is one token (llama3)
+  std::string normalizer;              // "" or "NFC" (qwen2), applied outside special tokens
 };
 
 // Canonical tensor names (HF Llama/Qwen naming), L = layer index:
