@@ -9,7 +9,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 debs=(cmake ninja-build g++ pkg-config python3 python3-pip
       libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
-      nlohmann-json3-dev libcli11-dev libpcre2-dev)
+      nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev
+      clang libclang-rt-14-dev gnuplot-nox unzip)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
+# The default real model and text are test inputs too (tokenizer ids, loader, engine checks).
+scripts/fetch_model.sh >/dev/null
+scripts/fetch_text.sh >/dev/null
 (cd build && ctest -L cpu -j "$(nproc)" --output-on-failure --timeout 900)
 if [ -x scripts/fuzz.sh ]; then
   scripts/fuzz.sh
