@@ -1,0 +1,263 @@
+// GPU benchmark harness (device machine): Llama-3.1-8B linear shapes x M, CUDA events, warm-up,
+// median of repeated timed loops, weights rotated over enough copies that L2 cannot hold them.
+// Columns measured in the same run: cuBLAS BF16, cuBLASLt FP8 (per-tensor), our dense NVFP4
+// (prepare + GEMM), our SharQ prepare, SharQ GEMM and SharQ whole linear; plus the measured
+// device copy bandwidth and the share of it the SharQ GEMM reaches. Prints CSV and a table.
+// Usage: bench_gemm [csv_path]
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sharq/cuda/kernels.h"
+
+using sharq::cuda::check;
+
+namespace {
+
+#define CUBLAS_OK(x)                                                                   \
+  do {                                                                                 \
+    cublasStatus_t s_ = (x);                                                           \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                 \
+      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+// Median over `reps` of the mean time (us) of `inner` calls of fn(i).
+double time_us(const std::function<void(int)>& fn, int inner = 20, int reps = 15) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  for (int i = 0; i < inner; ++i) fn(i);  // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    check(cudaEventRecord(a), "record");
+    for (int i = 0; i < inner; ++i) fn(r * inner + i);
+    check(cudaEventRecord(b), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    t.push_back(1000.0 * ms / inner);
+  }
+  check(cudaGetLastError(), "timed kernels");
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t[t.size() / 2];
+}
+
+void* dmalloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return p;
+}
+
+void fill_random(float* d, size_t n, uint64_t seed, float outlier) {
+  std::vector<float> h(n);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (size_t i = 0; i < n; ++i) h[i] = nd(rng) * ((i % 997 == 0) ? outlier : 1.0f);
+  check(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice), "h2d");
+}
+
+__global__ void to_bf16(const float* x, __nv_bfloat16* y, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+__global__ void to_fp8(const float* x, __nv_fp8_e4m3* y, size_t n, float inv) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) y[i] = __nv_fp8_e4m3(x[i] * inv);
+}
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30;
+  void* a = dmalloc(bytes);
+  void* b = dmalloc(bytes);
+  check(cudaMemset(a, 1, bytes), "memset");
+  const double us = time_us(
+      [&](int) { check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice), "copy"); }, 5, 7);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (us * 1e-6) / 1e9;  // read + write
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* csv_path = argc > 1 ? argv[1] : nullptr;
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "props");
+  const double bw = copy_bandwidth_gbs();
+  std::printf("device: %s, %d SMs, L2 %d MB; copy bandwidth %.0f GB/s (read+write)\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, bw);
+  cublasHandle_t blas;
+  CUBLAS_OK(cublasCreate(&blas));
+  cublasLtHandle_t lt;
+  CUBLAS_OK(cublasLtCreate(&lt));
+  void* lt_ws = dmalloc(32 << 20);
+
+  FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
+  if (csv)
+    std::fprintf(csv,
+                 "device,K,N,M,cublas_bf16_us,cublaslt_fp8_us,nvfp4_linear_us,sharq_prepare_us,"
+                 "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw\n");
+  std::printf(
+      "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | our NVFP4 linear | SharQ prepare | SharQ GEMM "
+      "| SharQ linear | GEMM %% of copy BW | vs BF16 | vs FP8 "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
+  const int64_t ms[] = {1, 4, 16, 32};
+  for (const auto& shape : shapes) {
+    const int64_t k = shape.first, n = shape.second;
+    const size_t wn = size_t(n) * k;
+    // Enough weight copies that the rotation exceeds L2 several times over.
+    const int rot = std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / (wn / 2) + 1));
+    std::vector<float*> wf(1);
+    wf[0] = static_cast<float*>(dmalloc(wn * 4));
+    fill_random(wf[0], wn, 7, 1.0f);
+    std::vector<__nv_bfloat16*> wb(rot);
+    std::vector<__nv_fp8_e4m3*> w8(rot);
+    std::vector<sharq::cuda::Nvfp4View> wq32(rot), wq16(rot);
+    uint32_t* scratch = static_cast<uint32_t*>(dmalloc(4));
+    const int rot_bf16 = std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / (wn * 2) + 1));
+    for (int r = 0; r < rot; ++r) {
+      if (r < rot_bf16) {
+        wb[r] = static_cast<__nv_bfloat16*>(dmalloc(wn * 2));
+        to_bf16<<<unsigned((wn + 255) / 256), 256>>>(wf[0], wb[r], wn);
+        w8[r] = static_cast<__nv_fp8_e4m3*>(dmalloc(wn));
+        to_fp8<<<unsigned((wn + 255) / 256), 256>>>(wf[0], w8[r], wn, 100.0f);
+      }
+      for (auto* v : {&wq32[r], &wq16[r]}) {
+        const int g = v == &wq32[r] ? 32 : 16;
+        v->codes = static_cast<uint8_t*>(dmalloc(wn / 2));
+        v->scales = static_cast<uint8_t*>(dmalloc(wn / g));
+        v->tensor_scale = static_cast<float*>(dmalloc(4));
+        sharq::cuda::pack_weight(wf[0], n, k, g, *v, scratch, nullptr);
+      }
+    }
+    check(cudaDeviceSynchronize(), "weights");
+    for (int64_t m : ms) {
+      float* x = static_cast<float*>(dmalloc(size_t(m) * k * 4));
+      fill_random(x, size_t(m) * k, 11, 50.0f);
+      __nv_bfloat16* xb = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * k * 2));
+      to_bf16<<<unsigned((m * k + 255) / 256), 256>>>(x, xb, size_t(m) * k);
+      __nv_fp8_e4m3* x8 = static_cast<__nv_fp8_e4m3*>(dmalloc(size_t(m) * k));
+      to_fp8<<<unsigned((m * k + 255) / 256), 256>>>(x, x8, size_t(m) * k, 1.0f);
+      __nv_bfloat16* y = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * n * 2));
+      float* dec = static_cast<float*>(dmalloc(size_t(m) * k * 4));
+      sharq::cuda::Nvfp4View sp{static_cast<uint8_t*>(dmalloc(m * k / 2)),
+                                static_cast<uint8_t*>(dmalloc(m * k / 32)),
+                                static_cast<float*>(dmalloc(4))};
+      sharq::cuda::Nvfp4View rs{static_cast<uint8_t*>(dmalloc(m * k / 2)),
+                                static_cast<uint8_t*>(dmalloc(m * k / 16)),
+                                static_cast<float*>(dmalloc(4))};
+      const float one = 1.0f, zero = 0.0f;
+
+      const double t_bf16 = time_us([&](int i) {
+        CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
+                               wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
+                               &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+      });
+
+      // cuBLASLt FP8 (E4M3 x E4M3 -> BF16, per-tensor scales of 1), TN layout as Hopper needs.
+      double t_fp8 = -1;
+      {
+        cublasLtMatmulDesc_t op;
+        CUBLAS_OK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        cublasLtMatrixLayout_t la, lb, lc;
+        CUBLAS_OK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, n, k));
+        CUBLAS_OK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, m, k));
+        CUBLAS_OK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, n, m, n));
+        cublasLtMatmulPreference_t pref;
+        CUBLAS_OK(cublasLtMatmulPreferenceCreate(&pref));
+        size_t ws = 32 << 20;
+        CUBLAS_OK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        cublasLtMatmulHeuristicResult_t heur{};
+        int found = 0;
+        if (cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found) ==
+                CUBLAS_STATUS_SUCCESS &&
+            found) {
+          t_fp8 = time_us([&](int i) {
+            CUBLAS_OK(cublasLtMatmul(lt, op, &one, w8[i % rot_bf16], la, x8, lb, &zero, y, lc, y,
+                                     lc, &heur.algo, lt_ws, ws, nullptr));
+          });
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(la);
+        cublasLtMatrixLayoutDestroy(lb);
+        cublasLtMatrixLayoutDestroy(lc);
+        cublasLtMatmulDescDestroy(op);
+      }
+
+      auto* y16 = reinterpret_cast<uint16_t*>(y);
+      const double t_nvfp4 = time_us([&](int i) {
+        sharq::cuda::prepare(sharq::cuda::PrepareMode::kNvfp4, x, m, k, sp, rs, dec, scratch,
+                             nullptr);
+        sharq::cuda::gemm_decode(dec, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16, nullptr);
+      });
+      const double t_prep = time_us([&](int) {
+        sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, dec,
+                             scratch, nullptr);
+      });
+      const double t_gemm = time_us([&](int i) {
+        sharq::cuda::gemm_decode(dec, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, nullptr);
+      });
+      const double t_lin = time_us([&](int i) {
+        sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, dec,
+                             scratch, nullptr);
+        sharq::cuda::gemm_decode(dec, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, nullptr);
+      });
+      const double wbytes = double(wn) / 2 + double(wn) / 32;
+      const double pct = 100.0 * (wbytes / (t_gemm * 1e-6)) / (bw * 1e9 / 2);  // vs read-only share
+      std::printf(
+          "| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2fx | %.2fx "
+          "|\n",
+          (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep, t_gemm, t_lin,
+          pct, t_bf16 / t_lin, t_fp8 > 0 ? t_fp8 / t_lin : 0.0);
+      if (csv) {
+        std::fprintf(csv, "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f\n", prop.name,
+                     (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
+                     t_gemm, t_lin, pct);
+      }
+      for (void* p :
+           {(void*)x, (void*)xb, (void*)x8, (void*)y, (void*)dec, (void*)sp.codes, (void*)sp.scales,
+            (void*)sp.tensor_scale, (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale}) {
+        cudaFree(p);
+      }
+    }
+    for (int r = 0; r < rot; ++r) {
+      if (r < rot_bf16) {
+        cudaFree(wb[r]);
+        cudaFree(w8[r]);
+      }
+      for (auto* v : {&wq32[r], &wq16[r]}) {
+        cudaFree(v->codes);
+        cudaFree(v->scales);
+        cudaFree(v->tensor_scale);
+      }
+    }
+    cudaFree(wf[0]);
+    cudaFree(scratch);
+  }
+  if (csv) std::fclose(csv);
+  std::printf(
+      "\nTimes in microseconds (median of 15 loops of 20 calls; weights rotated beyond L2).\n"
+      "GEMM %% of copy BW: FP4 weight bytes per GEMM time over half the read+write copy rate.\n");
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Host API of the Hopper (sm_90a) kernels: weight packing, SharQ prepare, decode-regime GEMMs.
+// Device pointers in, device pointers out; every call is asynchronous on `stream`. Layouts match
+// the CPU reference's PackedTensor (formats.h). Not the engine backend (that is issue 6).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sharq::cuda {
+
+// NVFP4 (g16 or g32) of a (rows x k) float32 matrix, planar like PackedTensor:
+//   codes: rows * k/2 bytes (element 2i in the low nibble); scales: rows * k/g UE4M3 bytes;
+//   tensor_scale: one float (max|X| / 2688, 1 for an all-zero matrix).
+struct Nvfp4View {
+  uint8_t* codes;
+  uint8_t* scales;
+  float* tensor_scale;
+};
+
+// Which activation rule prepare applies (SPEC 5).
+enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
+
+// Scratch the prepare needs: one uint32 for the tensor max (device memory).
+// x: (rows, k) float32, k % 64 == 0. Writes for the SharQ modes the backbone (NVFP4 g32, dense
+// layout with zeros where dropped) into `sparse` and the residual (NVFP4 g16) into `residual`;
+// for kNvfp4 only `residual` (NVFP4 g16 of x'). When `decoded` is not null it also writes the
+// scaled-domain reconstruction X~_sp + R~ as float32 (rows, k) for the decode GEMM.
+void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
+             Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream);
+
+// Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
+void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
+                 uint32_t* absmax_scratch, cudaStream_t stream);
+
+// Decode-regime GEMM (M <= 32): Y (m, n) bf16 = s_x * s_w * X~ (m, k) . W~ (n, k)^T, where X~ is
+// prepare()'s scaled-domain reconstruction (both SharQ paths, or the NVFP4 activation) and W~
+// the NVFP4 g32 (SharQ) or g16 (nvfp4) weight decoded once per element in the kernel.
+// x_tensor_scale: device float (prepare's residual.tensor_scale).
+void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                 int w_group, int64_t n, int64_t k, uint16_t* y_bf16, cudaStream_t stream);
+
+// Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
+void check(cudaError_t e, const char* what);
+
+}  // namespace sharq::cuda

@@ -1,0 +1,132 @@
+// Decode-regime GEMM (M <= 32), version 1: CUDA cores, FP32 accumulation. Each warp streams the
+// FP4 codes and scales of ROWS weight rows exactly once (16-byte loads: one lane = one 32-element
+// block), decodes every weight element once and applies it to all M activation rows, which sit
+// decoded (both SharQ paths summed) in shared memory, padded to avoid bank conflicts.
+// Honest limit: at M >= 8 the FP32 FMAs, not HBM, bound this kernel (docs/cuda_kernels.md);
+// the next rung is mma.sync / wgmma on BF16-decoded tiles.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "codecs.cuh"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kChunk = 1024;      // K elements per shared-memory chunk (32 lanes x 32)
+constexpr int kPadded = 32 * 33;  // one chunk of one activation row, +1 float per lane
+
+// Y (m, n) = sx * sw * X (m, k) . W (n, k)^T. MT >= m rows of X (padding rows are zero).
+template <int MT, int ROWS, int WGROUP>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemm_decode_kernel(const float* __restrict__ x, const float* __restrict__ sx, int m,
+                       const uint8_t* __restrict__ wcodes, const uint8_t* __restrict__ wscales,
+                       const float* __restrict__ sw, int64_t n, int64_t k,
+                       __nv_bfloat16* __restrict__ y) {
+  extern __shared__ float xs[];  // [MT][kPadded]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * ROWS;
+  float acc[ROWS][MT];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) acc[r][i] = 0.0f;
+  }
+  for (int64_t c0 = 0; c0 < k; c0 += kChunk) {
+    const int len = static_cast<int>(k - c0 < kChunk ? k - c0 : kChunk);
+    __syncthreads();
+    for (int i = threadIdx.x; i < MT * kChunk; i += blockDim.x) {
+      const int mi = i / kChunk, e = i % kChunk;
+      const float v = (mi < m && e < len) ? x[mi * k + c0 + e] : 0.0f;
+      xs[mi * kPadded + (e >> 5) * 33 + (e & 31)] = v;
+    }
+    __syncthreads();
+    if (lane * 32 >= len) continue;
+    const int64_t blk = (c0 >> 5) + lane;  // this lane's 32-element block along K
+    uint4 q[ROWS];
+    float s[ROWS][2];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const int64_t row = row0 + r < n ? row0 + r : n - 1;  // clamp: results dropped below
+      q[r] = *reinterpret_cast<const uint4*>(wcodes + (row * k + c0) / 2 + lane * 16);
+      if (WGROUP == 32) {
+        s[r][0] = s[r][1] = ue4m3_decode(wscales[row * (k / 32) + blk]);
+      } else {
+        s[r][0] = ue4m3_decode(wscales[row * (k / 16) + 2 * blk]);
+        s[r][1] = ue4m3_decode(wscales[row * (k / 16) + 2 * blk + 1]);
+      }
+    }
+    const float* xl = xs + lane * 33;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      float xv[MT];
+#pragma unroll
+      for (int i = 0; i < MT; ++i) xv[i] = xl[i * kPadded + j];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const uint32_t word = j < 8 ? q[r].x : j < 16 ? q[r].y : j < 24 ? q[r].z : q[r].w;
+        const float w = e2m1_decode((word >> (4 * (j & 7))) & 0xFu) * s[r][j >> 4];
+#pragma unroll
+        for (int i = 0; i < MT; ++i) acc[r][i] += w * xv[i];
+      }
+    }
+  }
+  const float scale = *sx * *sw;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      float v = acc[r][i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && i < m && row0 + r < n) y[i * n + row0 + r] = __float2bfloat16_rn(v * scale);
+    }
+  }
+}
+
+template <int MT, int ROWS>
+void launch(const float* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
+            int64_t k, uint16_t* y, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * MT * kPadded;
+  const unsigned grid = static_cast<unsigned>((n + kWarps * ROWS - 1) / (kWarps * ROWS));
+  auto* y16 = reinterpret_cast<__nv_bfloat16*>(y);
+  if (group == 32) {
+    auto kern = gemm_decode_kernel<MT, ROWS, 32>;
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)),
+          "smem attr");
+    kern<<<grid, kWarps * 32, smem, stream>>>(x, sx, static_cast<int>(m), w.codes, w.scales,
+                                              w.tensor_scale, n, k, y16);
+  } else {
+    auto kern = gemm_decode_kernel<MT, ROWS, 16>;
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)),
+          "smem attr");
+    kern<<<grid, kWarps * 32, smem, stream>>>(x, sx, static_cast<int>(m), w.codes, w.scales,
+                                              w.tensor_scale, n, k, y16);
+  }
+  check(cudaGetLastError(), "gemm_decode_kernel");
+}
+
+}  // namespace
+
+void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                 int w_group, int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+  if (m < 1 || m > 32)
+    throw Error("cuda::gemm_decode: M = " + std::to_string(m) + " is outside 1..32");
+  if (k <= 0 || k % 64 != 0 || n <= 0)
+    throw Error("cuda::gemm_decode: bad shape N x K = " + shape_str(n, k));
+  if (w_group != 16 && w_group != 32)
+    throw Error("cuda::gemm_decode: weight group must be 16 or 32");
+  if (m <= 1) return launch<1, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  if (m <= 2) return launch<2, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  if (m <= 4) return launch<4, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  if (m <= 8) return launch<8, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  if (m <= 16) return launch<16, 2>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  return launch<32, 1>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+}
+
+}  // namespace sharq::cuda
