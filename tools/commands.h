@@ -10,5 +10,10 @@ namespace sharq::tools {
 using Action = std::function<int()>;
 Action register_quantize(CLI::App& app);
 Action register_demo(CLI::App& app);
+// Engine tools (built when the model loader and tokenizer libraries exist: SHARQ_ENGINE_TOOLS).
+Action register_generate(CLI::App& app);
+Action register_perplexity(CLI::App& app);
+Action register_inspect(CLI::App& app);
+Action register_logits(CLI::App& app);
 
 }  // namespace sharq::tools

@@ -17,6 +17,12 @@ int main(int argc, char** argv) {
   };
   add(sharq::tools::register_quantize(app));
   add(sharq::tools::register_demo(app));
+#ifdef SHARQ_ENGINE_TOOLS
+  add(sharq::tools::register_generate(app));
+  add(sharq::tools::register_perplexity(app));
+  add(sharq::tools::register_inspect(app));
+  add(sharq::tools::register_logits(app));
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,83 @@
+// A forward session over one prepared Model: its KV cache, batched prefill and one-token decode,
+// sampling (greedy, or temperature + top-p with a seeded RNG) and a generation loop.
+// Not thread-safe (one session per thread) and not a batch of independent sequences.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "sharq/engine/model.h"
+
+namespace sharq::engine {
+
+class Session {
+ public:
+  // capacity: the most positions the KV cache holds (prompt + generated tokens).
+  Session(const Model& model, int64_t capacity);
+
+  const Model& model() const { return *model_; }
+  int64_t position() const { return pos_; }  // tokens already in the cache
+  int64_t capacity() const { return capacity_; }
+  void reset() { pos_ = 0; }
+
+  // Runs ids (T) at positions position()..position()+T-1 as one batch (every linear quantizes its
+  // whole (T, K) activation at once), appends them to the KV cache, and leaves the final-normed
+  // hidden states in hidden(): (T, D). Throws sharq::Error if the cache would overflow.
+  void forward_hidden(std::span<const int32_t> ids);
+  const std::vector<float>& hidden() const { return x_; }
+
+  // forward_hidden, then logits: the last token's (V), or every token's (T, V) when all = true.
+  std::vector<float> forward(std::span<const int32_t> ids, bool all = false);
+
+ private:
+  const Model* model_;
+  int64_t capacity_;
+  int64_t pos_ = 0;
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (kv_heads, capacity, head_dim)
+  // Scratch, resized per call: x (T, D) residual stream, h (T, max(D, I)) normed input, xq
+  // (T, max(D, I, q_dim)) quantized activation, q (T, q_dim), k/v (T, kv_dim), a (T, q_dim)
+  // attention output, g/u (T, I) gate and up.
+  std::vector<float> x_, h_, xq_, q_, k_, v_, a_, g_, u_;
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;  // <= 0: greedy (argmax, lowest id on ties)
+  float top_p = 1.0f;        // nucleus: smallest set of most likely tokens with mass >= top_p
+  uint64_t seed = 0;
+};
+
+// Deterministic for a given seed on every platform (mt19937_64 and our own uniform mapping).
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& p);
+  // logits: (V).
+  int32_t sample(std::span<const float> logits);
+
+ private:
+  SamplingParams p_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> buf_;
+};
+
+int32_t argmax(std::span<const float> logits);
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double prefill_seconds = 0.0;  // the prompt's forward
+  int64_t decode_steps = 0;      // one-token forwards after the prefill
+  double decode_seconds = 0.0;   // their time, sampling included
+  bool stopped = false;          // a stop token ended generation (it is not emitted)
+};
+
+// Appends `prompt` to the session as one prefill, then samples up to max_new tokens one decode
+// at a time. on_token(id) is called for each emitted token as it is produced; returning false
+// stops. Generation also stops at a token in stop_ids or when the cache is full.
+GenerateStats generate(Session& s, std::span<const int32_t> prompt, int64_t max_new,
+                       const SamplingParams& params, std::span<const int32_t> stop_ids,
+                       const std::function<bool(int32_t)>& on_token);
+
+}  // namespace sharq::engine

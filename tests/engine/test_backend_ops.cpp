@@ -1,0 +1,274 @@
+// Every op of every backend against plain double-precision loops (the test-backend-ops idea):
+// embedding, RMSNorm, RoPE (and llama3 frequencies), KV store + causal GQA attention, SwiGLU,
+// add, and the quantized linear of every mode. Backends: CPU (a CUDA backend joins the list).
+// Not the decoder (test_decoder.cpp).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numbers>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sharq/cpu/ops.h"
+#include "sharq/decompose.h"
+#include "sharq/engine/backend.h"
+#include "sharq/error.h"
+#include "sharq/weights.h"
+
+namespace sharq {
+namespace {
+
+std::vector<float> randn(int64_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// Each backend under test, by name.
+std::unique_ptr<engine::Backend> make_backend(const std::string& name) {
+  if (name == "cpu") return engine::make_cpu_backend(2);
+  if (name == "cpu-1thread") return engine::make_cpu_backend(1);
+  throw Error("unknown backend " + name);
+}
+
+class BackendOps : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override { be = make_backend(GetParam()); }
+  std::unique_ptr<engine::Backend> be;
+};
+
+double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+TEST_P(BackendOps, EmbeddingCopiesRowsAndRejectsBadIds) {
+  const auto table = randn(10 * 8, 1);
+  const int32_t ids[3] = {3, 0, 9};
+  std::vector<float> out(3 * 8);
+  be->embedding(table.data(), 10, 8, ids, 3, out.data());
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 8; ++j) EXPECT_EQ(out[i * 8 + j], table[ids[i] * 8 + j]);
+  }
+  const int32_t bad[1] = {10};
+  EXPECT_THROW(be->embedding(table.data(), 10, 8, bad, 1, out.data()), Error);
+}
+
+TEST_P(BackendOps, RmsNormMatchesDouble) {
+  const int64_t rows = 7, d = 96;
+  const auto x = randn(rows * d, 2, 3.0f), w = randn(d, 3);
+  std::vector<float> out(x.size());
+  be->rms_norm(x.data(), w.data(), rows, d, 1e-5f, out.data());
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += double(x[r * d + j]) * x[r * d + j];
+    const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int64_t j = 0; j < d; ++j) ref[r * d + j] = x[r * d + j] * inv * w[j];
+  }
+  EXPECT_LT(rel_err(out, ref), 1e-6);
+  be->rms_norm(x.data(), w.data(), rows, d, 1e-5f, const_cast<float*>(x.data()));  // alias
+  EXPECT_EQ(x, out);
+}
+
+TEST(CpuOps, RopeInvFreqDefaultAndLlama3) {
+  const auto f = cpu::rope_inv_freq(128, 500000.0f, {});
+  for (int j = 0; j < 64; ++j) {
+    EXPECT_NEAR(f[j], std::pow(500000.0, -2.0 * j / 128),
+                1e-6 * std::pow(500000.0, -2.0 * j / 128));
+  }
+  const model::RopeScaling s{"llama3", 8.0f, 1.0f, 4.0f, 8192};
+  const auto g = cpu::rope_inv_freq(128, 500000.0f, s);
+  int high = 0, low = 0, mid = 0;
+  for (int j = 0; j < 64; ++j) {
+    const double wavelen = 2 * std::numbers::pi / f[j];
+    double expect = f[j];
+    if (wavelen < 8192.0 / 4.0) {
+      ++high;
+    } else if (wavelen > 8192.0) {
+      expect = f[j] / 8.0;
+      ++low;
+    } else {
+      const double sm = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      expect = (1 - sm) * f[j] / 8.0 + sm * f[j];
+      ++mid;
+    }
+    EXPECT_NEAR(g[j], expect, 1e-6 * expect) << j;
+  }
+  EXPECT_GT(high, 0);
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+  EXPECT_THROW(cpu::rope_inv_freq(128, 1e4f, {"yarn", 2.0f, 1.0f, 4.0f, 8192}), Error);
+  EXPECT_THROW(cpu::rope_inv_freq(7, 1e4f, {}), Error);
+}
+
+TEST_P(BackendOps, RopeMatchesRotateHalfInDouble) {
+  const int64_t t = 5, heads = 3, hd = 16, pos0 = 11;
+  auto x = randn(t * heads * hd, 4);
+  const auto x0 = x;
+  const auto f = cpu::rope_inv_freq(hd, 10000.0f, {});
+  be->rope(x.data(), t, pos0, heads, hd, f.data());
+  std::vector<double> ref(x.size());
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* a = x0.data() + (i * heads + h) * hd;
+      double* o = ref.data() + (i * heads + h) * hd;
+      for (int64_t j = 0; j < hd; ++j) {
+        // q * cos + rotate_half(q) * sin, rotate_half(q) = (-q[half:], q[:half])
+        const int64_t jj = j % (hd / 2);
+        const double ang = double(pos0 + i) * f[jj];
+        const double rot = j < hd / 2 ? -a[j + hd / 2] : a[j - hd / 2];
+        o[j] = a[j] * std::cos(ang) + rot * std::sin(ang);
+      }
+    }
+  }
+  EXPECT_LT(rel_err(x, ref), 1e-6);
+}
+
+// Naive causal GQA attention in double over the full K/V history (T_all, kv_heads * hd).
+std::vector<double> attention_ref(const std::vector<float>& q, const std::vector<float>& k,
+                                  const std::vector<float>& v, int64_t t, int64_t pos0,
+                                  int64_t heads, int64_t kvh, int64_t hd) {
+  std::vector<double> out(static_cast<size_t>(t * heads * hd), 0.0);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t g = h / (heads / kvh);
+      const int64_t n = pos0 + i + 1;
+      std::vector<double> s(static_cast<size_t>(n));
+      double mx = -1e300;
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (int64_t c = 0; c < hd; ++c) {
+          dot += double(q[(i * heads + h) * hd + c]) * k[(j * kvh + g) * hd + c];
+        }
+        s[j] = dot / std::sqrt(double(hd));
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0;
+      for (auto& e : s) sum += (e = std::exp(e - mx));
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t c = 0; c < hd; ++c) {
+          out[(i * heads + h) * hd + c] += s[j] / sum * v[(j * kvh + g) * hd + c];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void check_attention(engine::Backend& be, int64_t t, int64_t pos0, int64_t heads, int64_t kvh,
+                     int64_t hd, int64_t cap) {
+  const int64_t all = pos0 + t;
+  const auto q = randn(t * heads * hd, 5, 2.0f);
+  const auto k = randn(all * kvh * hd, 6, 2.0f), v = randn(all * kvh * hd, 7);
+  std::vector<float> kc(kvh * cap * hd, 1e30f), vc(kvh * cap * hd, 1e30f);  // unwritten = poison
+  // History first (as an earlier prefill would), then the new rows.
+  if (pos0 > 0) be.kv_store(k.data(), v.data(), pos0, 0, kvh, hd, cap, kc.data(), vc.data());
+  be.kv_store(k.data() + pos0 * kvh * hd, v.data() + pos0 * kvh * hd, t, pos0, kvh, hd, cap,
+              kc.data(), vc.data());
+  std::vector<float> out(q.size());
+  be.attention(q.data(), t, pos0, heads, kvh, hd, cap, kc.data(), vc.data(), out.data());
+  EXPECT_LT(rel_err(out, attention_ref(q, k, v, t, pos0, heads, kvh, hd)), 1e-5)
+      << "t=" << t << " pos0=" << pos0;
+}
+
+TEST_P(BackendOps, AttentionMatchesDoublePrefillAndDecode) {
+  check_attention(*be, 5, 0, 4, 2, 8, 16);      // prefill, GQA group 2
+  check_attention(*be, 5, 3, 4, 2, 8, 16);      // prefill after history
+  check_attention(*be, 1, 9, 6, 2, 16, 12);     // decode, group 3
+  check_attention(*be, 300, 20, 2, 1, 8, 400);  // more queries than one block (256)
+}
+
+TEST_P(BackendOps, KvStoreRejectsOverflow) {
+  std::vector<float> k(2 * 8), kc(8 * 4);
+  EXPECT_THROW(be->kv_store(k.data(), k.data(), 2, 3, 1, 8, 4, kc.data(), kc.data()), Error);
+}
+
+TEST_P(BackendOps, SwigluAndAdd) {
+  const auto g = randn(1000, 8, 3.0f), u = randn(1000, 9);
+  std::vector<float> out(1000), sum = g;
+  be->swiglu(g.data(), u.data(), 1000, out.data());
+  be->add(sum.data(), u.data(), 1000);
+  std::vector<double> ref(1000);
+  for (int i = 0; i < 1000; ++i) {
+    ref[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+    EXPECT_EQ(sum[i], g[i] + u[i]);
+  }
+  EXPECT_LT(rel_err(out, ref), 1e-6);
+}
+
+// The backend's linear = fake-quantized activation times the dequantized weight, per mode.
+TEST_P(BackendOps, LinearEveryModeMatchesDoubleOnQuantizedOperands) {
+  const int64_t t = 9, k = 128, n = 48;
+  auto x = randn(t * k, 10);
+  x[5] = 40.0f;  // an outlier, so the tensor scale matters
+  const auto w = randn(n * k, 11, 0.1f), bias = randn(n, 12);
+  for (Mode m : all_modes()) {
+    const auto lw = be->prepare_linear(m, w.data(), bias.data(), n, k, "test.w");
+    std::vector<float> y(t * n), scratch(t * k);
+    be->linear(*lw, x.data(), t, y.data(), scratch.data());
+    std::vector<float> xq(t * k), wq(n * k);
+    fake_quantize_activation(m, x.data(), t, k, xq.data(), "test.x");
+    dequantize_weight(quantize_weight(m, w.data(), n, k, "test.w"), wq.data());
+    std::vector<double> ref(t * n);
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = bias[j];
+        for (int64_t c = 0; c < k; ++c) acc += double(xq[i * k + c]) * wq[j * k + c];
+        ref[i * n + j] = acc;
+      }
+    }
+    EXPECT_LT(rel_err(y, ref), 1e-5) << mode_name(m);
+  }
+}
+
+TEST_P(BackendOps, LinearRejectsKNotMultipleOf64) {
+  const auto w = randn(4 * 48, 1);
+  EXPECT_THROW(be->prepare_linear(Mode::kNvfp4, w.data(), nullptr, 4, 48, "bad.w"), Error);
+}
+
+// Large enough to take the threaded paths (column split, parallel heads) of the CPU backend.
+TEST_P(BackendOps, LargeLinearAndLmHeadMatchDouble) {
+  const int64_t t = 64, k = 256, n = 640;
+  const auto x = randn(t * k, 13), w = randn(n * k, 14, 0.05f), bias = randn(n, 15);
+  std::vector<float> y(t * n);
+  be->linear_f32(x.data(), w.data(), bias.data(), y.data(), t, n, k);
+  std::vector<double> ref(t * n);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = bias[j];
+      for (int64_t c = 0; c < k; ++c) acc += double(x[i * k + c]) * w[j * k + c];
+      ref[i * n + j] = acc;
+    }
+  }
+  EXPECT_LT(rel_err(y, ref), 1e-5);
+  check_attention(*be, 200, 100, 8, 2, 64, 300);
+}
+
+// The CPU backend splits products into fixed column blocks, so --threads never changes a result.
+TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
+  auto one = engine::make_cpu_backend(1), two = engine::make_cpu_backend(2);
+  const int64_t t = 96, k = 320, n = 1000;
+  const auto x = randn(t * k, 16), w = randn(n * k, 17, 0.05f);
+  std::vector<float> y1(t * n), y2(t * n);
+  one->linear_f32(x.data(), w.data(), nullptr, y1.data(), t, n, k);
+  two->linear_f32(x.data(), w.data(), nullptr, y2.data(), t, n, k);
+  EXPECT_EQ(y1, y2);
+  one->linear_f32(x.data(), w.data(), nullptr, y1.data(), 1, n, k);  // the decode GEMV path
+  two->linear_f32(x.data(), w.data(), nullptr, y2.data(), 1, n, k);
+  EXPECT_TRUE(std::equal(y1.begin(), y1.begin() + n, y2.begin()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::Values("cpu", "cpu-1thread"));
+
+}  // namespace
+}  // namespace sharq
