@@ -15,5 +15,6 @@ Action register_generate(CLI::App& app);
 Action register_perplexity(CLI::App& app);
 Action register_inspect(CLI::App& app);
 Action register_logits(CLI::App& app);
+Action register_eval(CLI::App& app);
 
 }  // namespace sharq::tools

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(sharq::tools::register_perplexity(app));
   add(sharq::tools::register_inspect(app));
   add(sharq::tools::register_logits(app));
+  add(sharq::tools::register_eval(app));
 #endif
   try {
     app.parse(argc, argv);
