@@ -1,4 +1,4 @@
-// Decode-regime GEMM (M <= 32), version 1: CUDA cores, FP32 accumulation. Each warp streams the
+// Decode-regime GEMMs (M <= 32). Version 1 (M > 4): CUDA cores, FP32 accumulation. Each warp streams the
 // FP4 codes and scales of ROWS weight rows exactly once (16-byte loads: one lane = one 32-element
 // block), decodes every weight element once and applies it to all M activation rows, which sit
 // decoded (both SharQ paths summed) in shared memory, padded to avoid bank conflicts.
@@ -87,6 +87,110 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+
+// Version 2, used for M = 1: no shared memory and no block-wide barriers. Activations (at most
+// 4 x K floats) are read through the read-only cache; each lane keeps UNROLL weight blocks of
+// ROWS rows in flight before decoding, which is what v1 lacked (it sat at ~30% of HBM
+// bandwidth at M = 1, latency-bound behind its per-chunk __syncthreads).
+template <int MT, int ROWS, int WGROUP, int UNROLL>
+__global__ void __launch_bounds__(128)
+    gemm_decode_small_kernel(const float* __restrict__ x, const float* __restrict__ sx, int m,
+                             const uint8_t* __restrict__ wcodes,
+                             const uint8_t* __restrict__ wscales, const float* __restrict__ sw,
+                             int64_t n, int64_t k, __nv_bfloat16* __restrict__ y) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * 4 + warp) * ROWS;
+  if (row0 >= n) return;
+  const int64_t kb = k / 32;  // 32-element blocks per row
+  float acc[ROWS][MT];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) acc[r][i] = 0.0f;
+  }
+  int64_t rows[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) rows[r] = row0 + r < n ? row0 + r : n - 1;
+  for (int64_t b0 = lane; b0 < kb; b0 += 32 * UNROLL) {
+    uint4 q[UNROLL][ROWS];
+    float s[UNROLL][ROWS][2];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t b = b0 + 32 * u;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        if (b < kb) {
+          q[u][r] = __ldg(reinterpret_cast<const uint4*>(wcodes + rows[r] * (k / 2)) + b);
+          if (WGROUP == 32) {
+            s[u][r][0] = s[u][r][1] = ue4m3_decode(__ldg(wscales + rows[r] * kb + b));
+          } else {
+            s[u][r][0] = ue4m3_decode(__ldg(wscales + rows[r] * 2 * kb + 2 * b));
+            s[u][r][1] = ue4m3_decode(__ldg(wscales + rows[r] * 2 * kb + 2 * b + 1));
+          }
+        } else {
+          q[u][r] = make_uint4(0, 0, 0, 0);
+          s[u][r][0] = s[u][r][1] = 0.0f;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t b = b0 + 32 * u;
+      if (b >= kb) break;
+#pragma unroll
+      for (int j4 = 0; j4 < 8; ++j4) {
+        float4 xv[MT];
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          xv[i] = i < m ? __ldg(reinterpret_cast<const float4*>(x + i * k + b * 32) + j4)
+                        : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+          const uint32_t word = j4 < 2 ? q[u][r].x : j4 < 4 ? q[u][r].y : j4 < 6 ? q[u][r].z : q[u][r].w;
+          const float sc = s[u][r][j4 >> 2];
+#pragma unroll
+          for (int t = 0; t < 4; ++t) {
+            const float w = e2m1_decode((word >> (4 * ((j4 & 1) * 4 + t))) & 0xFu) * sc;
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+              const float xi = t == 0 ? xv[i].x : t == 1 ? xv[i].y : t == 2 ? xv[i].z : xv[i].w;
+              acc[r][i] += w * xi;
+            }
+          }
+        }
+      }
+    }
+  }
+  const float scale = *sx * *sw;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      float v = acc[r][i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && i < m && row0 + r < n) y[i * n + row0 + r] = __float2bfloat16_rn(v * scale);
+    }
+  }
+}
+
+template <int MT>
+void launch_small(const float* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
+                  int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+  constexpr int kRows = 2, kUnroll = 2;
+  const unsigned grid = static_cast<unsigned>((n + 4 * kRows - 1) / (4 * kRows));
+  auto* y16 = reinterpret_cast<__nv_bfloat16*>(y);
+  if (group == 32) {
+    gemm_decode_small_kernel<MT, kRows, 32, kUnroll><<<grid, 128, 0, stream>>>(
+        x, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y16);
+  } else {
+    gemm_decode_small_kernel<MT, kRows, 16, kUnroll><<<grid, 128, 0, stream>>>(
+        x, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y16);
+  }
+  check(cudaGetLastError(), "gemm_decode_small_kernel");
+}
+
 template <int MT, int ROWS>
 void launch(const float* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
             int64_t k, uint16_t* y, cudaStream_t stream) {
@@ -121,12 +225,16 @@ void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m,
     throw Error("cuda::gemm_decode: bad shape N x K = " + shape_str(n, k));
   if (w_group != 16 && w_group != 32)
     throw Error("cuda::gemm_decode: weight group must be 16 or 32");
-  if (m <= 1) return launch<1, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  if (m <= 1) return launch_small<1>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  // v2 lost to v1 at M = 2..4 on H100 (90 vs 44 us for 4096x6144, M = 4): v1 keeps them.
   if (m <= 2) return launch<2, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
   if (m <= 4) return launch<4, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
   if (m <= 8) return launch<8, 4>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
   if (m <= 16) return launch<16, 2>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
-  return launch<32, 1>(x_decoded, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  // M in (16, 32]: two 16-row passes; one 32-row tile needs 135 KB of shared memory and ran
+  // at a fraction of the 16-row speed (measured, docs/RESULTS.md).
+  launch<16, 2>(x_decoded, x_tensor_scale, 16, w, w_group, n, k, y, stream);
+  launch<16, 2>(x_decoded + 16 * k, x_tensor_scale, m - 16, w, w_group, n, k, y + 16 * n, stream);
 }
 
 }  // namespace sharq::cuda

@@ -2,6 +2,8 @@
 // block of a row: it holds the block in registers, so mask, backbone quantization, residual and
 // residual quantization are one pass over the activation after the tensor max (two launches).
 // Codes and scales are bit-identical to the CPU reference (tests/cuda). Not the GEMM.
+#include <cuda_fp16.h>
+
 #include <cstdint>
 
 #include "codecs.cuh"
@@ -53,11 +55,27 @@ __device__ __forceinline__ void store16(uint8_t* dst, const uint8_t* src) {
   *reinterpret_cast<uint4*>(dst) = u;
 }
 
+// 32 scaled-domain decodes -> FP16 (exact), each 8-group reordered 0,4,1,5,2,6,3,7.
+__device__ __forceinline__ void store_gemm_f16(__half* dst, const float* d) {
+  uint4* out = reinterpret_cast<uint4*>(dst);
+#pragma unroll
+  for (int grp = 0; grp < 4; ++grp) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const __half2 h = __floats2half2_rn(d[8 * grp + j], d[8 * grp + j + 4]);
+      w[j] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    out[grp] = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
 // x: (rows, k); one thread per 32-block. MODE: 0 nvfp4, 1 sharq 4:8p, 2 sharq 2:4.
 template <int MODE>
 __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
                                const uint32_t* __restrict__ absmax, Nvfp4View sparse,
-                               Nvfp4View residual, float* __restrict__ decoded) {
+                               Nvfp4View residual, float* __restrict__ decoded,
+                               __half* __restrict__ gemm_f16) {
   const int64_t blocks_per_row = k / 32;
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const float st = tensor_scale(absmax);
@@ -108,6 +126,15 @@ __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_
   nvfp4_block<16>(r, codes, residual.scales + 2 * b, dr);
   nvfp4_block<16>(r + 16, codes + 8, residual.scales + 2 * b + 1, dr + 16);
   store16(residual.codes + b * 16, codes);
+  if (gemm_f16) {
+    const int64_t plane = rows * k;
+    if (MODE == 0) {
+      store_gemm_f16(gemm_f16 + b * 32, dr);
+    } else {
+      store_gemm_f16(gemm_f16 + b * 32, dsp);
+      store_gemm_f16(gemm_f16 + plane + b * 32, dr);
+    }
+  }
   if (decoded) {
     float4* out = reinterpret_cast<float4*>(decoded + b * 32);
 #pragma unroll
@@ -165,7 +192,9 @@ void check(cudaError_t e, const char* what) {
 }
 
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
-             Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream) {
+             Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
+             uint16_t* gemm_f16) {
+  auto* gh = reinterpret_cast<__half*>(gemm_f16);
   check_shape(rows, k, "cuda::prepare");
   launch_absmax(x, rows * k, absmax_scratch, stream);
   const int64_t blocks = rows * (k / 32);
@@ -174,15 +203,15 @@ void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4Vie
   switch (mode) {
     case PrepareMode::kNvfp4:
       prepare_kernel<0>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded);
+          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
       break;
     case PrepareMode::kSharqNvfp4:
       prepare_kernel<1>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded);
+          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
       break;
     case PrepareMode::kSharqNvfp4_24:
       prepare_kernel<2>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded);
+          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
       break;
   }
   check(cudaGetLastError(), "prepare_kernel");
