@@ -1,6 +1,7 @@
 // The one traits table of block formats, plus whole-matrix quantize/dequantize built on it.
 // Adding a format means: its row quantizer/dequantizer file and one row in kFormats.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -91,8 +92,9 @@ float tensor_scale_for(float absmax_value, float div, std::string_view tensor_na
   if (absmax_value == 0.0f) return 1.0f;
   const float s = absmax_value / div;
   if (!std::isfinite(rcp(s))) {
-    throw Error("tensor '" + std::string(tensor_name) +
-                "': max |x| = " + std::to_string(absmax_value) +
+    char amax[32];
+    std::snprintf(amax, sizeof amax, "%g", static_cast<double>(absmax_value));
+    throw Error("tensor '" + std::string(tensor_name) + "': max |x| = " + amax +
                 " is too small for a float32 tensor scale (1/s_t overflows); rescale the input");
   }
   return s;
