@@ -129,9 +129,15 @@ bool write_plots(const EvalReport& r, const std::string& dir) {
          "set logscale y\nset key outside right\nset grid\n";
     g << "plot ";
     const size_t nm = r.layers.front().modes.size();
+    bool first = true;
     for (size_t c = 0; c < nm; ++c) {
-      g << (c ? ", " : "") << "'layer_output_error.dat' using 1:" << c + 2
+      // A mode with zero error everywhere (bf16, the reference) has no place on a log axis.
+      bool any = false;
+      for (const auto& l : r.layers) any |= l.modes[c].out_err > 0.0;
+      if (!any) continue;
+      g << (first ? "" : ", ") << "'layer_output_error.dat' using 1:" << c + 2
         << " with linespoints title '" << mode_name(r.layers.front().modes[c].mode) << "'";
+      first = false;
     }
     g << "\n";
   }
