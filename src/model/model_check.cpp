@@ -100,11 +100,15 @@ void check_model(const LoadedModel& m) {
   }
 }
 
-std::vector<float> unpermute_qk_rows(const std::vector<float>& x, int64_t rows, int64_t cols,
-                                     int64_t n_heads) {
+namespace {
+
+// llama.cpp's convert script interleaves the two rotary halves of each q/k head: row 2j+i of
+// head h holds HF row i*half+j. `to_hf` undoes that; otherwise it applies it.
+std::vector<float> move_qk_rows(const std::vector<float>& x, int64_t rows, int64_t cols,
+                                int64_t n_heads, bool to_hf, const char* what) {
   if (n_heads <= 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0 ||
       static_cast<int64_t>(x.size()) != rows * cols) {
-    throw Error("unpermute_qk_rows: " + shape_str(rows, cols) + " cannot split into " +
+    throw Error(std::string(what) + ": " + shape_str(rows, cols) + " cannot split into " +
                 std::to_string(n_heads) + " heads of even size");
   }
   const int64_t D = rows / n_heads, half = D / 2;
@@ -112,7 +116,8 @@ std::vector<float> unpermute_qk_rows(const std::vector<float>& x, int64_t rows, 
   for (int64_t h = 0; h < n_heads; ++h) {
     for (int64_t i = 0; i < 2; ++i) {
       for (int64_t j = 0; j < half; ++j) {
-        const int64_t src = h * D + 2 * j + i, dst = h * D + i * half + j;
+        const int64_t gguf_row = h * D + 2 * j + i, hf_row = h * D + i * half + j;
+        const int64_t src = to_hf ? gguf_row : hf_row, dst = to_hf ? hf_row : gguf_row;
         std::copy(x.begin() + src * cols, x.begin() + (src + 1) * cols, y.begin() + dst * cols);
       }
     }
@@ -120,24 +125,16 @@ std::vector<float> unpermute_qk_rows(const std::vector<float>& x, int64_t rows, 
   return y;
 }
 
+}  // namespace
+
+std::vector<float> unpermute_qk_rows(const std::vector<float>& x, int64_t rows, int64_t cols,
+                                     int64_t n_heads) {
+  return move_qk_rows(x, rows, cols, n_heads, true, "unpermute_qk_rows");
+}
+
 std::vector<float> permute_qk_rows(const std::vector<float>& x, int64_t rows, int64_t cols,
                                    int64_t n_heads) {
-  if (n_heads <= 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0 ||
-      static_cast<int64_t>(x.size()) != rows * cols) {
-    throw Error("permute_qk_rows: " + shape_str(rows, cols) + " cannot split into " +
-                std::to_string(n_heads) + " heads of even size");
-  }
-  const int64_t D = rows / n_heads, half = D / 2;
-  std::vector<float> y(x.size());
-  for (int64_t h = 0; h < n_heads; ++h) {
-    for (int64_t i = 0; i < 2; ++i) {
-      for (int64_t j = 0; j < half; ++j) {
-        const int64_t dst = h * D + 2 * j + i, src = h * D + i * half + j;
-        std::copy(x.begin() + src * cols, x.begin() + (src + 1) * cols, y.begin() + dst * cols);
-      }
-    }
-  }
-  return y;
+  return move_qk_rows(x, rows, cols, n_heads, false, "permute_qk_rows");
 }
 
 std::vector<float> llama3_rope_factors(const ModelConfig& c) {

@@ -27,6 +27,10 @@ TokenizerData load_gguf_tokenizer(const std::string& path);
 // tokenizer_config.json.
 LoadedModel load_hf_folder(const std::string& dir);
 
+// The pre-tokenizer Split regexes of Llama-3 and Qwen2 tokenizer.json files, verbatim.
+const char* llama3_split_regex();
+const char* qwen2_split_regex();
+
 // config.json text -> ModelConfig (architectures[0] must be Llama/Qwen2/Qwen3ForCausalLM).
 ModelConfig parse_hf_config(const std::string& config_json, const std::string& name);
 
