@@ -110,7 +110,7 @@ bool write_plots(const EvalReport& r, const std::string& dir) {
     // Log axis: the sparse-only ablation is 10-100x worse than the rest.
     g << "set terminal pngcairo size 1200,600\nset output 'perplexity_by_mode.png'\n"
          "set title 'Perplexity by mode (log scale)'\nset style fill solid 0.6\nset boxwidth 0.7\n"
-         "set xtics rotate by -40\nset bmargin 10\nset rmargin 8\nset logscale y\n"
+         "set xtics rotate by -40\nset bmargin 10\nset rmargin 16\nset logscale y\n"
          "set ylabel 'perplexity'\nset grid ytics\n"
          "plot 'perplexity_by_mode.dat' using 1:3:xtic(2) with boxes notitle\n";
   }

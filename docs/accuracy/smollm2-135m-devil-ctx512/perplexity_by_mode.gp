@@ -5,7 +5,7 @@ set style fill solid 0.6
 set boxwidth 0.7
 set xtics rotate by -40
 set bmargin 10
-set rmargin 8
+set rmargin 16
 set logscale y
 set ylabel 'perplexity'
 set grid ytics
