@@ -1,8 +1,9 @@
 // GPU benchmark harness (device machine): Llama-3.1-8B linear shapes x M, CUDA events, warm-up,
 // median of repeated timed loops, weights rotated over enough copies that L2 cannot hold them.
-// Columns measured in the same run: cuBLAS BF16, cuBLASLt FP8 (per-tensor), our dense NVFP4
-// (prepare + GEMM), our SharQ prepare, SharQ GEMM and SharQ whole linear; plus the measured
-// device copy bandwidth and the share of it the SharQ GEMM reaches. Prints CSV and a table.
+// Columns measured in the same run: cuBLAS BF16, cuBLASLt FP8 (per-tensor), our dense NVFP4 and
+// SharQ decode GEMMs (v1/v2 CUDA cores, v3 tensor cores), SharQ prepare and whole linears; plus
+// the measured device copy bandwidth and the share of it SharQ v3 reaches. Prints CSV + table.
+// Decode regime only (M <= 32): no prefill GEMM exists yet, and no cuSPARSELt baseline.
 // Usage: bench_gemm [csv_path]
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -107,17 +108,22 @@ int main(int argc, char** argv) {
 
   FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
   if (csv)
-    std::fprintf(csv,
-                 "device,K,N,M,cublas_bf16_us,cublaslt_fp8_us,nvfp4_linear_us,sharq_prepare_us,"
-                 "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw\n");
+    std::fprintf(
+        csv,
+        "device,K,N,M,cublas_bf16_us,cublaslt_fp8_us,nvfp4_linear_us,sharq_prepare_us,"
+        "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw,nvfp4_gemm_v3_us,nvfp4_linear_v3_us,"
+        "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw\n");
   std::printf(
-      "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | our NVFP4 linear | SharQ prepare | SharQ GEMM "
-      "| SharQ linear | GEMM %% of copy BW | vs BF16 | vs FP8 "
-      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
+      "v3 "
+      "| SharQ GEMM v3 | v3 %% of copy BW | SharQ prepare | NVFP4 linear v3 | SharQ linear v3 | "
+      "linear vs BF16 | linear vs FP8 "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      "---|\n");
 
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
-  const int64_t ms[] = {1, 4, 16, 32};
+  const int64_t ms[] = {1, 4, 8, 16, 32};
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -156,6 +162,7 @@ int main(int argc, char** argv) {
       to_fp8<<<unsigned((m * k + 255) / 256), 256>>>(x, x8, size_t(m) * k, 1.0f);
       __nv_bfloat16* y = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * n * 2));
       float* dec = static_cast<float*>(dmalloc(size_t(m) * k * 4));
+      uint16_t* xh = static_cast<uint16_t*>(dmalloc(size_t(2 * m) * k * 2));
       sharq::cuda::Nvfp4View sp{static_cast<uint8_t*>(dmalloc(m * k / 2)),
                                 static_cast<uint8_t*>(dmalloc(m * k / 32)),
                                 static_cast<float*>(dmalloc(4))};
@@ -223,21 +230,55 @@ int main(int argc, char** argv) {
                              scratch, nullptr);
         sharq::cuda::gemm_decode(dec, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, nullptr);
       });
+      const double t_nvfp4_gemm = time_us([&](int i) {
+        sharq::cuda::gemm_decode(dec, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16, nullptr);
+      });
+      // v2: prepare writes the FP16 planes the tensor-core kernel reads.
+      sharq::cuda::prepare(sharq::cuda::PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch,
+                           nullptr, xh);
+      const double t_nvfp4_v2 = time_us([&](int i) {
+        sharq::cuda::gemm_decode_mma(xh, 1, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16,
+                                     nullptr);
+      });
+      const double t_nvfp4_lin_v2 = time_us([&](int i) {
+        sharq::cuda::prepare(sharq::cuda::PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch,
+                             nullptr, xh);
+        sharq::cuda::gemm_decode_mma(xh, 1, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16,
+                                     nullptr);
+      });
+      sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr,
+                           scratch, nullptr, xh);
+      const double t_gemm_v2 = time_us([&](int i) {
+        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                     nullptr);
+      });
+      const double t_lin_v2 = time_us([&](int i) {
+        sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr,
+                             scratch, nullptr, xh);
+        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                     nullptr);
+      });
+      // Share of the measured copy rate (bytes read + written per second) that the weight
+      // stream reaches: the GEMM's DRAM traffic is almost all weight reads.
       const double wbytes = double(wn) / 2 + double(wn) / 32;
-      const double pct = 100.0 * (wbytes / (t_gemm * 1e-6)) / (bw * 1e9 / 2);  // vs read-only share
+      const double pct = 100.0 * (wbytes / (t_gemm * 1e-6)) / (bw * 1e9);
+      const double pct2 = 100.0 * (wbytes / (t_gemm_v2 * 1e-6)) / (bw * 1e9);
       std::printf(
-          "| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2fx | %.2fx "
-          "|\n",
-          (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep, t_gemm, t_lin,
-          pct, t_bf16 / t_lin, t_fp8 > 0 ? t_fp8 / t_lin : 0.0);
+          "| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.1f | %.1f | "
+          "%.1f | %.2fx | %.2fx |\n",
+          (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4_gemm, t_gemm, t_nvfp4_v2,
+          t_gemm_v2, pct2, t_prep, t_nvfp4_lin_v2, t_lin_v2, t_bf16 / t_lin_v2,
+          t_fp8 > 0 ? t_fp8 / t_lin_v2 : 0.0);
+      std::fflush(stdout);
       if (csv) {
-        std::fprintf(csv, "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f\n", prop.name,
-                     (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
-                     t_gemm, t_lin, pct);
+        std::fprintf(
+            csv, "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f\n",
+            prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
+            t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2);
       }
-      for (void* p :
-           {(void*)x, (void*)xb, (void*)x8, (void*)y, (void*)dec, (void*)sp.codes, (void*)sp.scales,
-            (void*)sp.tensor_scale, (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale}) {
+      for (void* p : {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)dec,
+                      (void*)sp.codes, (void*)sp.scales, (void*)sp.tensor_scale, (void*)rs.codes,
+                      (void*)rs.scales, (void*)rs.tensor_scale}) {
         cudaFree(p);
       }
     }
@@ -258,6 +299,7 @@ int main(int argc, char** argv) {
   if (csv) std::fclose(csv);
   std::printf(
       "\nTimes in microseconds (median of 15 loops of 20 calls; weights rotated beyond L2).\n"
-      "GEMM %% of copy BW: FP4 weight bytes per GEMM time over half the read+write copy rate.\n");
+      "v3 %% of copy BW: FP4 weight + scale bytes per SharQ GEMM v3 time over the measured\n"
+      "read+write device copy rate. Linear = prepare (tensor max + one pass) + GEMM.\n");
   return 0;
 }

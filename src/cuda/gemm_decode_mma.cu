@@ -1,4 +1,4 @@
-// Decode-regime GEMM (M <= 32), version 2: FP16 tensor cores (mma.sync m16n8k16, FP32
+// Decode-regime GEMM (M <= 32), version 3: FP16 tensor cores (mma.sync m16n8k16, FP32
 // accumulation). Weights stream from HBM once as FP4 codes + UE4M3 scales and are decoded once
 // per element into FP16 registers; both SharQ paths (prepare()'s exact FP16 decodes of the
 // backbone and of the residual) are multiplied by that same A fragment into the same
@@ -15,7 +15,6 @@
 namespace sharq::cuda {
 namespace {
 
-constexpr int kWarps = 4;  // small blocks: every 16-row tile of a 6144-row layer is resident
 constexpr int kWin = 128;  // K per warp iteration: 4 lanes x one 32-element block each
 
 // Four FP16 pairs from 8 E2M1 nibbles, pair j = (nibble j, nibble j + 4). Each half is the code's
@@ -47,10 +46,16 @@ __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// Scales stay raw bytes until the slice is consumed: decoding them at load time would make the
+// prefetch wait for the load right away (it cost half the bandwidth in the first measurement).
 struct WeightSlice {
-  uint4 q[2];       // rows g and g+8: 32 codes each
-  __half2 s[2][2];  // [row][16-half of the 32-block]
+  uint4 q[2];        // rows g and g+8: 32 codes each
+  uint32_t s[2][2];  // [row][16-half of the 32-block]: UE4M3 code
 };
+
+__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
+  return __float2half2_rn(ue4m3_decode(code));
+}
 
 template <int WG>
 __device__ __forceinline__ void load_slice(WeightSlice& ws, const uint8_t* __restrict__ codes,
@@ -61,16 +66,44 @@ __device__ __forceinline__ void load_slice(WeightSlice& ws, const uint8_t* __res
   for (int r = 0; r < 2; ++r) {
     if (!valid) {
       ws.q[r] = make_uint4(0, 0, 0, 0);  // code 0 decodes to +0: the missing half window adds 0
-      ws.s[r][0] = ws.s[r][1] = __float2half2_rn(0.0f);
+      ws.s[r][0] = ws.s[r][1] = 0u;
       continue;
     }
     ws.q[r] = __ldg(reinterpret_cast<const uint4*>(codes + (rows[r] * k + kk) / 2));
     if (WG == 32) {
-      ws.s[r][0] = ws.s[r][1] = __float2half2_rn(ue4m3_decode(__ldg(scales + (rows[r] * k + kk) / 32)));
+      ws.s[r][0] = ws.s[r][1] = __ldg(scales + (rows[r] * k + kk) / 32);
     } else {
       const int64_t b = (rows[r] * k + kk) / 16;
-      ws.s[r][0] = __float2half2_rn(ue4m3_decode(__ldg(scales + b)));
-      ws.s[r][1] = __float2half2_rn(ue4m3_decode(__ldg(scales + b + 1)));
+      ws.s[r][0] = __ldg(scales + b);
+      ws.s[r][1] = __ldg(scales + b + 1);
+    }
+  }
+}
+
+// Activations of one window for one lane: uint4 u of token (8i + g), path p, K [32t + 8u, +8).
+template <int NT, int PATHS>
+struct ActSlice {
+  uint4 v[4][PATHS][NT];
+};
+
+// PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
+// so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
+template <int NT, int PATHS, bool PACK>
+__device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* __restrict__ x,
+                                         int m, int64_t k, int64_t kk, bool valid, int g) {
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+#pragma unroll
+    for (int p = 0; p < PATHS; ++p) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        const int tok = PACK ? (g & 3) : i * 8 + g;
+        const int64_t plane = PACK ? (g >> 2) : p;
+        a.v[u][p][i] =
+            (valid && tok < m)
+                ? __ldg(reinterpret_cast<const uint4*>(x + ((plane * m + tok) * k + kk + 8 * u)))
+                : make_uint4(0, 0, 0, 0);
+      }
     }
   }
 }
@@ -79,13 +112,17 @@ __device__ __forceinline__ void load_slice(WeightSlice& ws, const uint8_t* __res
 // Lane (g, t) owns weight rows g and g+8 of the tile and K elements [32t, 32t+32) of each window;
 // the MMA's K order is permuted (pair (e, e+4) of each 8-group sits where the MMA expects
 // (2t, 2t+1)) identically in A and B, which a dot product does not see.
-template <int NT, int PATHS, int WG>
-__global__ void __launch_bounds__(kWarps * 32, 4)
+// WARPS split K inside the block (more warps for short grids). Bytes in flight are what bound
+// the first versions (~25-45% of the copy rate with one window prefetched): each warp keeps a
+// ring of three weight windows, and all activation loads of a window go out before its decode.
+template <int NT, int PATHS, int WG, int WARPS, bool PACK>
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     gemm_decode_mma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                            const uint8_t* __restrict__ wcodes, const uint8_t* __restrict__ wscales,
                            const float* __restrict__ sw, int64_t n, int64_t k,
                            __nv_bfloat16* __restrict__ y) {
-  __shared__ float red[kWarps][NT][4][32];
+  constexpr int kDepth = 3;  // weight windows per warp in the ring
+  __shared__ float red[WARPS][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int64_t row_base = static_cast<int64_t>(blockIdx.x) * 16;
   const int64_t r0 = row_base + g < n ? row_base + g : n - 1;  // clamped rows are not written
@@ -96,53 +133,59 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 #pragma unroll
   for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
-  WeightSlice cur, nxt;
-  int64_t win = warp;
-  if (win < nwin) {
-    load_slice<WG>(cur, wcodes, wscales, r0, r1, k, win * kWin + 32 * t, win * kWin + 32 * t < k);
-  }
-  for (; win < nwin; win += kWarps) {
-    const int64_t kk = win * kWin + 32 * t;
+  // Three weight slices in a ring, each refilled right after its math: two windows of loads
+  // stay in flight while one is decoded. Named slots, not an array indexed by a loop variable,
+  // and no slot-to-slot copies: a copy of a register with a load pending would wait for it.
+  auto step = [&](WeightSlice& sl, int64_t w) {
+    if (w >= nwin) return;
+    const int64_t kk = w * kWin + 32 * t;
     const bool valid = kk < k;
-    // Prefetch the next window's weights before this one's math: two 16-byte loads per row in
-    // flight per lane keep HBM busy with only 4 resident blocks per SM.
-    const int64_t wn = win + kWarps;
-    if (wn < nwin) load_slice<WG>(nxt, wcodes, wscales, r0, r1, k, wn * kWin + 32 * t, wn * kWin + 32 * t < k);
+    ActSlice<NT, PACK ? 1 : PATHS> xa;
+    load_act<NT, PACK ? 1 : PATHS, PACK>(xa, x, m, k, kk, valid,
+                                         g);  // L2 hits; latency hidden by the decode
+    const __half2 sc[2][2] = {{scale_h2(sl.s[0][0]), scale_h2(sl.s[0][1])},
+                              {scale_h2(sl.s[1][0]), scale_h2(sl.s[1][1])}};
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       uint32_t h0[4], h1[4];
-      e2m1x8_to_f16x2(comp(cur.q[0], u), h0);
-      e2m1x8_to_f16x2(comp(cur.q[1], u), h1);
+      e2m1x8_to_f16x2(comp(sl.q[0], u), h0);
+      e2m1x8_to_f16x2(comp(sl.q[1], u), h1);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        h0[j] = hmul2_u32(h0[j], cur.s[0][u >> 1]);
-        h1[j] = hmul2_u32(h1[j], cur.s[1][u >> 1]);
-      }
-      uint4 xb[PATHS][NT];
-#pragma unroll
-      for (int p = 0; p < PATHS; ++p) {
-#pragma unroll
-        for (int i = 0; i < NT; ++i) {
-          const int tok = i * 8 + g;
-          xb[p][i] = (valid && tok < m)
-                         ? __ldg(reinterpret_cast<const uint4*>(
-                               x + ((static_cast<int64_t>(p) * m + tok) * k + kk + 8 * u)))
-                         : make_uint4(0, 0, 0, 0);
-        }
+        h0[j] = hmul2_u32(h0[j], sc[0][u >> 1]);
+        h1[j] = hmul2_u32(h1[j], sc[1][u >> 1]);
       }
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
 #pragma unroll
-        for (int p = 0; p < PATHS; ++p) {
+        for (int p = 0; p < (PACK ? 1 : PATHS); ++p) {
 #pragma unroll
           for (int i = 0; i < NT; ++i) {
-            mma16816(acc[i], a, comp(xb[p][i], 2 * half), comp(xb[p][i], 2 * half + 1));
+            mma16816(acc[i], a, comp(xa.v[u][p][i], 2 * half), comp(xa.v[u][p][i], 2 * half + 1));
           }
         }
       }
     }
-    cur = nxt;
+    const int64_t wl = w + kDepth * WARPS;
+    if (wl < nwin) {
+      const int64_t kl = wl * kWin + 32 * t;
+      load_slice<WG>(sl, wcodes, wscales, r0, r1, k, kl, kl < k);
+    }
+  };
+  WeightSlice s0, s1, s2;
+  auto prime = [&](WeightSlice& sl, int64_t w) {
+    if (w >= nwin) return;
+    const int64_t kk = w * kWin + 32 * t;
+    load_slice<WG>(sl, wcodes, wscales, r0, r1, k, kk, kk < k);
+  };
+  prime(s0, warp);
+  prime(s1, warp + WARPS);
+  prime(s2, warp + 2 * WARPS);
+  for (int64_t w = warp; w < nwin; w += kDepth * WARPS) {
+    step(s0, w);
+    step(s1, w + WARPS);
+    step(s2, w + 2 * WARPS);
   }
 
 #pragma unroll
@@ -159,36 +202,51 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     for (int c = 0; c < 4; ++c) {
       float v = 0.0f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) v += red[w][i][c][lane];
+      for (int w = 0; w < WARPS; ++w) v += red[w][i][c][lane];
       const int64_t row = row_base + g + (c >= 2 ? 8 : 0);
       const int tok = i * 8 + 2 * t + (c & 1);
-      if (row < n && tok < m) y[tok * n + row] = __float2bfloat16_rn(v * scale);
+      if (PACK) {
+        v += __shfl_xor_sync(0xffffffffu, v, 2);  // lane t holds the backbone, t + 2 the residual
+        if (t < 2 && row < n && tok < m) y[tok * n + row] = __float2bfloat16_rn(v * scale);
+      } else if (row < n && tok < m) {
+        y[tok * n + row] = __float2bfloat16_rn(v * scale);
+      }
     }
   }
 }
 
-template <int NT, int PATHS>
-void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
-            int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+template <int NT, int PATHS, int WARPS, bool PACK>
+void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
+            int64_t k, uint16_t* y, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>((n + 15) / 16);
   auto* xh = reinterpret_cast<const __half*>(x);
   auto* yb = reinterpret_cast<__nv_bfloat16*>(y);
   if (group == 32) {
-    gemm_decode_mma_kernel<NT, PATHS, 32><<<grid, kWarps * 32, 0, stream>>>(
+    gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK><<<grid, WARPS * 32, 0, stream>>>(
         xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, yb);
   } else {
-    gemm_decode_mma_kernel<NT, PATHS, 16><<<grid, kWarps * 32, 0, stream>>>(
+    gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK><<<grid, WARPS * 32, 0, stream>>>(
         xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, yb);
   }
   check(cudaGetLastError(), "gemm_decode_mma_kernel");
 }
 
+// 8 warps per tile while the grid is short (N <= 16 * 2 * 132: two blocks on every SM of an
+// H100), else 4, which keeps every block of a 6144-row layer resident at once.
+template <int NT, int PATHS, bool PACK = false>
+void launch_w(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
+              int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+  if (n <= 16 * 2 * 132) return launch<NT, PATHS, 8, PACK>(x, sx, m, w, group, n, k, y, stream);
+  launch<NT, PATHS, 4, PACK>(x, sx, m, w, group, n, k, y, stream);
+}
+
 template <int PATHS>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
               int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
-  if (m <= 8) return launch<1, PATHS>(x, sx, m, w, group, n, k, y, stream);
-  if (m <= 16) return launch<2, PATHS>(x, sx, m, w, group, n, k, y, stream);
-  return launch<4, PATHS>(x, sx, m, w, group, n, k, y, stream);
+  if (PATHS == 2 && m <= 4) return launch_w<1, PATHS, true>(x, sx, m, w, group, n, k, y, stream);
+  if (m <= 8) return launch_w<1, PATHS>(x, sx, m, w, group, n, k, y, stream);
+  if (m <= 16) return launch_w<2, PATHS>(x, sx, m, w, group, n, k, y, stream);
+  return launch_w<4, PATHS>(x, sx, m, w, group, n, k, y, stream);
 }
 
 }  // namespace

@@ -202,16 +202,16 @@ void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4Vie
       static_cast<unsigned>(std::max<int64_t>((blocks + kThreads - 1) / kThreads, 1));
   switch (mode) {
     case PrepareMode::kNvfp4:
-      prepare_kernel<0>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
+      prepare_kernel<0><<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual,
+                                                       decoded, gh);
       break;
     case PrepareMode::kSharqNvfp4:
-      prepare_kernel<1>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
+      prepare_kernel<1><<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual,
+                                                       decoded, gh);
       break;
     case PrepareMode::kSharqNvfp4_24:
-      prepare_kernel<2>
-          <<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual, decoded, gh);
+      prepare_kernel<2><<<grid, kThreads, 0, stream>>>(x, rows, k, absmax_scratch, sparse, residual,
+                                                       decoded, gh);
       break;
   }
   check(cudaGetLastError(), "prepare_kernel");

@@ -159,11 +159,52 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
+// v2 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
+// K with a half window (1088 = 8.5 x 128) exercise every predicate.
+TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
+  for (auto [mode, pm, g] : {std::tuple{Mode::kSharqNvfp4, PrepareMode::kSharqNvfp4, 32},
+                             std::tuple{Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 32},
+                             std::tuple{Mode::kNvfp4, PrepareMode::kNvfp4, 16}}) {
+    const int paths = mode == Mode::kNvfp4 ? 1 : 2;
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 64},
+                           {3, 100, 1088},
+                           {8, 33, 4096},
+                           {9, 256, 1024},
+                           {17, 256, 4096},
+                           {32, 96, 2048}}) {
+      const auto x = synthetic_activation(m, k, fresh_seed());
+      const auto w = synthetic_weight(n, k, fresh_seed());
+      const ActivationQuant aq = quantize_activation(mode, x.data(), m, k, "x");
+      const QuantizedWeight qw = quantize_weight(mode, w.data(), n, k, "w");
+      std::vector<float> wdq(w.size());
+      dequantize_weight(qw, wdq.data());
+      DeviceBuffer<float> dx(x.size()), dw(w.size());
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      dx.upload(x.data());
+      dw.upload(w.data());
+      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, g);
+      DeviceBuffer<uint32_t> scratch(1);
+      DeviceBuffer<uint16_t> y(static_cast<size_t>(m * n));
+      check(cudaMemset(y.p, 0xFF, y.n * 2), "poison");  // bf16 NaN
+      pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
+      prepare(pm, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, xh.p);
+      gemm_decode_mma(xh.p, paths, rs.ts.p, m, wq.view(), g, n, k, y.p, nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      bool written = false;
+      const double err = rel_err_vs_f64(aq.dequant, wdq, y.download(), m, n, k, &written);
+      EXPECT_TRUE(written) << mode_name(mode) << " M=" << m;
+      EXPECT_LT(err, 4e-3) << mode_name(mode) << " M=" << m << " N=" << n << " K=" << k;
+    }
+  }
+}
+
 TEST(CudaErrors, BadShapesAreErrors) {
   Nvfp4View v{nullptr, nullptr, nullptr};
   EXPECT_THROW(prepare(PrepareMode::kNvfp4, nullptr, 1, 100, v, v, nullptr, nullptr, nullptr),
                Error);
   EXPECT_THROW(gemm_decode(nullptr, nullptr, 33, v, 32, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_decode_mma(nullptr, 2, nullptr, 33, v, 32, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_decode_mma(nullptr, 3, nullptr, 1, v, 32, 64, 64, nullptr, nullptr), Error);
 }
 
 }  // namespace

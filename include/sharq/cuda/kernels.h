@@ -25,9 +25,15 @@ enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
 // x: (rows, k) float32, k % 64 == 0. Writes for the SharQ modes the backbone (NVFP4 g32, dense
 // layout with zeros where dropped) into `sparse` and the residual (NVFP4 g16) into `residual`;
 // for kNvfp4 only `residual` (NVFP4 g16 of x'). When `decoded` is not null it also writes the
-// scaled-domain reconstruction X~_sp + R~ as float32 (rows, k) for the decode GEMM.
+// scaled-domain reconstruction X~_sp + R~ as float32 (rows, k) for gemm_decode (v1).
+// When `gemm_f16` is not null it writes the exact FP16 decodes (E2M1 x UE4M3 needs <= 6
+// significant bits and lies in [2^-10, 2688]) that gemm_decode_mma reads: shape (paths, rows, k)
+// with paths = 2 (plane 0 backbone X~_sp, plane 1 residual R~) for the SharQ modes and 1 (R~)
+// for kNvfp4, scaled domain, and inside every 8-element group along K the order 0,4,1,5,2,6,3,7
+// (the pair order of the GEMM's nibble decode).
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
-             Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream);
+             Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
+             uint16_t* gemm_f16 = nullptr);
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
 void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
@@ -39,6 +45,14 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
 // x_tensor_scale: device float (prepare's residual.tensor_scale).
 void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                  int w_group, int64_t n, int64_t k, uint16_t* y_bf16, cudaStream_t stream);
+
+// Decode-regime GEMM v3 (M <= 32) on FP16 tensor cores: Y (m, n) bf16 = s_x * s_w *
+// sum over paths of X~_p (m, k) . W~ (n, k)^T. x_gemm_f16 is prepare()'s gemm_f16 output with
+// `paths` planes (2: SharQ backbone + residual, 1: NVFP4); each FP4 weight element is read and
+// decoded once and multiplied into both paths, which share one FP32 accumulator per output.
+void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
+                     const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
+                     cudaStream_t stream);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
