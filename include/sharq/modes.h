@@ -26,6 +26,7 @@ enum class Mode : uint8_t {
   kSparseOnly,
   kDenseDense,
   kSparseSparse,
+  kSharqNvfp4PerToken,
 };
 
 enum class ActRule : uint8_t {
@@ -39,14 +40,15 @@ struct ModeTraits {
   Mode mode;
   const char* name;
   ActRule act;
-  Format act_format;          // kSingle: the activation's format
-  MaskPattern mask;           // kDecompose: backbone mask (kNone for dense+dense)
-  Format sparse_format;       // kDecompose: first (backbone) path format
-  Format dense_format;        // kDecompose: residual path format
-  MaskPattern residual_mask;  // kDecompose: mask applied to R (sparse+sparse), else kNone
-  bool residual_used;         // false for sparse-only
-  bool weight_bf16;           // weights rounded to bf16 instead of quantized
-  Format weight_format;       // otherwise: the weight format (SPEC 6)
+  Format act_format;             // kSingle: the activation's format
+  MaskPattern mask;              // kDecompose: backbone mask (kNone for dense+dense)
+  Format sparse_format;          // kDecompose: first (backbone) path format
+  Format dense_format;           // kDecompose: residual path format
+  MaskPattern residual_mask;     // kDecompose: mask applied to R (sparse+sparse), else kNone
+  bool residual_used;            // false for sparse-only
+  bool weight_bf16;              // weights rounded to bf16 instead of quantized
+  Format weight_format;          // otherwise: the weight format (SPEC 6)
+  bool per_token_scale = false;  // NVFP4 tensor scale per row (token) instead of per tensor
 };
 
 const ModeTraits& mode_traits(Mode m);

@@ -157,7 +157,7 @@ std::string gap_baseline(const std::string& mode) {
   static const std::map<std::string, std::string> kBase = {
       {"sharq-nvfp4", "nvfp4"}, {"sharq-nvfp4-24", "nvfp4"}, {"sparse-only", "nvfp4"},
       {"dense+dense", "nvfp4"}, {"sparse+sparse", "nvfp4"},  {"sharq-mxfp4", "mxfp4"},
-      {"sharq-hif4", "hif4"}};
+      {"sharq-hif4", "hif4"},   {"sharq-nvfp4-pt", "nvfp4"}};
   // Experiment variants are named "<mode>+<variant>" and share their mode's baseline.
   const std::string base_mode = mode.rfind("sharq", 0) == 0 ? mode.substr(0, mode.find('+')) : mode;
   const auto it = kBase.find(base_mode);

@@ -99,6 +99,7 @@ ModeTraits apply_variant(ModeTraits m, const Variant& v) {
     m.dense_format = Format::kNvfp4G32;
   }
   if (v.energy_pairs && m.mask == MaskPattern::k4of8Pairs) m.mask = MaskPattern::k4of8PairsEnergy;
+  m.per_token_scale = m.per_token_scale || v.per_token_scale;
   return m;
 }
 
@@ -130,7 +131,7 @@ void run_mode(Mode mode, const Variant& v, const float* x, int64_t rows, int64_t
 
   const FormatTraits* fam = scaled_family(m);
   const bool scaled = fam && fam->tensor_scaled;
-  const bool per_token = scaled && v.per_token_scale;
+  const bool per_token = scaled && m.per_token_scale;
   const float st = scaled && !per_token
                        ? tensor_scale_for(absmax(x, n, threads), fam->tensor_scale_div, tensor_name)
                        : 1.0f;

@@ -39,6 +39,9 @@ const ModeTraits kModes[] = {
      F::kNvfp4G16, P::kNone, true, false, F::kNvfp4G32},
     {Mode::kSparseSparse, "sparse+sparse", A::kDecompose, F::kNvfp4G16, P::k4of8Pairs, F::kNvfp4G32,
      F::kNvfp4G32, P::k4of8Pairs, true, false, F::kNvfp4G32},
+    // Beyond the paper (docs/variants.md): sharq-nvfp4 with a per-token tensor scale.
+    {Mode::kSharqNvfp4PerToken, "sharq-nvfp4-pt", A::kDecompose, F::kNvfp4G16, P::k4of8Pairs,
+     F::kNvfp4G32, F::kNvfp4G16, P::kNone, true, false, F::kNvfp4G32, true},
 };
 
 }  // namespace

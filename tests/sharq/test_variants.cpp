@@ -87,3 +87,25 @@ TEST(Variants, Fp8DecodedValuesAreOnTheShiftedE4M3Grid) {
 
 }  // namespace
 }  // namespace sharq
+
+namespace sharq {
+namespace {
+
+TEST(Variants, PerTokenModeEqualsTheVariantAndQuantizesRowsAlone) {
+  const auto x = synthetic_activation(5, 256, 8);
+  Variant v;
+  v.per_token_scale = true;
+  const ActivationQuant a = quantize_activation(Mode::kSharqNvfp4PerToken, x.data(), 5, 256, "x");
+  const ActivationQuant b = quantize_activation(Mode::kSharqNvfp4, x.data(), 5, 256, "x", 1, v);
+  EXPECT_EQ(a.dequant, b.dequant);
+  EXPECT_EQ(a.sparse_q.codes, b.sparse_q.codes);
+  EXPECT_EQ(a.dense_q.scales, b.dense_q.scales);
+  const ActivationQuant row3 =
+      quantize_activation(Mode::kSharqNvfp4, x.data() + 3 * 256, 1, 256, "r");
+  for (int c = 0; c < 256; ++c) EXPECT_EQ(a.dequant[3 * 256 + c], row3.dequant[c]);
+  EXPECT_EQ(mode_from_name("sharq-nvfp4-pt"), Mode::kSharqNvfp4PerToken);
+  EXPECT_TRUE(is_decomposition(Mode::kSharqNvfp4PerToken));
+}
+
+}  // namespace
+}  // namespace sharq
