@@ -1,7 +1,7 @@
-// Decode-regime GEMMs (M <= 32). Version 1 (M > 4): CUDA cores, FP32 accumulation. Each warp streams the
-// FP4 codes and scales of ROWS weight rows exactly once (16-byte loads: one lane = one 32-element
-// block), decodes every weight element once and applies it to all M activation rows, which sit
-// decoded (both SharQ paths summed) in shared memory, padded to avoid bank conflicts.
+// Decode-regime GEMMs (M <= 32). Version 1 (M > 4): CUDA cores, FP32 accumulation. Each warp
+// streams the FP4 codes and scales of ROWS weight rows exactly once (16-byte loads: one lane = one
+// 32-element block), decodes every weight element once and applies it to all M activation rows,
+// which sit decoded (both SharQ paths summed) in shared memory, padded to avoid bank conflicts.
 // Honest limit: at M >= 8 the FP32 FMAs, not HBM, bound this kernel (docs/cuda_kernels.md);
 // the next rung is mma.sync / wgmma on BF16-decoded tiles.
 #include <cuda_bf16.h>
@@ -18,6 +18,23 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kChunk = 1024;      // K elements per shared-memory chunk (32 lanes x 32)
 constexpr int kPadded = 32 * 33;  // one chunk of one activation row, +1 float per lane
+
+// Epilogue shared by the CUDA-core kernels: sums each (row, m) partial over the warp's lanes and
+// lane 0 writes bf16(sum * s_x * s_w) for the rows and activations that exist.
+template <int MT, int ROWS>
+__device__ __forceinline__ void store_rows(const float (&acc)[ROWS][MT], int lane, int m, int64_t n,
+                                           int64_t row0, float scale, __nv_bfloat16* y) {
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      float v = acc[r][i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && i < m && row0 + r < n) y[i * n + row0 + r] = __float2bfloat16_rn(v * scale);
+    }
+  }
+}
 
 // Y (m, n) = sx * sw * X (m, k) . W (n, k)^T. MT >= m rows of X (padding rows are zero).
 template <int MT, int ROWS, int WGROUP>
@@ -74,19 +91,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
   }
-  const float scale = *sx * *sw;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-#pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      float v = acc[r][i];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && i < m && row0 + r < n) y[i * n + row0 + r] = __float2bfloat16_rn(v * scale);
-    }
-  }
+  store_rows<MT, ROWS>(acc, lane, m, n, row0, *sx * *sw, y);
 }
-
 
 // Version 2, used for M = 1: no shared memory and no block-wide barriers. Activations (at most
 // 4 x K floats) are read through the read-only cache; each lane keeps UNROLL weight blocks of
@@ -147,7 +153,10 @@ __global__ void __launch_bounds__(128)
         }
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
-          const uint32_t word = j4 < 2 ? q[u][r].x : j4 < 4 ? q[u][r].y : j4 < 6 ? q[u][r].z : q[u][r].w;
+          const uint32_t word = j4 < 2   ? q[u][r].x
+                                : j4 < 4 ? q[u][r].y
+                                : j4 < 6 ? q[u][r].z
+                                         : q[u][r].w;
           const float sc = s[u][r][j4 >> 2];
 #pragma unroll
           for (int t = 0; t < 4; ++t) {
@@ -162,17 +171,7 @@ __global__ void __launch_bounds__(128)
       }
     }
   }
-  const float scale = *sx * *sw;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-#pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      float v = acc[r][i];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && i < m && row0 + r < n) y[i * n + row0 + r] = __float2bfloat16_rn(v * scale);
-    }
-  }
+  store_rows<MT, ROWS>(acc, lane, m, n, row0, *sx * *sw, y);
 }
 
 template <int MT>
