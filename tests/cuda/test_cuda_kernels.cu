@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -126,45 +127,70 @@ double rel_err_vs_f64(const std::vector<float>& xdq, const std::vector<float>& w
   return std::sqrt(num / den);
 }
 
+// Device state of one GEMM case: the launch callback runs prepare + GEMM into y.
+struct GemmCaseBuffers {
+  const float* x;         // (m, k) activation
+  DeviceNvfp4* sparse;    // prepare's backbone (g32)
+  DeviceNvfp4* residual;  // prepare's residual (g16); its tensor scale is s_x
+  DeviceNvfp4* weight;    // packed weight (g of the mode)
+  uint32_t* scratch;
+  uint16_t* y;  // (m, n) bf16, poisoned with NaN before the launch
+};
+using GemmLaunch = std::function<void(const GemmCaseBuffers&)>;
+
+// Fresh random inputs with outlier channels; weight packed on the device; output poisoned,
+// then checked fully written and within SPEC 8's BF16 tolerance of the float64 reference built
+// from the CPU's dequantized operands.
+void check_gemm_case(Mode mode, int g, int64_t m, int64_t n, int64_t k, const GemmLaunch& launch) {
+  const auto x = synthetic_activation(m, k, fresh_seed());
+  const auto w = synthetic_weight(n, k, fresh_seed());
+  const ActivationQuant aq = quantize_activation(mode, x.data(), m, k, "x");
+  const QuantizedWeight qw = quantize_weight(mode, w.data(), n, k, "w");
+  std::vector<float> wdq(w.size());
+  dequantize_weight(qw, wdq.data());
+  DeviceBuffer<float> dx(x.size()), dw(w.size());
+  dx.upload(x.data());
+  dw.upload(w.data());
+  DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, g);
+  DeviceBuffer<uint32_t> scratch(1);
+  DeviceBuffer<uint16_t> y(static_cast<size_t>(m * n));
+  check(cudaMemset(y.p, 0xFF, y.n * 2), "poison");  // bf16 NaN
+  pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
+  launch({dx.p, &sp, &rs, &wq, scratch.p, y.p});
+  check(cudaDeviceSynchronize(), "sync");
+  bool written = false;
+  const double err = rel_err_vs_f64(aq.dequant, wdq, y.download(), m, n, k, &written);
+  EXPECT_TRUE(written) << mode_name(mode) << " M=" << m;
+  EXPECT_LT(err, 4e-3) << mode_name(mode) << " M=" << m << " N=" << n << " K=" << k;
+}
+
+const std::tuple<Mode, PrepareMode, int> kGemmModes[] = {
+    {Mode::kSharqNvfp4, PrepareMode::kSharqNvfp4, 32},
+    {Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 32},
+    {Mode::kNvfp4, PrepareMode::kNvfp4, 16}};
+
 TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
-  for (auto [mode, pm, g] : {std::tuple{Mode::kSharqNvfp4, PrepareMode::kSharqNvfp4, 32},
-                             std::tuple{Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 32},
-                             std::tuple{Mode::kNvfp4, PrepareMode::kNvfp4, 16}}) {
+  for (auto [mode, pm, g] : kGemmModes) {
     for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 64},
                            {3, 100, 1088},
                            {17, 256, 4096},
                            {32, 96, 2048}}) {
-      const auto x = synthetic_activation(m, k, fresh_seed());
-      const auto w = synthetic_weight(n, k, fresh_seed());
-      const ActivationQuant aq = quantize_activation(mode, x.data(), m, k, "x");
-      const QuantizedWeight qw = quantize_weight(mode, w.data(), n, k, "w");
-      std::vector<float> wdq(w.size());
-      dequantize_weight(qw, wdq.data());
-      DeviceBuffer<float> dx(x.size()), dec(x.size()), dw(w.size());
-      dx.upload(x.data());
-      dw.upload(w.data());
-      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, g);
-      DeviceBuffer<uint32_t> scratch(1);
-      DeviceBuffer<uint16_t> y(static_cast<size_t>(m * n));
-      check(cudaMemset(y.p, 0xFF, y.n * 2), "poison");  // bf16 NaN
-      pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
-      prepare(pm, dx.p, m, k, sp.view(), rs.view(), dec.p, scratch.p, nullptr);
-      gemm_decode(dec.p, rs.ts.p, m, wq.view(), g, n, k, y.p, nullptr);
-      check(cudaDeviceSynchronize(), "sync");
-      bool written = false;
-      const double err = rel_err_vs_f64(aq.dequant, wdq, y.download(), m, n, k, &written);
-      EXPECT_TRUE(written) << mode_name(mode) << " M=" << m;
-      EXPECT_LT(err, 4e-3) << mode_name(mode) << " M=" << m << " N=" << n << " K=" << k;
+      DeviceBuffer<float> dec(static_cast<size_t>(m * k));
+      const PrepareMode prep = pm;
+      const int group = g;
+      const int64_t mm = m, nn = n, kk = k;
+      check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
+        prepare(prep, b.x, mm, kk, b.sparse->view(), b.residual->view(), dec.p, b.scratch, nullptr);
+        gemm_decode(dec.p, b.residual->ts.p, mm, b.weight->view(), group, nn, kk, b.y, nullptr);
+      });
     }
   }
 }
 
-// v2 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
+// v3 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
 // K with a half window (1088 = 8.5 x 128) exercise every predicate.
 TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
-  for (auto [mode, pm, g] : {std::tuple{Mode::kSharqNvfp4, PrepareMode::kSharqNvfp4, 32},
-                             std::tuple{Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 32},
-                             std::tuple{Mode::kNvfp4, PrepareMode::kNvfp4, 16}}) {
+  for (auto [mode, pm, g] : kGemmModes) {
     const int paths = mode == Mode::kNvfp4 ? 1 : 2;
     for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 64},
                            {3, 100, 1088},
@@ -172,28 +198,16 @@ TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
                            {9, 256, 1024},
                            {17, 256, 4096},
                            {32, 96, 2048}}) {
-      const auto x = synthetic_activation(m, k, fresh_seed());
-      const auto w = synthetic_weight(n, k, fresh_seed());
-      const ActivationQuant aq = quantize_activation(mode, x.data(), m, k, "x");
-      const QuantizedWeight qw = quantize_weight(mode, w.data(), n, k, "w");
-      std::vector<float> wdq(w.size());
-      dequantize_weight(qw, wdq.data());
-      DeviceBuffer<float> dx(x.size()), dw(w.size());
       DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
-      dx.upload(x.data());
-      dw.upload(w.data());
-      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, g);
-      DeviceBuffer<uint32_t> scratch(1);
-      DeviceBuffer<uint16_t> y(static_cast<size_t>(m * n));
-      check(cudaMemset(y.p, 0xFF, y.n * 2), "poison");  // bf16 NaN
-      pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
-      prepare(pm, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, xh.p);
-      gemm_decode_mma(xh.p, paths, rs.ts.p, m, wq.view(), g, n, k, y.p, nullptr);
-      check(cudaDeviceSynchronize(), "sync");
-      bool written = false;
-      const double err = rel_err_vs_f64(aq.dequant, wdq, y.download(), m, n, k, &written);
-      EXPECT_TRUE(written) << mode_name(mode) << " M=" << m;
-      EXPECT_LT(err, 4e-3) << mode_name(mode) << " M=" << m << " N=" << n << " K=" << k;
+      const PrepareMode prep = pm;
+      const int group = g;
+      const int64_t mm = m, nn = n, kk = k;
+      check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
+        prepare(prep, b.x, mm, kk, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
+                nullptr, xh.p);
+        gemm_decode_mma(xh.p, paths, b.residual->ts.p, mm, b.weight->view(), group, nn, kk, b.y,
+                        nullptr);
+      });
     }
   }
 }
