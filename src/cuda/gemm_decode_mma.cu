@@ -115,12 +115,17 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
 // WARPS split K inside the block (more warps for short grids). Bytes in flight are what bound
 // the first versions (~25-45% of the copy rate with one window prefetched): each warp keeps a
 // ring of three weight windows, and all activation loads of a window go out before its decode.
-template <int NT, int PATHS, int WG, int WARPS, bool PACK>
+__device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v) {
+  y[i] = __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ void store_out(float* y, int64_t i, float v) { y[i] = v; }
+
+template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
 __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     gemm_decode_mma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                            const uint8_t* __restrict__ wcodes, const uint8_t* __restrict__ wscales,
                            const float* __restrict__ sw, int64_t n, int64_t k,
-                           __nv_bfloat16* __restrict__ y) {
+                           OutT* __restrict__ y) {
   constexpr int kDepth = 3;  // weight windows per warp in the ring
   __shared__ float red[WARPS][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -207,53 +212,51 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
       const int tok = i * 8 + 2 * t + (c & 1);
       if (PACK) {
         v += __shfl_xor_sync(0xffffffffu, v, 2);  // lane t holds the backbone, t + 2 the residual
-        if (t < 2 && row < n && tok < m) y[tok * n + row] = __float2bfloat16_rn(v * scale);
+        if (t < 2 && row < n && tok < m) store_out(y, tok * n + row, v * scale);
       } else if (row < n && tok < m) {
-        y[tok * n + row] = __float2bfloat16_rn(v * scale);
+        store_out(y, tok * n + row, v * scale);
       }
     }
   }
 }
 
-template <int NT, int PATHS, int WARPS, bool PACK>
+template <int NT, int PATHS, int WARPS, bool PACK, typename OutT>
 void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
-            int64_t k, uint16_t* y, cudaStream_t stream) {
+            int64_t k, OutT* y, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>((n + 15) / 16);
   auto* xh = reinterpret_cast<const __half*>(x);
-  auto* yb = reinterpret_cast<__nv_bfloat16*>(y);
   if (group == 32) {
-    gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK><<<grid, WARPS * 32, 0, stream>>>(
-        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, yb);
+    gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT><<<grid, WARPS * 32, 0, stream>>>(
+        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y);
   } else {
-    gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK><<<grid, WARPS * 32, 0, stream>>>(
-        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, yb);
+    gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT><<<grid, WARPS * 32, 0, stream>>>(
+        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y);
   }
   check(cudaGetLastError(), "gemm_decode_mma_kernel");
 }
 
 // 8 warps per tile while the grid is short (N <= 16 * 2 * 132: two blocks on every SM of an
 // H100), else 4, which keeps every block of a 6144-row layer resident at once.
-template <int NT, int PATHS, bool PACK = false>
+template <int NT, int PATHS, bool PACK = false, typename OutT>
 void launch_w(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
-              int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+              int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
   if (n <= 16 * 2 * 132) return launch<NT, PATHS, 8, PACK>(x, sx, m, w, group, n, k, y, stream);
   launch<NT, PATHS, 4, PACK>(x, sx, m, w, group, n, k, y, stream);
 }
 
-template <int PATHS>
+template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
-              int64_t n, int64_t k, uint16_t* y, cudaStream_t stream) {
+              int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
   if (PATHS == 2 && m <= 4) return launch_w<1, PATHS, true>(x, sx, m, w, group, n, k, y, stream);
   if (m <= 8) return launch_w<1, PATHS>(x, sx, m, w, group, n, k, y, stream);
   if (m <= 16) return launch_w<2, PATHS>(x, sx, m, w, group, n, k, y, stream);
   return launch_w<4, PATHS>(x, sx, m, w, group, n, k, y, stream);
 }
 
-}  // namespace
-
-void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
-                     const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y,
-                     cudaStream_t stream) {
+template <typename OutT>
+void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, OutT* y,
+                         cudaStream_t stream) {
   if (m < 1 || m > 32)
     throw Error("cuda::gemm_decode_mma: M = " + std::to_string(m) + " is outside 1..32");
   if (k <= 0 || k % 64 != 0 || n <= 0)
@@ -263,6 +266,21 @@ void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tenso
   if (paths == 2) return dispatch<2>(x_gemm_f16, x_tensor_scale, m, w, w_group, n, k, y, stream);
   if (paths == 1) return dispatch<1>(x_gemm_f16, x_tensor_scale, m, w, w_group, n, k, y, stream);
   throw Error("cuda::gemm_decode_mma: paths must be 1 or 2");
+}
+
+}  // namespace
+
+void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
+                     const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y,
+                     cudaStream_t stream) {
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k,
+                      reinterpret_cast<__nv_bfloat16*>(y), stream);
+}
+
+void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
+                         float* y, cudaStream_t stream) {
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, stream);
 }
 
 }  // namespace sharq::cuda

@@ -53,6 +53,10 @@ void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m,
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
                      cudaStream_t stream);
+// The same with float32 output (the engine's residual stream is float32).
+void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
+                         float* y, cudaStream_t stream);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
