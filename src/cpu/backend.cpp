@@ -3,6 +3,7 @@
 // Not a fast inference path for FP4 storage: the weights live in memory as float32.
 #include "sharq/engine/backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -18,8 +19,10 @@ namespace sharq::engine {
 namespace {
 
 struct CpuLinear final : LinearWeights {
-  std::vector<float> w;     // (N, K) dequantized
-  std::vector<float> bias;  // (N) or empty
+  std::vector<float> w;          // (N, K) dequantized
+  std::vector<float> bias;       // (N) or empty
+  const float* view = nullptr;   // the LM head: the caller's float32 (N, K), read in place
+  const float* data() const { return view ? view : w.data(); }
 };
 
 class CpuBackend final : public Backend {
@@ -45,6 +48,7 @@ class CpuBackend final : public Backend {
     out->w.resize(static_cast<size_t>(n * k));
     dequantize_weight(qw, out->w.data(), threads_);
     if (bias) out->bias.assign(bias, bias + n);
+    out->bytes = static_cast<int64_t>((out->w.size() + out->bias.size()) * sizeof(float));
     return out;
   }
 
@@ -58,6 +62,18 @@ class CpuBackend final : public Backend {
     out->quantized = false;
     out->w.assign(w, w + n * k);
     if (bias) out->bias.assign(bias, bias + n);
+    out->bytes = static_cast<int64_t>((out->w.size() + out->bias.size()) * sizeof(float));
+    return out;
+  }
+
+  std::unique_ptr<LinearWeights> prepare_lm_head(const float* w, int64_t n, int64_t k) override {
+    auto out = std::make_unique<CpuLinear>();
+    out->name = "lm_head.weight";
+    out->n = n;
+    out->k = k;
+    out->quantized = false;
+    out->view = w;
+    out->bytes = n * k * static_cast<int64_t>(sizeof(float));
     return out;
   }
 
@@ -69,16 +85,13 @@ class CpuBackend final : public Backend {
   void matmul(const LinearWeights& w, const float* xq, int64_t t, float* y) override {
     const auto& c = static_cast<const CpuLinear&>(w);
     const float* b = c.bias.empty() ? nullptr : c.bias.data();
-    if (split_) {
-      cpu::linear_f32_split(xq, c.w.data(), b, y, t, c.n, c.k, threads_);
+    if (c.view) {  // the LM head: OpenBLAS threads it (one large product, no per-call splits)
+      cpu::linear_f32(xq, c.view, b, y, t, c.n, c.k);
+    } else if (split_) {
+      cpu::linear_f32_split(xq, c.data(), b, y, t, c.n, c.k, threads_);
     } else {
-      cpu::linear_f32(xq, c.w.data(), b, y, t, c.n, c.k);
+      cpu::linear_f32(xq, c.data(), b, y, t, c.n, c.k);
     }
-  }
-
-  void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
-                  int64_t k) override {
-    cpu::linear_f32(x, w, bias, y, m, n, k);
   }
 
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
@@ -89,19 +102,31 @@ class CpuBackend final : public Backend {
                 float* out) override {
     cpu::rms_norm(x, w, rows, d, eps, out, threads_);
   }
-  void rope(float* x, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
+  // Sequences of a batch are independent: one CPU call per sequence.
+  void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
             const float* inv_freq) override {
-    cpu::rope(x, t, pos0, heads, head_dim, inv_freq, threads_);
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::rope(x + b * t * heads * head_dim, t, pos0, heads, head_dim, inv_freq, threads_);
+    }
   }
-  void kv_store(const float* k, const float* v, int64_t t, int64_t pos0, int64_t kv_heads,
-                int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache) override {
-    cpu::kv_store(k, v, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
+  void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
+                float* v_cache) override {
+    const int64_t row = t * kv_heads * head_dim, cache = kv_heads * capacity * head_dim;
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::kv_store(k + b * row, v + b * row, t, pos0, kv_heads, head_dim, capacity,
+                    k_cache + b * cache, v_cache + b * cache);
+    }
   }
-  void attention(const float* q, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
-                 int64_t head_dim, int64_t capacity, const float* k_cache, const float* v_cache,
-                 float* out) override {
-    cpu::attention(q, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
-                   split_ ? threads_ : 1);
+  void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                 int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                 const float* v_cache, float* out) override {
+    const int64_t row = t * heads * head_dim, cache = kv_heads * capacity * head_dim;
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::attention(q + b * row, t, pos0, heads, kv_heads, head_dim, capacity,
+                     k_cache + b * cache, v_cache + b * cache, out + b * row,
+                     split_ ? threads_ : 1);
+    }
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     cpu::swiglu(gate, up, n, out, threads_);
@@ -114,6 +139,17 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+float* Backend::alloc(int64_t n) {
+  if (n < 0) throw Error("backend: negative allocation");
+  return new float[static_cast<size_t>(std::max<int64_t>(n, 1))];
+}
+void Backend::release(float* p) { delete[] p; }
+void Backend::to_backend(const float* host, float* dst, int64_t n) {
+  std::copy(host, host + n, dst);
+}
+void Backend::to_host(const float* src, float* host, int64_t n) { std::copy(src, src + n, host); }
+const float* Backend::resident(const float* host, int64_t) { return host; }
 
 std::unique_ptr<LinearWeights> Backend::prepare_linear_f32(const float*, const float*, int64_t,
                                                            int64_t, std::string_view name) {

@@ -70,23 +70,15 @@ __device__ __forceinline__ void store_gemm_f16(__half* dst, const float* d) {
   }
 }
 
-// x: (rows, k); one thread per 32-block. MODE: 0 nvfp4, 1 sharq 4:8p, 2 sharq 2:4.
+// One 32-element block b (row-major chunk index) of the activation, already loaded into v and
+// not yet scaled: scale by inv = rcp(s_t), mask, quantize both paths, write every output.
+// MODE: 0 nvfp4, 1 sharq 4:8p, 2 sharq 2:4. Shared by every prepare schedule, so they cannot
+// drift apart.
 template <int MODE>
-__global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
-                               const uint32_t* __restrict__ absmax, Nvfp4View sparse,
-                               Nvfp4View residual, float* __restrict__ decoded,
-                               __half* __restrict__ gemm_f16) {
-  const int64_t blocks_per_row = k / 32;
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const float st = tensor_scale(absmax);
-  if (b == 0) {
-    *residual.tensor_scale = st;
-    if (MODE != 0) *sparse.tensor_scale = st;
-  }
-  if (b >= rows * blocks_per_row) return;
-  const float inv = __frcp_rn(st);
-  float v[32];
-  load32(x + b * 32, v);
+__device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, int64_t rows,
+                                               int64_t k, const Nvfp4View& sparse,
+                                               const Nvfp4View& residual, float* decoded,
+                                               __half* gemm_f16) {
 #pragma unroll
   for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(v[i], inv);
 
@@ -144,6 +136,25 @@ __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_
           __fadd_rn(dsp[4 * i + 2], dr[4 * i + 2]), __fadd_rn(dsp[4 * i + 3], dr[4 * i + 3]));
     }
   }
+}
+
+// x: (rows, k); one thread per 32-block.
+template <int MODE>
+__global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
+                               const uint32_t* __restrict__ absmax, Nvfp4View sparse,
+                               Nvfp4View residual, float* __restrict__ decoded,
+                               __half* __restrict__ gemm_f16) {
+  const int64_t blocks_per_row = k / 32;
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const float st = tensor_scale(absmax);
+  if (b == 0) {
+    *residual.tensor_scale = st;
+    if (MODE != 0) *sparse.tensor_scale = st;
+  }
+  if (b >= rows * blocks_per_row) return;
+  float v[32];
+  load32(x + b * 32, v);
+  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
 }
 
 // w: (n, k); one thread per 32-block; GROUP 16 or 32.

@@ -100,24 +100,28 @@ Model::Model(const model::LoadedModel& src, Mode mode, bool quantized, Backend& 
   const TensorTable t(src);
   const int64_t d = cfg_.hidden_size, v = cfg_.vocab_size, in = cfg_.intermediate_size;
   const int64_t hd = cfg_.head_dim, qd = q_dim(), kvd = kv_dim();
-  inv_freq_ = cpu::rope_inv_freq(hd, cfg_.rope_theta, cfg_.rope_scaling);
-  embed_ = t.get("model.embed_tokens.weight", {v, d});
-  final_norm_ = t.get("model.norm.weight", {d});
+  inv_freq_host_ = cpu::rope_inv_freq(hd, cfg_.rope_theta, cfg_.rope_scaling);
+  inv_freq_ = backend.resident(inv_freq_host_.data(), hd / 2);
+  const float* embed = t.get("model.embed_tokens.weight", {v, d});
+  embed_ = backend.resident(embed, v * d);
+  final_norm_ = backend.resident(t.get("model.norm.weight", {d}), d);
   // Untied configs whose file lacks lm_head (and tied ones that still ship it) exist: the
   // embedding is the head whenever tied or absent.
-  lm_head_ = !cfg_.tie_word_embeddings && t.has("lm_head.weight") ? t.get("lm_head.weight", {v, d})
-                                                                  : embed_;
+  lm_head_ = backend.prepare_lm_head(
+      !cfg_.tie_word_embeddings && t.has("lm_head.weight") ? t.get("lm_head.weight", {v, d})
+                                                           : embed,
+      v, d);
   const bool qkv_bias = arch_->qkv_bias || cfg_.attention_bias;
   const bool qk_norm = arch_->qk_norm || cfg_.qk_norm;
   layers_.resize(static_cast<size_t>(cfg_.num_layers));
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights& L = layers_[static_cast<size_t>(l)];
-    L.input_norm = t.get(p + "input_layernorm.weight", {d});
-    L.post_norm = t.get(p + "post_attention_layernorm.weight", {d});
+    L.input_norm = backend.resident(t.get(p + "input_layernorm.weight", {d}), d);
+    L.post_norm = backend.resident(t.get(p + "post_attention_layernorm.weight", {d}), d);
     if (qk_norm) {
-      L.q_norm = t.get(p + "self_attn.q_norm.weight", {hd});
-      L.k_norm = t.get(p + "self_attn.k_norm.weight", {hd});
+      L.q_norm = backend.resident(t.get(p + "self_attn.q_norm.weight", {hd}), hd);
+      L.k_norm = backend.resident(t.get(p + "self_attn.k_norm.weight", {hd}), hd);
     }
     auto lin = [&](const std::string& name, int64_t n, int64_t k, bool bias) {
       const float* w = t.get(p + name + ".weight", {n, k});
@@ -141,7 +145,15 @@ Model::Model(const model::LoadedModel& src, Mode mode, bool quantized, Backend& 
 }
 
 void Model::logits(const float* hidden, int64_t rows, float* out) const {
-  backend_->linear_f32(hidden, lm_head_, nullptr, out, rows, cfg_.vocab_size, cfg_.hidden_size);
+  backend_->matmul(*lm_head_, hidden, rows, out);
+}
+
+int64_t Model::linear_weight_bytes() const {
+  int64_t n = 0;
+  for (const LayerWeights& L : layers_) {
+    for (const auto* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) n += (*w)->bytes;
+  }
+  return n;
 }
 
 int64_t parameter_count(const model::LoadedModel& m) {

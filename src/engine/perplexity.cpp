@@ -27,7 +27,7 @@ PerplexityResult perplexity(const Model& m, std::span<const int32_t> tokens,
                 std::to_string(opt.ctx));
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t v = m.config().vocab_size, d = m.config().hidden_size;
+  const int64_t v = m.config().vocab_size;
   const int64_t rows_max = std::max<int64_t>(1, opt.logits_rows);
   Session s(m, opt.ctx);
   std::vector<float> logits(static_cast<size_t>(rows_max * v));
@@ -48,7 +48,7 @@ PerplexityResult perplexity(const Model& m, std::span<const int32_t> tokens,
     // Row i predicts token i + 1; the last row predicts nothing inside the window.
     for (int64_t i0 = 0; i0 < opt.ctx - 1; i0 += rows_max) {
       const int64_t rows = std::min(rows_max, opt.ctx - 1 - i0);
-      m.logits(s.hidden().data() + i0 * d, rows, logits.data());
+      s.logits(i0, rows, logits.data());
       // Rows in parallel, summed in order afterwards so the result does not depend on threads.
       parallel_for(rows, m.backend().threads(), [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; ++i) {

@@ -12,94 +12,128 @@
 namespace sharq::engine {
 namespace {
 
-void grow(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-Session::Session(const Model& model, int64_t capacity) : model_(&model), capacity_(capacity) {
+Session::Session(const Model& model, int64_t capacity, int64_t batch)
+    : model_(&model), capacity_(capacity), batch_(batch) {
   if (capacity <= 0) throw Error("session: capacity must be positive");
+  if (batch <= 0) throw Error("session: batch must be positive");
   const auto& c = model.config();
-  const size_t n = static_cast<size_t>(c.num_kv_heads * capacity * c.head_dim);
-  k_cache_.assign(static_cast<size_t>(c.num_layers), std::vector<float>(n));
-  v_cache_.assign(static_cast<size_t>(c.num_layers), std::vector<float>(n));
+  const int64_t n = batch * c.num_kv_heads * capacity * c.head_dim;
+  Backend& be = model.backend();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    k_cache_.emplace_back(be, n);
+    v_cache_.emplace_back(be, n);
+  }
 }
 
 void Session::forward_hidden(std::span<const int32_t> ids) {
   const auto& c = model_->config();
   Backend& be = model_->backend();
-  const int64_t t = static_cast<int64_t>(ids.size());
-  if (t == 0) throw Error("forward: no tokens");
+  const int64_t rows = static_cast<int64_t>(ids.size());
+  if (rows == 0) throw Error("forward: no tokens");
+  if (rows % batch_ != 0) {
+    throw Error("forward: " + std::to_string(rows) + " ids are not a multiple of the batch " +
+                std::to_string(batch_));
+  }
+  const int64_t t = rows / batch_;
   if (pos_ + t > capacity_) {
     throw Error("forward: " + std::to_string(pos_) + " cached + " + std::to_string(t) +
                 " new tokens exceed the context capacity " + std::to_string(capacity_));
   }
   const int64_t d = c.hidden_size, in = c.intermediate_size, hd = c.head_dim;
   const int64_t qd = model_->q_dim(), kvd = model_->kv_dim();
-  const int64_t heads = c.num_heads, kvh = c.num_kv_heads;
-  x_.resize(static_cast<size_t>(t * d));
-  grow(h_, t * d);
-  grow(xq_, t * std::max({d, in, qd}));
-  grow(q_, t * qd);
-  grow(k_, t * kvd);
-  grow(v_, t * kvd);
-  grow(a_, t * qd);
-  grow(g_, t * in);
-  grow(u_, t * in);
+  const int64_t heads = c.num_heads, kvh = c.num_kv_heads, nb = batch_;
+  x_.grow(be, rows * d);
+  h_.grow(be, rows * std::max(d, in));
+  xq_.grow(be, std::max({be.quantized_activation_floats(rows, d),
+                         be.quantized_activation_floats(rows, in),
+                         be.quantized_activation_floats(rows, qd)}));
+  q_.grow(be, rows * qd);
+  k_.grow(be, rows * kvd);
+  v_.grow(be, rows * kvd);
+  a_.grow(be, rows * qd);
+  g_.grow(be, rows * in);
+  u_.grow(be, rows * in);
+  float *x = x_.data(), *h = h_.data(), *xq = xq_.data(), *q = q_.data(), *k = k_.data();
+  float *v = v_.data(), *a = a_.data(), *g = g_.data(), *u = u_.data();
 
-  // The shared input of several linears, quantized once into xq_ (or used as is for f32).
-  auto quantize = [&](const float* x, int64_t rows, int64_t k, const std::string& name) {
-    if (!model_->quantized()) return x;
-    be.quantize_activation(model_->mode(), x, rows, k, xq_.data(), name);
-    return static_cast<const float*>(xq_.data());
+  // RMSNorm, then the input shared by several linears quantized once into xq (or used as is for
+  // f32).
+  auto norm_quantize = [&](const float* w, const std::string& name) -> const float* {
+    if (!model_->quantized()) {
+      be.rms_norm(x, w, rows, d, c.rms_norm_eps, h);
+      return h;
+    }
+    be.rms_norm_quantize(model_->mode(), x, w, rows, d, c.rms_norm_eps, h, xq, name);
+    return xq;
   };
-  be.embedding(model_->embed(), c.vocab_size, d, ids.data(), t, x_.data());
+  be.embedding(model_->embed(), c.vocab_size, d, ids.data(), rows, x);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = model_->layers()[static_cast<size_t>(l)];
     const std::string p = "model.layers." + std::to_string(l) + ".";
     // Attention block. q, k and v read one input, so it is quantized once.
-    be.rms_norm(x_.data(), L.input_norm, t, d, c.rms_norm_eps, h_.data());
-    const float* act = quantize(h_.data(), t, d, p + "self_attn.qkv.input");
-    be.matmul(*L.q, act, t, q_.data());
-    be.matmul(*L.k, act, t, k_.data());
-    be.matmul(*L.v, act, t, v_.data());
+    const float* act = norm_quantize(L.input_norm, p + "self_attn.qkv.input");
+    be.matmul(*L.q, act, rows, q);
+    be.matmul(*L.k, act, rows, k);
+    be.matmul(*L.v, act, rows, v);
     if (L.q_norm) {
-      be.rms_norm(q_.data(), L.q_norm, t * heads, hd, c.rms_norm_eps, q_.data());
-      be.rms_norm(k_.data(), L.k_norm, t * kvh, hd, c.rms_norm_eps, k_.data());
+      be.rms_norm(q, L.q_norm, rows * heads, hd, c.rms_norm_eps, q);
+      be.rms_norm(k, L.k_norm, rows * kvh, hd, c.rms_norm_eps, k);
     }
-    be.rope(q_.data(), t, pos_, heads, hd, model_->inv_freq().data());
-    be.rope(k_.data(), t, pos_, kvh, hd, model_->inv_freq().data());
+    be.rope(q, nb, t, pos_, heads, hd, model_->inv_freq());
+    be.rope(k, nb, t, pos_, kvh, hd, model_->inv_freq());
     float* kc = k_cache_[static_cast<size_t>(l)].data();
     float* vc = v_cache_[static_cast<size_t>(l)].data();
-    be.kv_store(k_.data(), v_.data(), t, pos_, kvh, hd, capacity_, kc, vc);
-    be.attention(q_.data(), t, pos_, heads, kvh, hd, capacity_, kc, vc, a_.data());
-    be.linear(*L.o, a_.data(), t, h_.data(), xq_.data());
-    be.add(x_.data(), h_.data(), t * d);
+    be.kv_store(k, v, nb, t, pos_, kvh, hd, capacity_, kc, vc);
+    be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
+    be.linear(*L.o, a, rows, h, xq);
+    be.add(x, h, rows * d);
     // MLP block. gate and up share one quantized input.
-    be.rms_norm(x_.data(), L.post_norm, t, d, c.rms_norm_eps, h_.data());
-    act = quantize(h_.data(), t, d, p + "mlp.gate_up.input");
-    be.matmul(*L.gate, act, t, g_.data());
-    be.matmul(*L.up, act, t, u_.data());
-    be.swiglu(g_.data(), u_.data(), t * in, g_.data());
-    be.linear(*L.down, g_.data(), t, h_.data(), xq_.data());
-    be.add(x_.data(), h_.data(), t * d);
+    act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
+    be.matmul(*L.gate, act, rows, g);
+    be.matmul(*L.up, act, rows, u);
+    be.swiglu(g, u, rows * in, g);
+    be.linear(*L.down, g, rows, h, xq);
+    be.add(x, h, rows * d);
   }
-  be.rms_norm(x_.data(), model_->final_norm(), t, d, c.rms_norm_eps, x_.data());
+  be.rms_norm(x, model_->final_norm(), rows, d, c.rms_norm_eps, x);
   pos_ += t;
+  rows_ = rows;
+}
+
+void Session::logits(int64_t row0, int64_t rows, float* out) {
+  if (row0 < 0 || rows <= 0 || row0 + rows > rows_) {
+    throw Error("session: logits rows [" + std::to_string(row0) + ", " +
+                std::to_string(row0 + rows) + ") outside the last forward's " +
+                std::to_string(rows_) + " rows");
+  }
+  Backend& be = model_->backend();
+  const int64_t v = model_->config().vocab_size, d = model_->config().hidden_size;
+  lg_.grow(be, rows * v);
+  model_->logits(x_.data() + row0 * d, rows, lg_.data());
+  be.to_host(lg_.data(), out, rows * v);
 }
 
 std::vector<float> Session::forward(std::span<const int32_t> ids, bool all) {
   forward_hidden(ids);
-  const int64_t t = static_cast<int64_t>(ids.size());
-  const int64_t d = model_->config().hidden_size;
-  const int64_t rows = all ? t : 1;
-  std::vector<float> out(static_cast<size_t>(rows * model_->config().vocab_size));
-  model_->logits(x_.data() + (t - rows) * d, rows, out.data());
+  const int64_t v = model_->config().vocab_size;
+  const int64_t t = rows_ / batch_;
+  if (all) {
+    std::vector<float> out(static_cast<size_t>(rows_ * v));
+    logits(0, rows_, out.data());
+    return out;
+  }
+  std::vector<float> out(static_cast<size_t>(batch_ * v));
+  if (t == 1) {  // decode: the last rows are every row, one product
+    logits(0, rows_, out.data());
+  } else {
+    for (int64_t b = 0; b < batch_; ++b) logits(b * t + t - 1, 1, out.data() + b * v);
+  }
   return out;
 }
 

@@ -116,7 +116,7 @@ TEST_P(BackendOps, RopeMatchesRotateHalfInDouble) {
   auto x = randn(t * heads * hd, 4);
   const auto x0 = x;
   const auto f = cpu::rope_inv_freq(hd, 10000.0f, {});
-  be->rope(x.data(), t, pos0, heads, hd, f.data());
+  be->rope(x.data(), 1, t, pos0, heads, hd, f.data());
   std::vector<double> ref(x.size());
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -172,11 +172,11 @@ void check_attention(engine::Backend& be, int64_t t, int64_t pos0, int64_t heads
   const auto k = randn(all * kvh * hd, 6, 2.0f), v = randn(all * kvh * hd, 7);
   std::vector<float> kc(kvh * cap * hd, 1e30f), vc(kvh * cap * hd, 1e30f);  // unwritten = poison
   // History first (as an earlier prefill would), then the new rows.
-  if (pos0 > 0) be.kv_store(k.data(), v.data(), pos0, 0, kvh, hd, cap, kc.data(), vc.data());
-  be.kv_store(k.data() + pos0 * kvh * hd, v.data() + pos0 * kvh * hd, t, pos0, kvh, hd, cap,
+  if (pos0 > 0) be.kv_store(k.data(), v.data(), 1, pos0, 0, kvh, hd, cap, kc.data(), vc.data());
+  be.kv_store(k.data() + pos0 * kvh * hd, v.data() + pos0 * kvh * hd, 1, t, pos0, kvh, hd, cap,
               kc.data(), vc.data());
   std::vector<float> out(q.size());
-  be.attention(q.data(), t, pos0, heads, kvh, hd, cap, kc.data(), vc.data(), out.data());
+  be.attention(q.data(), 1, t, pos0, heads, kvh, hd, cap, kc.data(), vc.data(), out.data());
   EXPECT_LT(rel_err(out, attention_ref(q, k, v, t, pos0, heads, kvh, hd)), 1e-5)
       << "t=" << t << " pos0=" << pos0;
 }
@@ -190,7 +190,7 @@ TEST_P(BackendOps, AttentionMatchesDoublePrefillAndDecode) {
 
 TEST_P(BackendOps, KvStoreRejectsOverflow) {
   std::vector<float> k(2 * 8), kc(8 * 4);
-  EXPECT_THROW(be->kv_store(k.data(), k.data(), 2, 3, 1, 8, 4, kc.data(), kc.data()), Error);
+  EXPECT_THROW(be->kv_store(k.data(), k.data(), 1, 2, 3, 1, 8, 4, kc.data(), kc.data()), Error);
 }
 
 TEST_P(BackendOps, SwigluAndAdd) {
@@ -241,7 +241,7 @@ TEST_P(BackendOps, LargeLinearAndLmHeadMatchDouble) {
   const int64_t t = 64, k = 256, n = 640;
   const auto x = randn(t * k, 13), w = randn(n * k, 14, 0.05f), bias = randn(n, 15);
   std::vector<float> y(t * n);
-  be->linear_f32(x.data(), w.data(), bias.data(), y.data(), t, n, k);
+  be->matmul(*be->prepare_linear_f32(w.data(), bias.data(), n, k, "big.w"), x.data(), t, y.data());
   std::vector<double> ref(t * n);
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t j = 0; j < n; ++j) {
@@ -260,11 +260,13 @@ TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
   const int64_t t = 96, k = 320, n = 1000;
   const auto x = randn(t * k, 16), w = randn(n * k, 17, 0.05f);
   std::vector<float> y1(t * n), y2(t * n);
-  one->linear_f32(x.data(), w.data(), nullptr, y1.data(), t, n, k);
-  two->linear_f32(x.data(), w.data(), nullptr, y2.data(), t, n, k);
+  const auto w1 = one->prepare_linear_f32(w.data(), nullptr, n, k, "w");
+  const auto w2 = two->prepare_linear_f32(w.data(), nullptr, n, k, "w");
+  one->matmul(*w1, x.data(), t, y1.data());
+  two->matmul(*w2, x.data(), t, y2.data());
   EXPECT_EQ(y1, y2);
-  one->linear_f32(x.data(), w.data(), nullptr, y1.data(), 1, n, k);  // the decode GEMV path
-  two->linear_f32(x.data(), w.data(), nullptr, y2.data(), 1, n, k);
+  one->matmul(*w1, x.data(), 1, y1.data());  // the decode GEMV path
+  two->matmul(*w2, x.data(), 1, y2.data());
   EXPECT_TRUE(std::equal(y1.begin(), y1.begin() + n, y2.begin()));
 }
 

@@ -186,6 +186,28 @@ TEST_P(Decoder, PrefillEqualsTokenByTokenDecode) {
   EXPECT_THROW(split.forward(std::vector<int32_t>(32, 1)), Error);  // over capacity
 }
 
+// Sequences of a batch are independent: a batch-2 session gives each sequence's own logits,
+// in prefill and in decode (w4a16: the activation is not quantized, so batching changes nothing).
+TEST_P(Decoder, BatchedSequencesEqualSingleSessions) {
+  const auto lm = test::tiny_model(test::tiny_config(GetParam()));
+  auto be = engine::make_cpu_backend(2);
+  const Model m(lm, Mode::kNvfp4W4A16, *be);
+  const int64_t v = lm.config.vocab_size;
+  const std::vector<int32_t> a(kTokens.begin(), kTokens.begin() + 6);
+  const std::vector<int32_t> b(kTokens.begin() + 3, kTokens.begin() + 9);
+  std::vector<int32_t> both = a;
+  both.insert(both.end(), b.begin(), b.end());
+  Session pair(m, 16, 2), sa(m, 16), sb(m, 16);
+  const auto lp = pair.forward(both);
+  EXPECT_LT(max_abs_diff(lp.data(), sa.forward(a).data(), v), 1e-4);
+  EXPECT_LT(max_abs_diff(lp.data() + v, sb.forward(b).data(), v), 1e-4);
+  const int32_t next[2] = {7, 11};
+  const auto dp = pair.forward(next);
+  EXPECT_LT(max_abs_diff(dp.data(), sa.forward(std::span(next, 1)).data(), v), 1e-4);
+  EXPECT_LT(max_abs_diff(dp.data() + v, sb.forward(std::span(next + 1, 1)).data(), v), 1e-4);
+  EXPECT_THROW(pair.forward(std::span(next, 1)), Error);  // not a multiple of the batch
+}
+
 TEST_P(Decoder, GenerationIsDeterministic) {
   const auto lm = test::tiny_model(test::tiny_config(GetParam()));
   auto be = engine::make_cpu_backend(2);

@@ -58,6 +58,19 @@ void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_t
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
                          float* y, cudaStream_t stream);
 
+// Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
+// X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16
+// planes, NVFP4 g32 or g16 weight). Each FP4 weight tile is decoded once into shared memory and
+// used by every path; FP32 accumulation. K % 64 == 0; x_gemm_f16 and w.codes 16-byte aligned,
+// w.scales 4-byte aligned.
+void gemm_prefill(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
+                  const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
+                  cudaStream_t stream);
+// The same with float32 output.
+void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                      int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
+                      float* y_f32, cudaStream_t stream);
+
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
 

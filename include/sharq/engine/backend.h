@@ -1,6 +1,7 @@
 // The Backend interface: the handful of ops the decoder needs (DESIGN "Backends share one
-// interface"). Buffers are host float32 pointers for now; a device backend will need its own
-// buffer type. Not the decoder itself (engine/model.h) and not a graph or scheduler.
+// interface"). Every float pointer an op takes lives in the backend's own memory (host memory for
+// the CPU, device memory for CUDA): alloc/to_backend/to_host/resident move data in and out, and
+// Buffer owns an allocation. Not the decoder itself (engine/model.h), not a graph or scheduler.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@ struct LinearWeights {
   int64_t k = 0;  // in_features
   bool has_bias = false;
   bool quantized = true;  // false: float32 reference weights, activations used as they are
+  int64_t bytes = 0;      // memory the backend holds for these weights (bias included)
 };
 
 class Backend {
@@ -29,6 +31,21 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual int threads() const = 0;
+
+  // Memory. The defaults are host memory (the CPU backend); a device backend overrides all five.
+  virtual float* alloc(int64_t n);  // n floats, uninitialised
+  virtual void release(float* p);
+  virtual void to_backend(const float* host, float* dst, int64_t n);
+  virtual void to_host(const float* src, float* host, int64_t n);
+  // A tensor that stays for the backend's life (embedding table, norm weights, RoPE frequencies):
+  // the host copy is used in place where the backend computes on the host, else copied once and
+  // owned by the backend. `host` must outlive the backend in the first case.
+  virtual const float* resident(const float* host, int64_t n);
+  // Waits for queued work (a no-op where every op is synchronous); timings call it.
+  virtual void synchronize() {}
+  // Floats of the `xq` buffer that quantize_activation fills for a (t, k) activation. The CPU
+  // stores the dequantized values (t * k); a device backend may keep its packed form there.
+  virtual int64_t quantized_activation_floats(int64_t t, int64_t k) const { return t * k; }
 
   // W: (N, K) row-major float32; bias: (N) or null. Quantizes W once under `mode`.
   virtual std::unique_ptr<LinearWeights> prepare_linear(Mode mode, const float* w,
@@ -47,34 +64,45 @@ class Backend {
                                    std::string_view name) = 0;
   // xq: (T, K) already quantized; y: (T, N) = xq . W^T (+ bias), float32 accumulation.
   virtual void matmul(const LinearWeights& w, const float* xq, int64_t t, float* y) = 0;
-  // Unquantized product for the LM head. x: (M, K), w: (N, K), bias: (N) or null, y: (M, N).
-  virtual void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m,
-                          int64_t n, int64_t k) = 0;
+  // The LM head (V, D), never quantized by a mode: the backend's own float product (the CPU
+  // keeps float32 and reads `w` in place, so `w` must outlive the result there). matmul runs it.
+  virtual std::unique_ptr<LinearWeights> prepare_lm_head(const float* w, int64_t n, int64_t k) = 0;
 
-  // table: (V, D); ids: (T), each in [0, V) (checked); out: (T, D).
+  // table: (V, D) resident; ids: (T) host ints, each in [0, V) (checked); out: (T, D).
   virtual void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids,
                          int64_t t, float* out) = 0;
   // x, out: (rows, D); w: (D). out = x / sqrt(mean(x^2) + eps) * w. out may alias x.
   virtual void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps,
                         float* out) = 0;
-  // x: (T, heads * head_dim), row i at position pos0 + i; rotates in place with HF's rotate_half
-  // pairing (j, j + head_dim/2). inv_freq: (head_dim / 2).
-  virtual void rope(float* x, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
-                    const float* inv_freq) = 0;
-  // k, v: (T, kv_heads * head_dim) for positions pos0..pos0+T-1, copied into the caches
-  // k_cache, v_cache: (kv_heads, capacity, head_dim).
-  virtual void kv_store(const float* k, const float* v, int64_t t, int64_t pos0, int64_t kv_heads,
-                        int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache) = 0;
-  // Causal GQA attention. q: (T, heads * head_dim), row i at position pos0 + i; the caches hold
-  // positions 0..pos0+T-1; out: (T, heads * head_dim). Head h reads kv head h / (heads/kv_heads).
-  // Scores are scaled by 1/sqrt(head_dim).
-  virtual void attention(const float* q, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
-                         int64_t head_dim, int64_t capacity, const float* k_cache,
-                         const float* v_cache, float* out) = 0;
+  // The next three take `batch` sequences in lockstep: row b * T + i of x, k, v, q and out is
+  // sequence b's token at position pos0 + i, and each sequence has its own cache slice.
+  // x: (batch * T, heads * head_dim); rotates in place with HF's rotate_half pairing
+  // (j, j + head_dim/2). inv_freq: (head_dim / 2), resident.
+  virtual void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                    int64_t head_dim, const float* inv_freq) = 0;
+  // k, v: (batch * T, kv_heads * head_dim) for positions pos0..pos0+T-1, copied into the caches
+  // k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
+  virtual void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                        int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
+                        float* v_cache) = 0;
+  // Causal GQA attention. q: (batch * T, heads * head_dim); sequence b's caches hold positions
+  // 0..pos0+T-1; out like q. Head h reads kv head h / (heads/kv_heads). Scores are scaled by
+  // 1/sqrt(head_dim).
+  virtual void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                         int64_t kv_heads, int64_t head_dim, int64_t capacity,
+                         const float* k_cache, const float* v_cache, float* out) = 0;
   // gate, up, out: (n). out = silu(gate) * up. out may alias gate or up.
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   // x += y, (n).
   virtual void add(float* x, const float* y, int64_t n) = 0;
+
+  // h = rms_norm(x) * w (rows, D), then the mode's activation rule on h into xq, as
+  // rms_norm + quantize_activation do (a device backend may fuse them; h is still written).
+  virtual void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows,
+                                 int64_t d, float eps, float* h, float* xq, std::string_view name) {
+    rms_norm(x, w, rows, d, eps, h);
+    quantize_activation(mode, h, rows, d, xq, name);
+  }
 
   // Y (T, N) = Q_act(X (T, K)) . W^T (+ bias): quantize then matmul. scratch: (T, K).
   void linear(const LinearWeights& w, const float* x, int64_t t, float* y, float* scratch) {
@@ -82,6 +110,45 @@ class Backend {
     quantize_activation(w.mode, x, t, w.k, scratch, w.name);
     matmul(w, scratch, t, y);
   }
+};
+
+// One allocation in a backend's memory (move-only). grow() keeps at least n floats (contents
+// are not kept).
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend& be, int64_t n) { grow(be, n); }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_, p_ = o.p_, n_ = o.n_;
+      o.p_ = nullptr, o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { reset(); }
+  void grow(Backend& be, int64_t n) {
+    if (n <= n_ && be_ == &be) return;
+    reset();
+    be_ = &be;
+    p_ = be.alloc(n);
+    n_ = n;
+  }
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  float* data() const { return p_; }
+  int64_t size() const { return n_; }
+
+ private:
+  Backend* be_ = nullptr;
+  float* p_ = nullptr;
+  int64_t n_ = 0;
 };
 
 // The float32 CPU reference backend (src/cpu/backend.cpp); threads <= 0 means default_threads().

@@ -51,13 +51,18 @@ class Model {
   Backend& backend() const { return *backend_; }
   int64_t q_dim() const { return cfg_.num_heads * cfg_.head_dim; }
   int64_t kv_dim() const { return cfg_.num_kv_heads * cfg_.head_dim; }
-  const std::vector<float>& inv_freq() const { return inv_freq_; }  // (head_dim / 2)
-  const float* embed() const { return embed_; }                     // (V, D)
-  const float* final_norm() const { return final_norm_; }           // (D)
-  const float* lm_head() const { return lm_head_; }  // (V, D); the embedding when tied
+  // Resident on the backend (Backend::resident), like every pointer below.
+  const float* inv_freq() const { return inv_freq_; }       // (head_dim / 2)
+  const float* embed() const { return embed_; }             // (V, D)
+  const float* final_norm() const { return final_norm_; }   // (D)
+  const LinearWeights& lm_head() const { return *lm_head_; }  // (V, D); the embedding if tied
   const std::vector<LayerWeights>& layers() const { return layers_; }
+  // Memory the backend holds for the decoder linears, and for the LM head.
+  int64_t linear_weight_bytes() const;
+  int64_t lm_head_bytes() const { return lm_head_->bytes; }
 
-  // hidden: (rows, D) after the final norm -> logits: (rows, V), float32 (not quantized).
+  // hidden: (rows, D) after the final norm -> logits: (rows, V), float32 (not quantized by the
+  // mode), both in backend memory.
   void logits(const float* hidden, int64_t rows, float* out) const;
 
  private:
@@ -69,10 +74,11 @@ class Model {
   const ArchSpec* arch_ = nullptr;
   Mode mode_;
   Backend* backend_;
-  std::vector<float> inv_freq_;
+  std::vector<float> inv_freq_host_;  // must not move: the CPU's resident() keeps its pointer
+  const float* inv_freq_ = nullptr;
   const float* embed_ = nullptr;
   const float* final_norm_ = nullptr;
-  const float* lm_head_ = nullptr;
+  std::unique_ptr<LinearWeights> lm_head_;
   std::vector<LayerWeights> layers_;
 };
 

@@ -1,6 +1,7 @@
 // A forward session over one prepared Model: its KV cache, batched prefill and one-token decode,
-// sampling (greedy, or temperature + top-p with a seeded RNG) and a generation loop.
-// Not thread-safe (one session per thread) and not a batch of independent sequences.
+// sampling (greedy, or temperature + top-p with a seeded RNG) and a generation loop. A session
+// may run `batch` sequences in lockstep (same length, own caches: the decode benchmark's batch).
+// Not thread-safe (one session per thread). Buffers live in the backend's memory.
 #pragma once
 
 #include <cstdint>
@@ -15,32 +16,39 @@ namespace sharq::engine {
 
 class Session {
  public:
-  // capacity: the most positions the KV cache holds (prompt + generated tokens).
-  Session(const Model& model, int64_t capacity);
+  // capacity: the most positions the KV cache holds per sequence (prompt + generated tokens).
+  Session(const Model& model, int64_t capacity, int64_t batch = 1);
 
   const Model& model() const { return *model_; }
-  int64_t position() const { return pos_; }  // tokens already in the cache
+  int64_t position() const { return pos_; }  // tokens already in the cache (per sequence)
   int64_t capacity() const { return capacity_; }
+  int64_t batch() const { return batch_; }
   void reset() { pos_ = 0; }
 
-  // Runs ids (T) at positions position()..position()+T-1 as one batch (every linear quantizes its
-  // whole (T, K) activation at once), appends them to the KV cache, and leaves the final-normed
-  // hidden states in hidden(): (T, D). Throws sharq::Error if the cache would overflow.
+  // Runs ids (batch * T, sequence-major: ids[b * T + i]) at positions position()..+T-1 as one
+  // batch (every linear quantizes its whole (batch * T, K) activation at once), appends them to
+  // the KV caches, and leaves the final-normed hidden states (batch * T, D) in backend memory.
+  // Throws sharq::Error if the cache would overflow or ids.size() is not a multiple of batch.
   void forward_hidden(std::span<const int32_t> ids);
-  const std::vector<float>& hidden() const { return x_; }
+  // Logits of `rows` hidden rows from row0 of the last forward_hidden, into host memory
+  // (rows, V).
+  void logits(int64_t row0, int64_t rows, float* out);
 
-  // forward_hidden, then logits: the last token's (V), or every token's (T, V) when all = true.
+  // forward_hidden, then logits into host memory: each sequence's last token (batch, V), or every
+  // token's (batch * T, V) when all = true.
   std::vector<float> forward(std::span<const int32_t> ids, bool all = false);
 
  private:
   const Model* model_;
   int64_t capacity_;
+  int64_t batch_;
   int64_t pos_ = 0;
-  std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (kv_heads, capacity, head_dim)
-  // Scratch, resized per call: x (T, D) residual stream, h (T, max(D, I)) normed input, xq
-  // (T, max(D, I, q_dim)) quantized activation, q (T, q_dim), k/v (T, kv_dim), a (T, q_dim)
-  // attention output, g/u (T, I) gate and up.
-  std::vector<float> x_, h_, xq_, q_, k_, v_, a_, g_, u_;
+  int64_t rows_ = 0;                  // batch * T of the last forward_hidden
+  std::vector<Buffer> k_cache_, v_cache_;  // per layer (batch, kv_heads, capacity, head_dim)
+  // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
+  // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
+  // (R, kv_dim), a (R, q_dim) attention output, g/u (R, I) gate and up, lg logits.
+  Buffer x_, h_, xq_, q_, k_, v_, a_, g_, u_, lg_;
 };
 
 struct SamplingParams {

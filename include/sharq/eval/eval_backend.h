@@ -34,10 +34,20 @@ class EvalBackend : public engine::Backend {
   void quantize_activation(Mode mode, const float* x, int64_t t, int64_t k, float* xq,
                            std::string_view name) override;
   void matmul(const engine::LinearWeights& w, const float* xq, int64_t t, float* y) override;
-  void linear_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
-                  int64_t k) override {
-    inner_.linear_f32(x, w, bias, y, m, n, k);
+  std::unique_ptr<engine::LinearWeights> prepare_lm_head(const float* w, int64_t n,
+                                                         int64_t k) override {
+    return inner_.prepare_lm_head(w, n, k);
   }
+  float* alloc(int64_t n) override { return inner_.alloc(n); }
+  void release(float* p) override { inner_.release(p); }
+  void to_backend(const float* host, float* dst, int64_t n) override {
+    inner_.to_backend(host, dst, n);
+  }
+  void to_host(const float* src, float* host, int64_t n) override { inner_.to_host(src, host, n); }
+  const float* resident(const float* host, int64_t n) override {
+    return inner_.resident(host, n);
+  }
+  void synchronize() override { inner_.synchronize(); }
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
                  float* out) override {
     inner_.embedding(table, vocab, d, ids, t, out);
@@ -46,18 +56,20 @@ class EvalBackend : public engine::Backend {
                 float* out) override {
     inner_.rms_norm(x, w, rows, d, eps, out);
   }
-  void rope(float* x, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
+  void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
             const float* inv_freq) override {
-    inner_.rope(x, t, pos0, heads, head_dim, inv_freq);
+    inner_.rope(x, batch, t, pos0, heads, head_dim, inv_freq);
   }
-  void kv_store(const float* k, const float* v, int64_t t, int64_t pos0, int64_t kv_heads,
-                int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache) override {
-    inner_.kv_store(k, v, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
+  void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
+                float* v_cache) override {
+    inner_.kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
   }
-  void attention(const float* q, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
-                 int64_t head_dim, int64_t capacity, const float* k_cache, const float* v_cache,
-                 float* out) override {
-    inner_.attention(q, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out);
+  void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                 int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                 const float* v_cache, float* out) override {
+    inner_.attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+                     out);
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     inner_.swiglu(gate, up, n, out);

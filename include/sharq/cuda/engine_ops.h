@@ -1,0 +1,68 @@
+// Host API of the CUDA backend's non-GEMM decoder ops (sm_90a): embedding, RMSNorm, RoPE, KV
+// cache, attention, SwiGLU, adds, bf16 rounding. Same semantics as sharq::cpu (cpu/ops.h), float32,
+// device pointers in and out, every call asynchronous on `stream`. Not the FP4 GEMMs (kernels.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sharq::cuda {
+
+// table: (vocab, d); ids: (t) device int32, already checked to lie in [0, vocab); out: (t, d).
+void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
+               float* out, cudaStream_t stream);
+
+// x, out: (rows, d); w: (d). out = x * float(1 / sqrt(mean_double(x^2) + eps)) * w, as the CPU.
+// out may alias x.
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* out,
+              cudaStream_t stream);
+
+// x: (batch * t, heads * head_dim), row b * t + i at position pos0 + i, rotated in place (HF
+// rotate_half pairs (j, j + head_dim / 2)); inv_freq: (head_dim / 2) device floats
+// (cpu::rope_inv_freq). Angle = float(pos) * inv_freq[j] in float32, cos/sin in double, as the CPU.
+void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
+          const float* inv_freq, cudaStream_t stream);
+
+// k, v: (batch * t, kv_heads * head_dim) -> k_cache, v_cache: (batch, kv_heads, capacity,
+// head_dim) at rows pos0 .. pos0 + t - 1 of each sequence. Throws sharq::Error when
+// pos0 + t > capacity.
+void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+              int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
+              cudaStream_t stream);
+
+// Device bytes of scratch that attention() needs for these shapes at any pos0 with
+// pos0 + t <= capacity (0 when it needs none). Depends on the device's SM count.
+size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
+                                 int64_t head_dim, int64_t capacity);
+
+// Causal GQA attention over the caches, float32 throughout (FP32 CUDA cores, online softmax).
+// q, out: (batch * t, heads * head_dim); row b * t + i (position pos0 + i) attends to cache rows
+// 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
+// 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
+// t < 8 runs a split-key (flash-decoding) kernel plus a combine pass that uses `workspace`
+// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel.
+// head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
+void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+               int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+               const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream);
+
+// out = gate / (1 + exp(-gate)) * up, (n). out may alias gate or up.
+void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+
+// x += y, (n).
+void add(float* x, const float* y, int64_t n, cudaStream_t stream);
+
+// y: (rows, n) += bias: (n) on every row.
+void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
+
+// out_bf16[i] = the bfloat16 bits of sharq::bf16_round(x[i]) (RNE by integer add, bit for bit
+// with codecs.h, including its handling of NaN, Inf and overflow), (n).
+void round_to_bf16(const float* x, int64_t n, uint16_t* out_bf16, cudaStream_t stream);
+
+// out[i] = the float32 whose high half is in[i] (exact), (n).
+void bf16_to_f32(const uint16_t* in, int64_t n, float* out, cudaStream_t stream);
+
+}  // namespace sharq::cuda

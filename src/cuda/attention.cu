@@ -1,0 +1,512 @@
+// Causal GQA attention over the float32 KV cache, FP32 CUDA cores (explicit FMAs) with an online
+// softmax: a split-key decode kernel (flash-decoding: key ranges over blocks, then a combine
+// pass) for t < 8, and a tiled flash kernel for prefill. Not tensor cores (yet).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "sharq/cuda/engine_ops.h"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+// ---- Decode: one block = one query row, one kv head, up to QH of its query heads, one key
+// range. A key row is read by L = D / 8 lanes (two float4 each), so a warp covers 32 / L keys per
+// step; every warp keeps its own online softmax, merged at the end. ----
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeThreads = kDecodeWarps * 32;
+constexpr int64_t kDecodeMaxT = 8;   // t below this takes the decode path
+constexpr int64_t kSplitKeys = 32;   // key ranges are multiples of this
+constexpr int kBlocksPerSm = 4;      // split target: this many decode blocks per SM
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, c = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev), "sm count");
+    return c;
+  }();
+  return n;
+}
+
+struct DecodePlan {
+  int qh;           // query heads per block: 1, 2, 4 or 8
+  int chunks;       // blocks per kv head (ceil(group / qh))
+  int64_t splits;   // key ranges
+  int64_t per_split;
+  int64_t splits_bound;  // >= splits, never smaller for a larger ctx (sizes the workspace)
+};
+
+// Key ranges so that batch * t * kv_heads * chunks * splits fills the GPU, each range a multiple
+// of kSplitKeys.
+DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads, int64_t ctx) {
+  const int64_t group = heads / kv_heads;
+  DecodePlan p{};
+  p.qh = group >= 8 ? 8 : group > 2 ? 4 : static_cast<int>(group);
+  p.chunks = static_cast<int>((group + p.qh - 1) / p.qh);
+  const int64_t base = batch * t * kv_heads * p.chunks;
+  const int64_t target = int64_t{kBlocksPerSm} * sm_count();
+  const int64_t max_splits = (ctx + kSplitKeys - 1) / kSplitKeys;
+  p.splits_bound =
+      std::clamp<int64_t>((target + base - 1) / base, 1, std::max<int64_t>(max_splits, 1));
+  p.per_split = (ctx + p.splits_bound - 1) / p.splits_bound;
+  p.per_split = (p.per_split + kSplitKeys - 1) / kSplitKeys * kSplitKeys;
+  p.splits = (ctx + p.per_split - 1) / p.per_split;
+  return p;
+}
+
+__device__ __forceinline__ void load8(const float* p, int li, int lanes, float (&r)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p + 4 * li);
+  const float4 b = *reinterpret_cast<const float4*>(p + 4 * (li + lanes));
+  r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
+  r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
+}
+
+// Partial results of split s for (row, head) when splits > 1:
+//   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
+template <int D, int QH>
+__global__ void __launch_bounds__(kDecodeThreads)
+    attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+                       int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
+                       const float* __restrict__ vc, float scale, int64_t per_split, int splits,
+                       float* __restrict__ out, float* __restrict__ ws_o,
+                       float2* __restrict__ ws_ml) {
+  constexpr int L = D / 8;     // lanes per key row
+  constexpr int KPW = 32 / L;  // keys per warp step
+  constexpr int kStep = kDecodeWarps * KPW;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane / L, li = lane % L;
+  const int s = blockIdx.x;
+  const int g = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
+  const int64_t row = blockIdx.z;  // b * t + i
+  const int64_t b = row / t, i = row % t;
+  const int group = heads / kv_heads;
+  const int h0 = g * group + chunk * QH;
+  const int nh = min(QH, group - chunk * QH);
+  const int64_t ctx = pos0 + i + 1;
+  const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
+
+  float qr[QH][8];
+#pragma unroll
+  for (int j = 0; j < QH; ++j) {
+    if (j < nh) {
+      load8(q + (row * heads + h0 + j) * D, li, L, qr[j]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qr[j][e] = 0.0f;
+    }
+  }
+  const float* kb = kc + (b * kv_heads + g) * capacity * D;
+  const float* vb = vc + (b * kv_heads + g) * capacity * D;
+
+  float m[QH], l[QH], acc[QH][8];
+#pragma unroll
+  for (int j = 0; j < QH; ++j) {
+    m[j] = -INFINITY;
+    l[j] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
+  }
+
+  // Software pipeline: the next step's K and V rows load while this step computes.
+  float kr[8] = {}, vr[8] = {};
+  int64_t key = k0 + warp * KPW + sub;
+  if (key < k1) {
+    load8(kb + key * D, li, L, kr);
+    load8(vb + key * D, li, L, vr);
+  }
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    key = base + sub;
+    const int64_t next = key + kStep;
+    float kn[8] = {}, vn[8] = {};
+    if (next < k1) {
+      load8(kb + next * D, li, L, kn);
+      load8(vb + next * D, li, L, vn);
+    }
+    float sc[QH];
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dot = __fmaf_rn(qr[j][e], kr[e], dot);
+#pragma unroll
+      for (int off = L / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      sc[j] = dot * scale;
+    }
+    if (key < k1) {
+#pragma unroll
+      for (int j = 0; j < QH; ++j) {
+        const float mn = fmaxf(m[j], sc[j]);
+        const float c = expf(m[j] - mn);  // 0 while m is -inf
+        const float p = expf(sc[j] - mn);
+        l[j] = __fmaf_rn(l[j], c, p);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j][e] = __fmaf_rn(p, vr[e], acc[j][e] * c);
+        m[j] = mn;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
+  }
+
+  // Merge the warp's key subgroups (lanes li, li + L, li + 2L, ...).
+#pragma unroll
+  for (int off = L; off < 32; off <<= 1) {
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[j], off);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[j], off);
+      const float mn = fmaxf(m[j], mo);
+      const float c1 = m[j] == -INFINITY ? 0.0f : expf(m[j] - mn);
+      const float c2 = mo == -INFINITY ? 0.0f : expf(mo - mn);
+      l[j] = l[j] * c1 + lo * c2;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float ao = __shfl_xor_sync(0xffffffffu, acc[j][e], off);
+        acc[j][e] = __fmaf_rn(ao, c2, acc[j][e] * c1);
+      }
+      m[j] = mn;
+    }
+  }
+
+  // Merge the warps through shared memory; thread x handles (j, d) pairs.
+  __shared__ float sm_acc[kDecodeWarps][QH][D];
+  __shared__ float sm_m[kDecodeWarps][QH], sm_l[kDecodeWarps][QH];
+  if (sub == 0) {
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sm_acc[warp][j][4 * li + e] = acc[j][e];
+        sm_acc[warp][j][4 * (li + L) + e] = acc[j][4 + e];
+      }
+      if (li == 0) sm_m[warp][j] = m[j], sm_l[warp][j] = l[j];
+    }
+  }
+  __syncthreads();
+  for (int x = threadIdx.x; x < QH * D; x += kDecodeThreads) {
+    const int j = x / D, d = x % D;
+    if (j >= nh) break;
+    float mx = -INFINITY;
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][j]);
+    float sum = 0.0f, o = 0.0f;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (sm_m[w][j] == -INFINITY) continue;
+      const float c = expf(sm_m[w][j] - mx);
+      sum = __fmaf_rn(sm_l[w][j], c, sum);
+      o = __fmaf_rn(sm_acc[w][j][d], c, o);
+    }
+    const int64_t rh = row * heads + h0 + j;
+    if (splits == 1) {
+      out[rh * D + d] = o / sum;
+    } else {
+      ws_o[(rh * splits + s) * D + d] = o;
+      if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
+    }
+  }
+}
+
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head).
+template <int D>
+__global__ void __launch_bounds__(D)
+    attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
+                        int splits, float* __restrict__ out) {
+  const int64_t rh = blockIdx.x;
+  const int d = threadIdx.x;
+  const float2* ml = ws_ml + rh * splits;
+  float mx = -INFINITY;
+  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ml[s].x);
+  float sum = 0.0f, o = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float2 v = ml[s];
+    if (v.x == -INFINITY) continue;
+    const float c = expf(v.x - mx);
+    sum = __fmaf_rn(v.y, c, sum);
+    o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c, o);
+  }
+  out[rh * D + d] = o / sum;
+}
+
+// ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
+// in shared memory (K, then V in the same buffer), scores and P.V in FP32 registers. ----
+constexpr int kBM = 64, kBN = 64, kPrefillThreads = 256;
+
+template <int D>
+constexpr size_t prefill_smem_bytes() {
+  return sizeof(float) * (size_t{kBM} * (D + 4) + size_t{kBN} * (D + 4) + size_t{kBM} * (kBN + 4));
+}
+
+// Loads rows [r0, r0 + R) of a (rows, ld) matrix into smem (R, D + 4); rows >= r_end are zero.
+template <int D, int R>
+__device__ __forceinline__ void load_tile(float* smem, const float* src, int64_t ld, int64_t r0,
+                                          int64_t r_end) {
+  constexpr int kV = D / 4;
+  for (int x = threadIdx.x; x < R * kV; x += kPrefillThreads) {
+    const int r = x / kV, c = x % kV;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r0 + r < r_end) v = *reinterpret_cast<const float4*>(src + (r0 + r) * ld + 4 * c);
+    *reinterpret_cast<float4*>(smem + r * (D + 4) + 4 * c) = v;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kPrefillThreads, 2)
+    attn_prefill_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+                        int kv_heads, int64_t capacity, const float* __restrict__ kc,
+                        const float* __restrict__ vc, float scale, float* __restrict__ out) {
+  extern __shared__ float4 smem4[];
+  float* qs = reinterpret_cast<float*>(smem4);  // (BM, D + 4)
+  float* kvs = qs + kBM * (D + 4);              // (BN, D + 4): K, then V
+  float* ps = kvs + kBN * (D + 4);              // (BM, BN + 4)
+  constexpr int NC = D / 64;                    // float4 output columns per thread
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t m0 = int64_t{gridDim.x - 1 - blockIdx.x} * kBM;  // heaviest tiles first
+  const int h = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const int g = h / (heads / kv_heads);
+  const int64_t ld = int64_t{heads} * D;
+  const float* kb = kc + (b * kv_heads + g) * capacity * D;
+  const float* vb = vc + (b * kv_heads + g) * capacity * D;
+
+  load_tile<D, kBM>(qs, q + b * t * ld + h * D, ld, m0, t);
+
+  float o[4][NC][4] = {};
+  float m[4], l[4];  // l: this thread's share of the row sum
+#pragma unroll
+  for (int r = 0; r < 4; ++r) m[r] = -INFINITY, l[r] = 0.0f;
+
+  const int64_t n_end = pos0 + (m0 + kBM < t ? m0 + kBM : t);  // keys the tile's last row sees
+  for (int64_t n0 = 0; n0 < n_end; n0 += kBN) {
+    __syncthreads();  // the previous V tile is consumed
+    load_tile<D, kBN>(kvs, kb, D, n0, n_end);
+    __syncthreads();
+    float s[4][4] = {};
+#pragma unroll 4
+    for (int d = 0; d < D; d += 4) {
+      float4 qv[4], kv[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) qv[r] = *reinterpret_cast<const float4*>(qs + (ty * 4 + r) * (D + 4) + d);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) kv[c] = *reinterpret_cast<const float4*>(kvs + (tx + 16 * c) * (D + 4) + d);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float a = s[r][c];
+          a = __fmaf_rn(qv[r].x, kv[c].x, a);
+          a = __fmaf_rn(qv[r].y, kv[c].y, a);
+          a = __fmaf_rn(qv[r].z, kv[c].z, a);
+          a = __fmaf_rn(qv[r].w, kv[c].w, a);
+          s[r][c] = a;
+        }
+      }
+    }
+    // Scale, causal mask, online softmax (row max over the 16 lanes that share the row).
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t qpos = pos0 + m0 + ty * 4 + r;
+      float mx = m[r];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t key = n0 + tx + 16 * c;
+        s[r][c] = key <= qpos ? s[r][c] * scale : -INFINITY;
+        mx = fmaxf(mx, s[r][c]);
+      }
+#pragma unroll
+      for (int off = 8; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float corr = expf(m[r] - mx);  // 0 on the first tile
+      m[r] = mx;
+      float rs = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float p = expf(s[r][c] - mx);
+        ps[(ty * 4 + r) * (kBN + 4) + tx + 16 * c] = p;
+        rs += p;
+      }
+      l[r] = l[r] * corr + rs;
+#pragma unroll
+      for (int c = 0; c < NC; ++c) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[r][c][e] *= corr;
+      }
+    }
+    __syncthreads();  // K consumed, P written
+    load_tile<D, kBN>(kvs, vb, D, n0, n_end);
+    __syncthreads();
+#pragma unroll 2
+    for (int k = 0; k < kBN; k += 4) {
+      float4 pv[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pv[r] = *reinterpret_cast<const float4*>(ps + (ty * 4 + r) * (kBN + 4) + k);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          const float4 v = *reinterpret_cast<const float4*>(kvs + (k + kk) * (D + 4) + 64 * c + 4 * tx);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const float p = kk == 0 ? pv[r].x : kk == 1 ? pv[r].y : kk == 2 ? pv[r].z : pv[r].w;
+            o[r][c][0] = __fmaf_rn(p, v.x, o[r][c][0]);
+            o[r][c][1] = __fmaf_rn(p, v.y, o[r][c][1]);
+            o[r][c][2] = __fmaf_rn(p, v.z, o[r][c][2]);
+            o[r][c][3] = __fmaf_rn(p, v.w, o[r][c][3]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    float sum = l[r];
+#pragma unroll
+    for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const int64_t row = m0 + ty * 4 + r;
+    if (row >= t) continue;
+    float* dst = out + (b * t + row) * ld + h * D;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      *reinterpret_cast<float4*>(dst + 64 * c + 4 * tx) =
+          make_float4(o[r][c][0] / sum, o[r][c][1] / sum, o[r][c][2] / sum, o[r][c][3] / sum);
+    }
+  }
+}
+
+void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                           int64_t kv_heads, int64_t head_dim, int64_t capacity) {
+  if (head_dim != 64 && head_dim != 128) {
+    throw Error("attention: head_dim " + std::to_string(head_dim) +
+                " is not supported on CUDA (64 or 128)");
+  }
+  if (kv_heads <= 0 || heads % kv_heads != 0) {
+    throw Error("attention: heads " + std::to_string(heads) + " is not a multiple of kv_heads " +
+                std::to_string(kv_heads));
+  }
+  if (pos0 < 0 || pos0 + t > capacity) {
+    throw Error("attention: positions up to " + std::to_string(pos0 + t) +
+                " exceed the kv cache capacity " + std::to_string(capacity));
+  }
+  if (batch * t * heads > 0x7fffffff || heads > 65535 || batch > 65535) {
+    throw Error("attention: batch " + std::to_string(batch) + " x t " + std::to_string(t) +
+                " x heads " + std::to_string(heads) + " is too large");
+  }
+}
+
+template <int D, int QH>
+void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                   int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
+                   const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
+                   cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
+                  static_cast<unsigned>(batch * t));
+  attn_decode_kernel<D, QH><<<grid, kDecodeThreads, 0, stream>>>(
+      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity, kc, vc,
+      scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml);
+  check(cudaGetLastError(), "attn_decode_kernel");
+  if (p.splits > 1) {
+    attn_combine_kernel<D><<<static_cast<unsigned>(batch * t * heads), D, 0, stream>>>(
+        ws_o, ws_ml, static_cast<int>(p.splits), out);
+    check(cudaGetLastError(), "attn_combine_kernel");
+  }
+}
+
+template <int D>
+void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                     int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
+                     const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
+                     cudaStream_t stream) {
+  switch (p.qh) {
+    case 1:
+      return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream);
+    case 2:
+      return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream);
+    case 4:
+      return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream);
+    default:
+      return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream);
+  }
+}
+
+template <int D>
+void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                    int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
+                    float scale, float* out, cudaStream_t stream) {
+  constexpr size_t smem = prefill_smem_bytes<D>();
+  static const bool configured = [] {
+    check(cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)),
+          "attn_prefill_kernel smem");
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(batch));
+  attn_prefill_kernel<D><<<grid, kPrefillThreads, smem, stream>>>(
+      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), capacity, kc, vc, scale,
+      out);
+  check(cudaGetLastError(), "attn_prefill_kernel");
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
+                                 int64_t head_dim, int64_t capacity) {
+  if (t <= 0 || t >= kDecodeMaxT || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 ||
+      capacity <= 0) {
+    return 0;
+  }
+  const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
+  if (p.splits_bound <= 1) return 0;
+  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
+         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
+}
+
+void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+               int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+               const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream) {
+  check_attention_shape(batch, t, pos0, heads, kv_heads, head_dim, capacity);
+  if (batch <= 0 || t <= 0 || heads <= 0) return;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (t < kDecodeMaxT) {
+    const DecodePlan p = decode_plan(batch, t, heads, kv_heads, pos0 + t);
+    float* ws_o = nullptr;
+    float2* ws_ml = nullptr;
+    if (p.splits > 1) {
+      const size_t o_bytes =
+          static_cast<size_t>(batch * t * heads * p.splits * head_dim) * sizeof(float);
+      const size_t need = o_bytes + static_cast<size_t>(batch * t * heads * p.splits) * sizeof(float2);
+      if (workspace == nullptr || workspace_bytes < need) {
+        throw Error("attention: workspace of " + std::to_string(workspace_bytes) +
+                    " bytes is smaller than the " + std::to_string(need) + " it needs");
+      }
+      ws_o = static_cast<float*>(workspace);
+      ws_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace) + o_bytes);
+    }
+    if (head_dim == 64) {
+      decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
+                          out, ws_o, ws_ml, stream);
+    } else {
+      decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache,
+                           scale, out, ws_o, ws_ml, stream);
+    }
+    return;
+  }
+  if (head_dim == 64) {
+    launch_prefill<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
+                       stream);
+  } else {
+    launch_prefill<128>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
+                        stream);
+  }
+}
+
+}  // namespace sharq::cuda

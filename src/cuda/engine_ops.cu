@@ -1,0 +1,247 @@
+// Elementwise and row-wise decoder ops of the CUDA backend (embedding, RMSNorm, RoPE, KV store,
+// SwiGLU, adds, bf16 rounding), each the same arithmetic as its sharq::cpu counterpart (this
+// library builds with -fmad=false, like the CPU's -ffp-contract=off). Attention: attention.cu.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "sharq/cuda/engine_ops.h"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n items.
+unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, 65535));
+}
+
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// out (t, d) = table[ids[i]] rows, in float4 units (d4 = d / 4).
+__global__ void embedding_vec_kernel(const float4* __restrict__ table, int64_t d4,
+                                     const int32_t* __restrict__ ids, int64_t t,
+                                     float4* __restrict__ out) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * d4;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = e / d4, j = e % d4;
+    out[e] = table[ids[i] * d4 + j];
+  }
+}
+
+__global__ void embedding_kernel(const float* __restrict__ table, int64_t d,
+                                 const int32_t* __restrict__ ids, int64_t t,
+                                 float* __restrict__ out) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * d;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = e / d, j = e % d;
+    out[e] = table[ids[i] * d + j];
+  }
+}
+
+// One block per row: sum of squares in double (as the CPU), then out = x * inv * w.
+// x and out may alias: every thread reads its elements before it writes them.
+__global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, int64_t d, float eps,
+                                float* out) {
+  const float* xr = x + blockIdx.x * d;
+  float* o = out + blockIdx.x * d;
+  double ss = 0.0;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    const double v = xr[j];
+    ss += v * v;
+  }
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  __shared__ double partial[kThreads / 32];
+  __shared__ float inv_s;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) partial[warp] = ss;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int i = 0; i < static_cast<int>(blockDim.x / 32); ++i) total += partial[i];
+    inv_s = static_cast<float>(1.0 / sqrt(total / static_cast<double>(d) + eps));
+  }
+  __syncthreads();
+  const float inv = inv_s;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = xr[j] * inv * w[j];
+}
+
+// One thread per (row, j < half): angle and cos/sin once, then every head of the row.
+__global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int64_t heads,
+                            int64_t head_dim, const float* __restrict__ inv_freq) {
+  const int64_t half = head_dim / 2;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * half;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = e / half, j = e % half;
+    const float pos = static_cast<float>(pos0 + r % t);
+    const float angle = pos * inv_freq[j];
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+    float* xr = x + r * heads * head_dim;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* xh = xr + h * head_dim;
+      const float a = xh[j];
+      const float b = xh[j + half];
+      xh[j] = a * cf - b * sf;
+      xh[j + half] = b * cf + a * sf;
+    }
+  }
+}
+
+// k, v: (batch * t, kv_heads * hd4) float4 -> caches (batch, kv_heads, capacity, hd4).
+template <typename V>
+__global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v, int64_t batch,
+                                int64_t t, int64_t pos0, int64_t kv_heads, int64_t hd,
+                                int64_t capacity, V* __restrict__ kc, V* __restrict__ vc) {
+  const int64_t n = batch * t * kv_heads * hd;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = e % hd;
+    const int64_t g = (e / hd) % kv_heads;
+    const int64_t row = e / (hd * kv_heads);  // b * t + i
+    const int64_t b = row / t, i = row % t;
+    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
+    kc[dst] = k[e];
+    vc[dst] = v[e];
+  }
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] += y[i];
+  }
+}
+
+__global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t rows,
+                                int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    y[i] += bias[i % n];
+  }
+}
+
+// codecs.h bf16_round: bits + 0x7FFF + lsb (uint32 wrap-around), keep the high half.
+__global__ void round_to_bf16_kernel(const float* __restrict__ x, int64_t n,
+                                     uint16_t* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t bits = __float_as_uint(x[i]);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    out[i] = static_cast<uint16_t>(bits >> 16);
+  }
+}
+
+__global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ in, int64_t n,
+                                   float* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
+  }
+}
+
+}  // namespace
+
+void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
+               float* out, cudaStream_t stream) {
+  (void)vocab;
+  if (t <= 0 || d <= 0) return;
+  if (d % 4 == 0 && aligned16(table) && aligned16(out)) {
+    embedding_vec_kernel<<<grid_for(t * d / 4), kThreads, 0, stream>>>(
+        reinterpret_cast<const float4*>(table), d / 4, ids, t, reinterpret_cast<float4*>(out));
+  } else {
+    embedding_kernel<<<grid_for(t * d), kThreads, 0, stream>>>(table, d, ids, t, out);
+  }
+  check(cudaGetLastError(), "embedding_kernel");
+}
+
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* out,
+              cudaStream_t stream) {
+  if (rows <= 0 || d <= 0) return;
+  if (rows > 0x7fffffff) throw Error("rms_norm: " + std::to_string(rows) + " rows is too many");
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, d, eps, out);
+  check(cudaGetLastError(), "rms_norm_kernel");
+}
+
+void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
+          const float* inv_freq, cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    throw Error("rope: head_dim " + std::to_string(head_dim) + " must be positive and even");
+  }
+  if (batch <= 0 || t <= 0 || heads <= 0) return;
+  const int64_t rows = batch * t;
+  rope_kernel<<<grid_for(rows * head_dim / 2), kThreads, 0, stream>>>(x, rows, t, pos0, heads,
+                                                                      head_dim, inv_freq);
+  check(cudaGetLastError(), "rope_kernel");
+}
+
+void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+              int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
+              cudaStream_t stream) {
+  if (pos0 < 0 || pos0 + t > capacity) {
+    throw Error("kv cache: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + t) +
+                " exceed its capacity " + std::to_string(capacity));
+  }
+  if (batch <= 0 || t <= 0 || kv_heads <= 0 || head_dim <= 0) return;
+  const int64_t n = batch * t * kv_heads * head_dim;
+  if (head_dim % 4 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
+      aligned16(v_cache)) {
+    kv_store_kernel<float4><<<grid_for(n / 4), kThreads, 0, stream>>>(
+        reinterpret_cast<const float4*>(k), reinterpret_cast<const float4*>(v), batch, t, pos0,
+        kv_heads, head_dim / 4, capacity, reinterpret_cast<float4*>(k_cache),
+        reinterpret_cast<float4*>(v_cache));
+  } else {
+    kv_store_kernel<float><<<grid_for(n), kThreads, 0, stream>>>(
+        k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
+  }
+  check(cudaGetLastError(), "kv_store_kernel");
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n, out);
+  check(cudaGetLastError(), "swiglu_kernel");
+}
+
+void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
+  check(cudaGetLastError(), "add_kernel");
+}
+
+void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  if (rows <= 0 || n <= 0) return;
+  add_bias_kernel<<<grid_for(rows * n), kThreads, 0, stream>>>(y, bias, rows, n);
+  check(cudaGetLastError(), "add_bias_kernel");
+}
+
+void round_to_bf16(const float* x, int64_t n, uint16_t* out_bf16, cudaStream_t stream) {
+  if (n <= 0) return;
+  round_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, out_bf16);
+  check(cudaGetLastError(), "round_to_bf16_kernel");
+}
+
+void bf16_to_f32(const uint16_t* in, int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, n, out);
+  check(cudaGetLastError(), "bf16_to_f32_kernel");
+}
+
+}  // namespace sharq::cuda

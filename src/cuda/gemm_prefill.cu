@@ -1,0 +1,509 @@
+// Prefill-regime GEMM (any M, built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
+// X~_p (m, k) . W~ (n, k)^T on FP16 tensor cores with FP32 accumulation, one launch.
+// CTA tile BM tokens x BN weight rows, K in steps of 64. Per step the FP4 weight tile (codes +
+// UE4M3 scales) and the FP16 activation tiles of every path arrive by cp.async in a STAGES-deep
+// ring; the weight tile is decoded once into FP16 shared memory (value x 2^-14, same bit trick
+// and same 0,4,1,5,2,6,3,7 order inside each 8-group as prepare's gemm_f16 planes, so A and B are
+// permuted alike along K and the dot product is unchanged) and every path's MMA reads that one
+// decoded tile into the same accumulators. The decode of step s+1 runs while the tensor cores
+// work on step s (double-buffered decoded tile, one or two barriers per step).
+// Two MMA back ends: wgmma (sm_90a, both operands from shared memory through 128-byte-swizzle
+// descriptors; the default) and mma.sync m16n8k16 through ldmatrix (the first rung, kept for
+// comparison). Both use the same shared layout: rows of 64 FP16 (128 bytes), 16-byte chunk c of
+// row r stored at chunk c ^ (r & 7), which is exactly wgmma's 128-byte swizzle on a
+// 1024-byte-aligned tile and keeps ldmatrix free of bank conflicts.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "codecs.cuh"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+constexpr int kThreads = 256;  // 8 warps = 2 warpgroups
+constexpr int kBK = 64;        // K per step: one 128-byte swizzle row of FP16
+
+// ---- small PTX wrappers -------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// src_bytes < size zero-fills the rest: rows past M or N read as zeros (contribute nothing).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Generic-proxy shared writes (cp.async, st.shared) made visible to wgmma's async proxy.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads/writes across the async MMA boundary.
+template <int N>
+__device__ __forceinline__ void fence_acc(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// K-major operand, 128-byte swizzle: rows of 128 bytes, 8-row atoms 1024 bytes apart (SBO);
+// LBO is unused for this layout. Stepping K by 16 inside the atom adds 32 bytes to the start.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(1)
+      : "memory");
+}
+
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(a), "l"(b), "r"(1)
+      : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// ---- FP4 weight decode (same trick as gemm_decode_mma) ------------------------------------
+// Pair j of the result is (nibble j, nibble j + 4) of w, each half = code value x 2^-14.
+__device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
+  h[0] = ((w << 12) & 0x80008000u) | ((w << 9) & 0x0E000E00u);
+  h[1] = ((w << 8) & 0x80008000u) | ((w << 5) & 0x0E000E00u);
+  h[2] = ((w << 4) & 0x80008000u) | ((w << 1) & 0x0E000E00u);
+  h[3] = (w & 0x80008000u) | ((w >> 3) & 0x0E000E00u);
+}
+__device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
+  __half2 v = *reinterpret_cast<__half2*>(&a);
+  v = __hmul2(v, s);  // exact: E2M1 x UE4M3 x 2^-14 has <= 6 significant bits and is >= 2^-24
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
+  return __float2half2_rn(ue4m3_decode(code & 0xFFu));
+}
+
+struct Params {
+  const __half* x;  // (paths, m, k) FP16 in GEMM order
+  const float* sx;
+  const uint8_t* codes;   // (n, k/2)
+  const uint8_t* scales;  // (n, k/group)
+  const float* sw;
+  int m, n, k;
+  int64_t scale_bytes;  // n * k / group: bounds the 4-byte scale word reads
+  int tiles_m, tiles_n, group_n;
+};
+
+// Shared layout of one pipeline slot: [activations PATHS x BM rows][codes BN x 32 B]
+// [scale words BN x 4 B], padded to 1024 so every activation tile stays swizzle-aligned; then two
+// decoded weight tiles of BN rows.
+template <int BM, int BN, int PATHS, int STAGES>
+struct Layout {
+  static constexpr int kAct = PATHS * BM * 128;
+  static constexpr int kCodes = BN * 32;
+  static constexpr int kScales = BN * 4;
+  static constexpr int kSlot = (kAct + kCodes + kScales + 1023) / 1024 * 1024;
+  static constexpr int kWdec = BN * 128;
+  static constexpr int kBytes = STAGES * kSlot + 2 * kWdec + 1024;  // + manual 1024 alignment
+};
+
+__device__ __forceinline__ uint32_t swz(int row, int chunk) {
+  return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+template <int BM, int BN, int PATHS, int WG, int STAGES>
+__device__ __forceinline__ void load_stage(const Params& p, uint32_t slot, int m0, int n0,
+                                           int kstep, int tid) {
+  using L = Layout<BM, BN, PATHS, STAGES>;
+  const int k0 = kstep * kBK;
+#pragma unroll
+  for (int i = 0; i < PATHS * BM * 8 / kThreads; ++i) {
+    const int c = tid + i * kThreads, row = c >> 3, cc = c & 7;
+    const int path = row / BM, r = row % BM;
+    const bool ok = m0 + r < p.m;
+    const __half* src =
+        ok ? p.x + (static_cast<int64_t>(path) * p.m + m0 + r) * p.k + k0 + cc * 8 : p.x;
+    cp_async16(slot + swz(row, cc), src, ok ? 16 : 0);
+  }
+#pragma unroll
+  for (int i = 0; i < (BN * 2 + kThreads - 1) / kThreads; ++i) {
+    const int c = tid + i * kThreads;
+    if (c < BN * 2) {
+      const int r = c >> 1, h = c & 1;
+      const bool ok = n0 + r < p.n;
+      const uint8_t* src =
+          ok ? p.codes + static_cast<int64_t>(n0 + r) * (p.k / 2) + k0 / 2 + h * 16 : p.codes;
+      cp_async16(slot + L::kAct + r * 32 + h * 16, src, ok ? 16 : 0);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < (BN + kThreads - 1) / kThreads; ++i) {
+    const int r = tid + i * kThreads;
+    if (r < BN) {
+      const bool ok = n0 + r < p.n;
+      int64_t off;
+      int bytes = 4;
+      if (WG == 16) {
+        off = static_cast<int64_t>(n0 + r) * (p.k / 16) + k0 / 16;
+      } else {
+        // Two g32 scale bytes per row and step, 2-byte aligned: read the aligned word holding
+        // them (decode picks the half), clipped at the end of the buffer.
+        off = (static_cast<int64_t>(n0 + r) * (p.k / 32) + k0 / 32) & ~static_cast<int64_t>(3);
+        bytes = static_cast<int>(min(static_cast<int64_t>(4), p.scale_bytes - off));
+      }
+      cp_async4(slot + L::kAct + L::kCodes + r * 4, ok ? p.scales + off : p.scales, ok ? bytes : 0);
+    }
+  }
+}
+
+// One decode unit: 32 weights (row r, half h of the 64-wide step) -> 4 swizzled FP16 chunks.
+template <int BN, int WG>
+__device__ __forceinline__ void decode_unit(const Params& p, const uint8_t* codes,
+                                            const uint32_t* scales, uint8_t* wdec, int n0, int k0,
+                                            int unit) {
+  const int r = unit >> 1, h = unit & 1;
+  const uint4 q = *reinterpret_cast<const uint4*>(codes + r * 32 + h * 16);
+  const uint32_t sw = scales[r];
+  __half2 s[2];
+  if (WG == 32) {
+    const int b = static_cast<int>((static_cast<int64_t>(n0 + r) * (p.k / 32) + k0 / 32) & 2) + h;
+    s[0] = s[1] = scale_h2(sw >> (8 * b));
+  } else {
+    s[0] = scale_h2(sw >> (16 * h));
+    s[1] = scale_h2(sw >> (16 * h + 8));
+  }
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    uint32_t v[4];
+    e2m1x8_to_f16x2(words[c], v);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = hmul2_u32(v[j], s[c >> 1]);
+    *reinterpret_cast<uint4*>(wdec + swz(r, h * 4 + c)) = make_uint4(v[0], v[1], v[2], v[3]);
+  }
+}
+
+__device__ __forceinline__ void store2(__nv_bfloat16* y, int64_t i, float a, float b, bool two,
+                                       bool vec) {
+  if (two && vec) {
+    *reinterpret_cast<__nv_bfloat162*>(y + i) = __floats2bfloat162_rn(a, b);
+  } else {
+    y[i] = __float2bfloat16_rn(a);
+    if (two) y[i + 1] = __float2bfloat16_rn(b);
+  }
+}
+__device__ __forceinline__ void store2(float* y, int64_t i, float a, float b, bool two, bool vec) {
+  if (two && vec) {
+    *reinterpret_cast<float2*>(y + i) = make_float2(a, b);
+  } else {
+    y[i] = a;
+    if (two) y[i + 1] = b;
+  }
+}
+template <typename OutT>
+__device__ __forceinline__ void store_pair(const Params& p, OutT* y, int tok, int col, float a,
+                                           float b, float scale) {
+  if (tok >= p.m || col >= p.n) return;
+  store2(y, static_cast<int64_t>(tok) * p.n + col, a * scale, b * scale, col + 1 < p.n,
+         (p.n & 1) == 0);
+}
+
+enum class Mma { kSync, kWgmma, kWgmmaPipe };
+
+// MMA back ends: BM = 128 tokens always (two warpgroups of 64 for wgmma, 2 x 4 warps for
+// mma.sync). kWgmma waits for each step's MMAs before its barrier; kWgmmaPipe keeps one step in
+// flight across the barrier (a second barrier then guards the decoded tile and the slot).
+template <int BM, int BN, int PATHS, int WG, int STAGES, Mma MMA, typename OutT>
+__global__ void __launch_bounds__(kThreads, 1) gemm_prefill_kernel(Params p, OutT* __restrict__ y) {
+  using L = Layout<BM, BN, PATHS, STAGES>;
+  static_assert(BM == 128, "two warpgroups of 64 tokens / 2 x 4 warps");
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sbase = smem_u32(smem);
+  uint8_t* wdec_ptr = smem + STAGES * L::kSlot;
+  const uint32_t wdec_addr = sbase + STAGES * L::kSlot;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int per_group = p.group_n * p.tiles_m;
+  const int grp = blockIdx.x / per_group, idx = blockIdx.x % per_group;
+  const int gn = min(p.group_n, p.tiles_n - grp * p.group_n);
+  const int n0 = (grp * p.group_n + idx % gn) * BN, m0 = (idx / gn) * BM;
+  const int nk = p.k / kBK;
+
+  auto slot_addr = [&](int s) { return sbase + (s % STAGES) * L::kSlot; };
+  auto decode = [&](int s, int buf, int which) {  // which: unit subset (-1: all of this thread)
+    const uint8_t* slot = smem + (s % STAGES) * L::kSlot;
+    constexpr int kUnits = BN * 2 / kThreads;
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      if (which < 0 || which == u)
+        decode_unit<BN, WG>(p, slot + L::kAct, reinterpret_cast<const uint32_t*>(
+                                                   slot + L::kAct + L::kCodes),
+                            wdec_ptr + buf * L::kWdec, n0, s * kBK, tid + u * kThreads);
+    }
+  };
+
+  // Prologue: stages 0..STAGES-2 in flight, stage 0's weights decoded.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load_stage<BM, BN, PATHS, WG, STAGES>(p, slot_addr(s), m0, n0, s, tid);
+    cp_async_commit();
+  }
+  cp_async_wait<STAGES - 2>();
+  __syncthreads();
+  decode(0, 0, -1);
+  if constexpr (MMA != Mma::kSync) fence_proxy_async();
+
+  const int g = lane >> 2, t = lane & 3;
+  const float scale = *p.sx * *p.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+
+  if constexpr (MMA == Mma::kSync) {
+    constexpr int WM = BM / 2, WN = BN / 4;
+    const int wm = warp >> 2, wn = warp & 3;
+    float acc[WM / 16][WN / 8][4];
+#pragma unroll
+    for (int i = 0; i < WM / 16; ++i)
+#pragma unroll
+      for (int j = 0; j < WN / 8; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
+    for (int s = 0; s < nk; ++s) {
+      cp_async_wait<STAGES - 3>();  // activations of s and raw weights of s + 1 have landed
+      __syncthreads();
+      if (s + STAGES - 1 < nk)
+        load_stage<BM, BN, PATHS, WG, STAGES>(p, slot_addr(s + STAGES - 1), m0, n0,
+                                              s + STAGES - 1, tid);
+      cp_async_commit();
+      const uint32_t act = slot_addr(s);
+      const uint32_t wd = wdec_addr + (s & 1) * L::kWdec;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        uint32_t bf[WN / 8][2];
+#pragma unroll
+        for (int j2 = 0; j2 < WN / 16; ++j2) {
+          const int row = wn * WN + j2 * 16 + (lane & 7) + ((lane >> 4) << 3);
+          uint32_t r[4];
+          ldmatrix_x4(r, wd + swz(row, 2 * kk + ((lane >> 3) & 1)));
+          bf[2 * j2][0] = r[0];
+          bf[2 * j2][1] = r[1];
+          bf[2 * j2 + 1][0] = r[2];
+          bf[2 * j2 + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int path = 0; path < PATHS; ++path) {
+#pragma unroll
+          for (int i = 0; i < WM / 16; ++i) {
+            const int row = path * BM + wm * WM + i * 16 + (lane & 15);
+            uint32_t af[4];
+            ldmatrix_x4(af, act + swz(row, 2 * kk + (lane >> 4)));
+#pragma unroll
+            for (int j = 0; j < WN / 8; ++j) mma16816(acc[i][j], af, bf[j][0], bf[j][1]);
+          }
+        }
+        if (s + 1 < nk && kk == 1) decode(s + 1, (s + 1) & 1, -1);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < WM / 16; ++i) {
+#pragma unroll
+      for (int j = 0; j < WN / 8; ++j) {
+        const int tok = m0 + wm * WM + i * 16 + g, col = n0 + wn * WN + j * 8 + 2 * t;
+        store_pair(p, y, tok, col, acc[i][j][0], acc[i][j][1], scale);
+        store_pair(p, y, tok + 8, col, acc[i][j][2], acc[i][j][3], scale);
+      }
+    }
+  } else {
+    const int wgi = warp >> 2;  // warpgroup: tokens [64 wgi, 64 wgi + 64) of the tile
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    for (int s = 0; s < nk; ++s) {
+      cp_async_wait<STAGES - 3>();
+      fence_proxy_async();
+      __syncthreads();
+      if constexpr (MMA == Mma::kWgmma) {
+        if (s + STAGES - 1 < nk)
+          load_stage<BM, BN, PATHS, WG, STAGES>(p, slot_addr(s + STAGES - 1), m0, n0,
+                                                s + STAGES - 1, tid);
+        cp_async_commit();
+      }
+      const uint32_t act = slot_addr(s) + wgi * 64 * 128;
+      const uint32_t wd = wdec_addr + (s & 1) * L::kWdec;
+      fence_acc(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int path = 0; path < PATHS; ++path) {
+          const uint64_t da = smem_desc(act + path * BM * 128 + kk * 32);
+          const uint64_t db = smem_desc(wd + kk * 32);
+          if constexpr (BN == 256) {
+            wgmma_m64n256k16(acc, da, db);
+          } else {
+            wgmma_m64n128k16(acc, da, db);
+          }
+        }
+      }
+      wgmma_commit();
+      fence_acc(acc);
+      if constexpr (MMA == Mma::kWgmmaPipe) {
+        wgmma_wait<1>();  // step s - 1 done in this warpgroup
+        fence_acc(acc);
+        __syncthreads();  // ... and in the other: its slot and decoded tile are free
+        if (s + STAGES - 1 < nk)
+          load_stage<BM, BN, PATHS, WG, STAGES>(p, slot_addr(s + STAGES - 1), m0, n0,
+                                                s + STAGES - 1, tid);
+        cp_async_commit();
+      }
+      if (s + 1 < nk) decode(s + 1, (s + 1) & 1, -1);
+      fence_proxy_async();
+      if constexpr (MMA == Mma::kWgmma) {
+        wgmma_wait<0>();
+        fence_acc(acc);
+      }
+    }
+    wgmma_wait<0>();
+    fence_acc(acc);
+    const int row = m0 + wgi * 64 + (warp & 3) * 16 + g;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = n0 + j * 8 + 2 * t;
+      store_pair(p, y, row, col, acc[4 * j], acc[4 * j + 1], scale);
+      store_pair(p, y, row + 8, col, acc[4 * j + 2], acc[4 * j + 3], scale);
+    }
+  }
+}
+
+template <int BN, int PATHS, int WG, int STAGES, Mma MMA, typename OutT>
+void launch_cfg(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int64_t n,
+                int64_t k, OutT* y, int group_n, cudaStream_t stream) {
+  constexpr int BM = 128;
+  using L = Layout<BM, BN, PATHS, STAGES>;
+  auto kernel = gemm_prefill_kernel<BM, BN, PATHS, WG, STAGES, MMA, OutT>;
+  static bool configured = false;  // per instantiation; the attribute is per function
+  if (!configured) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes),
+          "gemm_prefill smem");
+    configured = true;
+  }
+  Params p;
+  p.x = reinterpret_cast<const __half*>(x);
+  p.sx = sx;
+  p.codes = w.codes;
+  p.scales = w.scales;
+  p.sw = w.tensor_scale;
+  p.m = static_cast<int>(m);
+  p.n = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.scale_bytes = n * k / WG;
+  p.tiles_m = static_cast<int>((m + BM - 1) / BM);
+  p.tiles_n = static_cast<int>((n + BN - 1) / BN);
+  p.group_n = std::max(1, std::min(group_n, p.tiles_n));
+  const unsigned grid = static_cast<unsigned>(p.tiles_m) * static_cast<unsigned>(p.tiles_n);
+  kernel<<<grid, kThreads, L::kBytes, stream>>>(p, y);
+  check(cudaGetLastError(), "gemm_prefill_kernel");
+}
+
+// Measured choice (H100, see the report in docs): wgmma with one step in flight, 128 x 256 tiles;
+// the ring is as deep as shared memory allows for the path count.
+template <int PATHS, int WG, typename OutT>
+void dispatch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int64_t n,
+              int64_t k, OutT* y, cudaStream_t stream) {
+  constexpr int kStages = PATHS == 2 ? 3 : 4;
+  launch_cfg<256, PATHS, WG, kStages, Mma::kWgmmaPipe>(x, sx, m, w, n, k, y, 8, stream);
+}
+
+template <typename OutT>
+void gemm_prefill_any(const uint16_t* x, int paths, const float* sx, int64_t m, const Nvfp4View& w,
+                      int group, int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
+  if (m < 1 || m > (int64_t{1} << 24))
+    throw Error("cuda::gemm_prefill: M = " + std::to_string(m) + " is outside 1..2^24");
+  if (k <= 0 || k % kBK != 0 || n <= 0 || n > (int64_t{1} << 24) || k > (int64_t{1} << 24))
+    throw Error("cuda::gemm_prefill: bad shape N x K = " + shape_str(n, k));
+  if (group != 16 && group != 32) throw Error("cuda::gemm_prefill: weight group must be 16 or 32");
+  if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill: paths must be 1 or 2");
+  // 16-byte cp.async of activations and codes, 4-byte scale words.
+  if ((reinterpret_cast<uintptr_t>(x) & 15) || (reinterpret_cast<uintptr_t>(w.codes) & 15) ||
+      (reinterpret_cast<uintptr_t>(w.scales) & 3))
+    throw Error("cuda::gemm_prefill: misaligned operand (x, codes: 16 bytes; scales: 4)");
+  if (paths == 2) {
+    if (group == 32) return dispatch<2, 32>(x, sx, m, w, n, k, y, stream);
+    return dispatch<2, 16>(x, sx, m, w, n, k, y, stream);
+  }
+  if (group == 32) return dispatch<1, 32>(x, sx, m, w, n, k, y, stream);
+  return dispatch<1, 16>(x, sx, m, w, n, k, y, stream);
+}
+
+}  // namespace
+
+void gemm_prefill(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
+                  const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
+                  cudaStream_t stream) {
+  gemm_prefill_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k,
+                   reinterpret_cast<__nv_bfloat16*>(y_bf16), stream);
+}
+
+void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                      int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
+                      float* y_f32, cudaStream_t stream) {
+  gemm_prefill_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y_f32, stream);
+}
+
+}  // namespace sharq::cuda
