@@ -26,3 +26,6 @@ if ! python3 -c "import numpy, ml_dtypes" >/dev/null 2>&1; then
   python3 -m pip install -q -r scripts/requirements-test.txt ||
     python3 -m pip install -q --break-system-packages -r scripts/requirements-test.txt
 fi
+# cuSPARSELt (headers + libcusparseLt.so) for bench_sparselt, the 2:4 baseline; optional.
+python3 -m pip install -q nvidia-cusparselt-cu13 2>/dev/null ||
+  python3 -m pip install -q --break-system-packages nvidia-cusparselt-cu13 || true

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "sharq/engine/chat.h"
+#include "sharq/engine/cuda_backend.h"
 #include "sharq/engine/session.h"
 #include "sharq/model/load.h"
 #include "sharq/parallel.h"
@@ -26,6 +27,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   bool chat = false;
   int threads = 0;
+  std::string device = "cpu";
 };
 
 // Bytes of `s` up to the last complete UTF-8 character (tokens may end inside one).
@@ -53,7 +55,7 @@ int run_generate(const GenerateArgs& a) {
   const Mode mode = f32 ? Mode::kBf16 : mode_from_name(a.mode);
   const model::LoadedModel lm = model::load_model(a.model);
   const Tokenizer tok(lm.tokenizer);
-  auto backend = engine::make_cpu_backend(a.threads > 0 ? a.threads : default_threads());
+  auto backend = engine::make_backend(a.device, a.threads > 0 ? a.threads : default_threads());
   const engine::Model m =
       f32 ? engine::Model::float32(lm, *backend) : engine::Model(lm, mode, *backend);
 
@@ -84,7 +86,8 @@ int run_generate(const GenerateArgs& a) {
   std::fwrite(pending.data(), 1, pending.size(), stdout);
   std::printf("\n");
   std::fflush(stdout);
-  std::fprintf(stderr, "mode %s, %d threads\n", a.mode.c_str(), backend->threads());
+  std::fprintf(stderr, "mode %s, backend %s, %d threads\n", a.mode.c_str(),
+               std::string(backend->name()).c_str(), backend->threads());
   std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tokens/s)\n",
                static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
                static_cast<double>(st.prompt_tokens) / std::max(st.prefill_seconds, 1e-9));
@@ -110,6 +113,7 @@ Action register_generate(CLI::App& app) {
   sub->add_option("--seed", args->seed, "Sampling RNG seed (default 0)");
   sub->add_flag("--chat", args->chat, "Wrap the prompt as one user turn (ChatML or Llama-3)");
   sub->add_option("--threads", args->threads, "CPU threads (default: SHARQ_THREADS or all)");
+  sub->add_option("--device", args->device, "cpu (default), cuda or cuda:N");
   return [args] { return run_generate(*args); };
 }
 

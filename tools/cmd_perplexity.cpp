@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "sharq/engine/cuda_backend.h"
 #include "sharq/engine/perplexity.h"
 #include "sharq/error.h"
 #include "sharq/model/load.h"
@@ -32,6 +33,7 @@ struct PerplexityArgs {
   int64_t max_tokens = 0;
   std::string json;
   int threads = 0;
+  std::string device = "cpu";
 };
 
 struct ModeRow {
@@ -104,10 +106,11 @@ int run_perplexity(const PerplexityArgs& a) {
   const model::LoadedModel lm = model::load_model(a.model);
   const Tokenizer tok(lm.tokenizer);
   const std::vector<int32_t> tokens = tok.encode(read_file(a.text), tok.add_bos_default());
-  auto backend = engine::make_cpu_backend(a.threads > 0 ? a.threads : default_threads());
+  auto backend = engine::make_backend(a.device, a.threads > 0 ? a.threads : default_threads());
   const engine::PerplexityOptions opt{a.ctx, a.max_tokens, 64};
-  std::fprintf(stderr, "%s: %zu tokens, ctx %lld, %d threads, %zu mode(s)\n", a.text.c_str(),
-               tokens.size(), static_cast<long long>(a.ctx), backend->threads(), modes.size());
+  std::fprintf(stderr, "%s: %zu tokens, ctx %lld, backend %s, %d threads, %zu mode(s)\n",
+               a.text.c_str(), tokens.size(), static_cast<long long>(a.ctx),
+               std::string(backend->name()).c_str(), backend->threads(), modes.size());
 
   std::vector<ModeRow> rows;
   for (const std::optional<Mode>& mode : modes) {
@@ -169,6 +172,7 @@ Action register_perplexity(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--json", args->json, "Write the results as JSON to this file");
   sub->add_option("--threads", args->threads, "CPU threads (default: SHARQ_THREADS or all)");
+  sub->add_option("--device", args->device, "cpu (default), cuda or cuda:N");
   return [args] { return run_perplexity(*args); };
 }
 

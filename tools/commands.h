@@ -16,5 +16,6 @@ Action register_perplexity(CLI::App& app);
 Action register_inspect(CLI::App& app);
 Action register_logits(CLI::App& app);
 Action register_eval(CLI::App& app);
+Action register_bench(CLI::App& app);
 
 }  // namespace sharq::tools

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(sharq::tools::register_inspect(app));
   add(sharq::tools::register_logits(app));
   add(sharq::tools::register_eval(app));
+  add(sharq::tools::register_bench(app));
 #endif
   try {
     app.parse(argc, argv);

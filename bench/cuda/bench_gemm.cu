@@ -3,7 +3,8 @@
 // Columns measured in the same run: cuBLAS BF16, cuBLASLt FP8 (per-tensor), our dense NVFP4 and
 // SharQ decode GEMMs (v1/v2 CUDA cores, v3 tensor cores), SharQ prepare and whole linears; plus
 // the measured device copy bandwidth and the share of it SharQ v3 reaches. Prints CSV + table.
-// Decode regime only (M <= 32): no prefill GEMM exists yet, and no cuSPARSELt baseline.
+// Decode rows M = 1..32; prefill rows M = 128..8192 (gemm_prefill, last CSV column "prefill":
+// their v3 columns hold gemm_prefill, the v1/v2 and bandwidth columns are -1). No cuSPARSELt.
 // Usage: bench_gemm [csv_path]
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -112,7 +113,7 @@ int main(int argc, char** argv) {
         csv,
         "device,K,N,M,cublas_bf16_us,cublaslt_fp8_us,nvfp4_linear_us,sharq_prepare_us,"
         "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw,nvfp4_gemm_v3_us,nvfp4_linear_v3_us,"
-        "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw\n");
+        "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -124,6 +125,8 @@ int main(int argc, char** argv) {
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
+  const int64_t prefill_ms[] = {128, 512, 2048, 8192};
+  std::vector<std::string> prefill_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -153,6 +156,44 @@ int main(int argc, char** argv) {
       }
     }
     check(cudaDeviceSynchronize(), "weights");
+    // cuBLASLt FP8 (E4M3 x E4M3 -> BF16, per-tensor scales of 1), TN layout as Hopper needs;
+    // -1 when the heuristic finds no algorithm.
+    auto time_fp8 = [&](int64_t m, const __nv_fp8_e4m3* x8, __nv_bfloat16* y, int inner, int reps) {
+      const float one = 1.0f, zero = 0.0f;
+      double t = -1;
+      cublasLtMatmulDesc_t op;
+      CUBLAS_OK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+      CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      cublasLtMatrixLayout_t la, lb, lc;
+      CUBLAS_OK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, n, k));
+      CUBLAS_OK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, m, k));
+      CUBLAS_OK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, n, m, n));
+      cublasLtMatmulPreference_t pref;
+      CUBLAS_OK(cublasLtMatmulPreferenceCreate(&pref));
+      size_t ws = 32 << 20;
+      CUBLAS_OK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                     &ws, sizeof ws));
+      cublasLtMatmulHeuristicResult_t heur{};
+      int found = 0;
+      if (cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found) ==
+              CUBLAS_STATUS_SUCCESS &&
+          found) {
+        t = time_us(
+            [&](int i) {
+              CUBLAS_OK(cublasLtMatmul(lt, op, &one, w8[i % rot_bf16], la, x8, lb, &zero, y, lc, y,
+                                       lc, &heur.algo, lt_ws, ws, nullptr));
+            },
+            inner, reps);
+      }
+      cublasLtMatmulPreferenceDestroy(pref);
+      cublasLtMatrixLayoutDestroy(la);
+      cublasLtMatrixLayoutDestroy(lb);
+      cublasLtMatrixLayoutDestroy(lc);
+      cublasLtMatmulDescDestroy(op);
+      return t;
+    };
     for (int64_t m : ms) {
       float* x = static_cast<float*>(dmalloc(size_t(m) * k * 4));
       fill_random(x, size_t(m) * k, 11, 50.0f);
@@ -178,39 +219,7 @@ int main(int argc, char** argv) {
                                CUBLAS_GEMM_DEFAULT));
       });
 
-      // cuBLASLt FP8 (E4M3 x E4M3 -> BF16, per-tensor scales of 1), TN layout as Hopper needs.
-      double t_fp8 = -1;
-      {
-        cublasLtMatmulDesc_t op;
-        CUBLAS_OK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-        cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-        CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-        CUBLAS_OK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-        cublasLtMatrixLayout_t la, lb, lc;
-        CUBLAS_OK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, n, k));
-        CUBLAS_OK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, m, k));
-        CUBLAS_OK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, n, m, n));
-        cublasLtMatmulPreference_t pref;
-        CUBLAS_OK(cublasLtMatmulPreferenceCreate(&pref));
-        size_t ws = 32 << 20;
-        CUBLAS_OK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-        cublasLtMatmulHeuristicResult_t heur{};
-        int found = 0;
-        if (cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found) ==
-                CUBLAS_STATUS_SUCCESS &&
-            found) {
-          t_fp8 = time_us([&](int i) {
-            CUBLAS_OK(cublasLtMatmul(lt, op, &one, w8[i % rot_bf16], la, x8, lb, &zero, y, lc, y,
-                                     lc, &heur.algo, lt_ws, ws, nullptr));
-          });
-        }
-        cublasLtMatmulPreferenceDestroy(pref);
-        cublasLtMatrixLayoutDestroy(la);
-        cublasLtMatrixLayoutDestroy(lb);
-        cublasLtMatrixLayoutDestroy(lc);
-        cublasLtMatmulDescDestroy(op);
-      }
+      const double t_fp8 = time_fp8(m, x8, y, 20, 15);
 
       auto* y16 = reinterpret_cast<uint16_t*>(y);
       const double t_nvfp4 = time_us([&](int i) {
@@ -272,13 +281,105 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       if (csv) {
         std::fprintf(
-            csv, "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f\n",
+            csv,
+            "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
+            "decode_mma\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
             t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2);
       }
       for (void* p : {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)dec,
                       (void*)sp.codes, (void*)sp.scales, (void*)sp.tensor_scale, (void*)rs.codes,
                       (void*)rs.scales, (void*)rs.tensor_scale}) {
+        cudaFree(p);
+      }
+    }
+    // Prefill rows: compute-bound, fewer repetitions (an 8192 x 28672 x 4096 SharQ GEMM takes
+    // milliseconds). FLOP rates count every path's multiply-adds (SharQ = 2 GEMMs of FLOPs).
+    for (int64_t m : prefill_ms) {
+      constexpr int kInner = 5, kReps = 5;
+      float* x = static_cast<float*>(dmalloc(size_t(m) * k * 4));
+      fill_random(x, size_t(m) * k, 11, 50.0f);
+      __nv_bfloat16* xb = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * k * 2));
+      to_bf16<<<unsigned((m * k + 255) / 256), 256>>>(x, xb, size_t(m) * k);
+      __nv_fp8_e4m3* x8 = static_cast<__nv_fp8_e4m3*>(dmalloc(size_t(m) * k));
+      to_fp8<<<unsigned((m * k + 255) / 256), 256>>>(x, x8, size_t(m) * k, 1.0f);
+      __nv_bfloat16* y = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * n * 2));
+      auto* y16 = reinterpret_cast<uint16_t*>(y);
+      uint16_t* xh = static_cast<uint16_t*>(dmalloc(size_t(2 * m) * k * 2));
+      sharq::cuda::Nvfp4View sp{static_cast<uint8_t*>(dmalloc(m * k / 2)),
+                                static_cast<uint8_t*>(dmalloc(m * k / 32)),
+                                static_cast<float*>(dmalloc(4))};
+      sharq::cuda::Nvfp4View rs{static_cast<uint8_t*>(dmalloc(m * k / 2)),
+                                static_cast<uint8_t*>(dmalloc(m * k / 16)),
+                                static_cast<float*>(dmalloc(4))};
+      const float one = 1.0f, zero = 0.0f;
+      const double t_bf16 = time_us(
+          [&](int i) {
+            CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
+                                   wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
+                                   &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+          },
+          kInner, kReps);
+      const double t_fp8 = time_fp8(m, x8, y, kInner, kReps);
+      using sharq::cuda::PrepareMode;
+      sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr, xh);
+      const double t_nvfp4 = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill(xh, 1, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16,
+                                      nullptr);
+          },
+          kInner, kReps);
+      const double t_nvfp4_lin = time_us(
+          [&](int i) {
+            sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr,
+                                 xh);
+            sharq::cuda::gemm_prefill(xh, 1, rs.tensor_scale, m, wq16[i % rot], 16, n, k, y16,
+                                      nullptr);
+          },
+          kInner, kReps);
+      const double t_prep = time_us(
+          [&](int) {
+            sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch,
+                                 nullptr, xh);
+          },
+          kInner, kReps);
+      const double t_sharq = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                      nullptr);
+          },
+          kInner, kReps);
+      const double t_lin = time_us(
+          [&](int i) {
+            sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch,
+                                 nullptr, xh);
+            sharq::cuda::gemm_prefill(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                      nullptr);
+          },
+          kInner, kReps);
+      const double flop = 2.0 * double(m) * double(n) * double(k);
+      char row[512];
+      std::snprintf(
+          row, sizeof row,
+          "| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.0f | %.0f "
+          "| %.1f | %.1f | %.2fx |\n",
+          (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_nvfp4 / t_bf16,
+          t_sharq, t_sharq / t_bf16, flop / t_nvfp4 / 1e6, 2 * flop / t_sharq / 1e6, t_prep, t_lin,
+          t_lin / t_bf16);
+      prefill_rows.emplace_back(row);
+      std::printf("prefill K=%lld N=%lld M=%lld: SharQ GEMM %.1f us (%.2fx cuBLAS BF16)\n",
+                  (long long)k, (long long)n, (long long)m, t_sharq, t_sharq / t_bf16);
+      std::fflush(stdout);
+      if (csv) {
+        std::fprintf(
+            csv, "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill\n",
+            prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
+            t_nvfp4_lin, t_sharq, t_lin);
+      }
+      for (void* p :
+           {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
+            (void*)sp.tensor_scale, (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale}) {
         cudaFree(p);
       }
     }
@@ -301,5 +402,15 @@ int main(int argc, char** argv) {
       "\nTimes in microseconds (median of 15 loops of 20 calls; weights rotated beyond L2).\n"
       "v3 %% of copy BW: FP4 weight + scale bytes per SharQ GEMM v3 time over the measured\n"
       "read+write device copy rate. Linear = prepare (tensor max + one pass) + GEMM.\n");
+  std::printf(
+      "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "
+      "both paths)\n\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM | NVFP4 vs BF16 | "
+      "SharQ "
+      "GEMM | SharQ vs BF16 | NVFP4 TFLOPS | SharQ TFLOPS (2 paths) | SharQ prepare | SharQ "
+      "linear | linear vs BF16 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : prefill_rows) std::printf("%s", r.c_str());
+  std::printf(
+      "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "
+      "better).\n");
   return 0;
 }

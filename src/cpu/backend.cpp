@@ -19,9 +19,9 @@ namespace sharq::engine {
 namespace {
 
 struct CpuLinear final : LinearWeights {
-  std::vector<float> w;          // (N, K) dequantized
-  std::vector<float> bias;       // (N) or empty
-  const float* view = nullptr;   // the LM head: the caller's float32 (N, K), read in place
+  std::vector<float> w;         // (N, K) dequantized
+  std::vector<float> bias;      // (N) or empty
+  const float* view = nullptr;  // the LM head: the caller's float32 (N, K), read in place
   const float* data() const { return view ? view : w.data(); }
 };
 
@@ -123,9 +123,8 @@ class CpuBackend final : public Backend {
                  const float* v_cache, float* out) override {
     const int64_t row = t * heads * head_dim, cache = kv_heads * capacity * head_dim;
     for (int64_t b = 0; b < batch; ++b) {
-      cpu::attention(q + b * row, t, pos0, heads, kv_heads, head_dim, capacity,
-                     k_cache + b * cache, v_cache + b * cache, out + b * row,
-                     split_ ? threads_ : 1);
+      cpu::attention(q + b * row, t, pos0, heads, kv_heads, head_dim, capacity, k_cache + b * cache,
+                     v_cache + b * cache, out + b * row, split_ ? threads_ : 1);
     }
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
@@ -144,12 +143,18 @@ float* Backend::alloc(int64_t n) {
   if (n < 0) throw Error("backend: negative allocation");
   return new float[static_cast<size_t>(std::max<int64_t>(n, 1))];
 }
-void Backend::release(float* p) { delete[] p; }
+void Backend::release(float* p) {
+  delete[] p;
+}
 void Backend::to_backend(const float* host, float* dst, int64_t n) {
   std::copy(host, host + n, dst);
 }
-void Backend::to_host(const float* src, float* host, int64_t n) { std::copy(src, src + n, host); }
-const float* Backend::resident(const float* host, int64_t) { return host; }
+void Backend::to_host(const float* src, float* host, int64_t n) {
+  std::copy(src, src + n, host);
+}
+const float* Backend::resident(const float* host, int64_t) {
+  return host;
+}
 
 std::unique_ptr<LinearWeights> Backend::prepare_linear_f32(const float*, const float*, int64_t,
                                                            int64_t, std::string_view name) {

@@ -4,7 +4,10 @@
 // Codes and scales are bit-identical to the CPU reference (tests/cuda). Not the GEMM.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cuda/atomic>
+#include <type_traits>
 
 #include "codecs.cuh"
 #include "sharq/cuda/kernels.h"
@@ -180,6 +183,383 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
   store16(out.codes + b * 16, codes);
 }
 
+// ---- Fused schedules (prepare_fused, prepare_rmsnorm) --------------------------------------
+// Scratch words; the caller zeroes them once and every call leaves them zeroed again (except
+// the generation and the last result), so no memset launch is needed per call.
+constexpr int kArrive = 0;      // blocks arrived at the grid barrier / finished the max pass
+constexpr int kGeneration = 1;  // grid-barrier generation (bumped once per single-launch call)
+constexpr int kMaxAcc = 2;      // running max |x| as float bits
+constexpr int kMaxFinal = 3;    // this call's max |x| (float bits), read after the barrier
+constexpr int kRowInv = 4;      // prepare_rmsnorm: one float per row, rcp(rms) of that row
+
+using AtomicU32 = ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_device>;
+
+bool g_force_sequential_rms = false;
+
+// Max over the block; valid in thread 0. Leaves `sm` reusable.
+__device__ float block_max(float v, float* sm) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if ((threadIdx.x & 31) == 0) sm[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = 0.0f;
+  if (threadIdx.x < 32) {
+    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
+  }
+  __syncthreads();
+  return t;
+}
+
+// Sum over the block in double (any order: prepare_rmsnorm certifies the result); valid in
+// thread 0. Leaves `sm` reusable.
+__device__ double block_sum(double v, double* sm) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if ((threadIdx.x & 31) == 0) sm[threadIdx.x / 32] = v;
+  __syncthreads();
+  double t = 0.0;
+  if (threadIdx.x < 32) {
+    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t = __dadd_rn(t, __shfl_xor_sync(0xffffffffu, t, o));
+  }
+  __syncthreads();
+  return t;
+}
+
+__device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
+  const float a = __uint_as_float(bits);
+  return a == 0.0f ? 1.0f : __fdiv_rn(a, 2688.0f);
+}
+
+// Grid-wide barrier that also reduces the tensor max: every block arrives with its block max
+// (thread 0's `block_max`), the last to arrive publishes s_t (scratch and both tensor-scale
+// outputs), resets the counters for the next call and releases the others. Needs every block
+// co-resident (cooperative launch). Returns s_t to every thread.
+__device__ float grid_tensor_scale(uint32_t* scratch, float block_max_v, float* ts_sparse,
+                                   float* ts_residual) {
+  __shared__ float st_shared;
+  if (threadIdx.x == 0) {
+    AtomicU32 arrive(scratch[kArrive]), gen(scratch[kGeneration]), fin(scratch[kMaxFinal]);
+    // gen cannot move before this block arrives, so a relaxed read is this call's generation.
+    const uint32_t my_gen = gen.load(::cuda::memory_order_relaxed);
+    atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
+    if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
+      AtomicU32 acc(scratch[kMaxAcc]);
+      const uint32_t a = acc.load(::cuda::memory_order_relaxed);
+      acc.store(0u, ::cuda::memory_order_relaxed);
+      arrive.store(0u, ::cuda::memory_order_relaxed);
+      fin.store(a, ::cuda::memory_order_relaxed);
+      const float st = scale_of_max_bits(a);
+      *ts_residual = st;
+      if (ts_sparse) *ts_sparse = st;
+      gen.fetch_add(1u, ::cuda::memory_order_release);
+    } else {
+      while (gen.load(::cuda::memory_order_acquire) == my_gen) {
+      }
+    }
+    st_shared = scale_of_max_bits(fin.load(::cuda::memory_order_relaxed));
+  }
+  __syncthreads();
+  return st_shared;
+}
+
+// Single launch: tensor max, grid barrier, decomposition. RESIDENT: one 32-block per thread,
+// held in registers across the barrier (x read once); else grid-stride, x read twice.
+template <int MODE, bool RESIDENT>
+__global__ void __launch_bounds__(kThreads)
+    prepare_single_kernel(const float* __restrict__ x, int64_t rows, int64_t k, uint32_t* scratch,
+                          Nvfp4View sparse, Nvfp4View residual, float* __restrict__ decoded,
+                          __half* __restrict__ gemm_f16) {
+  __shared__ float red[32];
+  const int64_t chunks = rows * (k / 32);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t b0 = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  float v[32];
+  float m = 0.0f;
+  if (RESIDENT) {
+    if (b0 < chunks) {
+      load32(x + b0 * 32, v);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) m = fmaxf(m, fabsf(v[i]));
+    }
+  } else {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const int64_t n4 = rows * k / 4;
+#pragma unroll 4
+    for (int64_t i = b0; i < n4; i += stride) {
+      const float4 f = x4[i];
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+    }
+  }
+  m = block_max(m, red);
+  const float st = grid_tensor_scale(scratch, m, MODE != 0 ? sparse.tensor_scale : nullptr,
+                                     residual.tensor_scale);
+  const float inv = __frcp_rn(st);
+  if (RESIDENT) {
+    if (b0 < chunks) quantize_chunk<MODE>(v, inv, b0, rows, k, sparse, residual, decoded, gemm_f16);
+  } else {
+    for (int64_t b = b0; b < chunks; b += stride) {
+      load32(x + b * 32, v);
+      quantize_chunk<MODE>(v, inv, b, rows, k, sparse, residual, decoded, gemm_f16);
+    }
+  }
+}
+
+// Two-kernel schedules, end of kernel 1: thread 0 adds its block's max (`block_max_v`); the
+// last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
+// accumulator and the counter, so no memset launch precedes the next call.
+__device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
+                                   float* ts_residual) {
+  if (threadIdx.x != 0) return;
+  atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
+  AtomicU32 arrive(scratch[kArrive]);
+  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
+    AtomicU32 acc(scratch[kMaxAcc]);
+    const uint32_t a = acc.load(::cuda::memory_order_relaxed);
+    acc.store(0u, ::cuda::memory_order_relaxed);
+    arrive.store(0u, ::cuda::memory_order_relaxed);
+    scratch[kMaxFinal] = a;
+    const float st = scale_of_max_bits(a);
+    *ts_residual = st;
+    if (ts_sparse) *ts_sparse = st;
+  }
+}
+
+// Two-kernel schedule, kernel 1: tensor max; the last block to finish publishes it (scratch and
+// both tensor-scale outputs) and resets the accumulator, so no memset launch precedes it.
+__global__ void __launch_bounds__(kThreads)
+    absmax_publish_kernel(const float* __restrict__ x, int64_t n, uint32_t* scratch,
+                          float* ts_sparse, float* ts_residual) {
+  // Lets a programmatic-dependent pass start its loads now; it waits for our completion
+  // (griddepcontrol.wait) before it reads the max.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  __shared__ float red[32];
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  const int64_t n4 = n / 4;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  float m = 0.0f;
+#pragma unroll 4
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
+       i += stride) {
+    const float4 f = x4[i];
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+  }
+  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+}
+
+// Two-kernel schedule, kernel 2: the chunk's load is issued before the dependency wait, so under
+// programmatic dependent launch it overlaps kernel 1 (without it the wait is a no-op).
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    prepare_pass_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
+                        const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
+                        float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const bool active = b < rows * (k / 32);
+  float v[32];
+  if (active) load32(x + b * 32, v);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (!active) return;
+  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
+  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
+}
+
+// 1 / sqrt(ss / d + eps) rounded to float, in the CPU reference's exact operation sequence
+// (src/cpu/ops.cpp rms_norm). Every step is a correctly rounded monotone operation, so the
+// result is monotone (non-increasing) in ss.
+__device__ __forceinline__ float rms_inv(double ss, int64_t d, float eps) {
+  const double mean = __dadd_rn(__ddiv_rn(ss, static_cast<double>(d)), static_cast<double>(eps));
+  return __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(mean)));
+}
+
+// RMSNorm, phase 1, shared by both RMSNorm schedules: rows blockIdx.x, +gridDim.x, ...; for
+// each, the sum of squares in double, the row's rcp(rms) into scratch (and h into `normed`);
+// returns this thread's max |h| with h = (x * inv) * w.
+//
+// Bit-exactness of inv: the CPU adds x_j^2 in double strictly left to right; a parallel sum
+// rounds differently. Both lie within n * 2^-53 * ss (relative) of the exact sum (terms are
+// non-negative, products exact in double), so the sequential sum lies in [ss - D, ss + D] with
+// D = ss * n * 2^-50 (4x margin). rms_inv is monotone in ss: when both ends give the same
+// float, so does the sequential sum. Otherwise (about 1 row in 10^4) thread 0 redoes the
+// sequential sum.
+__device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                              int64_t rows, int64_t k, uint32_t* scratch,
+                              float* __restrict__ normed, bool force_sequential) {
+  __shared__ double redd[32];
+  __shared__ float inv_shared;
+  float* row_inv = reinterpret_cast<float*>(scratch + kRowInv);
+  const int64_t k4 = k / 4;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float m = 0.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float4* xr = reinterpret_cast<const float4*>(x + row * k);
+    double ss = 0.0;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) {
+      const float4 f = xr[i];
+      ss = __dadd_rn(ss, __dmul_rn(f.x, f.x));
+      ss = __dadd_rn(ss, __dmul_rn(f.y, f.y));
+      ss = __dadd_rn(ss, __dmul_rn(f.z, f.z));
+      ss = __dadd_rn(ss, __dmul_rn(f.w, f.w));
+    }
+    ss = block_sum(ss, redd);
+    if (threadIdx.x == 0) {
+      const double d = __dmul_rn(__dmul_rn(ss, static_cast<double>(k)), 0x1p-50);
+      float inv = rms_inv(__dsub_rn(ss, d), k, eps);
+      if (force_sequential || inv != rms_inv(__dadd_rn(ss, d), k, eps)) {
+        const float* xs = x + row * k;
+        double seq = 0.0;
+        for (int64_t j = 0; j < k; ++j) seq = __dadd_rn(seq, __dmul_rn(xs[j], xs[j]));
+        inv = rms_inv(seq, k, eps);
+      }
+      inv_shared = inv;
+      row_inv[row] = inv;
+    }
+    __syncthreads();
+    const float inv = inv_shared;
+    float4* hr = normed ? reinterpret_cast<float4*>(normed + row * k) : nullptr;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) {
+      const float4 f = xr[i], g = w4[i];
+      const float4 h =
+          make_float4(__fmul_rn(__fmul_rn(f.x, inv), g.x), __fmul_rn(__fmul_rn(f.y, inv), g.y),
+                      __fmul_rn(__fmul_rn(f.z, inv), g.z), __fmul_rn(__fmul_rn(f.w, inv), g.w));
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
+      if (hr) hr[i] = h;
+    }
+    __syncthreads();  // inv_shared is rewritten by the next row
+  }
+  return m;
+}
+
+// RMSNorm, phase 2: 32-block b of h = (x * inv_row) * w, recomputed (the same two roundings),
+// into v. inv_row was written by other blocks (before the barrier or by the previous kernel):
+// read through L2.
+__device__ __forceinline__ void load_normed_chunk(const float* __restrict__ x,
+                                                  const float* __restrict__ w,
+                                                  const uint32_t* scratch, int64_t b,
+                                                  int64_t per_row, float* v) {
+  const float ri = __ldcg(reinterpret_cast<const float*>(scratch + kRowInv) + b / per_row);
+  float wv[32];
+  load32(w + (b % per_row) * 32, wv);
+#pragma unroll
+  for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], ri), wv[i]);
+}
+
+// Single launch RMSNorm + prepare: phase 1 (a row per block), grid barrier with the tensor max,
+// phase 2 (a 32-block per thread, grid-stride).
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    prepare_rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                           int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
+                           Nvfp4View residual, float* __restrict__ normed,
+                           float* __restrict__ decoded, __half* __restrict__ gemm_f16,
+                           bool force_sequential) {
+  __shared__ float red[32];
+  const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
+  const float st = grid_tensor_scale(
+      scratch, block_max(m, red), MODE != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
+  const float inv_st = __frcp_rn(st);
+  const int64_t per_row = k / 32;
+  const int64_t chunks = rows * per_row;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < chunks;
+       b += stride) {
+    float v[32];
+    load32(x + b * 32, v);
+    load_normed_chunk(x, w, scratch, b, per_row, v);
+    quantize_chunk<MODE>(v, inv_st, b, rows, k, sparse, residual, decoded, gemm_f16);
+  }
+}
+
+// Two-kernel RMSNorm, kernel 1: phase 1 and the published tensor max (as absmax_publish_kernel).
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_publish_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                           int64_t rows, int64_t k, uint32_t* scratch, float* ts_sparse,
+                           float* ts_residual, float* __restrict__ normed, bool force_sequential) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  __shared__ float red[32];
+  const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
+  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+}
+
+// Two-kernel RMSNorm, kernel 2: one 32-block per thread; x and w load before the dependency
+// wait (programmatic dependent launch overlaps them with kernel 1).
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_pass_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
+                        int64_t k, const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
+                        float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+  const int64_t per_row = k / 32;
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const bool active = b < rows * per_row;
+  float v[32];
+  if (active) load32(x + b * 32, v);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (!active) return;
+  load_normed_chunk(x, w, scratch, b, per_row, v);
+  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
+  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
+}
+
+// Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
+template <auto Kernel>
+int coresident_blocks() {
+  static const int n = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kThreads, 0), "occupancy");
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+template <typename... KArgs, typename... Args>
+void launch_ex(void (*kernel)(KArgs...), unsigned grid, cudaStream_t stream,
+               cudaLaunchAttributeID attr_id, const char* what, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr = {};
+  attr.id = attr_id;
+  if (attr_id == cudaLaunchAttributeCooperative) attr.val.cooperative = 1;
+  if (attr_id == cudaLaunchAttributeProgrammaticStreamSerialization)
+    attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = attr_id == cudaLaunchAttributeIgnore ? 0 : 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), what);
+}
+
+// Calls f(std::integral_constant<int, MODE>) for the kernels' MODE number.
+template <typename F>
+void with_mode(PrepareMode mode, F&& f) {
+  switch (mode) {
+    case PrepareMode::kNvfp4:
+      f(std::integral_constant<int, 0>{});
+      break;
+    case PrepareMode::kSharqNvfp4:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case PrepareMode::kSharqNvfp4_24:
+      f(std::integral_constant<int, 2>{});
+      break;
+  }
+}
+
+// bench_prepare on H100 (graph replay): two kernels with PDL are the fastest or within 1 us up
+// to ~1M elements; past that the single launch's co-resident grid (2 blocks/SM at ~120
+// registers) leaves the memory system underused and plain two kernels win (2048 x 14336:
+// 170 us vs 199 us single launch).
+PrepareSchedule auto_schedule(int64_t elements) {
+  return elements <= (int64_t{1} << 20) ? PrepareSchedule::kTwoKernelPdl
+                                        : PrepareSchedule::kTwoKernel;
+}
+
 void launch_absmax(const float* x, int64_t n, uint32_t* scratch, cudaStream_t stream) {
   check(cudaMemsetAsync(scratch, 0, sizeof(uint32_t), stream), "absmax memset");
   const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, 132 * 8);
@@ -243,5 +623,83 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
   }
   check(cudaGetLastError(), "pack_weight_kernel");
 }
+
+void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
+                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
+                   float* decoded, PrepareSchedule schedule) {
+  check_shape(rows, k, "cuda::prepare_fused");
+  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+  const int64_t chunks = rows * (k / 32);
+  const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
+  if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
+  with_mode(mode, [&](auto m) {
+    constexpr int M = decltype(m)::value;
+    float* ts_sparse = M != 0 ? sparse.tensor_scale : nullptr;
+    if (schedule == PrepareSchedule::kSingleLaunch) {
+      constexpr auto resident = prepare_single_kernel<M, true>;
+      constexpr auto streaming = prepare_single_kernel<M, false>;
+      if (need <= coresident_blocks<resident>()) {
+        launch_ex(resident, static_cast<unsigned>(need), stream, cudaLaunchAttributeCooperative,
+                  "prepare_single_kernel", x, rows, k, scratch, sparse, residual, decoded, gh);
+      } else {
+        launch_ex(streaming, static_cast<unsigned>(coresident_blocks<streaming>()), stream,
+                  cudaLaunchAttributeCooperative, "prepare_single_kernel", x, rows, k, scratch,
+                  sparse, residual, decoded, gh);
+      }
+      return;
+    }
+    const int64_t n = rows * k;
+    const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
+        (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<absmax_publish_kernel>()));
+    launch_ex(absmax_publish_kernel, max_grid, stream, cudaLaunchAttributeIgnore,
+              "absmax_publish_kernel", x, n, scratch, ts_sparse, residual.tensor_scale);
+    launch_ex(prepare_pass_kernel<M>, static_cast<unsigned>(need), stream,
+              schedule == PrepareSchedule::kTwoKernelPdl
+                  ? cudaLaunchAttributeProgrammaticStreamSerialization
+                  : cudaLaunchAttributeIgnore,
+              "prepare_pass_kernel", x, rows, k, scratch, sparse, residual, decoded, gh);
+  });
+}
+
+void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
+                     int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
+                     cudaStream_t stream, uint16_t* gemm_f16, float* normed_out, float* decoded,
+                     PrepareSchedule schedule) {
+  check_shape(rows, k, "cuda::prepare_rmsnorm");
+  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+  const int64_t chunks = rows * (k / 32);
+  const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
+  if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
+  with_mode(mode, [&](auto m) {
+    constexpr int M = decltype(m)::value;
+    if (schedule == PrepareSchedule::kSingleLaunch) {
+      constexpr auto kernel = prepare_rmsnorm_kernel<M>;
+      const auto grid = static_cast<unsigned>(
+          std::min<int64_t>(std::max(need, rows), coresident_blocks<kernel>()));
+      launch_ex(kernel, grid, stream, cudaLaunchAttributeCooperative, "prepare_rmsnorm_kernel", x,
+                norm_w, eps, rows, k, scratch, sparse, residual, normed_out, decoded, gh,
+                g_force_sequential_rms);
+      return;
+    }
+    // A row per block; past ~8 resident blocks per SM more blocks only queue.
+    const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
+        rows, 1, 8 * static_cast<int64_t>(coresident_blocks<rmsnorm_publish_kernel>())));
+    launch_ex(rmsnorm_publish_kernel, stats_grid, stream, cudaLaunchAttributeIgnore,
+              "rmsnorm_publish_kernel", x, norm_w, eps, rows, k, scratch,
+              M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale, normed_out,
+              g_force_sequential_rms);
+    launch_ex(rmsnorm_pass_kernel<M>, static_cast<unsigned>(need), stream,
+              schedule == PrepareSchedule::kTwoKernelPdl
+                  ? cudaLaunchAttributeProgrammaticStreamSerialization
+                  : cudaLaunchAttributeIgnore,
+              "rmsnorm_pass_kernel", x, norm_w, rows, k, scratch, sparse, residual, decoded, gh);
+  });
+}
+
+namespace testing {
+void force_sequential_rms(bool on) {
+  g_force_sequential_rms = on;
+}
+}  // namespace testing
 
 }  // namespace sharq::cuda

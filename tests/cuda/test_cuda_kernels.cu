@@ -1,7 +1,8 @@
 // GPU tests (CTest label gpu; run on the device machine only): weight packing and prepare
-// bit-exact against the CPU reference, decode GEMM against a float64 reference built from the
-// same dequantized operands (SPEC 8: ||Y - Yref|| / ||Yref|| < 4e-3 for BF16 output), with the
-// output poisoned first and every element checked written. Fresh random inputs per run.
+// bit-exact against the CPU reference, decode and prefill GEMMs against a float64 reference built
+// from the same dequantized operands (SPEC 8: ||Y - Yref|| / ||Yref|| < 4e-3 for BF16 output, 1e-5
+// for float32), with the output poisoned first and every element checked written. Fresh random
+// inputs per run.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -107,22 +108,36 @@ TEST(CudaPrepare, BitExactVsCpuEveryMode) {
   }
 }
 
-double rel_err_vs_f64(const std::vector<float>& xdq, const std::vector<float>& wdq,
-                      const std::vector<uint16_t>& y, int64_t m, int64_t n, int64_t k,
-                      bool* all_written) {
-  double num = 0, den = 0;
-  *all_written = true;
+std::vector<float> bf16_to_float(const std::vector<uint16_t>& y) {
+  std::vector<float> out(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    const uint32_t bits = static_cast<uint32_t>(y[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+  return out;
+}
+
+// Float64 reference from the dequantized operands, computed once per case.
+std::vector<double> reference_f64(const std::vector<float>& xdq, const std::vector<float>& wdq,
+                                  int64_t m, int64_t n, int64_t k) {
+  std::vector<double> ref(static_cast<size_t>(m * n));
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
-      double ref = 0;
-      for (int64_t c = 0; c < k; ++c) ref += static_cast<double>(xdq[i * k + c]) * wdq[j * k + c];
-      uint32_t bits = static_cast<uint32_t>(y[i * n + j]) << 16;
-      float got;
-      std::memcpy(&got, &bits, 4);
-      if (std::isnan(got)) *all_written = false;
-      num += (got - ref) * (got - ref);
-      den += ref * ref;
+      double acc = 0;
+      for (int64_t c = 0; c < k; ++c) acc += static_cast<double>(xdq[i * k + c]) * wdq[j * k + c];
+      ref[i * n + j] = acc;
     }
+  }
+  return ref;
+}
+
+double rel_err(const std::vector<double>& ref, const std::vector<float>& got, bool* all_written) {
+  double num = 0, den = 0;
+  *all_written = true;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(got[i])) *all_written = false;
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
   }
   return std::sqrt(num / den);
 }
@@ -135,33 +150,48 @@ struct GemmCaseBuffers {
   DeviceNvfp4* weight;    // packed weight (g of the mode)
   uint32_t* scratch;
   uint16_t* y;  // (m, n) bf16, poisoned with NaN before the launch
+  float* y32;   // (m, n) float32, poisoned likewise; checked only when the case asks for it
 };
 using GemmLaunch = std::function<void(const GemmCaseBuffers&)>;
 
-// Fresh random inputs with outlier channels; weight packed on the device; output poisoned,
-// then checked fully written and within SPEC 8's BF16 tolerance of the float64 reference built
-// from the CPU's dequantized operands.
-void check_gemm_case(Mode mode, int g, int64_t m, int64_t n, int64_t k, const GemmLaunch& launch) {
+// Fresh random inputs with outlier channels; weight packed on the device; outputs poisoned,
+// then checked fully written and within SPEC 8's tolerance (BF16 4e-3, float32 1e-5) of the
+// float64 reference built from the CPU's dequantized operands. A weight group other than the
+// mode's own (g16 under SharQ, g32 under nvfp4) takes its reference from the NVFP4 format itself.
+void check_gemm_case(Mode mode, int g, int64_t m, int64_t n, int64_t k, const GemmLaunch& launch,
+                     bool check_f32 = false) {
   const auto x = synthetic_activation(m, k, fresh_seed());
   const auto w = synthetic_weight(n, k, fresh_seed());
   const ActivationQuant aq = quantize_activation(mode, x.data(), m, k, "x");
-  const QuantizedWeight qw = quantize_weight(mode, w.data(), n, k, "w");
   std::vector<float> wdq(w.size());
-  dequantize_weight(qw, wdq.data());
+  if (g == (mode == Mode::kNvfp4 ? 16 : 32)) {
+    dequantize_weight(quantize_weight(mode, w.data(), n, k, "w"), wdq.data());
+  } else {
+    dequantize(quantize(g == 32 ? Format::kNvfp4G32 : Format::kNvfp4G16, w.data(), n, k, "w"),
+               wdq.data());
+  }
   DeviceBuffer<float> dx(x.size()), dw(w.size());
   dx.upload(x.data());
   dw.upload(w.data());
   DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, g);
   DeviceBuffer<uint32_t> scratch(1);
   DeviceBuffer<uint16_t> y(static_cast<size_t>(m * n));
+  DeviceBuffer<float> y32(check_f32 ? static_cast<size_t>(m * n) : 0);
   check(cudaMemset(y.p, 0xFF, y.n * 2), "poison");  // bf16 NaN
+  check(cudaMemset(y32.p, 0xFF, y32.n * 4), "poison");
   pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
-  launch({dx.p, &sp, &rs, &wq, scratch.p, y.p});
+  launch({dx.p, &sp, &rs, &wq, scratch.p, y.p, y32.p});
   check(cudaDeviceSynchronize(), "sync");
+  const std::vector<double> ref = reference_f64(aq.dequant, wdq, m, n, k);
   bool written = false;
-  const double err = rel_err_vs_f64(aq.dequant, wdq, y.download(), m, n, k, &written);
-  EXPECT_TRUE(written) << mode_name(mode) << " M=" << m;
-  EXPECT_LT(err, 4e-3) << mode_name(mode) << " M=" << m << " N=" << n << " K=" << k;
+  const double err = rel_err(ref, bf16_to_float(y.download()), &written);
+  EXPECT_TRUE(written) << mode_name(mode) << " g" << g << " M=" << m << " N=" << n;
+  EXPECT_LT(err, 4e-3) << mode_name(mode) << " g" << g << " M=" << m << " N=" << n << " K=" << k;
+  if (!check_f32) return;
+  const double err32 = rel_err(ref, y32.download(), &written);
+  EXPECT_TRUE(written) << "f32 " << mode_name(mode) << " g" << g << " M=" << m << " N=" << n;
+  EXPECT_LT(err32, 1e-5) << "f32 " << mode_name(mode) << " g" << g << " M=" << m << " N=" << n
+                         << " K=" << k;
 }
 
 const std::tuple<Mode, PrepareMode, int> kGemmModes[] = {
@@ -212,6 +242,50 @@ TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
+// Prefill GEMM: both output types from one launch pair; M around and across the 128-token
+// tile (1, 3, 17, 100, 128, 300, 2049), N mostly not a multiple of the 256-row tile, K from one
+// 64-step to 64 of them, and an odd step count (1088). Every mode with its own weight group,
+// then the other group per path count (2 paths on g16, 1 path on g32).
+void check_prefill(Mode mode, PrepareMode pm, int g, int64_t m, int64_t n, int64_t k) {
+  const int paths = mode == Mode::kNvfp4 ? 1 : 2;
+  DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+  check_gemm_case(
+      mode, g, m, n, k,
+      [&](const GemmCaseBuffers& b) {
+        prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch, nullptr,
+                xh.p);
+        gemm_prefill(xh.p, paths, b.residual->ts.p, m, b.weight->view(), g, n, k, b.y, nullptr);
+        gemm_prefill_f32(xh.p, paths, b.residual->ts.p, m, b.weight->view(), g, n, k, b.y32,
+                         nullptr);
+      },
+      true);
+}
+
+const std::tuple<int64_t, int64_t, int64_t> kPrefillShapes[] = {
+    {1, 64, 64},      {3, 200, 192},    {17, 136, 1024}, {100, 392, 640},
+    {128, 256, 4096}, {300, 520, 1088}, {2049, 264, 512}};
+
+TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
+  for (auto [mode, pm, g] : kGemmModes) {
+    for (auto [m, n, k] : kPrefillShapes) check_prefill(mode, pm, g, m, n, k);
+  }
+}
+
+TEST(CudaGemmPrefill, OtherWeightGroup) {
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{3, 200, 192}, {300, 520, 1088}}) {
+    check_prefill(Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 16, m, n, k);
+    check_prefill(Mode::kNvfp4, PrepareMode::kNvfp4, 32, m, n, k);
+  }
+}
+
+// Small shapes only, for the sanitizers.
+TEST(CudaGemmPrefillSmall, MatchesFloat64Reference) {
+  for (auto [mode, pm, g] : kGemmModes) {
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{3, 200, 192}, {130, 72, 128}})
+      check_prefill(mode, pm, g, m, n, k);
+  }
+}
+
 TEST(CudaErrors, BadShapesAreErrors) {
   Nvfp4View v{nullptr, nullptr, nullptr};
   EXPECT_THROW(prepare(PrepareMode::kNvfp4, nullptr, 1, 100, v, v, nullptr, nullptr, nullptr),
@@ -219,6 +293,10 @@ TEST(CudaErrors, BadShapesAreErrors) {
   EXPECT_THROW(gemm_decode(nullptr, nullptr, 33, v, 32, 64, 64, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_decode_mma(nullptr, 2, nullptr, 33, v, 32, 64, 64, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_decode_mma(nullptr, 3, nullptr, 1, v, 32, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_prefill(nullptr, 2, nullptr, 0, v, 32, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_prefill(nullptr, 2, nullptr, 64, v, 32, 64, 96, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_prefill(nullptr, 3, nullptr, 64, v, 32, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_prefill_f32(nullptr, 1, nullptr, 64, v, 8, 64, 64, nullptr, nullptr), Error);
 }
 
 }  // namespace

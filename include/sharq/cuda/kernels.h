@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace sharq::cuda {
@@ -34,6 +35,45 @@ enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
              uint16_t* gemm_f16 = nullptr);
+
+// How prepare_fused / prepare_rmsnorm order the tensor max and the decomposition (measured in
+// bench_prepare; kAuto: two kernels with PDL up to 2^20 elements, plain two kernels above).
+//   kTwoKernel: max kernel whose last block publishes s_t, then the pass (no memset launch).
+//   kTwoKernelPdl: the same with programmatic dependent launch: the pass starts loading x while
+//     the max kernel runs.
+//   kSingleLaunch: one cooperative kernel, a grid barrier between the max and the pass; up to
+//     ~264 x 256 x 32 elements each thread keeps its block in registers (x read once).
+enum class PrepareSchedule { kAuto, kTwoKernel, kTwoKernelPdl, kSingleLaunch };
+
+// Scratch (device memory) of prepare_fused and prepare_rmsnorm: zero it once when allocated
+// (cudaMemset); every call leaves it ready for the next. One stream at a time per scratch.
+// prepare_fused uses the first 16 bytes; prepare_rmsnorm also one float per row.
+constexpr size_t prepare_scratch_bytes(int64_t rows) {
+  return 16 + 4 * static_cast<size_t>(rows);
+}
+
+// prepare() without the memset launch: same outputs, bit for bit (codes, scales, tensor scales,
+// gemm_f16 planes, decoded), in one or two launches (`schedule`). scratch:
+// prepare_scratch_bytes(0) bytes, zeroed once.
+void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
+                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
+                   uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
+                   PrepareSchedule schedule = PrepareSchedule::kAuto);
+
+// RMSNorm fused in front of prepare: h = (x * inv_rms) * norm_w with
+// inv_rms = float(1 / sqrt(sum_j x_j^2 / k + eps)) summed in double exactly as the CPU
+// reference (cpu::rms_norm: h is bit-identical), then prepare_fused(mode, h, ...), in one
+// cooperative launch or two kernels (`schedule`, as prepare_fused; h is never stored unless
+// normed_out, (rows, k) float32, is given). scratch: prepare_scratch_bytes(rows), zeroed once.
+void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
+                     int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
+                     cudaStream_t stream, uint16_t* gemm_f16 = nullptr, float* normed_out = nullptr,
+                     float* decoded = nullptr, PrepareSchedule schedule = PrepareSchedule::kAuto);
+
+namespace testing {
+// Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
+void force_sequential_rms(bool on);
+}  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
 void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,

@@ -89,17 +89,18 @@ class Backend {
   // 0..pos0+T-1; out like q. Head h reads kv head h / (heads/kv_heads). Scores are scaled by
   // 1/sqrt(head_dim).
   virtual void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                         int64_t kv_heads, int64_t head_dim, int64_t capacity,
-                         const float* k_cache, const float* v_cache, float* out) = 0;
+                         int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                         const float* v_cache, float* out) = 0;
   // gate, up, out: (n). out = silu(gate) * up. out may alias gate or up.
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   // x += y, (n).
   virtual void add(float* x, const float* y, int64_t n) = 0;
 
   // h = rms_norm(x) * w (rows, D), then the mode's activation rule on h into xq, as
-  // rms_norm + quantize_activation do (a device backend may fuse them; h is still written).
-  virtual void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows,
-                                 int64_t d, float eps, float* h, float* xq, std::string_view name) {
+  // rms_norm + quantize_activation do. A backend that fuses the two may leave h unwritten (the
+  // decoder reads only xq after it; h is scratch).
+  virtual void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows, int64_t d,
+                                 float eps, float* h, float* xq, std::string_view name) {
     rms_norm(x, w, rows, d, eps, h);
     quantize_activation(mode, h, rows, d, xq, name);
   }
@@ -118,7 +119,10 @@ class Buffer {
  public:
   Buffer() = default;
   Buffer(Backend& be, int64_t n) { grow(be, n); }
-  Buffer(Buffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {
       reset();

@@ -52,9 +52,9 @@ class Model {
   int64_t q_dim() const { return cfg_.num_heads * cfg_.head_dim; }
   int64_t kv_dim() const { return cfg_.num_kv_heads * cfg_.head_dim; }
   // Resident on the backend (Backend::resident), like every pointer below.
-  const float* inv_freq() const { return inv_freq_; }       // (head_dim / 2)
-  const float* embed() const { return embed_; }             // (V, D)
-  const float* final_norm() const { return final_norm_; }   // (D)
+  const float* inv_freq() const { return inv_freq_; }         // (head_dim / 2)
+  const float* embed() const { return embed_; }               // (V, D)
+  const float* final_norm() const { return final_norm_; }     // (D)
   const LinearWeights& lm_head() const { return *lm_head_; }  // (V, D); the embedding if tied
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Memory the backend holds for the decoder linears, and for the LM head.

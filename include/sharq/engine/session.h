@@ -43,7 +43,7 @@ class Session {
   int64_t capacity_;
   int64_t batch_;
   int64_t pos_ = 0;
-  int64_t rows_ = 0;                  // batch * T of the last forward_hidden
+  int64_t rows_ = 0;                       // batch * T of the last forward_hidden
   std::vector<Buffer> k_cache_, v_cache_;  // per layer (batch, kv_heads, capacity, head_dim)
   // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v

@@ -44,9 +44,7 @@ class EvalBackend : public engine::Backend {
     inner_.to_backend(host, dst, n);
   }
   void to_host(const float* src, float* host, int64_t n) override { inner_.to_host(src, host, n); }
-  const float* resident(const float* host, int64_t n) override {
-    return inner_.resident(host, n);
-  }
+  const float* resident(const float* host, int64_t n) override { return inner_.resident(host, n); }
   void synchronize() override { inner_.synchronize(); }
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
                  float* out) override {
@@ -68,8 +66,7 @@ class EvalBackend : public engine::Backend {
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                  const float* v_cache, float* out) override {
-    inner_.attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
-                     out);
+    inner_.attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out);
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     inner_.swiglu(gate, up, n, out);

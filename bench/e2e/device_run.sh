@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs on the device machine (docs/gpu_testing.md): the binaries are built on the dev box and
+# carried packed by scripts/pack_device.sh, because the device image lacks the project's
+# libraries and cannot download. Results and logs go to $OUT.
+#   tests  GPU tests (kernels, engine ops, CUDA backend vs CPU) + compute-sanitizer
+#   e2e    Llama-3.1-8B-shaped synthetic model: sharq bench (bf16, nvfp4, sharq-nvfp4-24) and the
+#          transformers BF16 peer, same card, same run
+#   model  the default real model (joined from its carried parts): perplexity CPU vs GPU per mode,
+#          greedy bf16 generation CPU vs GPU, compute-sanitizer on a short generation
+set -uo pipefail
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PACK="$ROOT/.device/pack"
+B=/tmp/sharq
+if [ ! -x "$B/bin/sharq" ]; then
+  mkdir -p "$B" && tar -xJf "$PACK/bin.tar.xz" -C "$B" || exit 1
+fi
+export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/device.txt"
+date -u | tee -a "$OUT/device.txt"
+
+phase_tests() {
+  echo "== gpu tests"
+  if [ -x "$B/bin/sharq_cuda_tests" ]; then
+    "$B/bin/sharq_cuda_tests" >"$OUT/gpu_kernel_tests.log" 2>&1
+    echo "kernel tests rc=$?"; grep -E "PASSED|FAILED" "$OUT/gpu_kernel_tests.log" | head -20
+  fi
+  "$B/bin/sharq_cuda_backend_tests" >"$OUT/gpu_backend_tests.log" 2>&1
+  echo "backend tests rc=$?"; grep -E "PASSED|FAILED|Failure|rel_err|Expected" "$OUT/gpu_backend_tests.log" | head -40
+  echo "== memcheck (backend, small decoders)"
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$B/bin/sharq_cuda_backend_tests" \
+    --gtest_filter='*llama_sharq_nvfp4_24*:*llama_bf16*:*Batched*' >"$OUT/memcheck_backend.log" 2>&1
+  echo "memcheck rc=$?"; tail -n 3 "$OUT/memcheck_backend.log"
+}
+
+phase_smoke() {  # a 4-layer 8B-shaped model, quick: the bench path end to end
+  "$B/bin/sharq" bench --synthetic llama-3.1-8b --layers 4 --device cuda \
+    --modes bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24 --prefill 512 --batch 1,8 --ctx 256 --steps 8 \
+    --repeat 2 2>&1 | grep -v "^bench:"
+}
+
+phase_e2e() {
+  echo "== sharq bench, Llama-3.1-8B shape (random weights)"
+  "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda --modes bf16,nvfp4,sharq-nvfp4-24 \
+    --prefill 2048 --batch 1,8,32 --ctx 1024 --steps 16 --repeat 3 --json "$OUT/sharq_bench.json" \
+    2>&1 | tee "$OUT/sharq_bench.log" | grep -v "^bench:"
+  echo "== transformers peer"
+  PYTHONUNBUFFERED=1 python3 "$ROOT/bench/e2e/hf_peer.py" --prefill 2048 --batch 1,8,32 --ctx 1024 \
+    --steps 16 --repeat 3 --json "$OUT/hf_peer.json" 2>&1 | grep -v '^ ' | tee "$OUT/hf_peer.log" | tail -n 8
+}
+
+phase_model() {
+  local M="$ROOT/.device/model.gguf"
+  if [ ! -f "$M" ]; then cat "$ROOT"/.device/m1/part* "$ROOT"/.device/m2/part* >"$M"; fi
+  sha256sum "$M" | tee -a "$OUT/device.txt"
+  local T="$ROOT/.device/pack/devil.txt"
+  local modes=bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24,sharq-nvfp4-pt,sharq-mxfp4,sharq-hif4
+  echo "== perplexity cpu"
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
+    --json "$OUT/ppl_cpu.json" 2>/dev/null
+  echo "== perplexity cuda"
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
+    --device cuda --json "$OUT/ppl_cuda.json" 2>/dev/null
+  echo "== greedy generation, bf16, cpu vs cuda (64 tokens)"
+  local P="The Devil's Dictionary defines a cynic as"
+  "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 >"$OUT/gen_cpu.txt" 2>"$OUT/gen_cpu.err"
+  "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 --device cuda >"$OUT/gen_cuda.txt" 2>"$OUT/gen_cuda.err"
+  cmp "$OUT/gen_cpu.txt" "$OUT/gen_cuda.txt" && echo "generation: identical" || echo "generation: DIFFERS"
+  cat "$OUT/gen_cuda.txt"; tail -n 2 "$OUT/gen_cuda.err"
+  "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode sharq-nvfp4-24 --device cuda 2>&1 | tail -n 3
+  echo "== memcheck on a short generation (sharq-nvfp4-24 and bf16)"
+  for mode in sharq-nvfp4-24 bf16; do
+    timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$B/bin/sharq" generate -m "$M" \
+      -p "$P" -n 8 --mode $mode --device cuda >"$OUT/memcheck_gen_$mode.log" 2>&1
+    echo "memcheck generate $mode rc=$?"; tail -n 2 "$OUT/memcheck_gen_$mode.log"
+  done
+}
+
+for p in "$@"; do "phase_$p"; done

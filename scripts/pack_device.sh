@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packs what a device-machine call needs into .device/ (git-ignored; see docs/gpu_testing.md):
+# .device/pack/bin.tar.xz (sharq, the GPU test binaries, the shared libraries the device image
+# lacks), the default text, and the default model split in two halves (.device/m1, .device/m2)
+# because one call carries at most 64 MiB. Needs a CUDA build in build-cuda.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD="${1:-$ROOT/build-cuda}"
+D="$ROOT/.device"
+grep -qx '/.device/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.device/' >>"$ROOT/.git/info/exclude"
+rm -rf "$D/pack" "$D/stage" && mkdir -p "$D/pack" "$D/stage/bin" "$D/stage/lib"
+for b in tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_tests; do
+  if [ -f "$BUILD/$b" ]; then strip -o "$D/stage/bin/$(basename "$b")" "$BUILD/$b"; else echo "pack_device.sh: $BUILD/$b not built, skipped" >&2; fi
+done
+for l in libopenblas.so.0 libpcre2-8.so.0 libutf8proc.so.2 libgfortran.so.5 libquadmath.so.0; do
+  cp -L "$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ {print $NF; exit}')" "$D/stage/lib/$l"
+done
+tar -cJf "$D/pack/bin.tar.xz" -C "$D/stage" bin lib
+rm -rf "$D/stage"
+cp "$ROOT/data/devil.txt" "$D/pack/"
+GGUF="$("$ROOT/scripts/fetch_model.sh")"
+rm -rf "$D/m1" "$D/m2" && mkdir -p "$D/m1" "$D/m2"
+half=$(( ($(stat -c %s "$GGUF") + 1) / 2 ))
+split -b "$half" -d -a 1 "$GGUF" "$D/m1/part"
+mv "$D/m1/part1" "$D/m2/part1"
+du -sh "$D/pack" "$D/m1" "$D/m2"

@@ -1,0 +1,437 @@
+// The CUDA Backend (DESIGN "Hopper path"): every buffer in device memory on one stream.
+// Weights stay packed: FP4 codes + UE4M3 scales for nvfp4 and the sharq-nvfp4 modes, which run
+// prepare + the two-path FP4 GEMMs; bf16 weights through cuBLAS for bf16 and the LM head. The other
+// modes run a reference path: the CPU quantizers (exact SPEC) and float32 weights on the GPU.
+// Not the kernels (kernels.h, engine_ops.h) and not the decoder (engine/session.cpp).
+#include "sharq/engine/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "sharq/codecs.h"
+#include "sharq/cuda/engine_ops.h"
+#include "sharq/cuda/kernels.h"
+#include "sharq/decompose.h"
+#include "sharq/error.h"
+#include "sharq/parallel.h"
+#include "sharq/weights.h"
+
+namespace sharq::engine {
+namespace {
+
+using cuda::check;
+
+void check_blas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    throw Error(std::string("cuBLAS: ") + what + " failed (status " +
+                std::to_string(static_cast<int>(s)) + ")");
+  }
+}
+
+// One cudaMalloc'd block, freed on destruction.
+class DeviceMem {
+ public:
+  DeviceMem() = default;
+  explicit DeviceMem(size_t bytes) { grow(bytes); }
+  DeviceMem(DeviceMem&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  DeviceMem& operator=(DeviceMem&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  ~DeviceMem() {
+    if (p_) cudaFree(p_);
+  }
+  void grow(size_t bytes) {
+    if (bytes <= n_) return;
+    if (p_) check(cudaFree(p_), "cudaFree");
+    p_ = nullptr;
+    n_ = 0;
+    check(cudaMalloc(&p_, std::max<size_t>(bytes, 16)), "cudaMalloc");
+    n_ = bytes;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return n_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// How a linear's product runs on the GPU.
+enum class Path {
+  kFp4,     // prepare + FP4 GEMM (nvfp4, sharq-nvfp4, sharq-nvfp4-24)
+  kBf16,    // bf16 weights, cuBLAS; the activation arrives as bf16 in xq (bf16 mode)
+  kLmHead,  // bf16 weights, cuBLAS; the float32 input is rounded to bf16 here
+  kF32,     // float32 weights, cuBLAS SGEMM (reference modes and the float32 model)
+};
+
+struct CudaLinear final : LinearWeights {
+  Path path = Path::kF32;
+  DeviceMem w;     // bf16 / f32 weights, or the FP4 codes, then scales, then the tensor scale
+  DeviceMem bias;  // (N) float32, or empty
+  cuda::Nvfp4View fp4{};
+  int group = 0;  // FP4 scale group (32 SharQ, 16 nvfp4)
+  int paths = 1;  // activation paths the FP4 GEMM multiplies (2 for SharQ)
+  cuda::PrepareMode prepare{};
+};
+
+// The modes the Hopper kernels run natively (SPEC 5 rules they implement bit for bit).
+bool fp4_native(Mode m, cuda::PrepareMode* pm, int* paths, int* group) {
+  switch (m) {
+    case Mode::kNvfp4:
+      *pm = cuda::PrepareMode::kNvfp4, *paths = 1, *group = 16;
+      return true;
+    case Mode::kSharqNvfp4:
+      *pm = cuda::PrepareMode::kSharqNvfp4, *paths = 2, *group = 32;
+      return true;
+    case Mode::kSharqNvfp4_24:
+      *pm = cuda::PrepareMode::kSharqNvfp4_24, *paths = 2, *group = 32;
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Rows per FP4 GEMM call above which the prefill kernel replaces the decode kernel.
+constexpr int64_t kDecodeRows = 32;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      throw Error("cuda backend: no CUDA device is available");
+    }
+    if (device < 0 || device >= count) {
+      throw Error("cuda backend: device " + std::to_string(device) + " does not exist (" +
+                  std::to_string(count) + " present)");
+    }
+    check(cudaSetDevice(device), "cudaSetDevice");
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    if (prop.major != 9) {
+      throw Error(std::string("cuda backend: ") + prop.name + " is sm_" +
+                  std::to_string(prop.major * 10 + prop.minor) +
+                  "; the kernels are built for Hopper (sm_90a)");
+    }
+    name_ = std::string("cuda (") + prop.name + ")";
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_blas(cublasCreate(&blas_), "cublasCreate");
+    check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    absmax_.grow(64);
+  }
+  ~CudaBackend() override {
+    resident_.clear();
+    cublasDestroy(blas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string_view name() const override { return name_; }
+  int threads() const override { return default_threads(); }
+
+  float* alloc(int64_t n) override {
+    if (n < 0) throw Error("cuda backend: negative allocation");
+    void* p = nullptr;
+    check(cudaMalloc(&p, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)),
+          "cudaMalloc");
+    return static_cast<float*>(p);
+  }
+  void release(float* p) override { cudaFree(p); }
+  void to_backend(const float* host, float* dst, int64_t n) override {
+    check(cudaMemcpyAsync(dst, host, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice,
+                          stream_),
+          "copy to device");
+    synchronize();  // the host buffer may change as soon as we return
+  }
+  void to_host(const float* src, float* host, int64_t n) override {
+    check(cudaMemcpyAsync(host, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_),
+          "copy to host");
+    synchronize();
+  }
+  const float* resident(const float* host, int64_t n) override {
+    DeviceMem m(static_cast<size_t>(n) * sizeof(float));
+    to_backend(host, m.as<float>(), n);
+    resident_.push_back(std::move(m));
+    return resident_.back().as<float>();
+  }
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+  // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves <= t * k
+  // floats), then the activation tensor scale at float offset t * k.
+  int64_t quantized_activation_floats(int64_t t, int64_t k) const override { return t * k + 32; }
+
+  std::unique_ptr<LinearWeights> prepare_linear(Mode mode, const float* w, const float* bias,
+                                                int64_t n, int64_t k,
+                                                std::string_view name) override {
+    auto out = base(name, n, k, bias);
+    out->mode = mode;
+    cuda::PrepareMode pm{};
+    int paths = 1, group = 16;
+    if (fp4_native(mode, &pm, &paths, &group) && k % 64 == 0) {
+      out->path = Path::kFp4;
+      out->prepare = pm;
+      out->paths = paths;
+      out->group = group;
+      // One block: codes (N, K/2), scales (N, K/group), then the tensor scale 4-aligned.
+      const size_t codes = static_cast<size_t>(n * k / 2);
+      const size_t scales = static_cast<size_t>(n * k / group);
+      const size_t ts = (codes + scales + 3) / 4 * 4;
+      out->w.grow(ts + sizeof(float));
+      uint8_t* base8 = out->w.as<uint8_t>();
+      out->fp4 = {base8, base8 + codes, reinterpret_cast<float*>(base8 + ts)};
+      DeviceMem wf(static_cast<size_t>(n * k) * sizeof(float));
+      check(cudaMemcpyAsync(wf.as<float>(), w, static_cast<size_t>(n * k) * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            "copy weight");
+      cuda::pack_weight(wf.as<float>(), n, k, group, out->fp4, absmax_.as<uint32_t>(), stream_);
+      synchronize();
+    } else if (mode_traits(mode).weight_bf16) {
+      out->path = Path::kBf16;
+      upload_bf16(*out, w, n * k);
+    } else {  // the reference path: the CPU's exact dequantized weights, float32 on the GPU
+      out->path = Path::kF32;
+      const QuantizedWeight qw = quantize_weight(mode, w, n, k, name, default_threads());
+      std::vector<float> deq(static_cast<size_t>(n * k));
+      dequantize_weight(qw, deq.data(), default_threads());
+      upload_f32(*out, deq.data(), n * k);
+    }
+    out->bytes = static_cast<int64_t>(out->w.bytes() + out->bias.bytes());
+    return out;
+  }
+
+  std::unique_ptr<LinearWeights> prepare_linear_f32(const float* w, const float* bias, int64_t n,
+                                                    int64_t k, std::string_view name) override {
+    auto out = base(name, n, k, bias);
+    out->quantized = false;
+    out->path = Path::kF32;
+    upload_f32(*out, w, n * k);
+    out->bytes = static_cast<int64_t>(out->w.bytes() + out->bias.bytes());
+    return out;
+  }
+
+  // bf16 weights, input rounded to bf16 in matmul: half the bytes of float32, and the LM head is
+  // the largest single read of a decode step.
+  std::unique_ptr<LinearWeights> prepare_lm_head(const float* w, int64_t n, int64_t k) override {
+    auto out = base("lm_head.weight", n, k, nullptr);
+    out->quantized = false;
+    out->path = Path::kLmHead;
+    upload_bf16(*out, w, n * k);
+    out->bytes = static_cast<int64_t>(out->w.bytes());
+    return out;
+  }
+
+  void quantize_activation(Mode mode, const float* x, int64_t t, int64_t k, float* xq,
+                           std::string_view name) override {
+    cuda::PrepareMode pm{};
+    int paths = 1, group = 16;
+    const ModeTraits& mt = mode_traits(mode);
+    if (fp4_native(mode, &pm, &paths, &group) && k % 64 == 0) {
+      const Fp4Out o = fp4_out(t, k, xq);
+      cuda::prepare_fused(pm, x, t, k, o.sparse, o.residual, scratch(t), stream_, o.planes);
+    } else if (mt.act == ActRule::kBf16Round) {
+      cuda::round_to_bf16(x, t * k, reinterpret_cast<uint16_t*>(xq), stream_);
+    } else if (mt.act == ActRule::kIdentity) {
+      check(cudaMemcpyAsync(xq, x, static_cast<size_t>(t * k) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_),
+            "copy activation");
+    } else {  // the reference path: the CPU's exact quantizer, through host memory
+      host_a_.resize(static_cast<size_t>(t * k));
+      host_b_.resize(static_cast<size_t>(t * k));
+      to_host(x, host_a_.data(), t * k);
+      fake_quantize_activation(mode, host_a_.data(), t, k, host_b_.data(), name, default_threads());
+      to_backend(host_b_.data(), xq, t * k);
+    }
+  }
+
+  // RMSNorm fused into the FP4 prepare (h stays unwritten: the decoder reads only xq).
+  void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows, int64_t d,
+                         float eps, float* h, float* xq, std::string_view name) override {
+    cuda::PrepareMode pm{};
+    int paths = 1, group = 16;
+    if (!fp4_native(mode, &pm, &paths, &group) || d % 64 != 0) {
+      return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
+    }
+    const Fp4Out o = fp4_out(rows, d, xq);
+    cuda::prepare_rmsnorm(pm, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows), stream_,
+                          o.planes);
+  }
+
+  void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
+    const auto& w = static_cast<const CudaLinear&>(lw);
+    switch (w.path) {
+      case Path::kFp4: {
+        const auto* planes = reinterpret_cast<const uint16_t*>(xq);
+        const float* sx = xq + t * w.k;
+        if (t <= kDecodeRows) {
+          cuda::gemm_decode_mma_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
+        } else {
+          cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
+        }
+        break;
+      }
+      case Path::kBf16:
+        gemm(w, xq, CUDA_R_16BF, t, y);
+        break;
+      case Path::kLmHead: {
+        x16_.grow(static_cast<size_t>(t * w.k) * 2);
+        cuda::round_to_bf16(xq, t * w.k, x16_.as<uint16_t>(), stream_);
+        gemm(w, x16_.as<void>(), CUDA_R_16BF, t, y);
+        break;
+      }
+      case Path::kF32:
+        gemm(w, xq, CUDA_R_32F, t, y);
+        break;
+    }
+    if (w.has_bias) cuda::add_bias(y, w.bias.as<float>(), t, w.n, stream_);
+  }
+
+  void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
+                 float* out) override {
+    for (int64_t i = 0; i < t; ++i) {
+      if (ids[i] < 0 || ids[i] >= vocab) {
+        throw Error("embedding: token id " + std::to_string(ids[i]) + " at position " +
+                    std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(vocab) +
+                    ")");
+      }
+    }
+    ids_.grow(static_cast<size_t>(t) * sizeof(int32_t));
+    check(cudaMemcpyAsync(ids_.as<int32_t>(), ids, static_cast<size_t>(t) * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_),
+          "copy ids");
+    cuda::embedding(table, vocab, d, ids_.as<int32_t>(), t, out, stream_);
+  }
+  void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps,
+                float* out) override {
+    cuda::rms_norm(x, w, rows, d, eps, out, stream_);
+  }
+  void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
+            const float* inv_freq) override {
+    cuda::rope(x, batch, t, pos0, heads, head_dim, inv_freq, stream_);
+  }
+  void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
+                float* v_cache) override {
+    cuda::kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, stream_);
+  }
+  void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                 int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                 const float* v_cache, float* out) override {
+    const size_t ws =
+        cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
+    attn_ws_.grow(ws);
+    cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
+                    ws ? attn_ws_.as<void>() : nullptr, ws, stream_);
+  }
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
+    cuda::swiglu(gate, up, n, out, stream_);
+  }
+  void add(float* x, const float* y, int64_t n) override { cuda::add(x, y, n, stream_); }
+
+ private:
+  // prepare's outputs for a (t, k) activation: the FP16 GEMM planes and the tensor scale in xq
+  // (quantized_activation_floats), the packed codes and scales of both paths in scratch (the
+  // GEMMs do not read them). The kernels store 16 bytes at a time: regions are 256-aligned.
+  struct Fp4Out {
+    cuda::Nvfp4View sparse, residual;
+    uint16_t* planes;
+  };
+  Fp4Out fp4_out(int64_t t, int64_t k, float* xq) {
+    auto up = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
+    packed_.grow(2 * (codes + scales));
+    uint8_t* p = packed_.as<uint8_t>();
+    float* ts = xq + t * k;
+    return {{p, p + codes, ts},
+            {p + codes + scales, p + 2 * codes + scales, ts},
+            reinterpret_cast<uint16_t*>(xq)};
+  }
+  // The fused prepares' scratch: zeroed when (re)allocated, left zeroed by every call.
+  uint32_t* scratch(int64_t rows) {
+    const size_t need = cuda::prepare_scratch_bytes(rows);
+    if (need > scratch_.bytes()) {
+      scratch_.grow(need);
+      check(cudaMemsetAsync(scratch_.as<void>(), 0, scratch_.bytes(), stream_), "memset");
+    }
+    return scratch_.as<uint32_t>();
+  }
+
+  std::unique_ptr<CudaLinear> base(std::string_view name, int64_t n, int64_t k, const float* bias) {
+    auto out = std::make_unique<CudaLinear>();
+    out->name = std::string(name);
+    out->n = n;
+    out->k = k;
+    out->has_bias = bias != nullptr;
+    if (bias) {
+      out->bias.grow(static_cast<size_t>(n) * sizeof(float));
+      check(cudaMemcpyAsync(out->bias.as<float>(), bias, static_cast<size_t>(n) * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            "copy bias");
+      synchronize();
+    }
+    return out;
+  }
+  void upload_f32(CudaLinear& out, const float* w, int64_t n) {
+    out.w.grow(static_cast<size_t>(n) * sizeof(float));
+    check(cudaMemcpyAsync(out.w.as<float>(), w, static_cast<size_t>(n) * sizeof(float),
+                          cudaMemcpyHostToDevice, stream_),
+          "copy weight");
+    synchronize();
+  }
+  // Rounded on the host by the same function the CPU backend's bf16 rule uses.
+  void upload_bf16(CudaLinear& out, const float* w, int64_t n) {
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    parallel_for(n, default_threads(), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const float r = bf16_round(w[i]);
+        uint32_t bits;
+        std::memcpy(&bits, &r, 4);
+        h[static_cast<size_t>(i)] = static_cast<uint16_t>(bits >> 16);
+      }
+    });
+    out.w.grow(static_cast<size_t>(n) * 2);
+    check(cudaMemcpyAsync(out.w.as<uint16_t>(), h.data(), static_cast<size_t>(n) * 2,
+                          cudaMemcpyHostToDevice, stream_),
+          "copy weight");
+    synchronize();
+  }
+  // y (t, N) = x (t, K) . W (N, K)^T in float32 accumulation: column-major, y^T = W . x^T.
+  void gemm(const CudaLinear& w, const void* x, cudaDataType_t type, int64_t t, float* y) {
+    const float one = 1.0f, zero = 0.0f;
+    const auto n = static_cast<int>(w.n), k = static_cast<int>(w.k), m = static_cast<int>(t);
+    check_blas(
+        cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w.w.as<void>(), type, k, x,
+                     type, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmEx");
+  }
+
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::vector<DeviceMem> resident_;
+  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_;
+  std::vector<float> host_a_, host_b_;
+};
+
+}  // namespace
+
+bool cuda_backend_built() {
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index) {
+  return std::make_unique<CudaBackend>(device_index);
+}
+
+}  // namespace sharq::engine

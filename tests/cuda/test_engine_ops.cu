@@ -1,0 +1,397 @@
+// GPU tests (CTest label gpu) of the CUDA backend's decoder ops (cuda/engine_ops.h) against the
+// CPU ops (cpu/ops.h) on fresh random inputs: exact where the arithmetic is the same, relative
+// 1e-5 for the reductions, 1e-4 absolute for attention. Outputs are poisoned with NaN first.
+// CudaOpsTiming prints attention times for Llama-3.1-8B shapes (no assertion on speed).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "sharq/cpu/ops.h"
+#include "sharq/cuda/engine_ops.h"
+#include "sharq/cuda/kernels.h"
+#include "sharq/decompose.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+template <typename T>
+struct Buf {
+  explicit Buf(size_t n) : n(n) {
+    check(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)), "malloc");
+  }
+  explicit Buf(const std::vector<T>& h) : Buf(h.size()) { upload(h); }
+  ~Buf() { cudaFree(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  void upload(const std::vector<T>& h) {
+    check(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "h2d");
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    check(cudaDeviceSynchronize(), "sync");
+    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "d2h");
+    return h;
+  }
+  void poison() { check(cudaMemset(p, 0xFF, n * sizeof(T)), "memset"); }  // NaN for floats
+  T* p = nullptr;
+  size_t n;
+};
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 g{std::random_device{}()};
+  return g;
+}
+
+std::vector<float> randn(size_t n, float sigma = 1.0f) {
+  std::normal_distribution<float> d(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng());
+  return v;
+}
+
+// This file builds as C++17 (CMake's CUDA standard), so no std::bit_cast and no codecs.h.
+uint32_t bits_of(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+// codecs.h bf16_round, transliterated for the non-finite patterns the library's bf16 activation
+// rule (which rejects them) cannot be asked about; finite values go through the library itself.
+uint16_t bf16_round_bits(float x) {
+  uint32_t bits = bits_of(x);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+int cpu_threads() {
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+// Counts elements with |a - b| > atol + rtol * |b| (or a non-finite a); records the worst.
+struct Diff {
+  int64_t bad = 0;
+  double max_abs = 0.0, max_rel = 0.0;
+};
+Diff compare(const std::vector<float>& got, const std::vector<float>& want, double rtol,
+             double atol) {
+  Diff d;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double a = got[i], b = want[i];
+    const double e = std::fabs(a - b);
+    if (!std::isfinite(a) || e > atol + rtol * std::fabs(b)) ++d.bad;
+    d.max_abs = std::max(d.max_abs, e);
+    if (b != 0.0) d.max_rel = std::max(d.max_rel, e / std::fabs(b));
+  }
+  return d;
+}
+
+int64_t count_bit_diffs(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    n += bits_of(a[i]) != bits_of(b[i]);
+  }
+  return n;
+}
+
+TEST(CudaOpsElementwise, Embedding) {
+  for (int64_t d : {96, 7}) {
+    const int64_t vocab = 1000, t = 53;
+    const auto table = randn(static_cast<size_t>(vocab * d));
+    std::vector<int32_t> ids(t);
+    std::uniform_int_distribution<int32_t> u(0, static_cast<int32_t>(vocab - 1));
+    for (auto& id : ids) id = u(rng());
+    ids[0] = 0, ids[1] = static_cast<int32_t>(vocab - 1);
+    std::vector<float> want(static_cast<size_t>(t * d));
+    cpu::embedding(table.data(), vocab, d, ids.data(), t, want.data());
+    Buf<float> dt(table), out(want.size());
+    Buf<int32_t> di(ids);
+    out.poison();
+    embedding(dt.p, vocab, d, di.p, t, out.p, nullptr);
+    EXPECT_EQ(count_bit_diffs(out.download(), want), 0) << "d " << d;
+  }
+}
+
+TEST(CudaOpsElementwise, RmsNorm) {
+  for (int64_t d : {64, 1000, 4096}) {
+    const int64_t rows = 37;
+    auto x = randn(static_cast<size_t>(rows * d), 3.0f);
+    for (int64_t j = 0; j < d; j += 97) x[j] = 200.0f;  // outliers in row 0
+    const auto w = randn(static_cast<size_t>(d));
+    const float eps = 1e-5f;
+    std::vector<float> want(x.size());
+    cpu::rms_norm(x.data(), w.data(), rows, d, eps, want.data(), 1);
+    Buf<float> dx(x), dw(w), out(x.size());
+    out.poison();
+    rms_norm(dx.p, dw.p, rows, d, eps, out.p, nullptr);
+    const Diff e = compare(out.download(), want, 1e-5, 0.0);
+    EXPECT_EQ(e.bad, 0) << "d " << d << " max rel " << e.max_rel;
+    rms_norm(dx.p, dw.p, rows, d, eps, dx.p, nullptr);  // in place
+    const Diff e2 = compare(dx.download(), want, 1e-5, 0.0);
+    EXPECT_EQ(e2.bad, 0) << "in place, d " << d << " max rel " << e2.max_rel;
+  }
+}
+
+TEST(CudaOpsElementwise, Rope) {
+  model::RopeScaling llama3{"llama3", 8.0f, 1.0f, 4.0f, 8192};
+  for (int64_t hd : {64, 128}) {
+    for (const auto& sc : {model::RopeScaling{}, llama3}) {
+      for (int64_t pos0 : {0, 1000, 8000}) {
+        const int64_t batch = 3, t = 5, heads = 4;
+        const auto inv = cpu::rope_inv_freq(hd, 500000.0f, sc);
+        const auto x = randn(static_cast<size_t>(batch * t * heads * hd));
+        std::vector<float> want = x;
+        for (int64_t b = 0; b < batch; ++b) {
+          cpu::rope(want.data() + b * t * heads * hd, t, pos0, heads, hd, inv.data(), 1);
+        }
+        Buf<float> dx(x), dinv(inv);
+        rope(dx.p, batch, t, pos0, heads, hd, dinv.p, nullptr);
+        const auto got = dx.download();
+        const Diff e = compare(got, want, 1e-6, 1e-7);
+        EXPECT_EQ(count_bit_diffs(got, want), 0) << "hd " << hd << " pos0 " << pos0 << " scaling '"
+                                                 << sc.type << "' max abs " << e.max_abs;
+        EXPECT_EQ(e.bad, 0);
+      }
+    }
+  }
+}
+
+TEST(CudaOpsElementwise, KvStore) {
+  for (int64_t hd : {128, 6}) {
+    const int64_t batch = 2, t = 7, pos0 = 5, kvh = 3, cap = 20;
+    const auto k = randn(static_cast<size_t>(batch * t * kvh * hd));
+    const auto v = randn(k.size());
+    const auto kc0 = randn(static_cast<size_t>(batch * kvh * cap * hd));
+    const auto vc0 = randn(kc0.size());
+    auto kw = kc0, vw = vc0;
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::kv_store(k.data() + b * t * kvh * hd, v.data() + b * t * kvh * hd, t, pos0, kvh, hd, cap,
+                    kw.data() + b * kvh * cap * hd, vw.data() + b * kvh * cap * hd);
+    }
+    Buf<float> dk(k), dv(v), dkc(kc0), dvc(vc0);
+    kv_store(dk.p, dv.p, batch, t, pos0, kvh, hd, cap, dkc.p, dvc.p, nullptr);
+    EXPECT_EQ(count_bit_diffs(dkc.download(), kw), 0) << "hd " << hd;
+    EXPECT_EQ(count_bit_diffs(dvc.download(), vw), 0) << "hd " << hd;
+    EXPECT_THROW(kv_store(dk.p, dv.p, batch, t, 14, kvh, hd, cap, dkc.p, dvc.p, nullptr), Error);
+  }
+}
+
+TEST(CudaOpsElementwise, SwigluAddBias) {
+  const int64_t n = 100003;
+  const auto gate = randn(static_cast<size_t>(n), 4.0f);
+  const auto up = randn(static_cast<size_t>(n));
+  std::vector<float> want(gate.size());
+  cpu::swiglu(gate.data(), up.data(), n, want.data(), 1);
+  Buf<float> dg(gate), du(up), out(gate.size());
+  out.poison();
+  swiglu(dg.p, du.p, n, out.p, nullptr);
+  const Diff e = compare(out.download(), want, 1e-5, 1e-30);
+  EXPECT_EQ(e.bad, 0) << "max rel " << e.max_rel;
+  swiglu(dg.p, du.p, n, dg.p, nullptr);  // in place over gate
+  EXPECT_EQ(compare(dg.download(), want, 1e-5, 1e-30).bad, 0);
+
+  auto x = randn(static_cast<size_t>(n));
+  const auto y = randn(static_cast<size_t>(n));
+  Buf<float> dx(x), dy(y);
+  add(dx.p, dy.p, n, nullptr);
+  cpu::add(x.data(), y.data(), n);
+  EXPECT_EQ(count_bit_diffs(dx.download(), x), 0);
+
+  const int64_t rows = 9, cols = 1001;
+  auto ym = randn(static_cast<size_t>(rows * cols));
+  const auto bias = randn(static_cast<size_t>(cols));
+  Buf<float> dym(ym), dbias(bias);
+  add_bias(dym.p, dbias.p, rows, cols, nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) ym[r * cols + j] += bias[j];
+  }
+  EXPECT_EQ(count_bit_diffs(dym.download(), ym), 0);
+}
+
+TEST(CudaOpsElementwise, Bf16BitExact) {
+  std::vector<uint32_t> bits = {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u,
+                                0xFFC00000u, 0x7F800001u, 0x7F807FFFu, 0x7F808000u, 0x7FFFFFFFu,
+                                0xFFFFFFFFu, 0xFF800001u, 0x7F7FFFFFu, 0x7F7F7FFFu, 0x7F7F8000u,
+                                0xFF7FFFFFu, 0x00000001u, 0x00007FFFu, 0x00008000u, 0x00018000u,
+                                0x0000FFFFu, 0x807FFFFFu, 0x3F808000u, 0x3F818000u, 0x3F80FFFFu};
+  std::uniform_int_distribution<uint32_t> u;
+  for (int i = 0; i < (1 << 20); ++i) bits.push_back(u(rng()));
+  for (uint32_t i = 0; i < 65536; ++i) bits.push_back((i << 16) | 0x8000u);  // every tie
+  std::vector<float> x(bits.size());
+  std::memcpy(x.data(), bits.data(), bits.size() * sizeof(float));
+  Buf<float> dx(x);
+  Buf<uint16_t> out(x.size());
+  round_to_bf16(dx.p, static_cast<int64_t>(x.size()), out.p, nullptr);
+  const auto got = out.download();
+  // Oracle for finite values: the bf16 mode's activation rule (bf16_round), in rows of 64.
+  std::vector<float> finite;
+  for (float v : x) {
+    if (std::isfinite(v)) finite.push_back(v);
+  }
+  finite.resize(finite.size() / 64 * 64);
+  std::vector<float> rounded(finite.size());
+  fake_quantize_activation(Mode::kBf16, finite.data(), static_cast<int64_t>(finite.size() / 64), 64,
+                           rounded.data(), "bf16 oracle");
+  size_t fi = 0;
+  int64_t bad = 0, checked_lib = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    uint16_t want = bf16_round_bits(x[i]);
+    if (std::isfinite(x[i]) && fi < finite.size()) {
+      const uint16_t lib = static_cast<uint16_t>(bits_of(rounded[fi++]) >> 16);
+      EXPECT_EQ(lib, want) << "transliteration disagrees with the library at " << i;
+      want = lib;
+      ++checked_lib;
+    }
+    if (got[i] != want && bad++ < 5) {
+      ADD_FAILURE() << std::hex << "x bits 0x" << bits[i] << ": got 0x" << got[i] << " want 0x"
+                    << want;
+    }
+  }
+  EXPECT_GT(checked_lib, 1000000);
+  EXPECT_EQ(bad, 0);
+
+  std::vector<uint16_t> all(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  Buf<uint16_t> din(all);
+  Buf<float> dout(all.size());
+  bf16_to_f32(din.p, static_cast<int64_t>(all.size()), dout.p, nullptr);
+  const auto f = dout.download();
+  int64_t bad2 = 0;
+  for (uint32_t i = 0; i < 65536; ++i) bad2 += bits_of(f[i]) != (i << 16);
+  EXPECT_EQ(bad2, 0);
+}
+
+struct AttnCase {
+  int64_t batch, t, pos0, heads, kv_heads, hd, cap;
+  float q_sigma = 1.0f;  // larger = peakier softmax
+};
+
+// Runs the CUDA attention and the CPU one per sequence; returns the comparison.
+void check_attention(const AttnCase& c) {
+  const int64_t ld = c.heads * c.hd;
+  const auto q = randn(static_cast<size_t>(c.batch * c.t * ld), c.q_sigma);
+  const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
+  const auto vc = randn(kc.size());
+  std::vector<float> want(q.size());
+  cpu::set_blas_threads(1);
+  for (int64_t b = 0; b < c.batch; ++b) {
+    const int64_t co = b * c.kv_heads * c.cap * c.hd;
+    cpu::attention(q.data() + b * c.t * ld, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap,
+                   kc.data() + co, vc.data() + co, want.data() + b * c.t * ld, cpu_threads());
+  }
+  Buf<float> dq(q), dk(kc), dv(vc), out(q.size());
+  const size_t ws_bytes = attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
+  Buf<char> ws(ws_bytes);
+  out.poison();
+  attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, dk.p, dv.p, out.p,
+            ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
+  const Diff e = compare(out.download(), want, 0.0, 1e-4);
+  EXPECT_EQ(e.bad, 0) << "batch " << c.batch << " t " << c.t << " pos0 " << c.pos0 << " heads "
+                      << c.heads << "/" << c.kv_heads << " hd " << c.hd << " max abs " << e.max_abs;
+  std::printf("attention b%ld t%ld pos0 %ld h%ld/%ld hd%ld: max abs err %.2e (ws %zu B)\n",
+              static_cast<long>(c.batch), static_cast<long>(c.t), static_cast<long>(c.pos0),
+              static_cast<long>(c.heads), static_cast<long>(c.kv_heads), static_cast<long>(c.hd),
+              e.max_abs, ws_bytes);
+}
+
+TEST(CudaOpsAttention, Decode) {
+  for (const AttnCase& c : std::vector<AttnCase>{
+           {1, 1, 0, 4, 2, 128, 16},
+           {2, 1, 100, 8, 2, 128, 200},
+           {1, 1, 8191, 32, 8, 128, 8192},
+           {3, 1, 5000, 8, 8, 64, 8192, 3.0f},
+           {32, 1, 1023, 32, 8, 128, 1024},
+           {1, 1, 500, 16, 1, 64, 600},  // group 16: two blocks per kv head
+           {1, 1, 300, 14, 2, 64, 400},  // group 7
+           {2, 1, 77, 9, 3, 64, 100},    // group 3
+           {2, 3, 50, 6, 2, 64, 60},     // small t through the decode kernel
+           {2, 7, 0, 8, 4, 128, 7},
+           {4, 1, 40, 32, 8, 128, 2048, 4.0f},  // workspace sized for the capacity
+       }) {
+    check_attention(c);
+  }
+}
+
+TEST(CudaOpsAttention, Prefill) {
+  for (const AttnCase& c : std::vector<AttnCase>{
+           {2, 100, 0, 8, 2, 128, 100},
+           {1, 300, 37, 6, 3, 64, 400, 3.0f},
+           {2, 64, 64, 4, 4, 128, 128},
+           {1, 8, 0, 2, 1, 64, 8},
+           {1, 200, 1000, 4, 1, 128, 1200, 4.0f},
+           {1, 1000, 0, 8, 2, 128, 1000},
+           {1, 2048, 0, 32, 8, 128, 2048},
+       }) {
+    check_attention(c);
+  }
+}
+
+TEST(CudaOpsAttention, RejectsUnsupported) {
+  Buf<float> b(1 << 16);
+  EXPECT_THROW(attention(b.p, 1, 1, 0, 2, 1, 96, 8, b.p, b.p, b.p, nullptr, 0, nullptr), Error);
+  EXPECT_THROW(attention(b.p, 1, 1, 0, 3, 2, 64, 8, b.p, b.p, b.p, nullptr, 0, nullptr), Error);
+  EXPECT_THROW(attention(b.p, 1, 4, 6, 2, 1, 64, 8, b.p, b.p, b.p, nullptr, 0, nullptr), Error);
+  // A decode that needs a workspace refuses to run without one.
+  EXPECT_THROW(attention(b.p, 1, 1, 63, 2, 1, 64, 64, b.p, b.p, b.p, nullptr, 0, nullptr), Error);
+}
+
+// Llama-3.1-8B attention shapes (32 heads, 8 kv heads, head_dim 128): decode at 1024 context for
+// batch 1, 8, 32 and a 2048-token prefill. Prints the mean time over 20 runs.
+TEST(CudaOpsTiming, Attention) {
+  const int64_t heads = 32, kvh = 8, hd = 128;
+  struct Shape {
+    int64_t batch, t, pos0, cap;
+  };
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  for (const Shape& s : std::vector<Shape>{{1, 1, 1023, 1024},
+                                           {8, 1, 1023, 1024},
+                                           {32, 1, 1023, 1024},
+                                           {1, 2048, 0, 2048},
+                                           {4, 512, 0, 512}}) {
+    const auto q = randn(static_cast<size_t>(s.batch * s.t * heads * hd));
+    const auto kc = randn(static_cast<size_t>(s.batch * kvh * s.cap * hd));
+    Buf<float> dq(q), dk(kc), dv(kc), out(q.size());
+    const size_t ws_bytes = attention_workspace_bytes(s.batch, s.t, heads, kvh, hd, s.cap);
+    Buf<char> ws(ws_bytes);
+    auto once = [&] {
+      attention(dq.p, s.batch, s.t, s.pos0, heads, kvh, hd, s.cap, dk.p, dv.p, out.p,
+                ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
+    };
+    for (int i = 0; i < 3; ++i) once();
+    constexpr int kReps = 20;
+    check(cudaEventRecord(e0), "record");
+    for (int i = 0; i < kReps; ++i) once();
+    check(cudaEventRecord(e1), "record");
+    check(cudaEventSynchronize(e1), "sync");
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+    const double us = 1e3 * ms / kReps;
+    const double ctx = static_cast<double>(s.pos0 + s.t);
+    if (s.t == 1) {
+      const double bytes = 2.0 * s.batch * kvh * ctx * hd * 4;
+      std::printf("TIMING decode batch %ld ctx %.0f: %.1f us, KV read %.0f GB/s\n",
+                  static_cast<long>(s.batch), ctx, us, bytes / us * 1e-3);
+    } else {
+      const double flops = 4.0 * heads * hd * (static_cast<double>(s.t) * (s.t + 1) / 2);
+      std::printf("TIMING prefill batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
+                  static_cast<long>(s.batch), static_cast<long>(s.t), us,
+                  flops / us * 1e-6 * s.batch);
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+}  // namespace
+}  // namespace sharq::cuda
