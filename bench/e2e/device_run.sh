@@ -51,11 +51,18 @@ phase_e2e() {
     --steps 16 --repeat 3 --json "$OUT/hf_peer.json" 2>&1 | grep -v '^ ' | tee "$OUT/hf_peer.log" | tail -n 8
 }
 
+# A call replaces every carried folder, so the first half of the model and the text wait in /tmp
+# (kept while the machine stays warm) for the call that carries the second half.
+phase_stash() {
+  mkdir -p /tmp/sharq_stash && cp "$ROOT"/.device/m1/part* "$PACK/devil.txt" /tmp/sharq_stash/
+  ls -la /tmp/sharq_stash
+}
+
 phase_model() {
-  local M="$ROOT/.device/model.gguf"
-  if [ ! -f "$M" ]; then cat "$ROOT"/.device/m1/part* "$ROOT"/.device/m2/part* >"$M"; fi
+  local M=/tmp/sharq_stash/model.gguf
+  if [ ! -f "$M" ]; then cat /tmp/sharq_stash/part0 "$ROOT"/.device/m2/part1 >"$M"; fi
   sha256sum "$M" | tee -a "$OUT/device.txt"
-  local T="$ROOT/.device/pack/devil.txt"
+  local T=/tmp/sharq_stash/devil.txt
   local modes=bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24,sharq-nvfp4-pt,sharq-mxfp4,sharq-hif4
   echo "== perplexity cpu"
   "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
@@ -67,7 +74,11 @@ phase_model() {
   local P="The Devil's Dictionary defines a cynic as"
   "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 >"$OUT/gen_cpu.txt" 2>"$OUT/gen_cpu.err"
   "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 --device cuda >"$OUT/gen_cuda.txt" 2>"$OUT/gen_cuda.err"
-  cmp "$OUT/gen_cpu.txt" "$OUT/gen_cuda.txt" && echo "generation: identical" || echo "generation: DIFFERS"
+  if [ -s "$OUT/gen_cpu.txt" ] && cmp -s "$OUT/gen_cpu.txt" "$OUT/gen_cuda.txt"; then
+    echo "generation: identical"
+  else
+    echo "generation: DIFFERS (or failed)"; cat "$OUT/gen_cpu.err" "$OUT/gen_cpu.txt"
+  fi
   cat "$OUT/gen_cuda.txt"; tail -n 2 "$OUT/gen_cuda.err"
   "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode sharq-nvfp4-24 --device cuda 2>&1 | tail -n 3
   echo "== memcheck on a short generation (sharq-nvfp4-24 and bf16)"

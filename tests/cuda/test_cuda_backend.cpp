@@ -99,8 +99,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3", "sharq-nvfp4-24"}, Case{"qwen2", "bf16"},
                       Case{"llama", "mxfp4"}, Case{"llama", "nvfp4-w4a16"},
                       Case{"llama", "sharq-nvfp4-pt"}, Case{"qwen3", "dense+dense"}),
-    [](const auto& info) {
-      std::string s = std::string(info.param.arch) + "_" + info.param.mode;
+    [](const auto& p) {
+      std::string s = std::string(p.param.arch) + "_" + p.param.mode;
       std::replace_if(
           s.begin(), s.end(), [](char ch) { return !std::isalnum(ch); }, '_');
       return s;
