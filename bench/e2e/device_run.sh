@@ -41,6 +41,12 @@ phase_smoke() {  # a 4-layer 8B-shaped model, quick: the bench path end to end
     --repeat 2 2>&1 | grep -v "^bench:"
 }
 
+phase_ab() {  # decode with CUDA graph replay on (opt-in), for the A/B against phase e2e
+  SHARQ_CUDA_GRAPHS=1 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+    --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \
+    --json "$OUT/sharq_bench_graphs.json" 2>&1 | grep -v "^bench:" | tail -n 3
+}
+
 phase_e2e() {
   echo "== sharq bench, Llama-3.1-8B shape (random weights)"
   "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda --modes bf16,nvfp4,sharq-nvfp4-24 \

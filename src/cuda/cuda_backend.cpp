@@ -9,7 +9,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -126,12 +128,16 @@ class CudaBackend final : public Backend {
                   "; the kernels are built for Hopper (sm_90a)");
     }
     name_ = std::string("cuda (") + prop.name + ")";
+    const char* env = std::getenv("SHARQ_CUDA_GRAPHS");
+    graphs_ = env && env[0] == '1';
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     absmax_.grow(64);
   }
   ~CudaBackend() override {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (pinned_ids_) cudaFreeHost(pinned_ids_);
     resident_.clear();
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -168,6 +174,44 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
+  // Opt-in (SHARQ_CUDA_GRAPHS=1): each decode step is recorded and the instantiated graph updated
+  // in place (only kernel arguments change: positions, split counts). Measured on an H100 it is
+  // slower than launching (docs/RESULTS.md): recording + update of ~700 nodes costs more than it
+  // saves; a graph captured once with device-side positions is the next step. Modes with a
+  // host-side reference path are never recorded.
+  bool begin_graph(Mode mode, bool quantized) override {
+    cuda::PrepareMode pm{};
+    int paths = 1, group = 16;
+    const bool native = quantized && (mode == Mode::kBf16 || fp4_native(mode, &pm, &paths, &group));
+    if (!graphs_ || !native || host_path_modes_.count(mode)) return false;
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "begin capture");
+    return true;
+  }
+  void end_graph() override {
+    cudaGraph_t g = nullptr;
+    check(cudaStreamEndCapture(stream_, &g), "end capture");
+    if (exec_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec_, g, &info) != cudaSuccess) {
+        (void)cudaGetLastError();  // not updatable (another topology): instantiate anew
+        cudaGraphExecDestroy(exec_);
+        exec_ = nullptr;
+      }
+    }
+    if (!exec_) {
+      const cudaError_t e = cudaGraphInstantiate(&exec_, g, 0);
+      if (e != cudaSuccess) cudaGraphDestroy(g);
+      check(e, "instantiate graph");
+    }
+    cudaGraphDestroy(g);
+    check(cudaGraphLaunch(exec_, stream_), "launch graph");
+  }
+  void abort_graph() override {
+    cudaGraph_t g = nullptr;
+    if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+  }
+
   // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves <= t * k
   // floats), then the activation tensor scale at float offset t * k.
   int64_t quantized_activation_floats(int64_t t, int64_t k) const override { return t * k + 32; }
@@ -199,9 +243,11 @@ class CudaBackend final : public Backend {
       synchronize();
     } else if (mode_traits(mode).weight_bf16) {
       out->path = Path::kBf16;
+      if (mode != Mode::kBf16) host_path_modes_.insert(mode);
       upload_bf16(*out, w, n * k);
     } else {  // the reference path: the CPU's exact dequantized weights, float32 on the GPU
       out->path = Path::kF32;
+      host_path_modes_.insert(mode);
       const QuantizedWeight qw = quantize_weight(mode, w, n, k, name, default_threads());
       std::vector<float> deq(static_cast<size_t>(n * k));
       dequantize_weight(qw, deq.data(), default_threads());
@@ -306,8 +352,20 @@ class CudaBackend final : public Backend {
                     ")");
       }
     }
+    // Through pinned memory: a recorded decode step's copy reads it when the graph runs (the
+    // previous step has finished by then: its logits were copied to the host).
+    if (t > pinned_n_) {
+      if (pinned_ids_) check(cudaFreeHost(pinned_ids_), "cudaFreeHost");
+      pinned_ids_ = nullptr;
+      pinned_n_ = 0;
+      check(cudaMallocHost(reinterpret_cast<void**>(&pinned_ids_),
+                           static_cast<size_t>(t) * sizeof(int32_t)),
+            "cudaMallocHost");
+      pinned_n_ = t;
+    }
+    std::copy(ids, ids + t, pinned_ids_);
     ids_.grow(static_cast<size_t>(t) * sizeof(int32_t));
-    check(cudaMemcpyAsync(ids_.as<int32_t>(), ids, static_cast<size_t>(t) * sizeof(int32_t),
+    check(cudaMemcpyAsync(ids_.as<int32_t>(), pinned_ids_, static_cast<size_t>(t) * sizeof(int32_t),
                           cudaMemcpyHostToDevice, stream_),
           "copy ids");
     cuda::embedding(table, vocab, d, ids_.as<int32_t>(), t, out, stream_);
@@ -422,6 +480,11 @@ class CudaBackend final : public Backend {
   std::vector<DeviceMem> resident_;
   DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_;
   std::vector<float> host_a_, host_b_;
+  int32_t* pinned_ids_ = nullptr;
+  int64_t pinned_n_ = 0;
+  cudaGraphExec_t exec_ = nullptr;
+  bool graphs_ = true;              // SHARQ_CUDA_GRAPHS=0 turns replay off (A/B timing)
+  std::set<Mode> host_path_modes_;  // modes with a linear on the host reference path
 };
 
 }  // namespace

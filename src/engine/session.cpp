@@ -45,9 +45,8 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
     throw Error("forward: " + std::to_string(pos_) + " cached + " + std::to_string(t) +
                 " new tokens exceed the context capacity " + std::to_string(capacity_));
   }
-  const int64_t d = c.hidden_size, in = c.intermediate_size, hd = c.head_dim;
+  const int64_t d = c.hidden_size, in = c.intermediate_size;
   const int64_t qd = model_->q_dim(), kvd = model_->kv_dim();
-  const int64_t heads = c.num_heads, kvh = c.num_kv_heads, nb = batch_;
   x_.grow(be, rows * d);
   h_.grow(be, rows * std::max(d, in));
   xq_.grow(be, std::max({be.quantized_activation_floats(rows, d),
@@ -59,6 +58,27 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
   a_.grow(be, rows * qd);
   g_.grow(be, rows * in);
   u_.grow(be, rows * in);
+  // A decode step after the first may be recorded and replayed as one unit (Backend::begin_graph):
+  // by then every buffer, workspace and shape of the step is fixed.
+  const bool graph = t == 1 && decoded_once_ && be.begin_graph(model_->mode(), model_->quantized());
+  try {
+    run_layers(ids, t);
+  } catch (...) {
+    if (graph) be.abort_graph();
+    throw;
+  }
+  if (graph) be.end_graph();
+  if (t == 1) decoded_once_ = true;
+  pos_ += t;
+  rows_ = rows;
+}
+
+void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
+  const auto& c = model_->config();
+  Backend& be = model_->backend();
+  const int64_t rows = static_cast<int64_t>(ids.size());
+  const int64_t d = c.hidden_size, in = c.intermediate_size, hd = c.head_dim;
+  const int64_t heads = c.num_heads, kvh = c.num_kv_heads, nb = batch_;
   float *x = x_.data(), *h = h_.data(), *xq = xq_.data(), *q = q_.data(), *k = k_.data();
   float *v = v_.data(), *a = a_.data(), *g = g_.data(), *u = u_.data();
 
@@ -102,8 +122,6 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
     be.add(x, h, rows * d);
   }
   be.rms_norm(x, model_->final_norm(), rows, d, c.rms_norm_eps, x);
-  pos_ += t;
-  rows_ = rows;
 }
 
 void Session::logits(int64_t row0, int64_t rows, float* out) {

@@ -43,6 +43,17 @@ class Backend {
   virtual const float* resident(const float* host, int64_t n);
   // Waits for queued work (a no-op where every op is synchronous); timings call it.
   virtual void synchronize() {}
+  // Replay: a decode step repeats the same ops on the same buffers, so a device backend may record
+  // it once and replay it (a CUDA graph) instead of launching every op. The session brackets such
+  // a step; begin_graph returns false when the backend does not record (the CPU, or a mode whose
+  // ops need the host), and then the ops simply run. end_graph runs what was recorded;
+  // abort_graph drops it (an op threw).
+  virtual bool begin_graph(Mode mode, bool quantized) {
+    (void)mode, (void)quantized;
+    return false;
+  }
+  virtual void end_graph() {}
+  virtual void abort_graph() {}
   // Floats of the `xq` buffer that quantize_activation fills for a (t, k) activation. The CPU
   // stores the dequantized values (t * k); a device backend may keep its packed form there.
   virtual int64_t quantized_activation_floats(int64_t t, int64_t k) const { return t * k; }

@@ -39,11 +39,14 @@ class Session {
   std::vector<float> forward(std::span<const int32_t> ids, bool all = false);
 
  private:
+  void run_layers(std::span<const int32_t> ids, int64_t t);  // the decoder body at pos_
+
   const Model* model_;
   int64_t capacity_;
   int64_t batch_;
   int64_t pos_ = 0;
   int64_t rows_ = 0;                       // batch * T of the last forward_hidden
+  bool decoded_once_ = false;  // a decode step ran (buffers sized): later ones may replay
   std::vector<Buffer> k_cache_, v_cache_;  // per layer (batch, kv_heads, capacity, head_dim)
   // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
