@@ -483,7 +483,7 @@ class CudaBackend final : public Backend {
   int32_t* pinned_ids_ = nullptr;
   int64_t pinned_n_ = 0;
   cudaGraphExec_t exec_ = nullptr;
-  bool graphs_ = true;              // SHARQ_CUDA_GRAPHS=0 turns replay off (A/B timing)
+  bool graphs_ = false;  // SHARQ_CUDA_GRAPHS=1 turns decode-step replay on
   std::set<Mode> host_path_modes_;  // modes with a linear on the host reference path
 };
 
