@@ -51,4 +51,30 @@ a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
 assert a.shape == b.shape and a.shape[0] == 4, (a.shape, b.shape)
 assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
 PY
+# bench: a synthetic model on the CPU; table + JSON with every mode, batch and a weight size.
+"$SHARQ_BIN" bench --synthetic llama-tiny --modes bf16,sharq-nvfp4 --prefill 16 --batch 1,2 \
+  --ctx 8 --steps 2 --repeat 1 --json "$tmp/bench.json" > "$tmp/bench.txt" 2> /dev/null
+grep -q "^sharq-nvfp4 " "$tmp/bench.txt"
+python3 - "$tmp/bench.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+r = j["results"]
+assert [x["mode"] for x in r] == ["bf16", "sharq-nvfp4"], r
+for x in r:
+    assert x["prefill_seconds"] > 0 and x["linear_weight_bytes"] > 0, x
+    assert [d["batch"] for d in x["decode"]] == [1, 2], x
+    assert all(d["tokens_per_s"] > 0 for d in x["decode"]), x
+PY
+# Bad requests fail with one clear line.
+expect_error() {  # expected message fragment, then the command
+  local want="$1"; shift
+  if "$@" > /dev/null 2> "$tmp/err.txt"; then echo "expected failure: $*"; exit 1; fi
+  grep -q "$want" "$tmp/err.txt" || { echo "missing '$want' in: $(cat "$tmp/err.txt")"; exit 1; }
+}
+expect_error "unknown synthetic model" "$SHARQ_BIN" bench --synthetic nope
+expect_error "exactly one of" "$SHARQ_BIN" bench
+expect_error "bad --batch" "$SHARQ_BIN" bench --synthetic llama-tiny --batch 1,x
+expect_error "unknown device" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device tpu
+# No GPU here: the CUDA device is refused with a reason (no device, or a build without CUDA).
+expect_error "cuda\|CUDA" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device cuda
 echo "engine CLI ok"
