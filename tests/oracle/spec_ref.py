@@ -323,7 +323,7 @@ def apply_mask(xs: np.ndarray, keep: np.ndarray) -> np.ndarray:
 # Sections 5-6: modes
 # ---------------------------------------------------------------------------------------------
 DECOMP_MODES = ("sharq-nvfp4", "sharq-nvfp4-24", "sharq-mxfp4", "sharq-hif4",
-                "sparse-only", "dense+dense", "sparse+sparse")
+                "sparse-only", "dense+dense", "sparse+sparse", "sharq-nvfp4-pt")
 ALL_MODES = ("bf16", "fp8", "nvfp4-w4a16", "nvfp4", "mxfp4", "hif4") + DECOMP_MODES
 
 
@@ -349,6 +349,11 @@ def quantize_activation(X: np.ndarray, mode: str) -> dict:
         return {"dequant": hif4_quantize(X)["dequant"]}
     if mode not in DECOMP_MODES:
         raise SpecError(f"unknown mode {mode}")
+    if mode == "sharq-nvfp4-pt":
+        # docs/variants.md "per-token": sharq-nvfp4 with the tensor scale of each row (token).
+        rows = [quantize_activation(X[r:r + 1], "sharq-nvfp4") for r in range(X.shape[0])]
+        return {key: np.concatenate([q[key] for q in rows], axis=0).astype(np.float32)
+                for key in ("sparse", "residual", "dequant")}
 
     if mode in ("sharq-mxfp4", "sharq-hif4"):
         fmt = mxfp4_quantize if mode == "sharq-mxfp4" else hif4_quantize
@@ -384,7 +389,8 @@ def quantize_weight(W: np.ndarray, mode: str) -> dict:
         d = fp8_quantize(W)["dequant"]
     elif mode in ("nvfp4", "nvfp4-w4a16"):
         d = nvfp4_quantize(W, 16)["dequant"]
-    elif mode in ("sharq-nvfp4", "sharq-nvfp4-24", "sparse-only", "dense+dense", "sparse+sparse"):
+    elif mode in ("sharq-nvfp4", "sharq-nvfp4-24", "sparse-only", "dense+dense", "sparse+sparse",
+                  "sharq-nvfp4-pt"):
         d = nvfp4_quantize(W, 32)["dequant"]
     elif mode in ("mxfp4", "sharq-mxfp4"):
         d = mxfp4_quantize(W)["dequant"]
