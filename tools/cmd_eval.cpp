@@ -123,6 +123,7 @@ Action register_eval(CLI::App& app) {
              {"--ctx", std::to_string(args->ctx)},
              {"--max-tokens", std::to_string(args->max_tokens)},
              {"--variants", args->variants},
+             {"--layer-tokens", std::to_string(args->layer_tokens)},
              {"--out", args->out}}) {
       if (!v.empty()) args->command += " " + k + " " + v;
     }

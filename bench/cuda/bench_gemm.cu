@@ -15,60 +15,28 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "sharq/cuda/kernels.h"
 
+using sharq::bench::dmalloc;
+using sharq::bench::fill_random;
+using sharq::bench::rotation_copies;
 using sharq::cuda::check;
 
 namespace {
-
-#define CUBLAS_OK(x)                                                                   \
-  do {                                                                                 \
-    cublasStatus_t s_ = (x);                                                           \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                 \
-      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
 
 // Median over `reps` of the mean time (us) of `inner` calls of fn(i).
 double time_us(const std::function<void(int)>& fn, int inner = 20, int reps = 15) {
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
-  for (int i = 0; i < inner; ++i) fn(i);  // warm-up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    check(cudaEventRecord(a), "record");
-    for (int i = 0; i < inner; ++i) fn(r * inner + i);
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(1000.0 * ms / inner);
-  }
-  check(cudaGetLastError(), "timed kernels");
-  std::sort(t.begin(), t.end());
+  const double t = sharq::bench::median_calls_us(nullptr, a, b, fn, inner, reps);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  return t[t.size() / 2];
-}
-
-void* dmalloc(size_t bytes) {
-  void* p = nullptr;
-  check(cudaMalloc(&p, bytes), "cudaMalloc");
-  return p;
-}
-
-void fill_random(float* d, size_t n, uint64_t seed, float outlier) {
-  std::vector<float> h(n);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (size_t i = 0; i < n; ++i) h[i] = nd(rng) * ((i % 997 == 0) ? outlier : 1.0f);
-  check(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice), "h2d");
+  return t;
 }
 
 __global__ void to_bf16(const float* x, __nv_bfloat16* y, size_t n) {
@@ -131,7 +99,7 @@ int main(int argc, char** argv) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
     // Enough weight copies that the rotation exceeds L2 several times over.
-    const int rot = std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / (wn / 2) + 1));
+    const int rot = rotation_copies(prop, wn / 2);
     std::vector<float*> wf(1);
     wf[0] = static_cast<float*>(dmalloc(wn * 4));
     fill_random(wf[0], wn, 7, 1.0f);
@@ -139,7 +107,7 @@ int main(int argc, char** argv) {
     std::vector<__nv_fp8_e4m3*> w8(rot);
     std::vector<sharq::cuda::Nvfp4View> wq32(rot), wq16(rot);
     uint32_t* scratch = static_cast<uint32_t*>(dmalloc(4));
-    const int rot_bf16 = std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / (wn * 2) + 1));
+    const int rot_bf16 = rotation_copies(prop, wn * 2);
     for (int r = 0; r < rot; ++r) {
       if (r < rot_bf16) {
         wb[r] = static_cast<__nv_bfloat16*>(dmalloc(wn * 2));

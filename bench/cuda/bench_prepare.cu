@@ -16,8 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "sharq/cuda/kernels.h"
 
+using sharq::bench::dmalloc;
 using sharq::cuda::check;
 namespace sc = sharq::cuda;
 
@@ -56,28 +58,11 @@ double time_us(cudaStream_t s, const std::function<void()>& fn, bool graph, int 
   };
   run();  // warm-up
   run();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    check(cudaEventRecord(a, s), "record");
-    run();
-    check(cudaEventRecord(b, s), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(1000.0 * ms / inner);
-  }
-  check(cudaGetLastError(), "timed kernels");
+  const double t = sharq::bench::median_loop_us(s, a, b, inner, reps, [&](int) { run(); });
   if (exec) cudaGraphExecDestroy(exec);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-void* dmalloc(size_t bytes) {
-  void* p = nullptr;
-  check(cudaMalloc(&p, bytes), "cudaMalloc");
-  return p;
+  return t;
 }
 
 // The unfused baseline's RMSNorm: one block per row, double sum of squares (not the certified

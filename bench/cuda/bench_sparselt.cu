@@ -23,20 +23,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "sharq/cuda/kernels.h"
 
 using sharq::cuda::check;
 
 namespace {
 
-#define CUBLAS_OK(x)                                                                   \
-  do {                                                                                 \
-    cublasStatus_t s_ = (x);                                                           \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                 \
-      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
 #define LT_OK(x)                                                                           \
   do {                                                                                     \
     cusparseStatus_t s_ = (x);                                                             \
@@ -65,28 +58,14 @@ double time_us(const std::function<void(int)>& fn, int inner = 20, int reps = 15
     inner = 5;
     reps = 7;
   }
-  for (int i = 0; i < inner; ++i) fn(i);  // warm-up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    check(cudaEventRecord(a, g_stream), "record");
-    for (int i = 0; i < inner; ++i) fn(r * inner + i);
-    check(cudaEventRecord(b, g_stream), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(1000.0 * ms / inner);
-  }
-  check(cudaGetLastError(), "timed kernels");
-  std::sort(t.begin(), t.end());
+  const double t = sharq::bench::median_calls_us(g_stream, a, b, fn, inner, reps);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  return t[t.size() / 2];
+  return t;
 }
 
 void* dmalloc(size_t bytes) {
-  void* p = nullptr;
-  check(cudaMalloc(&p, std::max<size_t>(bytes, 16)), "cudaMalloc");
-  return p;
+  return sharq::bench::dmalloc(std::max<size_t>(bytes, 16));
 }
 
 // Deterministic pseudo-normal fill on the device (a hash, Box-Muller); outlier columns x scale.
@@ -345,7 +324,7 @@ int main(int argc, char** argv) {
     const size_t wn = size_t(n) * k;
     float* wf = static_cast<float*>(dmalloc(wn * 4));
     fill(wf, wn, k, 7, 1.0f);
-    const int rot = std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / wn + 1));
+    const int rot = sharq::bench::rotation_copies(prop, wn);
     std::vector<void*> wb(rot), w8(rot);
     for (int r = 0; r < rot; ++r) {
       wb[r] = dmalloc(wn * 2);

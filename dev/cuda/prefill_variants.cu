@@ -10,13 +10,14 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <random>
 #include <vector>
 
+#include "../../bench/cuda/bench_common.cuh"
 #include "../../src/cuda/gemm_prefill.cu"
 
 namespace dev {
 using namespace sharq::cuda;
+using sharq::bench::fill_random;
 
 __global__ void ref_kernel(const __half* x, int paths, const float* sx, int m, const uint8_t* codes,
                            const uint8_t* scales, int group, const float* sw, int n, int k,
@@ -39,13 +40,6 @@ __global__ void ref_kernel(const __half* x, int paths, const float* sx, int m, c
   y[static_cast<int64_t>(tok) * n + col] = static_cast<float>(acc * *sx * *sw);
 }
 
-void fill(float* d, size_t n, uint64_t seed, float outlier) {
-  std::vector<float> h(n);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (size_t i = 0; i < n; ++i) h[i] = nd(rng) * ((i % 997 == 0) ? outlier : 1.0f);
-  check(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice), "h2d");
-}
 template <typename T>
 T* dalloc(size_t n) {
   void* p;
@@ -84,8 +78,8 @@ Problem make_problem(int64_t m, int64_t n, int64_t k, int paths) {
   Problem pr{m, n, k, paths, paths == 2 ? 32 : 16, nullptr, nullptr, {}};
   float* x = dalloc<float>(m * k);
   float* wf = dalloc<float>(n * k);
-  fill(x, m * k, 11 + m, 50.0f);
-  fill(wf, n * k, 7 + n, 1.0f);
+  fill_random(x, m * k, 11 + m, 50.0f);
+  fill_random(wf, n * k, 7 + n, 1.0f);
   uint32_t* scratch = dalloc<uint32_t>(1);
   pr.w = {dalloc<uint8_t>(n * k / 2), dalloc<uint8_t>(n * k / pr.group), dalloc<float>(1)};
   pack_weight(wf, n, k, pr.group, pr.w, scratch, nullptr);
@@ -204,9 +198,9 @@ int main(int argc, char** argv) {
       __nv_bfloat16 *xb = dalloc<__nv_bfloat16>(m * k), *wb = dalloc<__nv_bfloat16>(n * k),
                     *yb = dalloc<__nv_bfloat16>(m * n);
       float* tmp = dalloc<float>(std::max(m, n) * k);
-      fill(tmp, m * k, 1, 1.0f);
+      fill_random(tmp, m * k, 1, 1.0f);
       to_bf16<<<unsigned((m * k + 255) / 256), 256>>>(tmp, xb, m * k);
-      fill(tmp, n * k, 2, 1.0f);
+      fill_random(tmp, n * k, 2, 1.0f);
       to_bf16<<<unsigned((n * k + 255) / 256), 256>>>(tmp, wb, n * k);
       cudaFree(tmp);
       const float one = 1, zero = 0;

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "codecs.cuh"
+#include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
 
@@ -34,8 +35,8 @@ constexpr int kBK = 64;        // K per step: one 128-byte swizzle row of FP16
 
 }  // namespace
 
-// PTX wrappers, external linkage so that the ones only the ladder variants use (mma.sync,
-// n128) raise no unused-function warning in the library build.
+// PTX wrappers, external linkage so that the ones only the ladder variants use (n128; the
+// mma.sync one is in fp4_decode.cuh) raise no unused-function warning in the library build.
 namespace prefill_ptx {
 
 // ---- small PTX wrappers -------------------------------------------------------------------
@@ -152,33 +153,13 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 }  // namespace prefill_ptx
 
 namespace {
 using namespace prefill_ptx;
 
-// ---- FP4 weight decode (same trick as gemm_decode_mma) ------------------------------------
-// Pair j of the result is (nibble j, nibble j + 4) of w, each half = code value x 2^-14.
-__device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
-  h[0] = ((w << 12) & 0x80008000u) | ((w << 9) & 0x0E000E00u);
-  h[1] = ((w << 8) & 0x80008000u) | ((w << 5) & 0x0E000E00u);
-  h[2] = ((w << 4) & 0x80008000u) | ((w << 1) & 0x0E000E00u);
-  h[3] = (w & 0x80008000u) | ((w >> 3) & 0x0E000E00u);
-}
-__device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
-  __half2 v = *reinterpret_cast<__half2*>(&a);
-  v = __hmul2(v, s);  // exact: E2M1 x UE4M3 x 2^-14 has <= 6 significant bits and is >= 2^-24
-  return *reinterpret_cast<uint32_t*>(&v);
-}
+// ---- FP4 weight decode (e2m1x8_to_f16x2 and hmul2_u32: fp4_decode.cuh, as gemm_decode_mma) --
 __device__ __forceinline__ __half2 scale_h2(uint32_t code) {
   return __float2half2_rn(ue4m3_decode(code & 0xFFu));
 }

@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
@@ -24,20 +25,7 @@ namespace sharq::cuda {
 namespace {
 
 template <typename T>
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : n(n) {
-    check(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)), "malloc");
-  }
-  ~DeviceBuffer() { cudaFree(p); }
-  void upload(const T* h) { check(cudaMemcpy(p, h, n * sizeof(T), cudaMemcpyHostToDevice), "h2d"); }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "d2h");
-    return h;
-  }
-  T* p = nullptr;
-  size_t n;
-};
+using DeviceBuffer = test_util::DeviceBuf<T>;
 
 // Device NVFP4 storage for (rows x k) at group g.
 struct DeviceNvfp4 {

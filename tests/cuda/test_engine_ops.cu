@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "sharq/cpu/ops.h"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
@@ -23,27 +24,15 @@
 namespace sharq::cuda {
 namespace {
 
+// The shared device buffer; download() waits for the device first, poison() writes 0xFF bytes.
 template <typename T>
-struct Buf {
-  explicit Buf(size_t n) : n(n) {
-    check(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)), "malloc");
-  }
-  explicit Buf(const std::vector<T>& h) : Buf(h.size()) { upload(h); }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  void upload(const std::vector<T>& h) {
-    check(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "h2d");
-  }
+struct Buf : test_util::DeviceBuf<T> {
+  using test_util::DeviceBuf<T>::DeviceBuf;
   std::vector<T> download() const {
-    std::vector<T> h(n);
     check(cudaDeviceSynchronize(), "sync");
-    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "d2h");
-    return h;
+    return test_util::DeviceBuf<T>::download();
   }
-  void poison() { check(cudaMemset(p, 0xFF, n * sizeof(T)), "memset"); }  // NaN for floats
-  T* p = nullptr;
-  size_t n;
+  void poison() { test_util::DeviceBuf<T>::poison(0xFF); }  // NaN for floats
 };
 
 std::mt19937_64& rng() {

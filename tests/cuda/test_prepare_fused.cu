@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "sharq/cpu/ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/decompose.h"
@@ -22,25 +23,7 @@ namespace sharq::cuda {
 namespace {
 
 template <typename T>
-struct Buf {
-  explicit Buf(size_t n) : n(n) {
-    check(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)), "malloc");
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  void upload(const std::vector<T>& h) {
-    check(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "h2d");
-  }
-  void poison(int byte) { check(cudaMemset(p, byte, n * sizeof(T)), "poison"); }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "d2h");
-    return h;
-  }
-  T* p = nullptr;
-  size_t n;
-};
+using Buf = test_util::DeviceBuf<T>;
 
 // Every output prepare can write, for one (rows, k).
 struct Outputs {

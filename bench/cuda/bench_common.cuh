@@ -1,0 +1,81 @@
+// Helpers shared by the GPU benchmark harnesses (bench_gemm, bench_sparselt, bench_prepare) and
+// dev/cuda/prefill_variants: the cuBLAS status check, device allocation, the host random fill
+// with outlier channels, the number of weight copies that rotate beyond L2, and the timed loop
+// (CUDA events, median of repeated loops). Each harness is one translation unit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "sharq/cuda/kernels.h"
+
+// Exits with the location on a cuBLAS / cuBLASLt error (the caller includes cublas_v2.h).
+#define CUBLAS_OK(x)                                                                   \
+  do {                                                                                 \
+    cublasStatus_t s_ = (x);                                                           \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                 \
+      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+namespace sharq::bench {
+
+inline void* dmalloc(size_t bytes) {
+  void* p = nullptr;
+  sharq::cuda::check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return p;
+}
+
+// n normal floats (seeded mt19937_64), every 997th element times `outlier`, copied to d.
+inline void fill_random(float* d, size_t n, uint64_t seed, float outlier) {
+  std::vector<float> h(n);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (size_t i = 0; i < n; ++i) h[i] = nd(rng) * ((i % 997 == 0) ? outlier : 1.0f);
+  sharq::cuda::check(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice), "h2d");
+}
+
+// Copies of a `bytes`-sized operand to rotate over so that the rotation exceeds L2 several
+// times over (at least 2).
+inline int rotation_copies(const cudaDeviceProp& prop, size_t bytes) {
+  return std::max<int>(2, int((size_t(prop.l2CacheSize) * 4) / bytes + 1));
+}
+
+// Median over `reps` timed loops of the mean time (us) of one call, `inner` calls per loop:
+// loop(r) issues loop r on stream s between the events a and b.
+inline double median_loop_us(cudaStream_t s, cudaEvent_t a, cudaEvent_t b, int inner, int reps,
+                             const std::function<void(int)>& loop) {
+  using sharq::cuda::check;
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    check(cudaEventRecord(a, s), "record");
+    loop(r);
+    check(cudaEventRecord(b, s), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    t.push_back(1000.0 * ms / inner);
+  }
+  check(cudaGetLastError(), "timed kernels");
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// `inner` warm-up calls fn(i), then median_loop_us over loops of the calls fn(r * inner + i).
+inline double median_calls_us(cudaStream_t s, cudaEvent_t a, cudaEvent_t b,
+                              const std::function<void(int)>& fn, int inner, int reps) {
+  for (int i = 0; i < inner; ++i) fn(i);  // warm-up
+  return median_loop_us(s, a, b, inner, reps, [&](int r) {
+    for (int i = 0; i < inner; ++i) fn(r * inner + i);
+  });
+}
+
+}  // namespace sharq::bench

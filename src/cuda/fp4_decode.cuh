@@ -1,0 +1,37 @@
+// Device helpers shared by the FP16 tensor-core GEMMs (gemm_decode_mma.cu, gemm_prefill.cu):
+// the E2M1 x 8 -> FP16 x 2 decode trick, the exact FP16 pair scaling and the mma.sync
+// m16n8k16 wrapper.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace sharq::cuda {
+
+// Four FP16 pairs from 8 E2M1 nibbles, pair j = (nibble j, nibble j + 4). Each half is the code's
+// value times 2^-14: sign to bit 15, exponent and mantissa to bits 11..9, so exponent field 0
+// lands in FP16 subnormals exactly as E2M1's subnormal 0.5 does. 2^14 returns in the epilogue.
+__device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
+  h[0] = ((w << 12) & 0x80008000u) | ((w << 9) & 0x0E000E00u);
+  h[1] = ((w << 8) & 0x80008000u) | ((w << 5) & 0x0E000E00u);
+  h[2] = ((w << 4) & 0x80008000u) | ((w << 1) & 0x0E000E00u);
+  h[3] = (w & 0x80008000u) | ((w >> 3) & 0x0E000E00u);
+}
+
+__device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
+  __half2 v = *reinterpret_cast<__half2*>(&a);
+  v = __hmul2(v, s);  // exact: E2M1 x UE4M3 x 2^-14 has <= 6 significant bits and is >= 2^-24
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+}  // namespace sharq::cuda
