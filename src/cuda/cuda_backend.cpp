@@ -131,6 +131,7 @@ class CudaBackend final : public Backend {
     const char* env = std::getenv("SHARQ_CUDA_GRAPHS");
     graphs_ = env && env[0] == '1';
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     absmax_.grow(64);
@@ -138,6 +139,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     if (exec_) cudaGraphExecDestroy(exec_);
     if (pinned_ids_) cudaFreeHost(pinned_ids_);
+    if (ids_copied_) cudaEventDestroy(ids_copied_);
     resident_.clear();
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -185,9 +187,11 @@ class CudaBackend final : public Backend {
     const bool native = quantized && (mode == Mode::kBf16 || fp4_native(mode, &pm, &paths, &group));
     if (!graphs_ || !native || host_path_modes_.count(mode)) return false;
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "begin capture");
+    capturing_ = true;
     return true;
   }
   void end_graph() override {
+    capturing_ = false;
     cudaGraph_t g = nullptr;
     check(cudaStreamEndCapture(stream_, &g), "end capture");
     if (exec_) {
@@ -207,6 +211,7 @@ class CudaBackend final : public Backend {
     check(cudaGraphLaunch(exec_, stream_), "launch graph");
   }
   void abort_graph() override {
+    capturing_ = false;
     cudaGraph_t g = nullptr;
     if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
     (void)cudaGetLastError();
@@ -352,8 +357,10 @@ class CudaBackend final : public Backend {
                     ")");
       }
     }
-    // Through pinned memory: a recorded decode step's copy reads it when the graph runs (the
-    // previous step has finished by then: its logits were copied to the host).
+    // Through pinned memory, so the copy is asynchronous (and recordable in a graph): the host
+    // must not overwrite the staging buffer while the previous copy may still read it. A
+    // recorded decode step runs after the previous step's logits reached the host.
+    if (!capturing_) check(cudaEventSynchronize(ids_copied_), "wait for the ids copy");
     if (t > pinned_n_) {
       if (pinned_ids_) check(cudaFreeHost(pinned_ids_), "cudaFreeHost");
       pinned_ids_ = nullptr;
@@ -368,6 +375,7 @@ class CudaBackend final : public Backend {
     check(cudaMemcpyAsync(ids_.as<int32_t>(), pinned_ids_, static_cast<size_t>(t) * sizeof(int32_t),
                           cudaMemcpyHostToDevice, stream_),
           "copy ids");
+    if (!capturing_) check(cudaEventRecord(ids_copied_, stream_), "record the ids copy");
     cuda::embedding(table, vocab, d, ids_.as<int32_t>(), t, out, stream_);
   }
   void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps,
@@ -481,9 +489,11 @@ class CudaBackend final : public Backend {
   DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
+  cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
+  bool capturing_ = false;
   int64_t pinned_n_ = 0;
   cudaGraphExec_t exec_ = nullptr;
-  bool graphs_ = false;  // SHARQ_CUDA_GRAPHS=1 turns decode-step replay on
+  bool graphs_ = false;             // SHARQ_CUDA_GRAPHS=1 turns decode-step replay on
   std::set<Mode> host_path_modes_;  // modes with a linear on the host reference path
 };
 
