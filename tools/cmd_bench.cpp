@@ -1,5 +1,5 @@
 // `sharq bench`: end-to-end speed and weight memory per mode on one backend: prefill latency of
-// one sequence, decode tokens/s at several batch sizes after a context of --ctx tokens, and the
+// one sequence, decode tokens/s at several batch sizes after contexts of --ctx tokens, and the
 // bytes the backend holds for the weights. A real model (-m) or a synthetic one of a real shape
 // (--synthetic, random weights: speed only). Table on stdout, progress on stderr, optional JSON.
 #include <algorithm>
@@ -31,7 +31,7 @@ struct BenchArgs {
   std::string device = "cpu";
   int64_t prefill = 512;
   std::string batches = "1";
-  int64_t ctx = 512;
+  std::string ctxs = "512";
   int64_t steps = 16;
   int repeat = 3;
   std::string json;
@@ -40,6 +40,7 @@ struct BenchArgs {
 
 struct DecodeRow {
   int64_t batch = 0;
+  int64_t ctx = 0;
   double seconds = 0.0;  // median over repeats of `steps` decode steps
   double tokens_per_s = 0.0;
 };
@@ -85,7 +86,7 @@ std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
 }
 
 ModeRow bench_mode(const model::LoadedModel& lm, Mode mode, engine::Backend& be, const BenchArgs& a,
-                   const std::vector<int64_t>& batches) {
+                   const std::vector<int64_t>& batches, const std::vector<int64_t>& ctxs) {
   ModeRow row;
   row.mode = std::string(mode_name(mode));
   double t0 = now_s();
@@ -113,27 +114,30 @@ ModeRow bench_mode(const model::LoadedModel& lm, Mode mode, engine::Backend& be,
     std::fprintf(stderr, "%s: prefill %lld tokens %.2f ms\n", row.mode.c_str(),
                  static_cast<long long>(a.prefill), row.prefill_seconds * 1e3);
   }
-  for (int64_t b : batches) {  // Decode: fill the context once, then time decode steps.
-    engine::Session s(m, a.ctx + (a.repeat + 1) * a.steps, b);
-    s.forward_hidden(random_ids(b * a.ctx, c.vocab_size, 2));
-    be.synchronize();
-    std::vector<double> times;
-    for (int r = 0; r <= a.repeat; ++r) {
-      const auto ids = random_ids(b * a.steps, c.vocab_size, 3 + static_cast<uint64_t>(r));
-      t0 = now_s();
-      for (int64_t i = 0; i < a.steps; ++i) {
-        std::vector<int32_t> step(static_cast<size_t>(b));
-        for (int64_t j = 0; j < b; ++j)
-          step[static_cast<size_t>(j)] = ids[static_cast<size_t>(j * a.steps + i)];
-        s.forward(step);  // logits of every sequence reach the host, as in generation
+  for (int64_t ctx : ctxs) {
+    for (int64_t b : batches) {  // Decode: fill the context once, then time decode steps.
+      engine::Session s(m, ctx + (a.repeat + 1) * a.steps, b);
+      s.forward_hidden(random_ids(b * ctx, c.vocab_size, 2));
+      be.synchronize();
+      std::vector<double> times;
+      for (int r = 0; r <= a.repeat; ++r) {
+        const auto ids = random_ids(b * a.steps, c.vocab_size, 3 + static_cast<uint64_t>(r));
+        t0 = now_s();
+        for (int64_t i = 0; i < a.steps; ++i) {
+          std::vector<int32_t> step(static_cast<size_t>(b));
+          for (int64_t j = 0; j < b; ++j) {
+            step[static_cast<size_t>(j)] = ids[static_cast<size_t>(j * a.steps + i)];
+          }
+          s.forward(step);  // logits of every sequence reach the host, as in generation
+        }
+        if (r > 0) times.push_back(now_s() - t0);
       }
-      if (r > 0) times.push_back(now_s() - t0);
+      DecodeRow d{b, ctx, median(times), 0.0};
+      d.tokens_per_s = static_cast<double>(b * a.steps) / d.seconds;
+      std::fprintf(stderr, "%s: decode batch %lld at ctx %lld: %.1f tokens/s\n", row.mode.c_str(),
+                   static_cast<long long>(b), static_cast<long long>(ctx), d.tokens_per_s);
+      row.decode.push_back(d);
     }
-    DecodeRow d{b, median(times), 0.0};
-    d.tokens_per_s = static_cast<double>(b * a.steps) / d.seconds;
-    std::fprintf(stderr, "%s: decode batch %lld at ctx %lld: %.1f tokens/s\n", row.mode.c_str(),
-                 static_cast<long long>(b), static_cast<long long>(a.ctx), d.tokens_per_s);
-    row.decode.push_back(d);
   }
   return row;
 }
@@ -143,6 +147,7 @@ int run_bench(const BenchArgs& a) {
     throw Error("bench: give exactly one of -m/--model and --synthetic");
   }
   const std::vector<int64_t> batches = parse_int_list(a.batches, "--batch");
+  const std::vector<int64_t> ctxs = parse_int_list(a.ctxs, "--ctx");
   const std::vector<Mode> modes = parse_mode_list(a.modes);
   const int threads = a.threads > 0 ? a.threads : default_threads();
   auto backend = engine::make_backend(a.device, threads);
@@ -154,16 +159,21 @@ int run_bench(const BenchArgs& a) {
   std::fprintf(stderr, "bench: model %s loaded in %.1f s\n", lm.source.c_str(), now_s() - t0);
 
   std::vector<ModeRow> rows;
-  for (Mode mode : modes) rows.push_back(bench_mode(lm, mode, *backend, a, batches));
+  for (Mode mode : modes) rows.push_back(bench_mode(lm, mode, *backend, a, batches, ctxs));
 
   const double mib = 1024.0 * 1024.0;
-  std::printf("backend %s, model %s, prefill %lld tokens, decode after ctx %lld (%lld steps)\n",
+  std::printf("backend %s, model %s, prefill %lld tokens, decode %lld steps after ctx %s\n",
               std::string(backend->name()).c_str(), lm.source.c_str(),
-              static_cast<long long>(a.prefill), static_cast<long long>(a.ctx),
-              static_cast<long long>(a.steps));
+              static_cast<long long>(a.prefill), static_cast<long long>(a.steps), a.ctxs.c_str());
   std::printf("%-16s %12s %12s %12s %12s", "mode", "linears_MiB", "lm_head_MiB", "prefill_ms",
               "prefill_t/s");
-  for (int64_t b : batches) std::printf(" %12s", ("decode_b" + std::to_string(b)).c_str());
+  for (int64_t ctx : ctxs) {
+    for (int64_t b : batches) {
+      const std::string col =
+          "dec_b" + std::to_string(b) + (ctxs.size() > 1 ? "_c" + std::to_string(ctx) : "");
+      std::printf(" %12s", col.c_str());
+    }
+  }
   std::printf("\n");
   for (const ModeRow& r : rows) {
     std::printf("%-16s %12.1f %12.1f %12.2f %12.1f", r.mode.c_str(),
@@ -178,7 +188,7 @@ int run_bench(const BenchArgs& a) {
     j["backend"] = std::string(backend->name());
     j["model"] = lm.source;
     j["prefill_tokens"] = a.prefill;
-    j["ctx"] = a.ctx;
+    j["ctx"] = ctxs;
     j["decode_steps"] = a.steps;
     j["repeat"] = a.repeat;
     for (const ModeRow& r : rows) {
@@ -191,8 +201,10 @@ int run_bench(const BenchArgs& a) {
           {"prefill_seconds", r.prefill_seconds},
           {"prefill_tokens_per_s", static_cast<double>(a.prefill) / r.prefill_seconds}};
       for (const DecodeRow& d : r.decode) {
-        m["decode"].push_back(
-            {{"batch", d.batch}, {"seconds", d.seconds}, {"tokens_per_s", d.tokens_per_s}});
+        m["decode"].push_back({{"batch", d.batch},
+                               {"ctx", d.ctx},
+                               {"seconds", d.seconds},
+                               {"tokens_per_s", d.tokens_per_s}});
       }
       j["results"].push_back(m);
     }
@@ -221,8 +233,8 @@ Action register_bench(CLI::App& app) {
   sub->add_option("--prefill", args->prefill, "Prefill length in tokens (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   sub->add_option("--batch", args->batches, "Decode batch sizes, comma-separated (default 1)");
-  sub->add_option("--ctx", args->ctx, "Context before the timed decode steps (default 512)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub->add_option("--ctx", args->ctxs,
+                  "Contexts before the timed decode steps, comma-separated (default 512)");
   sub->add_option("--steps", args->steps, "Timed decode steps per repeat (default 16)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   sub->add_option("--repeat", args->repeat, "Timed repeats after one warm-up; median (default 3)")

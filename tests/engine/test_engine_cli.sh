@@ -53,7 +53,7 @@ assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()
 PY
 # bench: a synthetic model on the CPU; table + JSON with every mode, batch and a weight size.
 "$SHARQ_BIN" bench --synthetic llama-tiny --modes bf16,sharq-nvfp4 --prefill 16 --batch 1,2 \
-  --ctx 8 --steps 2 --repeat 1 --json "$tmp/bench.json" > "$tmp/bench.txt" 2> /dev/null
+  --ctx 8,24 --steps 2 --repeat 1 --json "$tmp/bench.json" > "$tmp/bench.txt" 2> /dev/null
 grep -q "^sharq-nvfp4 " "$tmp/bench.txt"
 python3 - "$tmp/bench.json" <<'PY'
 import json, sys
@@ -62,7 +62,7 @@ r = j["results"]
 assert [x["mode"] for x in r] == ["bf16", "sharq-nvfp4"], r
 for x in r:
     assert x["prefill_seconds"] > 0 and x["linear_weight_bytes"] > 0, x
-    assert [d["batch"] for d in x["decode"]] == [1, 2], x
+    assert [(d["batch"], d["ctx"]) for d in x["decode"]] == [(1, 8), (2, 8), (1, 24), (2, 24)], x
     assert all(d["tokens_per_s"] > 0 for d in x["decode"]), x
 PY
 # Bad requests fail with one clear line.
@@ -74,6 +74,7 @@ expect_error() {  # expected message fragment, then the command
 expect_error "unknown synthetic model" "$SHARQ_BIN" bench --synthetic nope
 expect_error "exactly one of" "$SHARQ_BIN" bench
 expect_error "bad --batch" "$SHARQ_BIN" bench --synthetic llama-tiny --batch 1,x
+expect_error "bad --ctx" "$SHARQ_BIN" bench --synthetic llama-tiny --ctx 0
 expect_error "unknown device" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device tpu
 # No GPU here: the CUDA device is refused with a reason (no device, or a build without CUDA).
 expect_error "cuda\|CUDA" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device cuda
