@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One device-machine call: GPU tests, compute-sanitizer (memcheck, racecheck), then the GEMM
 # benchmark (cuBLAS BF16, cuBLASLt FP8, our decode and prefill GEMMs, prepare, whole linear,
-# copy bandwidth), the cuSPARSELt baseline and the prepare schedules; logs and CSV go to $OUT. Not a build script: the binaries are built on the dev box
-# (build-cuda, see docs/cuda_kernels.md) and carried in .device/, because the device image
-# lacks the project's Debian dependencies (gtest).
+# copy bandwidth), the cuSPARSELt baseline and the prepare schedules; logs and CSV go to $OUT.
+# Not a build script: the binaries are built on the dev box (build-cuda, see
+# docs/cuda_kernels.md) and carried in .device/, because the device image lacks the project's
+# Debian dependencies (gtest).
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
