@@ -270,6 +270,34 @@ TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
   EXPECT_TRUE(std::equal(y1.begin(), y1.begin() + n, y2.begin()));
 }
 
+// Backend memory on the CPU: host allocations, copies in and out, resident tensors read in
+// place, and Buffer's grow/move/release.
+TEST(CpuBackend, MemoryAndBuffers) {
+  auto be = engine::make_cpu_backend(1);
+  const std::vector<float> host = {1.0f, -2.0f, 3.5f};
+  EXPECT_EQ(be->resident(host.data(), 3), host.data());
+  engine::Buffer a(*be, 3);
+  ASSERT_NE(a.data(), nullptr);
+  EXPECT_EQ(a.size(), 3);
+  be->to_backend(host.data(), a.data(), 3);
+  std::vector<float> back(3);
+  be->to_host(a.data(), back.data(), 3);
+  EXPECT_EQ(back, host);
+  float* p = a.data();
+  a.grow(*be, 2);  // already large enough: same allocation
+  EXPECT_EQ(a.data(), p);
+  engine::Buffer b = std::move(a);
+  EXPECT_EQ(b.data(), p);
+  EXPECT_EQ(a.data(), nullptr);
+  EXPECT_EQ(a.size(), 0);
+  b.grow(*be, 100);
+  EXPECT_EQ(b.size(), 100);
+  b.reset();
+  EXPECT_EQ(b.data(), nullptr);
+  EXPECT_THROW(be->alloc(-1), Error);
+  EXPECT_FALSE(be->begin_graph(Mode::kBf16, true));  // the CPU records nothing
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::Values("cpu", "cpu-1thread"));
 
 }  // namespace
