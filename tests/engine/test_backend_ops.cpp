@@ -42,6 +42,20 @@ class BackendOps : public ::testing::TestWithParam<const char*> {
   std::unique_ptr<engine::Backend> be;
 };
 
+// y (t, n) = x (t, k) . w (n, k)^T (+ bias) in double: the linears' reference.
+std::vector<double> linear_ref(const std::vector<float>& x, const std::vector<float>& w,
+                               const float* bias, int64_t t, int64_t n, int64_t k) {
+  std::vector<double> ref(t * n);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = bias ? bias[j] : 0.0;
+      for (int64_t c = 0; c < k; ++c) acc += double(x[i * k + c]) * w[j * k + c];
+      ref[i * n + j] = acc;
+    }
+  }
+  return ref;
+}
+
 double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -219,15 +233,7 @@ TEST_P(BackendOps, LinearEveryModeMatchesDoubleOnQuantizedOperands) {
     std::vector<float> xq(t * k), wq(n * k);
     fake_quantize_activation(m, x.data(), t, k, xq.data(), "test.x");
     dequantize_weight(quantize_weight(m, w.data(), n, k, "test.w"), wq.data());
-    std::vector<double> ref(t * n);
-    for (int64_t i = 0; i < t; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
-        double acc = bias[j];
-        for (int64_t c = 0; c < k; ++c) acc += double(xq[i * k + c]) * wq[j * k + c];
-        ref[i * n + j] = acc;
-      }
-    }
-    EXPECT_LT(rel_err(y, ref), 1e-5) << mode_name(m);
+    EXPECT_LT(rel_err(y, linear_ref(xq, wq, bias.data(), t, n, k)), 1e-5) << mode_name(m);
   }
 }
 
@@ -242,15 +248,9 @@ TEST_P(BackendOps, LargeLinearAndLmHeadMatchDouble) {
   const auto x = randn(t * k, 13), w = randn(n * k, 14, 0.05f), bias = randn(n, 15);
   std::vector<float> y(t * n);
   be->matmul(*be->prepare_linear_f32(w.data(), bias.data(), n, k, "big.w"), x.data(), t, y.data());
-  std::vector<double> ref(t * n);
-  for (int64_t i = 0; i < t; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      double acc = bias[j];
-      for (int64_t c = 0; c < k; ++c) acc += double(x[i * k + c]) * w[j * k + c];
-      ref[i * n + j] = acc;
-    }
-  }
-  EXPECT_LT(rel_err(y, ref), 1e-5);
+  EXPECT_LT(rel_err(y, linear_ref(x, w, bias.data(), t, n, k)), 1e-5);
+  be->matmul(*be->prepare_lm_head(w.data(), n, k), x.data(), t, y.data());  // no bias
+  EXPECT_LT(rel_err(y, linear_ref(x, w, nullptr, t, n, k)), 1e-5);
   check_attention(*be, 200, 100, 8, 2, 64, 300);
 }
 
