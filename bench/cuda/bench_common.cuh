@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <random>
 #include <vector>
@@ -67,6 +68,39 @@ inline double median_loop_us(cudaStream_t s, cudaEvent_t a, cudaEvent_t b, int i
   check(cudaGetLastError(), "timed kernels");
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median over `reps` of the mean time (us) of one call fn(i), `inner` calls per loop, the way the
+// engine issues them: the `inner` calls captured once as a CUDA graph on stream s (launch cost
+// off the host) and the graph launched per loop. -1 when the calls cannot be captured.
+inline double median_graph_us(cudaStream_t s, const std::function<void(int)>& fn, int inner = 20,
+                              int reps = 15) {
+  using sharq::cuda::check;
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  try {
+    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture");
+    for (int i = 0; i < inner; ++i) fn(i);
+    check(cudaStreamEndCapture(s, &g), "end capture");
+    check(cudaGraphInstantiate(&exec, g, 0), "instantiate");
+    check(cudaGraphDestroy(g), "graph destroy");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "graph capture failed: %s\n", e.what());
+    cudaStreamEndCapture(s, &g);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    return -1.0;
+  }
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  for (int w = 0; w < 2; ++w) check(cudaGraphLaunch(exec, s), "graph launch");  // warm-up
+  const double t = median_loop_us(s, a, b, inner, reps,
+                                  [&](int) { check(cudaGraphLaunch(exec, s), "graph launch"); });
+  cudaGraphExecDestroy(exec);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t;
 }
 
 // `inner` warm-up calls fn(i), then median_loop_us over loops of the calls fn(r * inner + i).

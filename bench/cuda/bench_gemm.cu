@@ -5,7 +5,10 @@
 // the measured device copy bandwidth and the share of it SharQ v3 reaches. Prints CSV + table.
 // Decode rows M = 1..32; prefill rows M = 128..8192 (gemm_prefill, last CSV column "prefill":
 // their v3 columns hold gemm_prefill, the v1/v2 and bandwidth columns are -1). No cuSPARSELt.
-// Usage: bench_gemm [csv_path]
+// Decode rows also time, as the engine issues them (each loop captured once as a CUDA graph on a
+// stream, so host launch cost is off the clock): cuBLAS BF16, cuBLASLt FP8, and the SharQ whole
+// linear = prepare_fused (kAuto) + gemm_decode_mma with and without programmatic dependent
+// launch of the GEMM. Usage: bench_gemm [csv_path] [decode]  ("decode": skip the prefill rows)
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -64,6 +67,9 @@ double copy_bandwidth_gbs() {
 
 int main(int argc, char** argv) {
   const char* csv_path = argc > 1 ? argv[1] : nullptr;
+  const bool decode_only = argc > 2 && std::string(argv[2]) == "decode";
+  cudaStream_t gs = nullptr;  // the graph-timed columns' stream
+  check(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking), "stream");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "props");
   const double bw = copy_bandwidth_gbs();
@@ -71,6 +77,8 @@ int main(int argc, char** argv) {
               prop.multiProcessorCount, prop.l2CacheSize >> 20, bw);
   cublasHandle_t blas;
   CUBLAS_OK(cublasCreate(&blas));
+  void* blas_ws = dmalloc(32 << 20);  // a fixed workspace: cuBLAS calls are captured in graphs
+  CUBLAS_OK(cublasSetWorkspace(blas, blas_ws, 32 << 20));
   cublasLtHandle_t lt;
   CUBLAS_OK(cublasLtCreate(&lt));
   void* lt_ws = dmalloc(32 << 20);
@@ -81,7 +89,9 @@ int main(int argc, char** argv) {
         csv,
         "device,K,N,M,cublas_bf16_us,cublaslt_fp8_us,nvfp4_linear_us,sharq_prepare_us,"
         "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw,nvfp4_gemm_v3_us,nvfp4_linear_v3_us,"
-        "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel\n");
+        "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel,"
+        "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
+        "graph_sharq_linear_pdl_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -94,7 +104,7 @@ int main(int argc, char** argv) {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
   const int64_t prefill_ms[] = {128, 512, 2048, 8192};
-  std::vector<std::string> prefill_rows;
+  std::vector<std::string> prefill_rows, graph_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -126,7 +136,8 @@ int main(int argc, char** argv) {
     check(cudaDeviceSynchronize(), "weights");
     // cuBLASLt FP8 (E4M3 x E4M3 -> BF16, per-tensor scales of 1), TN layout as Hopper needs;
     // -1 when the heuristic finds no algorithm.
-    auto time_fp8 = [&](int64_t m, const __nv_fp8_e4m3* x8, __nv_bfloat16* y, int inner, int reps) {
+    auto time_fp8 = [&](int64_t m, const __nv_fp8_e4m3* x8, __nv_bfloat16* y, int inner, int reps,
+                        cudaStream_t graph_stream = nullptr) {
       const float one = 1.0f, zero = 0.0f;
       double t = -1;
       cublasLtMatmulDesc_t op;
@@ -148,12 +159,12 @@ int main(int argc, char** argv) {
       if (cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found) ==
               CUBLAS_STATUS_SUCCESS &&
           found) {
-        t = time_us(
-            [&](int i) {
-              CUBLAS_OK(cublasLtMatmul(lt, op, &one, w8[i % rot_bf16], la, x8, lb, &zero, y, lc, y,
-                                       lc, &heur.algo, lt_ws, ws, nullptr));
-            },
-            inner, reps);
+        auto call = [&](int i) {
+          CUBLAS_OK(cublasLtMatmul(lt, op, &one, w8[i % rot_bf16], la, x8, lb, &zero, y, lc, y, lc,
+                                   &heur.algo, lt_ws, ws, graph_stream));
+        };
+        t = graph_stream ? sharq::bench::median_graph_us(graph_stream, call, inner, reps)
+                         : time_us(call, inner, reps);
       }
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(la);
@@ -235,6 +246,41 @@ int main(int argc, char** argv) {
         sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
                                      nullptr);
       });
+      // The engine's way: graph replay, prepare_fused + the GEMM, with / without PDL.
+      uint32_t* fscratch = static_cast<uint32_t*>(dmalloc(sharq::cuda::prepare_scratch_bytes(m)));
+      check(cudaMemset(fscratch, 0, sharq::cuda::prepare_scratch_bytes(m)), "memset");
+      check(cudaDeviceSynchronize(), "sync");
+      const double g_bf16 = sharq::bench::median_graph_us(gs, [&](int i) {
+        CUBLAS_OK(cublasSetStream(blas, gs));
+        CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
+                               wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
+                               &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+      });
+      CUBLAS_OK(cublasSetStream(blas, nullptr));
+      const double g_fp8 = time_fp8(m, x8, y, 20, 15, gs);
+      auto engine_linear = [&](int i) {
+        sharq::cuda::prepare_fused(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs,
+                                   fscratch, gs, xh);
+        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
+      };
+      const double g_gemm = sharq::bench::median_graph_us(gs, [&](int i) {
+        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
+      });
+      sharq::cuda::testing::decode_gemm_pdl(false);
+      const double g_lin = sharq::bench::median_graph_us(gs, engine_linear);
+      sharq::cuda::testing::decode_gemm_pdl(true);
+      const double g_lin_pdl = sharq::bench::median_graph_us(gs, engine_linear);
+      cudaFree(fscratch);
+      {
+        char row[384];
+        std::snprintf(row, sizeof row,
+                      "| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | **%.1f** | %.2fx | "
+                      "%.2fx |\n",
+                      (long long)k, (long long)n, (long long)m, g_bf16, g_fp8, g_gemm, g_lin,
+                      g_lin_pdl, g_bf16 / g_lin_pdl, g_fp8 > 0 ? g_fp8 / g_lin_pdl : 0.0);
+        graph_rows.emplace_back(row);
+      }
       // Share of the measured copy rate (bytes read + written per second) that the weight
       // stream reaches: the GEMM's DRAM traffic is almost all weight reads.
       const double wbytes = double(wn) / 2 + double(wn) / 32;
@@ -251,9 +297,10 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
-            "decode_mma\n",
+            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
-            t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2);
+            t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2, g_bf16,
+            g_fp8, g_gemm, g_lin, g_lin_pdl);
       }
       for (void* p : {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)dec,
                       (void*)sp.codes, (void*)sp.scales, (void*)sp.tensor_scale, (void*)rs.codes,
@@ -264,6 +311,7 @@ int main(int argc, char** argv) {
     // Prefill rows: compute-bound, fewer repetitions (an 8192 x 28672 x 4096 SharQ GEMM takes
     // milliseconds). FLOP rates count every path's multiply-adds (SharQ = 2 GEMMs of FLOPs).
     for (int64_t m : prefill_ms) {
+      if (decode_only) break;
       constexpr int kInner = 5, kReps = 5;
       float* x = static_cast<float*>(dmalloc(size_t(m) * k * 4));
       fill_random(x, size_t(m) * k, 11, 50.0f);
@@ -341,7 +389,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       if (csv) {
         std::fprintf(
-            csv, "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill\n",
+            csv,
+            "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
+            "-1,-1\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
             t_nvfp4_lin, t_sharq, t_lin);
       }
@@ -370,6 +420,13 @@ int main(int argc, char** argv) {
       "\nTimes in microseconds (median of 15 loops of 20 calls; weights rotated beyond L2).\n"
       "v3 %% of copy BW: FP4 weight + scale bytes per SharQ GEMM v3 time over the measured\n"
       "read+write device copy rate. Linear = prepare (tensor max + one pass) + GEMM.\n");
+  std::printf(
+      "\nDecode, as the engine issues it (each 20-call loop one CUDA graph; median of 15): SharQ "
+      "linear = prepare_fused + gemm_decode_mma (sharq-nvfp4-24), without / with programmatic "
+      "dependent launch of the GEMM\n\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | SharQ GEMM | "
+      "SharQ linear | SharQ linear, PDL | linear vs BF16 | linear vs FP8 |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : graph_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "
       "both paths)\n\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM | NVFP4 vs BF16 | "

@@ -25,41 +25,17 @@ namespace sc = sharq::cuda;
 
 namespace {
 
-// Median over `reps` of the mean time (us) of one call, `inner` calls per timed loop; as a
-// graph, the `inner` calls are captured once and the graph is launched per loop.
+// Median time (us) of one call: as a graph (bench::median_graph_us) or launched from the host.
 double time_us(cudaStream_t s, const std::function<void()>& fn, bool graph, int inner = 20,
                int reps = 15) {
+  if (graph)
+    return sharq::bench::median_graph_us(
+        s, [&](int) { fn(); }, inner, reps);
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
-  cudaGraphExec_t exec = nullptr;
-  if (graph) {
-    cudaGraph_t g = nullptr;
-    try {
-      check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture");
-      for (int i = 0; i < inner; ++i) fn();
-      check(cudaStreamEndCapture(s, &g), "end capture");
-      check(cudaGraphInstantiate(&exec, g, 0), "instantiate");
-      check(cudaGraphDestroy(g), "graph destroy");
-    } catch (const std::exception& e) {  // a schedule that cannot be captured: reported as -1
-      std::fprintf(stderr, "graph capture failed: %s\n", e.what());
-      cudaStreamEndCapture(s, &g);
-      if (g) cudaGraphDestroy(g);
-      cudaGetLastError();
-      return -1.0;
-    }
-  }
-  auto run = [&] {
-    if (graph) {
-      check(cudaGraphLaunch(exec, s), "graph launch");
-    } else {
-      for (int i = 0; i < inner; ++i) fn();
-    }
-  };
-  run();  // warm-up
-  run();
-  const double t = sharq::bench::median_loop_us(s, a, b, inner, reps, [&](int) { run(); });
-  if (exec) cudaGraphExecDestroy(exec);
+  const double t = sharq::bench::median_calls_us(
+      s, a, b, [&](int) { fn(); }, inner, reps);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return t;

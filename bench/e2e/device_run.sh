@@ -5,8 +5,15 @@
 #   tests  GPU tests (kernels, engine ops, CUDA backend vs CPU) + compute-sanitizer
 #   e2e    Llama-3.1-8B-shaped synthetic model: sharq bench (bf16, nvfp4, sharq-nvfp4-24) and the
 #          transformers BF16 peer, same card, same run
-#   model  the default real model (joined from its carried parts): perplexity CPU vs GPU per mode,
-#          greedy bf16 generation CPU vs GPU, compute-sanitizer on a short generation
+#   model  the default real model (joined from its carried parts): perplexity CPU vs GPU per mode
+#          (2k tokens; GPU also on 8k tokens, against a CPU run with OPENBLAS_CORETYPE=Haswell
+#          that can be made on any x86 box, spot-checked here), greedy bf16 generation CPU vs
+#          GPU, compute-sanitizer on a short generation
+#   ab     decode with graph replay off, and with the GEMM's PDL off (A/B for e2e)
+#   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
+# SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
+# archive at the end.
+#   kernels  bench_gemm decode rows (issue 5)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -41,10 +48,28 @@ phase_smoke() {  # a 4-layer 8B-shaped model, quick: the bench path end to end
     --repeat 2 2>&1 | grep -v "^bench:"
 }
 
-phase_ab() {  # decode with CUDA graph replay on (opt-in), for the A/B against phase e2e
-  SHARQ_CUDA_GRAPHS=1 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+phase_ab() {  # the A/B for phase e2e, same card: decode with graph replay off, then PDL off
+  SHARQ_CUDA_GRAPHS=0 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
     --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \
-    --json "$OUT/sharq_bench_graphs.json" 2>&1 | grep -v "^bench:" | tail -n 3
+    --json "$OUT/sharq_bench_nographs.json" 2>&1 | grep -v "^bench:" | tail -n 6
+  SHARQ_CUDA_PDL=0 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+    --modes sharq-nvfp4-24 --prefill 128 --batch 1 --ctx 1024 --steps 16 --repeat 2 \
+    --json "$OUT/sharq_bench_nopdl.json" 2>&1 | grep -v "^bench:" | tail -n 3
+}
+
+phase_ab32() {  # batch 32: the decode kernel (default) vs the prefill kernel for 32-row GEMMs
+  for rows in 32 16; do
+    SHARQ_CUDA_DECODE_ROWS=$rows "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+      --modes nvfp4,sharq-nvfp4-24 --prefill 128 --batch 32 --ctx 1024 --steps 16 --repeat 2 \
+      2>&1 | grep -v "^bench:" | tail -n 3
+  done
+}
+
+phase_kernels() {  # decode-regime GEMM/linear table (issue 5), graph-timed columns included
+  if [ -x "$B/bin/bench_gemm" ]; then
+    timeout 300 "$B/bin/bench_gemm" "$OUT/bench_gemm_decode.csv" decode >"$OUT/bench_gemm_decode.log" 2>&1
+    echo "bench_gemm rc=$?"; grep -A 25 "as the engine issues it" "$OUT/bench_gemm_decode.log"
+  fi
 }
 
 phase_e2e() {
@@ -70,12 +95,20 @@ phase_model() {
   sha256sum "$M" | tee -a "$OUT/device.txt"
   local T=/tmp/sharq_stash/devil.txt
   local modes=bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24,sharq-nvfp4-pt,sharq-mxfp4,sharq-hif4
-  echo "== perplexity cpu"
-  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
-    --json "$OUT/ppl_cpu.json" 2>/dev/null
+  if [ "${SKIP_CPU_PPL:-0}" != 1 ]; then
+    echo "== perplexity cpu"
+    "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
+      --json "$OUT/ppl_cpu.json" 2>/dev/null
+  fi
   echo "== perplexity cuda"
   "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
     --device cuda --json "$OUT/ppl_cuda.json" 2>/dev/null
+  echo "== perplexity cuda, 8k tokens"
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 8192 \
+    --device cuda --json "$OUT/ppl_cuda_8k.json" 2>/dev/null
+  echo "== perplexity cpu, OpenBLAS Haswell kernels (same bits on any x86 box?)"
+  OPENBLAS_CORETYPE=Haswell "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes sharq-nvfp4,nvfp4 \
+    --ctx 512 --max-tokens 1024 --json "$OUT/ppl_cpu_haswell_1k.json" 2>/dev/null
   echo "== greedy generation, bf16, cpu vs cuda (64 tokens)"
   local P="The Devil's Dictionary defines a cynic as"
   "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 >"$OUT/gen_cpu.txt" 2>"$OUT/gen_cpu.err"
@@ -96,3 +129,7 @@ phase_model() {
 }
 
 for p in "$@"; do "phase_$p"; done
+# The device tool brings back a handful of files per call: everything goes back as one archive.
+if [ "${TAR_OUT:-0}" = 1 ]; then
+  (cd "$OUT" && tar -czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz .)
+fi

@@ -24,6 +24,7 @@ constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
 constexpr int64_t kSplitKeys = 32;  // key ranges are multiples of this (16 measured slower)
 constexpr int kBlocksPerSm = 4;     // split target: this many decode blocks per SM
+constexpr int64_t kMaxCombineSplits = 1024;  // the combine kernel's shared weights
 
 int sm_count() {
   static const int n = [] {
@@ -53,8 +54,8 @@ DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads
   const int64_t base = batch * t * kv_heads * p.chunks;
   const int64_t target = int64_t{kBlocksPerSm} * sm_count();
   const int64_t max_splits = (ctx + kSplitKeys - 1) / kSplitKeys;
-  p.splits_bound =
-      std::clamp<int64_t>((target + base - 1) / base, 1, std::max<int64_t>(max_splits, 1));
+  p.splits_bound = std::clamp<int64_t>((target + base - 1) / base, 1,
+                                       std::clamp<int64_t>(max_splits, 1, kMaxCombineSplits));
   p.per_split = (ctx + p.splits_bound - 1) / p.splits_bound;
   p.per_split = (p.per_split + kSplitKeys - 1) / kSplitKeys * kSplitKeys;
   p.splits = (ctx + p.per_split - 1) / p.per_split;
@@ -76,7 +77,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
-                       float2* __restrict__ ws_ml) {
+                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;
   constexpr int L = D / 8;     // lanes per key row
   constexpr int KPW = 32 / L;  // keys per warp step
   constexpr int kStep = kDecodeWarps * KPW;
@@ -212,25 +214,46 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
-// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head).
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
+// splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
+// memory, so the output loop's loads do not wait on one another.
 template <int D>
 __global__ void __launch_bounds__(D)
     attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
                         int splits, float* __restrict__ out) {
+  __shared__ float c_s[kMaxCombineSplits];
+  __shared__ float red[D / 32];
+  __shared__ float mx_s, sum_s;
   const int64_t rh = blockIdx.x;
-  const int d = threadIdx.x;
+  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
   const float2* ml = ws_ml + rh * splits;
   float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ml[s].x);
-  float sum = 0.0f, o = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float2 v = ml[s];
-    if (v.x == -INFINITY) continue;
-    const float c = expf(v.x - mx);
-    sum = __fmaf_rn(v.y, c, sum);
-    o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c, o);
+  for (int s = d; s < splits; s += D) mx = fmaxf(mx, ml[s].x);
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (d == 0) {
+    float m = red[0];
+    for (int w = 1; w < D / 32; ++w) m = fmaxf(m, red[w]);
+    mx_s = m;
   }
-  out[rh * D + d] = o / sum;
+  __syncthreads();
+  mx = mx_s;
+  for (int s = d; s < splits; s += D) {
+    const float2 v = ml[s];
+    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
+  }
+  __syncthreads();
+  if (d == 0) {  // the softmax denominator, splits in order
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(ml[s].y, c_s[s], sum);
+    sum_s = sum;
+  }
+  float o = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
+  __syncthreads();
+  out[rh * D + d] = o / sum_s;
 }
 
 // ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
@@ -259,7 +282,9 @@ template <int D>
 __global__ void __launch_bounds__(kPrefillThreads, 2)
     attn_prefill_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                         int kv_heads, int64_t capacity, const float* __restrict__ kc,
-                        const float* __restrict__ vc, float scale, float* __restrict__ out) {
+                        const float* __restrict__ vc, float scale, float* __restrict__ out,
+                        const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;
   extern __shared__ float4 smem4[];
   float* qs = reinterpret_cast<float*>(smem4);  // (BM, D + 4)
   float* kvs = qs + kBM * (D + 4);              // (BN, D + 4): K, then V
@@ -405,12 +430,12 @@ template <int D, int QH>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                    const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, const int64_t* pos_dev) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
   attn_decode_kernel<D, QH><<<grid, kDecodeThreads, 0, stream>>>(
       q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity, kc, vc,
-      scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml);
+      scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   check(cudaGetLastError(), "attn_decode_kernel");
   if (p.splits > 1) {
     attn_combine_kernel<D><<<static_cast<unsigned>(batch * t * heads), D, 0, stream>>>(
@@ -423,27 +448,27 @@ template <int D>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                      const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, const int64_t* pos_dev) {
   switch (p.qh) {
     case 1:
       return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     case 2:
       return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     case 4:
       return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     default:
       return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream);
+                                 out, ws_o, ws_ml, stream, pos_dev);
   }
 }
 
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
-                    float scale, float* out, cudaStream_t stream) {
+                    float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
   constexpr size_t smem = prefill_smem_bytes<D>();
   static const bool configured = [] {
     check(cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -455,8 +480,8 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
   const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
   attn_prefill_kernel<D><<<grid, kPrefillThreads, smem, stream>>>(
-      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), capacity, kc, vc, scale,
-      out);
+      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), capacity, kc, vc, scale, out,
+      pos_dev);
   check(cudaGetLastError(), "attn_prefill_kernel");
 }
 
@@ -477,12 +502,14 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
 void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
-               cudaStream_t stream) {
+               cudaStream_t stream, const int64_t* pos_dev) {
   check_attention_shape(batch, t, pos0, heads, kv_heads, head_dim, capacity);
   if (batch <= 0 || t <= 0 || heads <= 0) return;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (t < kDecodeMaxT) {
-    const DecodePlan p = decode_plan(batch, t, heads, kv_heads, pos0 + t);
+    // Key ranges from the capacity (ranges past the position are empty): the same split whether
+    // the position is pos0 or read from pos_dev in a replayed graph.
+    const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
     float* ws_o = nullptr;
     float2* ws_ml = nullptr;
     if (p.splits > 1) {
@@ -499,19 +526,19 @@ void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
     }
     if (head_dim == 64) {
       decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, ws_o, ws_ml, stream);
+                          out, ws_o, ws_ml, stream, pos_dev);
     } else {
       decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, ws_o, ws_ml, stream);
+                           out, ws_o, ws_ml, stream, pos_dev);
     }
     return;
   }
   if (head_dim == 64) {
     launch_prefill<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
-                       stream);
+                       stream, pos_dev);
   } else {
     launch_prefill<128>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
-                        stream);
+                        stream, pos_dev);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -51,13 +52,14 @@ class DeviceMem {
   ~DeviceMem() {
     if (p_) cudaFree(p_);
   }
-  void grow(size_t bytes) {
-    if (bytes <= n_) return;
+  bool grow(size_t bytes) {  // true when the block moved
+    if (bytes <= n_) return false;
     if (p_) check(cudaFree(p_), "cudaFree");
     p_ = nullptr;
     n_ = 0;
     check(cudaMalloc(&p_, std::max<size_t>(bytes, 16)), "cudaMalloc");
     n_ = bytes;
+    return true;
   }
   template <typename T>
   T* as() const {
@@ -85,28 +87,68 @@ struct CudaLinear final : LinearWeights {
   cuda::Nvfp4View fp4{};
   int group = 0;  // FP4 scale group (32 SharQ, 16 nvfp4)
   int paths = 1;  // activation paths the FP4 GEMM multiplies (2 for SharQ)
-  cuda::PrepareMode prepare{};
 };
 
-// The modes the Hopper kernels run natively (SPEC 5 rules they implement bit for bit).
-bool fp4_native(Mode m, cuda::PrepareMode* pm, int* paths, int* group) {
+// How the Hopper kernels run a mode natively (the SPEC 5 rules they implement bit for bit).
+struct Fp4Rule {
+  cuda::PrepareMode prepare;
+  int paths;  // 2 for SharQ (backbone + residual)
+  int group;  // weight scale group
+};
+// The FP4 rule of `m` for a K-long input, or none (another mode, or K not a multiple of 64).
+// Weights and activations both decide with it, so a linear's two halves always agree.
+std::optional<Fp4Rule> fp4_rule(Mode m, int64_t k) {
+  if (k % 64 != 0) return std::nullopt;
   switch (m) {
     case Mode::kNvfp4:
-      *pm = cuda::PrepareMode::kNvfp4, *paths = 1, *group = 16;
-      return true;
+      return Fp4Rule{cuda::PrepareMode::kNvfp4, 1, 16};
     case Mode::kSharqNvfp4:
-      *pm = cuda::PrepareMode::kSharqNvfp4, *paths = 2, *group = 32;
-      return true;
+      return Fp4Rule{cuda::PrepareMode::kSharqNvfp4, 2, 32};
     case Mode::kSharqNvfp4_24:
-      *pm = cuda::PrepareMode::kSharqNvfp4_24, *paths = 2, *group = 32;
-      return true;
+      return Fp4Rule{cuda::PrepareMode::kSharqNvfp4_24, 2, 32};
     default:
-      return false;
+      return std::nullopt;
   }
 }
 
-// Rows per FP4 GEMM call above which the prefill kernel replaces the decode kernel.
-constexpr int64_t kDecodeRows = 32;
+// A recorded decode step (Backend::begin_step) and its inputs: the position (int64) then the
+// ids (int32), in pinned memory and in device memory (the graph's first node copies them).
+struct StepGraph {
+  StepGraph(uint64_t k, int64_t r) : key(k), rows(r), dev(bytes()) {
+    check(cudaMallocHost(reinterpret_cast<void**>(&host), bytes()), "cudaMallocHost");
+    check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  ~StepGraph() {
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaEventDestroy(done);
+    cudaFreeHost(host);
+  }
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+  size_t bytes() const { return sizeof(int64_t) + static_cast<size_t>(rows) * sizeof(int32_t); }
+  const int64_t* pos_dev() const { return dev.as<int64_t>(); }
+  const int32_t* ids_dev() const { return reinterpret_cast<const int32_t*>(dev.as<int64_t>() + 1); }
+
+  uint64_t key;
+  int64_t rows;
+  int64_t vocab = 0;           // the embedding's, for checking replayed ids
+  uint64_t workspace_gen = 0;  // CudaBackend::workspace_gen_ when recorded
+  DeviceMem dev;
+  uint8_t* host = nullptr;
+  cudaEvent_t done = nullptr;  // the last launch finished (its inputs were read)
+  cudaGraphExec_t exec = nullptr;
+};
+
+// Rows per FP4 GEMM call up to which the decode kernel runs (the prefill kernel above);
+// SHARQ_CUDA_DECODE_ROWS (1..32) overrides it for A/B timing.
+int64_t decode_rows() {
+  static const int64_t rows = [] {
+    const char* e = std::getenv("SHARQ_CUDA_DECODE_ROWS");
+    const long v = e ? std::strtol(e, nullptr, 10) : 0;
+    return v >= 1 && v <= 32 ? static_cast<int64_t>(v) : int64_t{32};
+  }();
+  return rows;
+}
 
 class CudaBackend final : public Backend {
  public:
@@ -129,15 +171,18 @@ class CudaBackend final : public Backend {
     }
     name_ = std::string("cuda (") + prop.name + ")";
     const char* env = std::getenv("SHARQ_CUDA_GRAPHS");
-    graphs_ = env && env[0] == '1';
+    graphs_ = !(env && env[0] == '0');
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    blas_ws_.grow(kBlasWorkspace);
+    check_blas(cublasSetWorkspace(blas_, blas_ws_.as<void>(), blas_ws_.bytes()),
+               "cublasSetWorkspace");
     absmax_.grow(64);
   }
   ~CudaBackend() override {
-    if (exec_) cudaGraphExecDestroy(exec_);
+    steps_.clear();
     if (pinned_ids_) cudaFreeHost(pinned_ids_);
     if (ids_copied_) cudaEventDestroy(ids_copied_);
     resident_.clear();
@@ -176,45 +221,68 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
-  // Opt-in (SHARQ_CUDA_GRAPHS=1): each decode step is recorded and the instantiated graph updated
-  // in place (only kernel arguments change: positions, split counts). Measured on an H100 it is
-  // slower than launching (docs/RESULTS.md): recording + update of ~700 nodes costs more than it
-  // saves; a graph captured once with device-side positions is the next step. Modes with a
-  // host-side reference path are never recorded.
-  bool begin_graph(Mode mode, bool quantized) override {
-    cuda::PrepareMode pm{};
-    int paths = 1, group = 16;
-    const bool native = quantized && (mode == Mode::kBf16 || fp4_native(mode, &pm, &paths, &group));
-    if (!graphs_ || !native || host_path_modes_.count(mode)) return false;
+  // Decode steps are recorded once per key and replayed (SHARQ_CUDA_GRAPHS=0 turns it off): the
+  // graph's first node copies the step's position and ids from pinned memory, and rope, kv_store,
+  // attention and the embedding read them on the device. A key's first step runs eagerly (it sizes
+  // the workspaces), its second is recorded. A graph is dropped when a workspace it uses moves.
+  // Modes with a host-side reference path never record.
+  Step begin_step(uint64_t key, Mode mode, bool quantized, const int32_t* ids, int64_t rows,
+                  int64_t pos) override {
+    // Every linear of a model is prepared before its first forward, so host_path_modes_ already
+    // names every mode with a host step.
+    if (!graphs_ || !quantized || host_path_modes_.count(mode)) return Step::kRun;
+    StepGraph* g = find_step(key);
+    if (g && (g->rows != rows || g->workspace_gen != workspace_gen_)) {
+      drop_step(g);
+      g = nullptr;
+    }
+    if (!g) {  // first sight of the key: run eagerly, record the next step
+      steps_.push_back(std::make_unique<StepGraph>(key, rows));
+      if (steps_.size() > kMaxSteps) steps_.erase(steps_.begin());
+      return Step::kRun;
+    }
+    if (g->exec) {
+      check_ids(ids, rows, g->vocab);
+      stage(*g, ids, pos);
+      check(cudaGraphLaunch(g->exec, stream_), "launch decode graph");
+      check(cudaEventRecord(g->done, stream_), "record decode graph");
+      return Step::kReplayed;
+    }
+    stage(*g, ids, pos);
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "begin capture");
-    capturing_ = true;
+    rec_ = g;
+    check(cudaMemcpyAsync(g->dev.as<void>(), g->host, g->bytes(), cudaMemcpyHostToDevice, stream_),
+          "copy step inputs");
+    return Step::kRecording;
+  }
+  bool end_step() override {
+    StepGraph* g = rec_;
+    rec_ = nullptr;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    cudaError_t e = ended;
+    if (ended == cudaSuccess) {
+      e = cudaGraphInstantiate(&g->exec, graph, 0);
+      cudaGraphDestroy(graph);
+    }
+    if (e != cudaSuccess) {  // not recordable: the caller runs the ops
+      (void)cudaGetLastError();
+      g->exec = nullptr;
+      drop_step(g);
+      return false;
+    }
+    g->workspace_gen = workspace_gen_;
+    check(cudaGraphLaunch(g->exec, stream_), "launch decode graph");
+    check(cudaEventRecord(g->done, stream_), "record decode graph");
     return true;
   }
-  void end_graph() override {
-    capturing_ = false;
-    cudaGraph_t g = nullptr;
-    check(cudaStreamEndCapture(stream_, &g), "end capture");
-    if (exec_) {
-      cudaGraphExecUpdateResultInfo info{};
-      if (cudaGraphExecUpdate(exec_, g, &info) != cudaSuccess) {
-        (void)cudaGetLastError();  // not updatable (another topology): instantiate anew
-        cudaGraphExecDestroy(exec_);
-        exec_ = nullptr;
-      }
-    }
-    if (!exec_) {
-      const cudaError_t e = cudaGraphInstantiate(&exec_, g, 0);
-      if (e != cudaSuccess) cudaGraphDestroy(g);
-      check(e, "instantiate graph");
-    }
-    cudaGraphDestroy(g);
-    check(cudaGraphLaunch(exec_, stream_), "launch graph");
-  }
-  void abort_graph() override {
-    capturing_ = false;
-    cudaGraph_t g = nullptr;
-    if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+  void abort_step() override {
+    StepGraph* g = rec_;
+    rec_ = nullptr;
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
     (void)cudaGetLastError();
+    if (g) drop_step(g);
   }
 
   // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves <= t * k
@@ -226,12 +294,10 @@ class CudaBackend final : public Backend {
                                                 std::string_view name) override {
     auto out = base(name, n, k, bias);
     out->mode = mode;
-    cuda::PrepareMode pm{};
-    int paths = 1, group = 16;
-    if (fp4_native(mode, &pm, &paths, &group) && k % 64 == 0) {
+    if (const auto rule = fp4_rule(mode, k)) {
+      const int group = rule->group;
       out->path = Path::kFp4;
-      out->prepare = pm;
-      out->paths = paths;
+      out->paths = rule->paths;
       out->group = group;
       // One block: codes (N, K/2), scales (N, K/group), then the tensor scale 4-aligned.
       const size_t codes = static_cast<size_t>(n * k / 2);
@@ -241,14 +307,13 @@ class CudaBackend final : public Backend {
       uint8_t* base8 = out->w.as<uint8_t>();
       out->fp4 = {base8, base8 + codes, reinterpret_cast<float*>(base8 + ts)};
       DeviceMem wf(static_cast<size_t>(n * k) * sizeof(float));
-      check(cudaMemcpyAsync(wf.as<float>(), w, static_cast<size_t>(n * k) * sizeof(float),
-                            cudaMemcpyHostToDevice, stream_),
-            "copy weight");
+      to_backend(w, wf.as<float>(), n * k);
       cuda::pack_weight(wf.as<float>(), n, k, group, out->fp4, absmax_.as<uint32_t>(), stream_);
       synchronize();
     } else if (mode_traits(mode).weight_bf16) {
       out->path = Path::kBf16;
-      if (mode != Mode::kBf16) host_path_modes_.insert(mode);
+      // quantize_activation runs only the bf16 rounding on the GPU; any other rule goes by host.
+      if (mode_traits(mode).act != ActRule::kBf16Round) host_path_modes_.insert(mode);
       upload_bf16(*out, w, n * k);
     } else {  // the reference path: the CPU's exact dequantized weights, float32 on the GPU
       out->path = Path::kF32;
@@ -285,12 +350,11 @@ class CudaBackend final : public Backend {
 
   void quantize_activation(Mode mode, const float* x, int64_t t, int64_t k, float* xq,
                            std::string_view name) override {
-    cuda::PrepareMode pm{};
-    int paths = 1, group = 16;
     const ModeTraits& mt = mode_traits(mode);
-    if (fp4_native(mode, &pm, &paths, &group) && k % 64 == 0) {
+    if (const auto rule = fp4_rule(mode, k)) {
       const Fp4Out o = fp4_out(t, k, xq);
-      cuda::prepare_fused(pm, x, t, k, o.sparse, o.residual, scratch(t), stream_, o.planes);
+      cuda::prepare_fused(rule->prepare, x, t, k, o.sparse, o.residual, scratch(t), stream_,
+                          o.planes);
     } else if (mt.act == ActRule::kBf16Round) {
       cuda::round_to_bf16(x, t * k, reinterpret_cast<uint16_t*>(xq), stream_);
     } else if (mt.act == ActRule::kIdentity) {
@@ -309,14 +373,11 @@ class CudaBackend final : public Backend {
   // RMSNorm fused into the FP4 prepare (h stays unwritten: the decoder reads only xq).
   void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows, int64_t d,
                          float eps, float* h, float* xq, std::string_view name) override {
-    cuda::PrepareMode pm{};
-    int paths = 1, group = 16;
-    if (!fp4_native(mode, &pm, &paths, &group) || d % 64 != 0) {
-      return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
-    }
+    const auto rule = fp4_rule(mode, d);
+    if (!rule) return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
     const Fp4Out o = fp4_out(rows, d, xq);
-    cuda::prepare_rmsnorm(pm, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows), stream_,
-                          o.planes);
+    cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
+                          stream_, o.planes);
   }
 
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
@@ -325,7 +386,7 @@ class CudaBackend final : public Backend {
       case Path::kFp4: {
         const auto* planes = reinterpret_cast<const uint16_t*>(xq);
         const float* sx = xq + t * w.k;
-        if (t <= kDecodeRows) {
+        if (t <= decode_rows()) {
           cuda::gemm_decode_mma_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
         } else {
           cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
@@ -336,7 +397,7 @@ class CudaBackend final : public Backend {
         gemm(w, xq, CUDA_R_16BF, t, y);
         break;
       case Path::kLmHead: {
-        x16_.grow(static_cast<size_t>(t * w.k) * 2);
+        x16_.grow(static_cast<size_t>(t * w.k) * 2);  // the LM head's: not in recorded steps
         cuda::round_to_bf16(xq, t * w.k, x16_.as<uint16_t>(), stream_);
         gemm(w, x16_.as<void>(), CUDA_R_16BF, t, y);
         break;
@@ -350,17 +411,15 @@ class CudaBackend final : public Backend {
 
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
                  float* out) override {
-    for (int64_t i = 0; i < t; ++i) {
-      if (ids[i] < 0 || ids[i] >= vocab) {
-        throw Error("embedding: token id " + std::to_string(ids[i]) + " at position " +
-                    std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(vocab) +
-                    ")");
-      }
+    check_ids(ids, t, vocab);
+    if (rec_) {  // the recorded step reads its ids from the step inputs
+      rec_->vocab = vocab;
+      cuda::embedding(table, vocab, d, rec_->ids_dev(), t, out, stream_);
+      return;
     }
-    // Through pinned memory, so the copy is asynchronous (and recordable in a graph): the host
-    // must not overwrite the staging buffer while the previous copy may still read it. A
-    // recorded decode step runs after the previous step's logits reached the host.
-    if (!capturing_) check(cudaEventSynchronize(ids_copied_), "wait for the ids copy");
+    // Through pinned memory, so the copy is asynchronous: the host must not overwrite the
+    // staging buffer while the previous copy may still read it.
+    check(cudaEventSynchronize(ids_copied_), "wait for the ids copy");
     if (t > pinned_n_) {
       if (pinned_ids_) check(cudaFreeHost(pinned_ids_), "cudaFreeHost");
       pinned_ids_ = nullptr;
@@ -371,11 +430,11 @@ class CudaBackend final : public Backend {
       pinned_n_ = t;
     }
     std::copy(ids, ids + t, pinned_ids_);
-    ids_.grow(static_cast<size_t>(t) * sizeof(int32_t));
+    ids_.grow(static_cast<size_t>(t) * sizeof(int32_t));  // not used by recorded steps
     check(cudaMemcpyAsync(ids_.as<int32_t>(), pinned_ids_, static_cast<size_t>(t) * sizeof(int32_t),
                           cudaMemcpyHostToDevice, stream_),
           "copy ids");
-    if (!capturing_) check(cudaEventRecord(ids_copied_, stream_), "record the ids copy");
+    check(cudaEventRecord(ids_copied_, stream_), "record the ids copy");
     cuda::embedding(table, vocab, d, ids_.as<int32_t>(), t, out, stream_);
   }
   void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps,
@@ -384,21 +443,22 @@ class CudaBackend final : public Backend {
   }
   void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
             const float* inv_freq) override {
-    cuda::rope(x, batch, t, pos0, heads, head_dim, inv_freq, stream_);
+    cuda::rope(x, batch, t, pos0, heads, head_dim, inv_freq, stream_, pos_dev());
   }
   void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                 int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
                 float* v_cache) override {
-    cuda::kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, stream_);
+    cuda::kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, stream_,
+                   pos_dev());
   }
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                  const float* v_cache, float* out) override {
     const size_t ws =
         cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
-    attn_ws_.grow(ws);
+    grow(attn_ws_, ws);
     cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
-                    ws ? attn_ws_.as<void>() : nullptr, ws, stream_);
+                    ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev());
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     cuda::swiglu(gate, up, n, out, stream_);
@@ -406,6 +466,39 @@ class CudaBackend final : public Backend {
   void add(float* x, const float* y, int64_t n) override { cuda::add(x, y, n, stream_); }
 
  private:
+  static constexpr size_t kMaxSteps = 8;  // recorded keys kept
+  static constexpr size_t kBlasWorkspace = size_t{32} << 20;
+
+  // Grows a workspace; a move invalidates the recorded steps that use it.
+  void grow(DeviceMem& m, size_t bytes) {
+    if (m.grow(bytes)) ++workspace_gen_;
+  }
+  const int64_t* pos_dev() const { return rec_ ? rec_->pos_dev() : nullptr; }
+  StepGraph* find_step(uint64_t key) {
+    for (auto& g : steps_) {
+      if (g->key == key) return g.get();
+    }
+    return nullptr;
+  }
+  void drop_step(StepGraph* g) {
+    std::erase_if(steps_, [g](const auto& p) { return p.get() == g; });
+  }
+  // The step inputs into the pinned block, once the previous launch has copied them out.
+  void stage(StepGraph& g, const int32_t* ids, int64_t pos) {
+    check(cudaEventSynchronize(g.done), "wait for the previous step");
+    std::memcpy(g.host, &pos, sizeof(pos));
+    std::memcpy(g.host + sizeof(int64_t), ids, static_cast<size_t>(g.rows) * sizeof(int32_t));
+  }
+  static void check_ids(const int32_t* ids, int64_t t, int64_t vocab) {
+    for (int64_t i = 0; i < t; ++i) {
+      if (ids[i] < 0 || ids[i] >= vocab) {
+        throw Error("embedding: token id " + std::to_string(ids[i]) + " at position " +
+                    std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(vocab) +
+                    ")");
+      }
+    }
+  }
+
   // prepare's outputs for a (t, k) activation: the FP16 GEMM planes and the tensor scale in xq
   // (quantized_activation_floats), the packed codes and scales of both paths in scratch (the
   // GEMMs do not read them). The kernels store 16 bytes at a time: regions are 256-aligned.
@@ -416,7 +509,7 @@ class CudaBackend final : public Backend {
   Fp4Out fp4_out(int64_t t, int64_t k, float* xq) {
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
-    packed_.grow(2 * (codes + scales));
+    grow(packed_, 2 * (codes + scales));
     uint8_t* p = packed_.as<uint8_t>();
     float* ts = xq + t * k;
     return {{p, p + codes, ts},
@@ -427,7 +520,7 @@ class CudaBackend final : public Backend {
   uint32_t* scratch(int64_t rows) {
     const size_t need = cuda::prepare_scratch_bytes(rows);
     if (need > scratch_.bytes()) {
-      scratch_.grow(need);
+      grow(scratch_, need);
       check(cudaMemsetAsync(scratch_.as<void>(), 0, scratch_.bytes(), stream_), "memset");
     }
     return scratch_.as<uint32_t>();
@@ -441,19 +534,13 @@ class CudaBackend final : public Backend {
     out->has_bias = bias != nullptr;
     if (bias) {
       out->bias.grow(static_cast<size_t>(n) * sizeof(float));
-      check(cudaMemcpyAsync(out->bias.as<float>(), bias, static_cast<size_t>(n) * sizeof(float),
-                            cudaMemcpyHostToDevice, stream_),
-            "copy bias");
-      synchronize();
+      to_backend(bias, out->bias.as<float>(), n);
     }
     return out;
   }
   void upload_f32(CudaLinear& out, const float* w, int64_t n) {
     out.w.grow(static_cast<size_t>(n) * sizeof(float));
-    check(cudaMemcpyAsync(out.w.as<float>(), w, static_cast<size_t>(n) * sizeof(float),
-                          cudaMemcpyHostToDevice, stream_),
-          "copy weight");
-    synchronize();
+    to_backend(w, out.w.as<float>(), n);
   }
   // Rounded on the host by the same function the CPU backend's bf16 rule uses.
   void upload_bf16(CudaLinear& out, const float* w, int64_t n) {
@@ -490,11 +577,13 @@ class CudaBackend final : public Backend {
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
-  bool capturing_ = false;
   int64_t pinned_n_ = 0;
-  cudaGraphExec_t exec_ = nullptr;
-  bool graphs_ = false;             // SHARQ_CUDA_GRAPHS=1 turns decode-step replay on
-  std::set<Mode> host_path_modes_;  // modes with a linear on the host reference path
+  DeviceMem blas_ws_;   // cuBLAS's workspace, fixed so a recorded step can use it
+  bool graphs_ = true;  // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
+  std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
+  StepGraph* rec_ = nullptr;                       // the step being recorded
+  uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves
+  std::set<Mode> host_path_modes_;  // modes whose linears take the host reference path
 };
 
 }  // namespace

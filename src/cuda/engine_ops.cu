@@ -47,17 +47,32 @@ __global__ void embedding_kernel(const float* __restrict__ table, int64_t d,
   }
 }
 
-// One block per row: sum of squares in double (as the CPU), then out = x * inv * w.
-// x and out may alias: every thread reads its elements before it writes them.
-__global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, int64_t d, float eps,
-                                float* out) {
-  const float* xr = x + blockIdx.x * d;
-  float* o = out + blockIdx.x * d;
+// x_i^2 summed into ss in double (as the CPU), for the float and float4 loads of rms_norm_kernel.
+__device__ __forceinline__ double add_squares(double ss, float v) {
+  return ss + static_cast<double>(v) * v;
+}
+__device__ __forceinline__ double add_squares(double ss, float4 v) {
+  return add_squares(add_squares(add_squares(add_squares(ss, v.x), v.y), v.z), v.w);
+}
+__device__ __forceinline__ float scale_by(float x, float inv, float w) {
+  return x * inv * w;
+}
+__device__ __forceinline__ float4 scale_by(float4 x, float inv, float4 w) {
+  return make_float4(x.x * inv * w.x, x.y * inv * w.y, x.z * inv * w.z, x.w * inv * w.w);
+}
+
+// One block per row (dv = d / (floats per V)): sum of squares in double (as the CPU), then
+// out = x * inv * w. The loops are unrolled so a thread's loads are in flight together (one
+// load latency per row, not one per element). x and out may alias: every thread reads its
+// elements before it writes them.
+template <typename V>
+__global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv, int64_t d,
+                                float eps, V* out) {
+  const V* xr = x + blockIdx.x * dv;
+  V* o = out + blockIdx.x * dv;
   double ss = 0.0;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    const double v = xr[j];
-    ss += v * v;
-  }
+#pragma unroll 8
+  for (int64_t j = threadIdx.x; j < dv; j += blockDim.x) ss = add_squares(ss, xr[j]);
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   __shared__ double partial[kThreads / 32];
   __shared__ float inv_s;
@@ -71,29 +86,30 @@ __global__ void rms_norm_kernel(const float* x, const float* __restrict__ w, int
   }
   __syncthreads();
   const float inv = inv_s;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[j] = xr[j] * inv * w[j];
+#pragma unroll 8
+  for (int64_t j = threadIdx.x; j < dv; j += blockDim.x) o[j] = scale_by(xr[j], inv, w[j]);
 }
 
-// One thread per (row, j < half): angle and cos/sin once, then every head of the row.
+// One thread per (row, head, j < half): the angle and cos/sin per thread (the same arithmetic
+// for every head), so no thread walks the heads one load after another.
 __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int64_t heads,
-                            int64_t head_dim, const float* __restrict__ inv_freq) {
+                            int64_t head_dim, const float* __restrict__ inv_freq,
+                            const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;
   const int64_t half = head_dim / 2;
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * half;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * heads * half;
        e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = e / half, j = e % half;
+    const int64_t j = e % half, rh = e / half, r = rh / heads;
     const float pos = static_cast<float>(pos0 + r % t);
     const float angle = pos * inv_freq[j];
     double s, c;
     sincos(static_cast<double>(angle), &s, &c);
     const float cf = static_cast<float>(c), sf = static_cast<float>(s);
-    float* xr = x + r * heads * head_dim;
-    for (int64_t h = 0; h < heads; ++h) {
-      float* xh = xr + h * head_dim;
-      const float a = xh[j];
-      const float b = xh[j + half];
-      xh[j] = a * cf - b * sf;
-      xh[j + half] = b * cf + a * sf;
-    }
+    float* xh = x + rh * head_dim;
+    const float a = xh[j];
+    const float b = xh[j + half];
+    xh[j] = a * cf - b * sf;
+    xh[j + half] = b * cf + a * sf;
   }
 }
 
@@ -101,7 +117,9 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int
 template <typename V>
 __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v, int64_t batch,
                                 int64_t t, int64_t pos0, int64_t kv_heads, int64_t hd,
-                                int64_t capacity, V* __restrict__ kc, V* __restrict__ vc) {
+                                int64_t capacity, V* __restrict__ kc, V* __restrict__ vc,
+                                const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;
   const int64_t n = batch * t * kv_heads * hd;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
        e += int64_t{gridDim.x} * blockDim.x) {
@@ -176,25 +194,32 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps
               cudaStream_t stream) {
   if (rows <= 0 || d <= 0) return;
   if (rows > 0x7fffffff) throw Error("rms_norm: " + std::to_string(rows) + " rows is too many");
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, d, eps, out);
+  const auto grid = static_cast<unsigned>(rows);
+  if (d % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(out)) {
+    rms_norm_kernel<float4><<<grid, kThreads, 0, stream>>>(
+        reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(w), d / 4, d, eps,
+        reinterpret_cast<float4*>(out));
+  } else {
+    rms_norm_kernel<float><<<grid, kThreads, 0, stream>>>(x, w, d, d, eps, out);
+  }
   check(cudaGetLastError(), "rms_norm_kernel");
 }
 
 void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
-          const float* inv_freq, cudaStream_t stream) {
+          const float* inv_freq, cudaStream_t stream, const int64_t* pos_dev) {
   if (head_dim <= 0 || head_dim % 2 != 0) {
     throw Error("rope: head_dim " + std::to_string(head_dim) + " must be positive and even");
   }
   if (batch <= 0 || t <= 0 || heads <= 0) return;
   const int64_t rows = batch * t;
-  rope_kernel<<<grid_for(rows * head_dim / 2), kThreads, 0, stream>>>(x, rows, t, pos0, heads,
-                                                                      head_dim, inv_freq);
+  rope_kernel<<<grid_for(rows * heads * head_dim / 2), kThreads, 0, stream>>>(
+      x, rows, t, pos0, heads, head_dim, inv_freq, pos_dev);
   check(cudaGetLastError(), "rope_kernel");
 }
 
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
               int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
-              cudaStream_t stream) {
+              cudaStream_t stream, const int64_t* pos_dev) {
   if (pos0 < 0 || pos0 + t > capacity) {
     throw Error("kv cache: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + t) +
                 " exceed its capacity " + std::to_string(capacity));
@@ -206,10 +231,10 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
     kv_store_kernel<float4><<<grid_for(n / 4), kThreads, 0, stream>>>(
         reinterpret_cast<const float4*>(k), reinterpret_cast<const float4*>(v), batch, t, pos0,
         kv_heads, head_dim / 4, capacity, reinterpret_cast<float4*>(k_cache),
-        reinterpret_cast<float4*>(v_cache));
+        reinterpret_cast<float4*>(v_cache), pos_dev);
   } else {
     kv_store_kernel<float><<<grid_for(n), kThreads, 0, stream>>>(
-        k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
+        k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, pos_dev);
   }
   check(cudaGetLastError(), "kv_store_kernel");
 }

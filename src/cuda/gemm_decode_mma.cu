@@ -6,7 +6,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
@@ -94,7 +96,9 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
 __device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v) {
   y[i] = __float2bfloat16_rn(v);
 }
-__device__ __forceinline__ void store_out(float* y, int64_t i, float v) { y[i] = v; }
+__device__ __forceinline__ void store_out(float* y, int64_t i, float v) {
+  y[i] = v;
+}
 
 template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
 __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
@@ -160,9 +164,14 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     const int64_t kk = w * kWin + 32 * t;
     load_slice<WG>(sl, wcodes, wscales, r0, r1, k, kk, kk < k);
   };
+  // Under programmatic dependent launch this block may start while the kernel that writes x
+  // (the prepare, or the previous GEMM on the same input) still runs: the weights are constant,
+  // so their first windows load now and x only after the wait (a no-op without PDL).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   prime(s0, warp);
   prime(s1, warp + WARPS);
   prime(s2, warp + 2 * WARPS);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   for (int64_t w = warp; w < nwin; w += kDepth * WARPS) {
     step(s0, w);
     step(s1, w + WARPS);
@@ -196,19 +205,30 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   }
 }
 
+// Programmatic dependent launch of the GEMM (testing::decode_gemm_pdl).
+std::atomic<bool> g_pdl{[] {
+  const char* e = std::getenv("SHARQ_CUDA_PDL");
+  return !(e && e[0] == '0');
+}()};
+
 template <int NT, int PATHS, int WARPS, bool PACK, typename OutT>
 void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
             int64_t k, OutT* y, cudaStream_t stream) {
-  const unsigned grid = static_cast<unsigned>((n + 15) / 16);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>((n + 15) / 16));
+  cfg.blockDim = dim3(WARPS * 32);
+  cfg.stream = stream;
+  cudaLaunchAttribute pdl = {};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = g_pdl.load(std::memory_order_relaxed) ? 1 : 0;
   auto* xh = reinterpret_cast<const __half*>(x);
-  if (group == 32) {
-    gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT><<<grid, WARPS * 32, 0, stream>>>(
-        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y);
-  } else {
-    gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT><<<grid, WARPS * 32, 0, stream>>>(
-        xh, sx, static_cast<int>(m), w.codes, w.scales, w.tensor_scale, n, k, y);
-  }
-  check(cudaGetLastError(), "gemm_decode_mma_kernel");
+  const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT>
+                                  : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT>;
+  check(cudaLaunchKernelEx(&cfg, kernel, xh, sx, static_cast<int>(m), w.codes, w.scales,
+                           static_cast<const float*>(w.tensor_scale), n, k, y),
+        "gemm_decode_mma_kernel");
 }
 
 // 8 warps per tile while the grid is short (N <= 16 * 2 * 132: two blocks on every SM of an
@@ -254,9 +274,15 @@ void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tenso
 }
 
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
-                         float* y, cudaStream_t stream) {
+                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
+                         cudaStream_t stream) {
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, stream);
 }
+
+namespace testing {
+void decode_gemm_pdl(bool on) {
+  g_pdl.store(on, std::memory_order_relaxed);
+}
+}  // namespace testing
 
 }  // namespace sharq::cuda

@@ -141,6 +141,117 @@ __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, i
   }
 }
 
+// NVFP4 block of G scaled values spread over G / 8 lanes of 8 (a lane group aligned to G / 8
+// lanes): the block max by shuffles, then nvfp4_block's exact steps on the lane's 8 values.
+// Writes the lane's 4 code bytes into `codes` (a uint32) and returns the scale code.
+template <int G>
+__device__ __forceinline__ uint32_t nvfp4_block_part(const float* v, uint32_t* codes, float* deq) {
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(v[i]));
+  // Only the 4-lane group is named: a warp's tail groups may have exited (whole groups do).
+  const unsigned group = 0xFu << (threadIdx.x & 28u);
+#pragma unroll
+  for (int off = 1; off < G / 8; off <<= 1) m = fmaxf(m, __shfl_xor_sync(group, m, off));
+  const float s = fminf(fmaxf(__fdiv_rn(m, 6.0f), 0x1p-9f), 448.0f);
+  const uint32_t sc = e4m3_encode(s);
+  const float S = ue4m3_decode(sc);
+  const float r = __frcp_rn(S);
+  uint32_t c = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t q = e2m1_encode(__fmul_rn(v[i], r));
+    c |= q << (4 * i);
+    deq[i] = __fmul_rn(e2m1_decode(q), S);
+  }
+  *codes = c;
+  return sc;
+}
+
+// 8 scaled-domain decodes -> FP16 (exact) in the GEMM's 0,4,1,5,2,6,3,7 order, one 16-byte store.
+__device__ __forceinline__ void store_gemm_f16_8(__half* dst, const float* d) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const __half2 h = __floats2half2_rn(d[j], d[j + 4]);
+    w[j] = *reinterpret_cast<const uint32_t*>(&h);
+  }
+  *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// quantize_chunk over four lanes: lane q (0..3) of 32-block b holds elements [8q, 8q + 8) in v,
+// not yet scaled. The same operations on every element as quantize_chunk (so the same bits): the
+// 2:4 and 4:8p groups lie inside one lane, the block maxima are shuffles. A quarter of the
+// dependent chain per thread: the small (decode) prepares are latency-bound on it.
+template <int MODE>
+__device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b, int q,
+                                                 int64_t rows, int64_t k, const Nvfp4View& sparse,
+                                                 const Nvfp4View& residual, float* decoded,
+                                                 __half* gemm_f16) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], inv);
+  float dsp[8], r[8], dr[8];
+  uint32_t codes;
+  if (MODE == 0) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      dsp[i] = 0.0f;
+      r[i] = v[i];
+    }
+  } else {
+    float xsp[8];
+    if (MODE == 1) {  // 4:8p: pairs scored by max |.|
+      const uint32_t keep =
+          keep_two_of_four(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])),
+                           fmaxf(fabsf(v[4]), fabsf(v[5])), fmaxf(fabsf(v[6]), fabsf(v[7])));
+#pragma unroll
+      for (int i = 0; i < 8; ++i) xsp[i] = ((keep >> (i / 2)) & 1u) ? v[i] : 0.0f;
+    } else {  // 2:4 by |.|
+#pragma unroll
+      for (int g = 0; g < 8; g += 4) {
+        const uint32_t keep =
+            keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xsp[g + i] = ((keep >> i) & 1u) ? v[g + i] : 0.0f;
+      }
+    }
+    const uint32_t sc = nvfp4_block_part<32>(xsp, &codes, dsp);
+    if (q == 0) sparse.scales[b] = static_cast<uint8_t>(sc);
+    reinterpret_cast<uint32_t*>(sparse.codes + b * 16)[q] = codes;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) r[i] = __fsub_rn(v[i], dsp[i]);  // vs the *quantized* backbone
+  }
+  const uint32_t sc = nvfp4_block_part<16>(r, &codes, dr);
+  if ((q & 1) == 0) residual.scales[2 * b + q / 2] = static_cast<uint8_t>(sc);
+  reinterpret_cast<uint32_t*>(residual.codes + b * 16)[q] = codes;
+  if (gemm_f16) {
+    const int64_t plane = rows * k;
+    if (MODE == 0) {
+      store_gemm_f16_8(gemm_f16 + b * 32 + 8 * q, dr);
+    } else {
+      store_gemm_f16_8(gemm_f16 + b * 32 + 8 * q, dsp);
+      store_gemm_f16_8(gemm_f16 + plane + b * 32 + 8 * q, dr);
+    }
+  }
+  if (decoded) {
+    float4* out = reinterpret_cast<float4*>(decoded + b * 32 + 8 * q);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      out[i] = make_float4(
+          __fadd_rn(dsp[4 * i], dr[4 * i]), __fadd_rn(dsp[4 * i + 1], dr[4 * i + 1]),
+          __fadd_rn(dsp[4 * i + 2], dr[4 * i + 2]), __fadd_rn(dsp[4 * i + 3], dr[4 * i + 3]));
+    }
+  }
+}
+
+// 8 floats at p (16-byte aligned).
+__device__ __forceinline__ void load8(const float* p, float* v) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 c = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  v[4] = c.x, v[5] = c.y, v[6] = c.z, v[7] = c.w;
+}
+
 // x: (rows, k); one thread per 32-block.
 template <int MODE>
 __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
@@ -350,21 +461,29 @@ __global__ void __launch_bounds__(kThreads)
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// Two-kernel schedule, kernel 2: the chunk's load is issued before the dependency wait, so under
-// programmatic dependent launch it overlaps kernel 1 (without it the wait is a no-op).
+// Two-kernel schedule, kernel 2: four lanes per 32-block (quantize_quarter); the lane's load is
+// issued before the dependency wait, so under programmatic dependent launch it overlaps kernel 1
+// (without it the wait is a no-op).
 template <int MODE>
 __global__ void __launch_bounds__(kThreads)
     prepare_pass_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
                         const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
                         float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  // The GEMM that reads our output may launch now and stream its weights (it waits for our
+  // completion before it reads the activation).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t b = e / 4;
+  const int q = static_cast<int>(e % 4);
+  // Whole lane groups of 4 are active or not together (kThreads is a multiple of 4), so the
+  // shuffles in quantize_quarter see only active lanes.
   const bool active = b < rows * (k / 32);
-  float v[32];
-  if (active) load32(x + b * 32, v);
+  float v[8];
+  if (active) load8(x + b * 32 + 8 * q, v);
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (!active) return;
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
 }
 
 // 1 / sqrt(ss / d + eps) rounded to float, in the CPU reference's exact operation sequence
@@ -486,23 +605,32 @@ __global__ void __launch_bounds__(kThreads)
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// Two-kernel RMSNorm, kernel 2: one 32-block per thread; x and w load before the dependency
-// wait (programmatic dependent launch overlaps them with kernel 1).
+// Two-kernel RMSNorm, kernel 2: four lanes per 32-block (as prepare_pass_kernel); x and w load
+// before the dependency wait (programmatic dependent launch overlaps them with kernel 1).
 template <int MODE>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_pass_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
                         int64_t k, const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
                         float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // as prepare_pass_kernel
   const int64_t per_row = k / 32;
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t b = e / 4;
+  const int q = static_cast<int>(e % 4);
   const bool active = b < rows * per_row;
-  float v[32];
-  if (active) load32(x + b * 32, v);
+  float v[8], wv[8];
+  if (active) {
+    load8(x + b * 32 + 8 * q, v);
+    load8(w + (b % per_row) * 32 + 8 * q, wv);
+  }
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (!active) return;
-  load_normed_chunk(x, w, scratch, b, per_row, v);
+  // h = (x * inv_row) * w, the same two roundings as load_normed_chunk.
+  const float ri = __ldcg(reinterpret_cast<const float*>(scratch + kRowInv) + b / per_row);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], ri), wv[i]);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
 }
 
 // Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
@@ -631,6 +759,7 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
+  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
@@ -653,7 +782,7 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
         (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<absmax_publish_kernel>()));
     launch_ex(absmax_publish_kernel, max_grid, stream, cudaLaunchAttributeIgnore,
               "absmax_publish_kernel", x, n, scratch, ts_sparse, residual.tensor_scale);
-    launch_ex(prepare_pass_kernel<M>, static_cast<unsigned>(need), stream,
+    launch_ex(prepare_pass_kernel<M>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,
@@ -669,6 +798,7 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
+  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
@@ -688,7 +818,7 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
               "rmsnorm_publish_kernel", x, norm_w, eps, rows, k, scratch,
               M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale, normed_out,
               g_force_sequential_rms);
-    launch_ex(rmsnorm_pass_kernel<M>, static_cast<unsigned>(need), stream,
+    launch_ex(rmsnorm_pass_kernel<M>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,

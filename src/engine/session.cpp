@@ -3,6 +3,7 @@
 #include "sharq/engine/session.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -11,6 +12,13 @@
 
 namespace sharq::engine {
 namespace {
+
+// Replay keys are unique across every session of the process: a freed session's buffers may be
+// reused by another at the same addresses.
+uint64_t next_step_key() {
+  static std::atomic<uint64_t> next{1};
+  return next++;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -47,28 +55,29 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
   }
   const int64_t d = c.hidden_size, in = c.intermediate_size;
   const int64_t qd = model_->q_dim(), kvd = model_->kv_dim();
-  x_.grow(be, rows * d);
-  h_.grow(be, rows * std::max(d, in));
-  xq_.grow(be, std::max({be.quantized_activation_floats(rows, d),
-                         be.quantized_activation_floats(rows, in),
-                         be.quantized_activation_floats(rows, qd)}));
-  q_.grow(be, rows * qd);
-  k_.grow(be, rows * kvd);
-  v_.grow(be, rows * kvd);
-  a_.grow(be, rows * qd);
-  g_.grow(be, rows * in);
-  u_.grow(be, rows * in);
-  // A decode step after the first may be recorded and replayed as one unit (Backend::begin_graph):
-  // by then every buffer, workspace and shape of the step is fixed.
-  const bool graph = t == 1 && decoded_once_ && be.begin_graph(model_->mode(), model_->quantized());
-  try {
-    run_layers(ids, t);
-  } catch (...) {
-    if (graph) be.abort_graph();
-    throw;
+  // Every buffer is grown (| not ||): a step's buffers move together under one replay key.
+  const bool moved = x_.grow(be, rows * d) | h_.grow(be, rows * std::max(d, in)) |
+                     xq_.grow(be, std::max({be.quantized_activation_floats(rows, d),
+                                            be.quantized_activation_floats(rows, in),
+                                            be.quantized_activation_floats(rows, qd)})) |
+                     q_.grow(be, rows * qd) | k_.grow(be, rows * kvd) | v_.grow(be, rows * kvd) |
+                     a_.grow(be, rows * qd) | g_.grow(be, rows * in) | u_.grow(be, rows * in);
+  if (moved || step_key_ == 0) step_key_ = next_step_key();
+  // A decode step may be replayed from a recording (Backend::begin_step).
+  const Backend::Step step =
+      t == 1 ? be.begin_step(step_key_, model_->mode(), model_->quantized(), ids.data(), rows, pos_)
+             : Backend::Step::kRun;
+  bool done = step == Backend::Step::kReplayed;
+  if (step == Backend::Step::kRecording) {
+    try {
+      run_layers(ids, t);
+      done = be.end_step();
+    } catch (...) {
+      be.abort_step();
+    }
   }
-  if (graph) be.end_graph();
-  if (t == 1) decoded_once_ = true;
+  // A step that could not be recorded runs as plain ops (an error in them surfaces here).
+  if (!done) run_layers(ids, t);
   pos_ += t;
   rows_ = rows;
 }

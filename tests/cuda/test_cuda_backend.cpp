@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <span>
 #include <string>
 #include <vector>
@@ -144,6 +145,77 @@ TEST(CudaBackendSession, BadTokenIdIsAnError) {
   Session s(m, 8);
   const int32_t bad[1] = {static_cast<int32_t>(lm.config.vocab_size)};
   EXPECT_THROW(s.forward(bad), Error);
+}
+
+// Runs `steps` greedy decode steps after a prompt on each session in turn (interleaved, so the
+// backend switches between recorded steps) and returns every step's logits.
+std::vector<std::vector<float>> decode_interleaved(std::vector<Session*> sessions, int steps,
+                                                   int64_t vocab) {
+  std::vector<std::vector<float>> out;
+  std::vector<std::vector<float>> last;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    const auto prompt = ids(20 * sessions[i]->batch(), vocab, static_cast<int>(i) + 1);
+    last.push_back(sessions[i]->forward(prompt));
+  }
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      const int64_t b = sessions[i]->batch();
+      std::vector<int32_t> next(static_cast<size_t>(b));
+      for (int64_t r = 0; r < b; ++r) {
+        next[r] = engine::argmax(std::span(last[i].data() + r * vocab, vocab));
+      }
+      last[i] = sessions[i]->forward(next);
+      out.push_back(last[i]);
+    }
+  }
+  return out;
+}
+
+// Replayed decode steps (a CUDA graph recorded once per session, positions read on the device)
+// give the same bits as launching every op: sessions of batch 1 and 2 and of two capacities
+// interleaved on one backend (the larger capacity's attention workspace moves, so the first
+// session's recording is dropped and recorded again), then a reset and a second prompt.
+TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
+  const auto lm = test::tiny_model(gpu_config("llama"), 7);
+  const int64_t v = lm.config.vocab_size;
+  for (const char* mode : {"sharq-nvfp4-24", "nvfp4", "bf16"}) {
+    std::vector<std::vector<std::vector<float>>> runs;
+    for (const char* graphs : {"1", "0"}) {
+      setenv("SHARQ_CUDA_GRAPHS", graphs, 1);
+      auto be = engine::make_cuda_backend(0);
+      unsetenv("SHARQ_CUDA_GRAPHS");
+      const Model m(lm, mode_from_name(mode), *be);
+      Session a(m, 80), b(m, 40, 2), c(m, 200);
+      auto r = decode_interleaved({&a, &b}, 6, v);
+      const auto rc = decode_interleaved({&c, &a}, 4, v);  // c moves the attention workspace
+      r.insert(r.end(), rc.begin(), rc.end());
+      a.reset();
+      const auto ra = decode_interleaved({&a}, 4, v);
+      r.insert(r.end(), ra.begin(), ra.end());
+      runs.push_back(std::move(r));
+    }
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t i = 0; i < runs[0].size(); ++i) {
+      ASSERT_EQ(runs[0][i], runs[1][i]) << mode << " step " << i;
+    }
+  }
+}
+
+// A replayed step checks its ids like a launched one, and the session goes on afterwards.
+TEST(CudaBackendSession, ReplayedStepChecksTokenIds) {
+  const auto lm = test::tiny_model(gpu_config("llama"), 5);
+  auto be = engine::make_cuda_backend(0);
+  const Model m(lm, Mode::kSharqNvfp4_24, *be);
+  Session s(m, 16);
+  const auto prompt = ids(4, lm.config.vocab_size, 1);
+  s.forward(prompt);
+  for (int32_t id : {3, 4, 5}) s.forward(std::span(&id, 1));  // eager, recorded, replayed
+  const int32_t bad[1] = {static_cast<int32_t>(lm.config.vocab_size)};
+  EXPECT_THROW(s.forward(bad), Error);
+  EXPECT_EQ(s.position(), 7);
+  const int32_t good[1] = {6};
+  EXPECT_NO_THROW(s.forward(good));
+  EXPECT_EQ(s.position(), 8);
 }
 
 }  // namespace

@@ -22,15 +22,17 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps
 // x: (batch * t, heads * head_dim), row b * t + i at position pos0 + i, rotated in place (HF
 // rotate_half pairs (j, j + head_dim / 2)); inv_freq: (head_dim / 2) device floats
 // (cpu::rope_inv_freq). Angle = float(pos) * inv_freq[j] in float32, cos/sin in double, as the CPU.
+// pos_dev, when given, is a device int64 read by the kernel in place of pos0: a recorded decode
+// step (CUDA graph) replays with a new position (the same holds for kv_store and attention).
 void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
-          const float* inv_freq, cudaStream_t stream);
+          const float* inv_freq, cudaStream_t stream, const int64_t* pos_dev = nullptr);
 
 // k, v: (batch * t, kv_heads * head_dim) -> k_cache, v_cache: (batch, kv_heads, capacity,
 // head_dim) at rows pos0 .. pos0 + t - 1 of each sequence. Throws sharq::Error when
-// pos0 + t > capacity.
+// pos0 + t > capacity (the caller keeps *pos_dev + t <= capacity).
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
               int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
-              cudaStream_t stream);
+              cudaStream_t stream, const int64_t* pos_dev = nullptr);
 
 // Device bytes of scratch that attention() needs for these shapes at any pos0 with
 // pos0 + t <= capacity (0 when it needs none). Depends on the device's SM count.
@@ -42,12 +44,14 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
 // t < 8 runs a split-key (flash-decoding) kernel plus a combine pass that uses `workspace`
-// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel.
+// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
+// decode kernel's key ranges follow the capacity, not the position, so a step gives the same
+// bits whether its position comes from pos0 or from pos_dev.
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
 void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
-               cudaStream_t stream);
+               cudaStream_t stream, const int64_t* pos_dev = nullptr);
 
 // out = gate / (1 + exp(-gate)) * up, (n). out may alias gate or up.
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);

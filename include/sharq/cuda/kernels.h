@@ -73,6 +73,9 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
 void force_sequential_rms(bool on);
+// Programmatic dependent launch of gemm_decode_mma (default on; SHARQ_CUDA_PDL=0 starts it
+// off): off for A/B timing.
+void decode_gemm_pdl(bool on);
 }  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
@@ -90,13 +93,15 @@ void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m,
 // sum over paths of X~_p (m, k) . W~ (n, k)^T. x_gemm_f16 is prepare()'s gemm_f16 output with
 // `paths` planes (2: SharQ backbone + residual, 1: NVFP4); each FP4 weight element is read and
 // decoded once and multiplied into both paths, which share one FP32 accumulator per output.
+// Launched as a programmatic dependent of the kernel before it (the prepare): its blocks stream
+// their first weight windows while that kernel finishes, and read x only after it completes.
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
                      cudaStream_t stream);
 // The same with float32 output (the engine's residual stream is float32).
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
-                         float* y, cudaStream_t stream);
+                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
+                         cudaStream_t stream);
 
 // Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
 // X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16
@@ -107,9 +112,9 @@ void gemm_prefill(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_s
                   const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
                   cudaStream_t stream);
 // The same with float32 output.
-void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                      int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
-                      float* y_f32, cudaStream_t stream);
+void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
+                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y_f32,
+                      cudaStream_t stream);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);

@@ -43,17 +43,26 @@ class Backend {
   virtual const float* resident(const float* host, int64_t n);
   // Waits for queued work (a no-op where every op is synchronous); timings call it.
   virtual void synchronize() {}
-  // Replay: a decode step repeats the same ops on the same buffers, so a device backend may record
-  // it once and replay it (a CUDA graph) instead of launching every op. The session brackets such
-  // a step; begin_graph returns false when the backend does not record (the CPU, or a mode whose
-  // ops need the host), and then the ops simply run. end_graph runs what was recorded;
-  // abort_graph drops it (an op threw).
-  virtual bool begin_graph(Mode mode, bool quantized) {
-    (void)mode, (void)quantized;
-    return false;
+  // Replay: a decode step repeats the same ops on the same buffers; only its token ids and its
+  // position change. A device backend may record a step once (a CUDA graph whose ops read the ids
+  // and the position from device memory) and replay it for later steps instead of launching
+  // every op. `key` names the step's buffers (a Session takes a new key whenever one of its
+  // buffers moves). begin_step returns
+  //   kReplayed:  it ran the step recorded under `key` with these ids (checked) at `pos`; the
+  //               caller skips the ops;
+  //   kRecording: the ops that follow are only recorded; end_step runs them (false: they
+  //               could not be recorded and did not run), abort_step drops them (an op threw);
+  //               either way the caller then runs them as plain ops;
+  //   kRun:       the ops simply run (the CPU; a mode whose ops need the host; a key's first
+  //               step, which sizes every workspace).
+  enum class Step { kRun, kRecording, kReplayed };
+  virtual Step begin_step(uint64_t key, Mode mode, bool quantized, const int32_t* ids, int64_t rows,
+                          int64_t pos) {
+    (void)key, (void)mode, (void)quantized, (void)ids, (void)rows, (void)pos;
+    return Step::kRun;
   }
-  virtual void end_graph() {}
-  virtual void abort_graph() {}
+  virtual bool end_step() { return false; }
+  virtual void abort_step() {}
   // Floats of the `xq` buffer that quantize_activation fills for a (t, k) activation. The CPU
   // stores the dequantized values (t * k); a device backend may keep its packed form there.
   virtual int64_t quantized_activation_floats(int64_t t, int64_t k) const { return t * k; }
@@ -125,7 +134,7 @@ class Backend {
 };
 
 // One allocation in a backend's memory (move-only). grow() keeps at least n floats (contents
-// are not kept).
+// are not kept) and says whether the allocation moved.
 class Buffer {
  public:
   Buffer() = default;
@@ -145,12 +154,13 @@ class Buffer {
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   ~Buffer() { reset(); }
-  void grow(Backend& be, int64_t n) {
-    if (n <= n_ && be_ == &be) return;
+  bool grow(Backend& be, int64_t n) {
+    if (n <= n_ && be_ == &be) return false;
     reset();
     be_ = &be;
     p_ = be.alloc(n);
     n_ = n;
+    return true;
   }
   void reset() {
     if (p_) be_->release(p_);

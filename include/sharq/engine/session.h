@@ -46,7 +46,7 @@ class Session {
   int64_t batch_;
   int64_t pos_ = 0;
   int64_t rows_ = 0;                       // batch * T of the last forward_hidden
-  bool decoded_once_ = false;  // a decode step ran (buffers sized): later ones may replay
+  uint64_t step_key_ = 0;                  // names the buffers below (Backend::begin_step)
   std::vector<Buffer> k_cache_, v_cache_;  // per layer (batch, kv_heads, capacity, head_dim)
   // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
