@@ -11,6 +11,7 @@
 #          GPU, compute-sanitizer on a short generation
 #   ab     decode with graph replay off, and with the GEMM's PDL off (A/B for e2e)
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
+#   fulltext  GPU perplexity over the whole text (after stash + model)
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
 #   kernels  bench_gemm decode rows (issue 5)
@@ -57,6 +58,13 @@ phase_ab() {  # the A/B for phase e2e, same card: decode with graph replay off, 
     --json "$OUT/sharq_bench_nopdl.json" 2>&1 | grep -v "^bench:" | tail -n 3
 }
 
+phase_fulltext() {  # the whole text (95k tokens) on the GPU, for the CPU references made elsewhere
+  join_model
+  "$B/bin/sharq" perplexity -m /tmp/sharq_stash/model.gguf -f /tmp/sharq_stash/devil.txt \
+    --modes "${FULL_MODES:-sharq-nvfp4,sharq-nvfp4-24,nvfp4,bf16}" --ctx 512 --device cuda \
+    --json "$OUT/ppl_cuda_full.json" 2>/dev/null
+}
+
 phase_ab32() {  # batch 32: the decode kernel (default) vs the prefill kernel for 32-row GEMMs
   for rows in 32 16; do
     SHARQ_CUDA_DECODE_ROWS=$rows "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
@@ -89,10 +97,15 @@ phase_stash() {
   ls -la /tmp/sharq_stash
 }
 
-phase_model() {
+join_model() {  # the default model from the stashed first half and the carried second half
   local M=/tmp/sharq_stash/model.gguf
   if [ ! -f "$M" ]; then cat /tmp/sharq_stash/part0 "$ROOT"/.device/m2/part1 >"$M"; fi
   sha256sum "$M" | tee -a "$OUT/device.txt"
+}
+
+phase_model() {
+  join_model
+  local M=/tmp/sharq_stash/model.gguf
   local T=/tmp/sharq_stash/devil.txt
   local modes=bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24,sharq-nvfp4-pt,sharq-mxfp4,sharq-hif4
   if [ "${SKIP_CPU_PPL:-0}" != 1 ]; then

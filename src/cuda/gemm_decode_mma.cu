@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
@@ -231,12 +232,41 @@ void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, i
         "gemm_decode_mma_kernel");
 }
 
-// 8 warps per tile while the grid is short (N <= 16 * 2 * 132: two blocks on every SM of an
-// H100), else 4, which keeps every block of a 6144-row layer resident at once.
+// Blocks of one kernel instantiation resident on the whole device at once.
+template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
+int64_t resident_blocks() {
+  static const int64_t n = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "sm count");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &per_sm, gemm_decode_mma_kernel<NT, PATHS, WG, WARPS, PACK, OutT>, WARPS * 32, 0),
+          "occupancy");
+    return static_cast<int64_t>(sms) * per_sm;
+  }();
+  return n;
+}
+
+// Warps per 16-row tile (they split K): the most of 8, 4, 2 whose grid (one block per tile) is
+// resident in one wave, else 4. A grid just past one wave ends in a partial wave that leaves
+// most SMs idle: ncu on an H100 measured 1.36 waves for N = 14336 with 4 warps (896 blocks, 660
+// resident). One warp per tile (1792 tiles of N = 28672 in one wave) measured slower than
+// 4 warps over 2.7 waves (39.4 vs 29.9 us): a lone warp's 3 windows in flight are too few.
 template <int NT, int PATHS, bool PACK = false, typename OutT>
 void launch_w(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
               int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
-  if (n <= 16 * 2 * 132) return launch<NT, PATHS, 8, PACK>(x, sx, m, w, group, n, k, y, stream);
+  const int64_t tiles = (n + 15) / 16;
+  const auto fits = [&](auto warps) {
+    constexpr int W = decltype(warps)::value;
+    return tiles <= (group == 32 ? resident_blocks<NT, PATHS, 32, W, PACK, OutT>()
+                                 : resident_blocks<NT, PATHS, 16, W, PACK, OutT>());
+  };
+  if (fits(std::integral_constant<int, 8>{})) {
+    return launch<NT, PATHS, 8, PACK>(x, sx, m, w, group, n, k, y, stream);
+  }
+  if (!fits(std::integral_constant<int, 4>{}) && fits(std::integral_constant<int, 2>{})) {
+    return launch<NT, PATHS, 2, PACK>(x, sx, m, w, group, n, k, y, stream);
+  }
   launch<NT, PATHS, 4, PACK>(x, sx, m, w, group, n, k, y, stream);
 }
 

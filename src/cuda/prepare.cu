@@ -73,6 +73,28 @@ __device__ __forceinline__ void store_gemm_f16(__half* dst, const float* d) {
   }
 }
 
+// The backbone of 8 consecutive scaled values (a group of 8 never straddles a mask group): MODE 1
+// keeps 2 of 4 pairs scored by max |.| (4:8p), MODE 2 keeps 2 of each 4 by |.| (2:4); the rest
+// become 0.
+template <int MODE>
+__device__ __forceinline__ void backbone8(const float* v, float* xsp) {
+  if (MODE == 1) {
+    const uint32_t keep =
+        keep_two_of_four(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])),
+                         fmaxf(fabsf(v[4]), fabsf(v[5])), fmaxf(fabsf(v[6]), fabsf(v[7])));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) xsp[i] = ((keep >> (i / 2)) & 1u) ? v[i] : 0.0f;
+  } else {
+#pragma unroll
+    for (int g = 0; g < 8; g += 4) {
+      const uint32_t keep =
+          keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) xsp[g + i] = ((keep >> i) & 1u) ? v[g + i] : 0.0f;
+    }
+  }
+}
+
 // One 32-element block b (row-major chunk index) of the activation, already loaded into v and
 // not yet scaled: scale by inv = rcp(s_t), mask, quantize both paths, write every output.
 // MODE: 0 nvfp4, 1 sharq 4:8p, 2 sharq 2:4. Shared by every prepare schedule, so they cannot
@@ -95,24 +117,8 @@ __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, i
     }
   } else {
     float xsp[32];
-    if (MODE == 1) {  // 4:8p: pairs scored by max |.|
 #pragma unroll
-      for (int g = 0; g < 32; g += 8) {
-        const uint32_t keep = keep_two_of_four(
-            fmaxf(fabsf(v[g]), fabsf(v[g + 1])), fmaxf(fabsf(v[g + 2]), fabsf(v[g + 3])),
-            fmaxf(fabsf(v[g + 4]), fabsf(v[g + 5])), fmaxf(fabsf(v[g + 6]), fabsf(v[g + 7])));
-#pragma unroll
-        for (int i = 0; i < 8; ++i) xsp[g + i] = ((keep >> (i / 2)) & 1u) ? v[g + i] : 0.0f;
-      }
-    } else {  // 2:4 by |.|
-#pragma unroll
-      for (int g = 0; g < 32; g += 4) {
-        const uint32_t keep =
-            keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]));
-#pragma unroll
-        for (int i = 0; i < 4; ++i) xsp[g + i] = ((keep >> i) & 1u) ? v[g + i] : 0.0f;
-      }
-    }
+    for (int g = 0; g < 32; g += 8) backbone8<MODE>(v + g, xsp + g);
     nvfp4_block<32>(xsp, codes, sparse.scales + b, dsp);
     store16(sparse.codes + b * 16, codes);
 #pragma unroll
@@ -200,21 +206,7 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
     }
   } else {
     float xsp[8];
-    if (MODE == 1) {  // 4:8p: pairs scored by max |.|
-      const uint32_t keep =
-          keep_two_of_four(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])),
-                           fmaxf(fabsf(v[4]), fabsf(v[5])), fmaxf(fabsf(v[6]), fabsf(v[7])));
-#pragma unroll
-      for (int i = 0; i < 8; ++i) xsp[i] = ((keep >> (i / 2)) & 1u) ? v[i] : 0.0f;
-    } else {  // 2:4 by |.|
-#pragma unroll
-      for (int g = 0; g < 8; g += 4) {
-        const uint32_t keep =
-            keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]));
-#pragma unroll
-        for (int i = 0; i < 4; ++i) xsp[g + i] = ((keep >> i) & 1u) ? v[g + i] : 0.0f;
-      }
-    }
+    backbone8<MODE>(v, xsp);
     const uint32_t sc = nvfp4_block_part<32>(xsp, &codes, dsp);
     if (q == 0) sparse.scales[b] = static_cast<uint8_t>(sc);
     reinterpret_cast<uint32_t*>(sparse.codes + b * 16)[q] = codes;
