@@ -244,8 +244,7 @@ class CudaBackend final : public Backend {
     if (g->exec) {
       check_ids(ids, rows, g->vocab);
       stage(*g, ids, pos);
-      check(cudaGraphLaunch(g->exec, stream_), "launch decode graph");
-      check(cudaEventRecord(g->done, stream_), "record decode graph");
+      launch(*g);
       return Step::kReplayed;
     }
     stage(*g, ids, pos);
@@ -272,8 +271,7 @@ class CudaBackend final : public Backend {
       return false;
     }
     g->workspace_gen = workspace_gen_;
-    check(cudaGraphLaunch(g->exec, stream_), "launch decode graph");
-    check(cudaEventRecord(g->done, stream_), "record decode graph");
+    launch(*g);
     return true;
   }
   void abort_step() override {
@@ -482,6 +480,11 @@ class CudaBackend final : public Backend {
   }
   void drop_step(StepGraph* g) {
     std::erase_if(steps_, [g](const auto& p) { return p.get() == g; });
+  }
+  // Runs a recorded step on the stream; `done` marks when its inputs have been read.
+  void launch(StepGraph& g) {
+    check(cudaGraphLaunch(g.exec, stream_), "launch decode graph");
+    check(cudaEventRecord(g.done, stream_), "record decode graph");
   }
   // The step inputs into the pinned block, once the previous launch has copied them out.
   void stage(StepGraph& g, const int32_t* ids, int64_t pos) {

@@ -26,24 +26,14 @@ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
-// out (t, d) = table[ids[i]] rows, in float4 units (d4 = d / 4).
-__global__ void embedding_vec_kernel(const float4* __restrict__ table, int64_t d4,
-                                     const int32_t* __restrict__ ids, int64_t t,
-                                     float4* __restrict__ out) {
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * d4;
+// out (t, d) = table[ids[i]] rows, in units of V (float or float4; dv = d / floats per V).
+template <typename V>
+__global__ void embedding_kernel(const V* __restrict__ table, int64_t dv,
+                                 const int32_t* __restrict__ ids, int64_t t, V* __restrict__ out) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * dv;
        e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = e / d4, j = e % d4;
-    out[e] = table[ids[i] * d4 + j];
-  }
-}
-
-__global__ void embedding_kernel(const float* __restrict__ table, int64_t d,
-                                 const int32_t* __restrict__ ids, int64_t t,
-                                 float* __restrict__ out) {
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * d;
-       e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = e / d, j = e % d;
-    out[e] = table[ids[i] * d + j];
+    const int64_t i = e / dv, j = e % dv;
+    out[e] = table[ids[i] * dv + j];
   }
 }
 
@@ -182,10 +172,10 @@ void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids,
   (void)vocab;
   if (t <= 0 || d <= 0) return;
   if (d % 4 == 0 && aligned16(table) && aligned16(out)) {
-    embedding_vec_kernel<<<grid_for(t * d / 4), kThreads, 0, stream>>>(
+    embedding_kernel<float4><<<grid_for(t * d / 4), kThreads, 0, stream>>>(
         reinterpret_cast<const float4*>(table), d / 4, ids, t, reinterpret_cast<float4*>(out));
   } else {
-    embedding_kernel<<<grid_for(t * d), kThreads, 0, stream>>>(table, d, ids, t, out);
+    embedding_kernel<float><<<grid_for(t * d), kThreads, 0, stream>>>(table, d, ids, t, out);
   }
   check(cudaGetLastError(), "embedding_kernel");
 }

@@ -546,18 +546,24 @@ __device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restri
   return m;
 }
 
-// RMSNorm, phase 2: 32-block b of h = (x * inv_row) * w, recomputed (the same two roundings),
-// into v. inv_row was written by other blocks (before the barrier or by the previous kernel):
-// read through L2.
-__device__ __forceinline__ void load_normed_chunk(const float* __restrict__ x,
-                                                  const float* __restrict__ w,
+// RMSNorm, phase 2: h = (x * inv_row) * w for N values of 32-block b (the same two roundings as
+// phase 1), x in v and w in wv. inv_row was written by other blocks (before the barrier or by the
+// previous kernel): read through L2.
+template <int N>
+__device__ __forceinline__ void apply_row_norm(float* v, const float* wv, const uint32_t* scratch,
+                                               int64_t b, int64_t per_row) {
+  const float ri = __ldcg(reinterpret_cast<const float*>(scratch + kRowInv) + b / per_row);
+#pragma unroll
+  for (int i = 0; i < N; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], ri), wv[i]);
+}
+
+// The whole 32-block b: x already in v, w loaded here.
+__device__ __forceinline__ void load_normed_chunk(const float* __restrict__ w,
                                                   const uint32_t* scratch, int64_t b,
                                                   int64_t per_row, float* v) {
-  const float ri = __ldcg(reinterpret_cast<const float*>(scratch + kRowInv) + b / per_row);
   float wv[32];
   load32(w + (b % per_row) * 32, wv);
-#pragma unroll
-  for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], ri), wv[i]);
+  apply_row_norm<32>(v, wv, scratch, b, per_row);
 }
 
 // Single launch RMSNorm + prepare: phase 1 (a row per block), grid barrier with the tensor max,
@@ -581,7 +587,7 @@ __global__ void __launch_bounds__(kThreads)
        b += stride) {
     float v[32];
     load32(x + b * 32, v);
-    load_normed_chunk(x, w, scratch, b, per_row, v);
+    load_normed_chunk(w, scratch, b, per_row, v);
     quantize_chunk<MODE>(v, inv_st, b, rows, k, sparse, residual, decoded, gemm_f16);
   }
 }
@@ -617,10 +623,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (!active) return;
-  // h = (x * inv_row) * w, the same two roundings as load_normed_chunk.
-  const float ri = __ldcg(reinterpret_cast<const float*>(scratch + kRowInv) + b / per_row);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], ri), wv[i]);
+  apply_row_norm<8>(v, wv, scratch, b, per_row);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
 }
