@@ -9,12 +9,13 @@
 #          (2k tokens; GPU also on 8k tokens, against a CPU run with OPENBLAS_CORETYPE=Haswell
 #          that can be made on any x86 box, spot-checked here), greedy bf16 generation CPU vs
 #          GPU, compute-sanitizer on a short generation
-#   ab     decode with graph replay off, and with the GEMM's PDL off (A/B for e2e)
+#   ab     decode with grouped linears off, graph replay off, the GEMM's PDL off (A/B for e2e)
+#   abgroup  only the first of those
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
 #   fulltext  GPU perplexity over the whole text (after stash + model)
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
-#   kernels  bench_gemm decode rows (issue 5)
+#   kernels  bench_gemm decode rows (issue 5), bench_group (grouped q/k/v and gate/up products)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -49,7 +50,14 @@ phase_smoke() {  # a 4-layer 8B-shaped model, quick: the bench path end to end
     --repeat 2 2>&1 | grep -v "^bench:"
 }
 
-phase_ab() {  # the A/B for phase e2e, same card: decode with graph replay off, then PDL off
+phase_abgroup() {  # the A/B for phase e2e, same card: grouped linears (q/k/v, gate/up) off
+  SHARQ_CUDA_GROUP=0 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+    --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \
+    --json "$OUT/sharq_bench_nogroup.json" 2>&1 | grep -v "^bench:" | tail -n 6
+}
+
+phase_ab() {  # the A/B for phase e2e, same card: grouped linears off, graph replay off, PDL off
+  phase_abgroup
   SHARQ_CUDA_GRAPHS=0 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
     --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \
     --json "$OUT/sharq_bench_nographs.json" 2>&1 | grep -v "^bench:" | tail -n 6
@@ -77,6 +85,10 @@ phase_kernels() {  # decode-regime GEMM/linear table (issue 5), graph-timed colu
   if [ -x "$B/bin/bench_gemm" ]; then
     timeout 300 "$B/bin/bench_gemm" "$OUT/bench_gemm_decode.csv" decode >"$OUT/bench_gemm_decode.log" 2>&1
     echo "bench_gemm rc=$?"; grep -A 25 "as the engine issues it" "$OUT/bench_gemm_decode.log"
+  fi
+  if [ -x "$B/bin/bench_group" ]; then
+    timeout 200 "$B/bin/bench_group" "$OUT/bench_group.csv" >"$OUT/bench_group.log" 2>&1
+    echo "bench_group rc=$?"; cat "$OUT/bench_group.log"
   fi
 }
 

@@ -9,10 +9,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -84,6 +87,10 @@ struct CudaLinear final : LinearWeights {
   Path path = Path::kF32;
   DeviceMem w;     // bf16 / f32 weights, or the FP4 codes, then scales, then the tensor scale
   DeviceMem bias;  // (N) float32, or empty
+  // bf16 weights of a group (group_linears) live side by side in one block: w is then empty and
+  // `data` points into `shared`.
+  std::shared_ptr<DeviceMem> shared;
+  const void* data = nullptr;  // the bf16 / f32 weights wherever they live
   cuda::Nvfp4View fp4{};
   int group = 0;  // FP4 scale group (32 SharQ, 16 nvfp4)
   int paths = 1;  // activation paths the FP4 GEMM multiplies (2 for SharQ)
@@ -172,6 +179,8 @@ class CudaBackend final : public Backend {
     name_ = std::string("cuda (") + prop.name + ")";
     const char* env = std::getenv("SHARQ_CUDA_GRAPHS");
     graphs_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_GROUP");
+    group_launch_ = !(env && env[0] == '0');
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     check_blas(cublasCreate(&blas_), "cublasCreate");
@@ -407,6 +416,88 @@ class CudaBackend final : public Backend {
     if (w.has_bias) cuda::add_bias(y, w.bias.as<float>(), t, w.n, stream_);
   }
 
+  // bf16 groups move into one block, rows side by side in group order, so that a decode step's
+  // group is one cuBLAS product (FP4 groups need no move: the grouped decode GEMM takes each
+  // weight where it is).
+  void group_linears(std::span<LinearWeights* const> ws) override {
+    if (ws.size() < 2) return;
+    size_t total = 0;
+    for (LinearWeights* lw : ws) {
+      const auto& w = static_cast<const CudaLinear&>(*lw);
+      if (w.path != Path::kBf16 || w.k != ws[0]->k || w.shared) return;
+      total += static_cast<size_t>(w.n * w.k) * 2;
+    }
+    auto block = std::make_shared<DeviceMem>(total);
+    size_t off = 0;
+    for (LinearWeights* lw : ws) {
+      auto& w = static_cast<CudaLinear&>(*lw);
+      const size_t bytes = static_cast<size_t>(w.n * w.k) * 2;
+      check(cudaMemcpyAsync(block->as<uint8_t>() + off, w.data, bytes, cudaMemcpyDeviceToDevice,
+                            stream_),
+            "group weights");
+      synchronize();
+      w.w = DeviceMem();
+      w.shared = block;
+      w.data = block->as<uint8_t>() + off;
+      off += bytes;
+    }
+  }
+
+  // Decode-sized groups as one launch: FP4 through the grouped decode GEMM, bf16 (laid out by
+  // group_linears) through one cuBLAS product split into the outputs. Anything else: one by one.
+  void matmul_group(std::span<const LinearWeights* const> ws, const float* xq, int64_t t,
+                    std::span<float* const> ys) override {
+    if (!group_launch_ || ws.size() < 2 || ws.size() > 4 || t > decode_rows())
+      return Backend::matmul_group(ws, xq, t, ys);
+    const auto& w0 = static_cast<const CudaLinear&>(*ws[0]);
+    bool fp4 = w0.path == Path::kFp4, bf16 = w0.path == Path::kBf16 && w0.shared;
+    int64_t n_sum = 0;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const auto& w = static_cast<const CudaLinear&>(*ws[i]);
+      fp4 =
+          fp4 && w.path == Path::kFp4 && w.k == w0.k && w.paths == w0.paths && w.group == w0.group;
+      // side by side in this order in one block
+      bf16 = bf16 && w.path == Path::kBf16 && w.shared == w0.shared &&
+             w.data == static_cast<const uint8_t*>(w0.data) + n_sum * w0.k * 2;
+      n_sum += w.n;
+    }
+    if (fp4) {
+      std::array<cuda::DecodeGemmPart, 4> parts{};
+      for (size_t i = 0; i < ws.size(); ++i) {
+        const auto& w = static_cast<const CudaLinear&>(*ws[i]);
+        parts[i] = {w.fp4, w.n, ys[i]};
+      }
+      cuda::gemm_decode_mma_group_f32(reinterpret_cast<const uint16_t*>(xq), w0.paths,
+                                      xq + t * w0.k, t, parts.data(), static_cast<int>(ws.size()),
+                                      w0.group, w0.k, stream_);
+    } else if (bf16) {
+      // One row: the outputs are the product's row if they lie side by side (the Session's do).
+      bool adjacent = t == 1;
+      for (size_t i = 1; i < ws.size(); ++i)
+        adjacent = adjacent && ys[i] == ys[i - 1] + ws[i - 1]->n;
+      float* y = ys[0];
+      if (!adjacent) {
+        grow(group_y_, static_cast<size_t>(t * n_sum) * sizeof(float));
+        y = group_y_.as<float>();
+      }
+      gemm(w0.data, n_sum, w0.k, xq, CUDA_R_16BF, t, y);
+      int64_t off = 0;
+      for (size_t i = 0; i < ws.size() && !adjacent; ++i) {
+        const size_t row = static_cast<size_t>(ws[i]->n) * sizeof(float);
+        check(cudaMemcpy2DAsync(ys[i], row, y + off, static_cast<size_t>(n_sum) * sizeof(float),
+                                row, static_cast<size_t>(t), cudaMemcpyDeviceToDevice, stream_),
+              "split group output");
+        off += ws[i]->n;
+      }
+    } else {
+      return Backend::matmul_group(ws, xq, t, ys);
+    }
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const auto& w = static_cast<const CudaLinear&>(*ws[i]);
+      if (w.has_bias) cuda::add_bias(ys[i], w.bias.as<float>(), t, w.n, stream_);
+    }
+  }
+
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
                  float* out) override {
     check_ids(ids, t, vocab);
@@ -544,6 +635,7 @@ class CudaBackend final : public Backend {
   void upload_f32(CudaLinear& out, const float* w, int64_t n) {
     out.w.grow(static_cast<size_t>(n) * sizeof(float));
     to_backend(w, out.w.as<float>(), n);
+    out.data = out.w.as<void>();
   }
   // Rounded on the host by the same function the CPU backend's bf16 rule uses.
   void upload_bf16(CudaLinear& out, const float* w, int64_t n) {
@@ -561,28 +653,33 @@ class CudaBackend final : public Backend {
                           cudaMemcpyHostToDevice, stream_),
           "copy weight");
     synchronize();
+    out.data = out.w.as<void>();
   }
   // y (t, N) = x (t, K) . W (N, K)^T in float32 accumulation: column-major, y^T = W . x^T.
   void gemm(const CudaLinear& w, const void* x, cudaDataType_t type, int64_t t, float* y) {
+    gemm(w.data, w.n, w.k, x, type, t, y);
+  }
+  void gemm(const void* w, int64_t n_, int64_t k_, const void* x, cudaDataType_t type, int64_t t,
+            float* y) {
     const float one = 1.0f, zero = 0.0f;
-    const auto n = static_cast<int>(w.n), k = static_cast<int>(w.k), m = static_cast<int>(t);
-    check_blas(
-        cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w.w.as<void>(), type, k, x,
-                     type, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "cublasGemmEx");
+    const auto n = static_cast<int>(n_), k = static_cast<int>(k_), m = static_cast<int>(t);
+    check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, type, k, x, type, k,
+                            &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
   }
 
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<DeviceMem> resident_;
-  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_;
+  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
   int64_t pinned_n_ = 0;
-  DeviceMem blas_ws_;   // cuBLAS's workspace, fixed so a recorded step can use it
-  bool graphs_ = true;  // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
+  DeviceMem blas_ws_;         // cuBLAS's workspace, fixed so a recorded step can use it
+  bool graphs_ = true;        // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
+  bool group_launch_ = true;  // SHARQ_CUDA_GROUP=0: grouped linears one launch each (A/B)
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

@@ -20,6 +20,20 @@ namespace sharq::cuda {
 namespace {
 
 constexpr int kWin = 128;  // K per warp iteration: 4 lanes x one 32-element block each
+constexpr int kMaxParts = 4;
+
+// The weights and outputs of one launch: parts that share the input x (q, k, v; gate, up), their
+// 16-row tiles numbered one after the other (part i owns tiles [tile0[i], tile0[i + 1])).
+template <typename OutT>
+struct Parts {
+  const uint8_t* codes[kMaxParts];
+  const uint8_t* scales[kMaxParts];
+  const float* sw[kMaxParts];
+  OutT* y[kMaxParts];
+  int64_t n[kMaxParts];
+  int64_t tile0[kMaxParts + 1];
+  int count;
+};
 
 __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
@@ -104,13 +118,24 @@ __device__ __forceinline__ void store_out(float* y, int64_t i, float v) {
 template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
 __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     gemm_decode_mma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
-                           const uint8_t* __restrict__ wcodes, const uint8_t* __restrict__ wscales,
-                           const float* __restrict__ sw, int64_t n, int64_t k,
-                           OutT* __restrict__ y) {
+                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
   constexpr int kDepth = 3;  // weight windows per warp in the ring
   __shared__ float red[WARPS][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t row_base = static_cast<int64_t>(blockIdx.x) * 16;
+  // This block's part: constant indices only, so the parameters are read in place.
+  const uint8_t* __restrict__ wcodes = parts.codes[0];
+  const uint8_t* __restrict__ wscales = parts.scales[0];
+  const float* __restrict__ sw = parts.sw[0];
+  OutT* __restrict__ y = parts.y[0];
+  int64_t n = parts.n[0], tile0 = 0;
+#pragma unroll
+  for (int i = 1; i < kMaxParts; ++i) {
+    if (i < parts.count && static_cast<int64_t>(blockIdx.x) >= parts.tile0[i]) {
+      wcodes = parts.codes[i], wscales = parts.scales[i], sw = parts.sw[i], y = parts.y[i];
+      n = parts.n[i], tile0 = parts.tile0[i];
+    }
+  }
+  const int64_t row_base = (static_cast<int64_t>(blockIdx.x) - tile0) * 16;
   const int64_t r0 = row_base + g < n ? row_base + g : n - 1;  // clamped rows are not written
   const int64_t r1 = row_base + g + 8 < n ? row_base + g + 8 : n - 1;
   const int64_t nwin = (k + kWin - 1) / kWin;
@@ -213,10 +238,10 @@ std::atomic<bool> g_pdl{[] {
 }()};
 
 template <int NT, int PATHS, int WARPS, bool PACK, typename OutT>
-void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
-            int64_t k, OutT* y, cudaStream_t stream) {
+void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
+            int64_t k, cudaStream_t stream) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>((n + 15) / 16));
+  cfg.gridDim = dim3(static_cast<unsigned>(parts.tile0[parts.count]));
   cfg.blockDim = dim3(WARPS * 32);
   cfg.stream = stream;
   cudaLaunchAttribute pdl = {};
@@ -227,8 +252,7 @@ void launch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, i
   auto* xh = reinterpret_cast<const __half*>(x);
   const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT>
                                   : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT>;
-  check(cudaLaunchKernelEx(&cfg, kernel, xh, sx, static_cast<int>(m), w.codes, w.scales,
-                           static_cast<const float*>(w.tensor_scale), n, k, y),
+  check(cudaLaunchKernelEx(&cfg, kernel, xh, sx, static_cast<int>(m), parts, k),
         "gemm_decode_mma_kernel");
 }
 
@@ -253,45 +277,68 @@ int64_t resident_blocks() {
 // resident). One warp per tile (1792 tiles of N = 28672 in one wave) measured slower than
 // 4 warps over 2.7 waves (39.4 vs 29.9 us): a lone warp's 3 windows in flight are too few.
 template <int NT, int PATHS, bool PACK = false, typename OutT>
-void launch_w(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
-              int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
-  const int64_t tiles = (n + 15) / 16;
+void launch_w(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
+              int64_t k, cudaStream_t stream) {
+  const int64_t tiles = parts.tile0[parts.count];
   const auto fits = [&](auto warps) {
     constexpr int W = decltype(warps)::value;
     return tiles <= (group == 32 ? resident_blocks<NT, PATHS, 32, W, PACK, OutT>()
                                  : resident_blocks<NT, PATHS, 16, W, PACK, OutT>());
   };
   if (fits(std::integral_constant<int, 8>{})) {
-    return launch<NT, PATHS, 8, PACK>(x, sx, m, w, group, n, k, y, stream);
+    return launch<NT, PATHS, 8, PACK>(x, sx, m, parts, group, k, stream);
   }
   if (!fits(std::integral_constant<int, 4>{}) && fits(std::integral_constant<int, 2>{})) {
-    return launch<NT, PATHS, 2, PACK>(x, sx, m, w, group, n, k, y, stream);
+    return launch<NT, PATHS, 2, PACK>(x, sx, m, parts, group, k, stream);
   }
-  launch<NT, PATHS, 4, PACK>(x, sx, m, w, group, n, k, y, stream);
+  launch<NT, PATHS, 4, PACK>(x, sx, m, parts, group, k, stream);
 }
 
 template <int PATHS, typename OutT>
-void dispatch(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& w, int group,
-              int64_t n, int64_t k, OutT* y, cudaStream_t stream) {
-  if (PATHS == 2 && m <= 4) return launch_w<1, PATHS, true>(x, sx, m, w, group, n, k, y, stream);
-  if (m <= 8) return launch_w<1, PATHS>(x, sx, m, w, group, n, k, y, stream);
-  if (m <= 16) return launch_w<2, PATHS>(x, sx, m, w, group, n, k, y, stream);
-  return launch_w<4, PATHS>(x, sx, m, w, group, n, k, y, stream);
+void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
+              int64_t k, cudaStream_t stream) {
+  if (PATHS == 2 && m <= 4) return launch_w<1, PATHS, true>(x, sx, m, parts, group, k, stream);
+  if (m <= 8) return launch_w<1, PATHS>(x, sx, m, parts, group, k, stream);
+  if (m <= 16) return launch_w<2, PATHS>(x, sx, m, parts, group, k, stream);
+  return launch_w<4, PATHS>(x, sx, m, parts, group, k, stream);
 }
 
 template <typename OutT>
 void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                         int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, OutT* y,
-                         cudaStream_t stream) {
+                         int64_t m, const DecodeGemmPart* in, int count, int w_group, int64_t k,
+                         OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream) {
   if (m < 1 || m > 32)
     throw Error("cuda::gemm_decode_mma: M = " + std::to_string(m) + " is outside 1..32");
-  if (k <= 0 || k % 64 != 0 || n <= 0)
-    throw Error("cuda::gemm_decode_mma: bad shape N x K = " + shape_str(n, k));
+  if (count < 1 || count > kMaxParts)
+    throw Error("cuda::gemm_decode_mma: " + std::to_string(count) + " parts (1.." +
+                std::to_string(kMaxParts) + ")");
   if (w_group != 16 && w_group != 32)
     throw Error("cuda::gemm_decode_mma: weight group must be 16 or 32");
-  if (paths == 2) return dispatch<2>(x_gemm_f16, x_tensor_scale, m, w, w_group, n, k, y, stream);
-  if (paths == 1) return dispatch<1>(x_gemm_f16, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  Parts<OutT> parts{};
+  parts.count = count;
+  for (int i = 0; i < count; ++i) {
+    const int64_t n = in[i].n;
+    if (k <= 0 || k % 64 != 0 || n <= 0)
+      throw Error("cuda::gemm_decode_mma: bad shape N x K = " + shape_str(n, k));
+    parts.codes[i] = in[i].w.codes;
+    parts.scales[i] = in[i].w.scales;
+    parts.sw[i] = in[i].w.tensor_scale;
+    parts.y[i] = out(in[i]);
+    parts.n[i] = n;
+    parts.tile0[i + 1] = parts.tile0[i] + (n + 15) / 16;
+  }
+  if (parts.tile0[count] > 0x7fffffff)
+    throw Error("cuda::gemm_decode_mma: too many output rows for one launch");
+  if (paths == 2) return dispatch<2>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
+  if (paths == 1) return dispatch<1>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
   throw Error("cuda::gemm_decode_mma: paths must be 1 or 2");
+}
+
+__nv_bfloat16* bf16_out(const DecodeGemmPart& p) {
+  return static_cast<__nv_bfloat16*>(p.y);
+}
+float* f32_out(const DecodeGemmPart& p) {
+  return static_cast<float*>(p.y);
 }
 
 }  // namespace
@@ -299,14 +346,22 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y,
                      cudaStream_t stream) {
-  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k,
-                      reinterpret_cast<__nv_bfloat16*>(y), stream);
+  const DecodeGemmPart part{w, n, y};
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, bf16_out, stream);
 }
 
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
                          cudaStream_t stream) {
-  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, stream);
+  const DecodeGemmPart part{w, n, y};
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, f32_out, stream);
+}
+
+void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                               int64_t m, const DecodeGemmPart* parts, int count, int w_group,
+                               int64_t k, cudaStream_t stream) {
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, parts, count, w_group, k, f32_out,
+                      stream);
 }
 
 namespace testing {

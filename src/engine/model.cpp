@@ -3,6 +3,7 @@
 // Not the forward pass (session.cpp).
 #include "sharq/engine/model.h"
 
+#include <array>
 #include <string>
 
 #include "sharq/cpu/ops.h"
@@ -107,10 +108,10 @@ Model::Model(const model::LoadedModel& src, Mode mode, bool quantized, Backend& 
   final_norm_ = backend.resident(t.get("model.norm.weight", {d}), d);
   // Untied configs whose file lacks lm_head (and tied ones that still ship it) exist: the
   // embedding is the head whenever tied or absent.
-  lm_head_ = backend.prepare_lm_head(
-      !cfg_.tie_word_embeddings && t.has("lm_head.weight") ? t.get("lm_head.weight", {v, d})
-                                                           : embed,
-      v, d);
+  lm_head_ = backend.prepare_lm_head(!cfg_.tie_word_embeddings && t.has("lm_head.weight")
+                                         ? t.get("lm_head.weight", {v, d})
+                                         : embed,
+                                     v, d);
   const bool qkv_bias = arch_->qkv_bias || cfg_.attention_bias;
   const bool qk_norm = arch_->qk_norm || cfg_.qk_norm;
   layers_.resize(static_cast<size_t>(cfg_.num_layers));
@@ -140,6 +141,8 @@ Model::Model(const model::LoadedModel& src, Mode mode, bool quantized, Backend& 
     L.gate = lin("mlp.gate_proj", in, d, false);
     L.up = lin("mlp.up_proj", in, d, false);
     L.down = lin("mlp.down_proj", d, in, false);
+    backend.group_linears(std::array<LinearWeights*, 3>{L.q.get(), L.k.get(), L.v.get()});
+    backend.group_linears(std::array<LinearWeights*, 2>{L.gate.get(), L.up.get()});
     if (progress) progress(l + 1, cfg_.num_layers);
   }
 }

@@ -3,6 +3,7 @@
 #include "sharq/engine/session.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -60,8 +61,8 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
                      xq_.grow(be, std::max({be.quantized_activation_floats(rows, d),
                                             be.quantized_activation_floats(rows, in),
                                             be.quantized_activation_floats(rows, qd)})) |
-                     q_.grow(be, rows * qd) | k_.grow(be, rows * kvd) | v_.grow(be, rows * kvd) |
-                     a_.grow(be, rows * qd) | g_.grow(be, rows * in) | u_.grow(be, rows * in);
+                     qkv_.grow(be, rows * (qd + 2 * kvd)) | a_.grow(be, rows * qd) |
+                     gu_.grow(be, rows * 2 * in);
   if (moved || step_key_ == 0) step_key_ = next_step_key();
   // A decode step may be replayed from a recording (Backend::begin_step).
   const Backend::Step step =
@@ -88,8 +89,11 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
   const int64_t rows = static_cast<int64_t>(ids.size());
   const int64_t d = c.hidden_size, in = c.intermediate_size, hd = c.head_dim;
   const int64_t heads = c.num_heads, kvh = c.num_kv_heads, nb = batch_;
-  float *x = x_.data(), *h = h_.data(), *xq = xq_.data(), *q = q_.data(), *k = k_.data();
-  float *v = v_.data(), *a = a_.data(), *g = g_.data(), *u = u_.data();
+  const int64_t qd = model_->q_dim(), kvd = model_->kv_dim();
+  // q, k, v (and gate, up) side by side: for one row, one product's output is all three.
+  float *x = x_.data(), *h = h_.data(), *xq = xq_.data(), *a = a_.data();
+  float *q = qkv_.data(), *k = q + rows * qd, *v = k + rows * kvd;
+  float *g = gu_.data(), *u = g + rows * in;
 
   // RMSNorm, then the input shared by several linears quantized once into xq (or used as is for
   // f32).
@@ -107,9 +111,8 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     // Attention block. q, k and v read one input, so it is quantized once.
     const float* act = norm_quantize(L.input_norm, p + "self_attn.qkv.input");
-    be.matmul(*L.q, act, rows, q);
-    be.matmul(*L.k, act, rows, k);
-    be.matmul(*L.v, act, rows, v);
+    be.matmul_group(std::array<const LinearWeights*, 3>{L.q.get(), L.k.get(), L.v.get()}, act, rows,
+                    std::array<float*, 3>{q, k, v});
     if (L.q_norm) {
       be.rms_norm(q, L.q_norm, rows * heads, hd, c.rms_norm_eps, q);
       be.rms_norm(k, L.k_norm, rows * kvh, hd, c.rms_norm_eps, k);
@@ -124,8 +127,8 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     be.add(x, h, rows * d);
     // MLP block. gate and up share one quantized input.
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
-    be.matmul(*L.gate, act, rows, g);
-    be.matmul(*L.up, act, rows, u);
+    be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,
+                    std::array<float*, 2>{g, u});
     be.swiglu(g, u, rows * in, g);
     be.linear(*L.down, g, rows, h, xq);
     be.add(x, h, rows * d);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -125,6 +126,60 @@ TEST(CudaBackendSession, BatchedSequencesEqualSingleSessions) {
   const auto da = sa.forward(std::span(next, 1)), db = sb.forward(std::span(next + 1, 1));
   EXPECT_LT(rel_err(std::vector<float>(dp.begin(), dp.begin() + v), da), 1e-5);
   EXPECT_LT(rel_err(std::vector<float>(dp.begin() + v, dp.end()), db), 1e-5);
+}
+
+// matmul_group (one grouped launch for decode-sized inputs, one cuBLAS product for bf16 groups
+// laid out by group_linears) gives what matmul gives each linear: decode rows 1 and 5 (outputs
+// side by side or not), and 40 rows (the one-by-one fallback), biases included.
+TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
+  auto be = engine::make_cuda_backend(0);
+  const int64_t k = 256, ns[3] = {320, 64, 64};
+  std::vector<std::vector<float>> w, bias;
+  for (int i = 0; i < 3; ++i) {
+    w.push_back(std::vector<float>(static_cast<size_t>(ns[i] * k)));
+    bias.push_back(std::vector<float>(static_cast<size_t>(ns[i])));
+    for (size_t j = 0; j < w[i].size(); ++j)
+      w[i][j] = static_cast<float>(std::sin(0.37 * double(j) + i) * (j % 61 == 0 ? 9 : 1));
+    for (size_t j = 0; j < bias[i].size(); ++j)
+      bias[i][j] = 0.01f * static_cast<float>(j) - static_cast<float>(i);
+  }
+  for (const Mode mode : {Mode::kBf16, Mode::kSharqNvfp4_24, Mode::kSharqNvfp4, Mode::kNvfp4}) {
+    std::vector<std::unique_ptr<engine::LinearWeights>> lin;
+    for (int i = 0; i < 3; ++i) {
+      lin.push_back(be->prepare_linear(mode, w[i].data(), i == 1 ? bias[i].data() : nullptr, ns[i],
+                                       k, "w" + std::to_string(i)));
+    }
+    be->group_linears(
+        std::array<engine::LinearWeights*, 3>{lin[0].get(), lin[1].get(), lin[2].get()});
+    const std::array<const engine::LinearWeights*, 3> group{lin[0].get(), lin[1].get(),
+                                                            lin[2].get()};
+    for (const int64_t t : {1, 5, 40}) {
+      std::vector<float> x(static_cast<size_t>(t * k));
+      for (size_t j = 0; j < x.size(); ++j)
+        x[j] = static_cast<float>(std::cos(0.11 * double(j)) * (j % 37 == 3 ? 20 : 1));
+      float* dx = be->alloc(t * k);
+      float* xq = be->alloc(be->quantized_activation_floats(t, k));
+      be->to_backend(x.data(), dx, t * k);
+      be->quantize_activation(mode, dx, t, k, xq, "x");
+      const int64_t total = t * (ns[0] + ns[1] + ns[2]);
+      float* sep = be->alloc(total);
+      float* grp = be->alloc(total);
+      std::array<float*, 3> ys_sep{}, ys_grp{};
+      int64_t off = 0;
+      for (int i = 0; i < 3; ++i) {
+        ys_sep[i] = sep + off;
+        ys_grp[i] = grp + off;
+        off += t * ns[i];
+        be->matmul(*lin[i], xq, t, ys_sep[i]);
+      }
+      be->matmul_group(group, xq, t, ys_grp);
+      std::vector<float> a(static_cast<size_t>(total)), b(a.size());
+      be->to_host(sep, a.data(), total);
+      be->to_host(grp, b.data(), total);
+      EXPECT_LT(rel_err(b, a), 1e-6) << mode_name(mode) << " t=" << t;
+      for (float* p : {dx, xq, sep, grp}) be->release(p);
+    }
+  }
 }
 
 // Packed FP4 weights: codes (K/2 bytes a row) + UE4M3 scales, about 3.5x under bf16.

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -96,6 +97,14 @@ TEST(CudaPrepare, BitExactVsCpuEveryMode) {
       }
     }
   }
+}
+
+// Round to nearest even; NaN stays NaN (the poison check sees unwritten elements).
+uint16_t bf16_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if (std::isnan(v)) return 0x7FC0;
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
 std::vector<float> bf16_to_float(const std::vector<uint16_t>& y) {
@@ -234,6 +243,77 @@ TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
         gemm_decode_mma(xh.p, paths, b.residual->ts.p, mm, b.weight->view(), group, nn, kk, b.y,
                         nullptr);
       });
+    }
+  }
+}
+
+// Grouped decode GEMM: the packed weight's rows cut into parts (tile-aligned and not), each part
+// with its own output and its own tensor scale (the shared one times 2^i, undone exactly before
+// the check), as the engine's q/k/v and gate/up groups run. Float32 output, so the bf16 check
+// reads the float32 result rounded.
+TEST(CudaGemmDecodeMma, GroupOfPartsMatchesReference) {
+  const std::pair<int64_t, std::vector<int64_t>> cases[] = {{1, {512, 128, 128}},
+                                                            {3, {100, 33, 200}},
+                                                            {4, {1000, 1000}},
+                                                            {17, {64, 40, 8, 16}},
+                                                            {32, {300, 260}}};
+  for (auto [mode_, pm_, g_] : kGemmModes) {
+    // plain copies: a C++17 lambda cannot capture structured bindings
+    const Mode mode = mode_;
+    const PrepareMode pm = pm_;
+    const int g = g_;
+    const int paths = mode == Mode::kNvfp4 ? 1 : 2;
+    for (const auto& c : cases) {
+      const int64_t m = c.first;
+      const std::vector<int64_t>& sizes = c.second;
+      int64_t n = 0;
+      for (int64_t s : sizes) n += s;
+      const int64_t k = m == 17 ? 1088 : 256;
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      check_gemm_case(
+          mode, g, m, n, k,
+          [&](const GemmCaseBuffers& b) {
+            prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
+                    nullptr, xh.p);
+            const float ts = b.weight->ts.download()[0];
+            std::vector<float> part_ts;
+            std::vector<std::unique_ptr<DeviceBuffer<float>>> ys;
+            for (size_t i = 0; i < sizes.size(); ++i) {
+              part_ts.push_back(std::ldexp(ts, static_cast<int>(i)));
+              ys.push_back(
+                  std::make_unique<DeviceBuffer<float>>(static_cast<size_t>(m * sizes[i])));
+              check(cudaMemset(ys.back()->p, 0xFF, ys.back()->n * 4), "poison");
+            }
+            DeviceBuffer<float> dts(part_ts.size());
+            dts.upload(part_ts.data());
+            std::vector<DecodeGemmPart> parts;
+            int64_t r0 = 0;
+            for (size_t i = 0; i < sizes.size(); ++i) {
+              const Nvfp4View v{b.weight->codes.p + r0 * k / 2, b.weight->scales.p + r0 * k / g,
+                                dts.p + i};
+              parts.push_back({v, sizes[i], ys[i]->p});
+              r0 += sizes[i];
+            }
+            gemm_decode_mma_group_f32(xh.p, paths, b.residual->ts.p, m, parts.data(),
+                                      static_cast<int>(parts.size()), g, k, nullptr);
+            std::vector<float> y32(static_cast<size_t>(m * n));
+            std::vector<uint16_t> y16(y32.size());
+            int64_t c0 = 0;
+            for (size_t i = 0; i < sizes.size(); ++i) {
+              const auto part = ys[i]->download();
+              for (int64_t r = 0; r < m; ++r) {
+                for (int64_t c = 0; c < sizes[i]; ++c) {
+                  const float v = std::ldexp(part[r * sizes[i] + c], -static_cast<int>(i));
+                  y32[r * n + c0 + c] = v;
+                  y16[r * n + c0 + c] = bf16_bits(v);
+                }
+              }
+              c0 += sizes[i];
+            }
+            check(cudaMemcpy(b.y32, y32.data(), y32.size() * 4, cudaMemcpyHostToDevice), "h2d");
+            check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+          },
+          true);
     }
   }
 }

@@ -102,6 +102,18 @@ void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tenso
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
                          cudaStream_t stream);
+// Several products of one input in one launch (q, k and v; gate and up): part i writes
+// y_i (m, n_i) float32 = s_x * s_w_i * X~ . W~_i^T, exactly as gemm_decode_mma_f32 would (the
+// split of K over a tile's warps follows the launch's total rows, so sums may round in another
+// order). At most 4 parts, one weight group and one K for all.
+struct DecodeGemmPart {
+  Nvfp4View w;
+  int64_t n;
+  void* y;  // float32 (m, n) for the _f32 entry point, bf16 for gemm_decode_mma
+};
+void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
+                               int64_t m, const DecodeGemmPart* parts, int count, int w_group,
+                               int64_t k, cudaStream_t stream);
 
 // Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
 // X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16

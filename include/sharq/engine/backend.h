@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -84,6 +85,15 @@ class Backend {
                                    std::string_view name) = 0;
   // xq: (T, K) already quantized; y: (T, N) = xq . W^T (+ bias), float32 accumulation.
   virtual void matmul(const LinearWeights& w, const float* xq, int64_t t, float* y) = 0;
+  // Linears that read one input (q, k, v; gate, up): ys[i] (T, N_i) = xq . W_i^T (+ bias_i), as
+  // matmul gives each. A backend may run the group as one product (fewer, fuller launches).
+  virtual void matmul_group(std::span<const LinearWeights* const> ws, const float* xq, int64_t t,
+                            std::span<float* const> ys) {
+    for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], xq, t, ys[i]);
+  }
+  // Called once with each group of freshly prepared linears that matmul_group will receive
+  // together (same K, same mode): a backend may lay their weights out side by side.
+  virtual void group_linears(std::span<LinearWeights* const> ws) { (void)ws; }
   // The LM head (V, D), never quantized by a mode: the backend's own float product (the CPU
   // keeps float32 and reads `w` in place, so `w` must outlive the result there). matmul runs it.
   virtual std::unique_ptr<LinearWeights> prepare_lm_head(const float* w, int64_t n, int64_t k) = 0;

@@ -51,7 +51,7 @@ class Session {
   // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
   // (R, kv_dim), a (R, q_dim) attention output, g/u (R, I) gate and up, lg logits.
-  Buffer x_, h_, xq_, q_, k_, v_, a_, g_, u_, lg_;
+  Buffer x_, h_, xq_, qkv_, a_, gu_, lg_;
 };
 
 struct SamplingParams {
