@@ -8,7 +8,8 @@
 // Decode rows also time, as the engine issues them (each loop captured once as a CUDA graph on a
 // stream, so host launch cost is off the clock): cuBLAS BF16, cuBLASLt FP8, and the SharQ whole
 // linear = prepare_fused (kAuto) + gemm_decode_mma with and without programmatic dependent
-// launch of the GEMM. Usage: bench_gemm [csv_path] [decode]  ("decode": skip the prefill rows)
+// launch of the GEMM. Prefill rows also time the engine's prefill path (weight decode pass +
+// cuBLAS FP16 GEMM per path). Usage: bench_gemm [csv_path] [decode|prefill] (only those rows)
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -68,6 +69,7 @@ double copy_bandwidth_gbs() {
 int main(int argc, char** argv) {
   const char* csv_path = argc > 1 ? argv[1] : nullptr;
   const bool decode_only = argc > 2 && std::string(argv[2]) == "decode";
+  const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";
   cudaStream_t gs = nullptr;  // the graph-timed columns' stream
   check(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking), "stream");
   cudaDeviceProp prop{};
@@ -91,7 +93,7 @@ int main(int argc, char** argv) {
         "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw,nvfp4_gemm_v3_us,nvfp4_linear_v3_us,"
         "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel,"
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
-        "graph_sharq_linear_pdl_us\n");
+        "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -104,7 +106,7 @@ int main(int argc, char** argv) {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
   const int64_t prefill_ms[] = {128, 512, 2048, 8192};
-  std::vector<std::string> prefill_rows, graph_rows;
+  std::vector<std::string> prefill_rows, graph_rows, cublas_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -174,6 +176,7 @@ int main(int argc, char** argv) {
       return t;
     };
     for (int64_t m : ms) {
+      if (prefill_only) break;
       float* x = static_cast<float*>(dmalloc(size_t(m) * k * 4));
       fill_random(x, size_t(m) * k, 11, 50.0f);
       __nv_bfloat16* xb = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * k * 2));
@@ -297,7 +300,7 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
-            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
             t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2, g_bf16,
             g_fp8, g_gemm, g_lin, g_lin_pdl);
@@ -374,6 +377,39 @@ int main(int argc, char** argv) {
                                       nullptr);
           },
           kInner, kReps);
+      // The engine's prefill: weight decode pass + one cuBLAS FP16 GEMM per path, float32 out.
+      float* y32 = static_cast<float*>(dmalloc(size_t(m) * n * 4));
+      void* pws = dmalloc(sharq::cuda::prefill_cublas_scratch_bytes(n, k));
+      sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr, xh);
+      const double t_nvfp4_cb = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 1, rs.tensor_scale, m, wq16[i % rot], 16,
+                                                 n, k, y32, pws, nullptr);
+          },
+          kInner, kReps);
+      sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch, nullptr,
+                           xh);
+      const double t_sharq_cb = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 2, rs.tensor_scale, m, wq32[i % rot], 32,
+                                                 n, k, y32, pws, nullptr);
+          },
+          kInner, kReps);
+      const double t_wdec = time_us(
+          [&](int i) {
+            sharq::cuda::decode_weight_f16(
+                wq32[i % rot], 32, n, k, static_cast<uint16_t*>(pws), rs.tensor_scale,
+                reinterpret_cast<float*>(static_cast<uint8_t*>(pws) + size_t(n) * k * 2), nullptr);
+          },
+          kInner, kReps);
+      cudaFree(y32);
+      cudaFree(pws);
+      char cbrow[256];
+      std::snprintf(cbrow, sizeof cbrow,
+                    "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f |\n",
+                    (long long)k, (long long)n, (long long)m, t_bf16, t_nvfp4_cb,
+                    t_nvfp4_cb / t_bf16, t_sharq_cb, t_sharq_cb / t_bf16, t_wdec);
+      cublas_rows.emplace_back(cbrow);
       const double flop = 2.0 * double(m) * double(n) * double(k);
       char row[512];
       std::snprintf(
@@ -391,9 +427,9 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1\n",
+            "-1,-1,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
-            t_nvfp4_lin, t_sharq, t_lin);
+            t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -434,6 +470,12 @@ int main(int argc, char** argv) {
       "GEMM | SharQ vs BF16 | NVFP4 TFLOPS | SharQ TFLOPS (2 paths) | SharQ prepare | SharQ "
       "linear | linear vs BF16 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : prefill_rows) std::printf("%s", r.c_str());
+  std::printf(
+      "\nPrefill through cuBLAS (the engine's path for M > 32): FP4 weight decoded once per call "
+      "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out\n\n| K | N | M | cuBLAS "
+      "BF16 | NVFP4 | NVFP4 vs BF16 | SharQ (2 paths) | SharQ vs BF16 | weight decode alone "
+      "|\n|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "
       "better).\n");

@@ -11,6 +11,8 @@
 #          GPU, compute-sanitizer on a short generation
 #   ab     decode with grouped linears off, graph replay off, the GEMM's PDL off (A/B for e2e)
 #   abgroup  only the first of those
+#   prefill  bench_gemm prefill rows (wgmma kernel, and decode pass + cuBLAS: the engine's path)
+#   abprefill  e2e prefill with the wgmma kernel instead (A/B)
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
 #   fulltext  GPU perplexity over the whole text (after stash + model)
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
@@ -48,6 +50,19 @@ phase_smoke() {  # a 4-layer 8B-shaped model, quick: the bench path end to end
   "$B/bin/sharq" bench --synthetic llama-3.1-8b --layers 4 --device cuda \
     --modes bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24 --prefill 512 --batch 1,8 --ctx 256 --steps 8 \
     --repeat 2 2>&1 | grep -v "^bench:"
+}
+
+phase_prefill() {  # prefill-regime GEMM rows (issue 5): wgmma kernel and decode pass + cuBLAS
+  if [ -x "$B/bin/bench_gemm" ]; then
+    timeout 400 "$B/bin/bench_gemm" "$OUT/bench_gemm_prefill.csv" prefill >"$OUT/bench_gemm_prefill.log" 2>&1
+    echo "bench_gemm prefill rc=$?"; sed -n '/^Prefill (gemm_prefill/,$p' "$OUT/bench_gemm_prefill.log"
+  fi
+}
+
+phase_abprefill() {  # the A/B for phase e2e's prefill: the one-launch wgmma kernel instead of cuBLAS
+  SHARQ_CUDA_PREFILL=wgmma "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+    --modes nvfp4,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 --steps 4 --repeat 3 \
+    --json "$OUT/sharq_bench_wgmma_prefill.json" 2>&1 | grep -v "^bench:" | tail -n 4
 }
 
 phase_abgroup() {  # the A/B for phase e2e, same card: grouped linears (q/k/v, gate/up) off

@@ -181,6 +181,8 @@ class CudaBackend final : public Backend {
     graphs_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_GROUP");
     group_launch_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_PREFILL");
+    prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     check_blas(cublasCreate(&blas_), "cublasCreate");
@@ -395,6 +397,10 @@ class CudaBackend final : public Backend {
         const float* sx = xq + t * w.k;
         if (t <= decode_rows()) {
           cuda::gemm_decode_mma_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
+        } else if (prefill_cublas_) {
+          grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
+          cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
+                                        prefill_ws_.as<void>(), stream_);
         } else {
           cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
         }
@@ -672,7 +678,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<DeviceMem> resident_;
-  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_;
+  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_, prefill_ws_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
@@ -680,6 +686,9 @@ class CudaBackend final : public Backend {
   DeviceMem blas_ws_;         // cuBLAS's workspace, fixed so a recorded step can use it
   bool graphs_ = true;        // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
   bool group_launch_ = true;  // SHARQ_CUDA_GROUP=0: grouped linears one launch each (A/B)
+  // FP4 products of more than decode_rows() rows: weight decode + cuBLAS FP16 (default), or the
+  // one-launch wgmma kernel (SHARQ_CUDA_PREFILL=wgmma, A/B).
+  bool prefill_cublas_ = true;
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

@@ -347,6 +347,40 @@ TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
+// Prefill through cuBLAS (weight decode pass + one FP16 GEMM per path): the same shapes and
+// modes, float32 output at SPEC 8's float32 tolerance (the bf16 check reads it rounded).
+TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
+  cublasHandle_t blas = nullptr;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  for (auto [mode_, pm_, g_] : kGemmModes) {
+    const Mode mode = mode_;
+    const PrepareMode pm = pm_;
+    const int g = g_;
+    const int paths = mode == Mode::kNvfp4 ? 1 : 2;
+    for (auto [m_, n_, k_] : kPrefillShapes) {
+      const int64_t m = m_, n = n_, k = k_;
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      DeviceBuffer<uint8_t> ws(prefill_cublas_scratch_bytes(n, k));
+      check_gemm_case(
+          mode, g, m, n, k,
+          [&](const GemmCaseBuffers& b) {
+            prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
+                    nullptr, xh.p);
+            gemm_prefill_cublas_f32(blas, xh.p, paths, b.residual->ts.p, m, b.weight->view(), g, n,
+                                    k, b.y32, ws.p, nullptr);
+            check(cudaDeviceSynchronize(), "sync");
+            std::vector<float> y32(static_cast<size_t>(m * n));
+            check(cudaMemcpy(y32.data(), b.y32, y32.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+            std::vector<uint16_t> y16(y32.size());
+            for (size_t i = 0; i < y32.size(); ++i) y16[i] = bf16_bits(y32[i]);
+            check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+          },
+          true);
+    }
+  }
+  cublasDestroy(blas);
+}
+
 TEST(CudaGemmPrefill, OtherWeightGroup) {
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{3, 200, 192}, {300, 520, 1088}}) {
     check_prefill(Mode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4_24, 16, m, n, k);

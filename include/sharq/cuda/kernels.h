@@ -3,6 +3,7 @@
 // the CPU reference's PackedTensor (formats.h). Not the engine backend (that is issue 6).
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -127,6 +128,22 @@ void gemm_prefill(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_s
 void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                       const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y_f32,
                       cudaStream_t stream);
+
+// Prefill through cuBLAS (the engine's choice for M > 32, measured in bench_gemm): the FP4
+// weight decoded once per call into FP16 scratch (exact, the planes' K order), then one cuBLAS
+// FP16 GEMM per path (FP32 accumulation), the second accumulating into y (beta = 1):
+// y (m, n) float32 = s_x * s_w * sum over paths of X~_p . W~^T. `scratch`:
+// prefill_cublas_scratch_bytes(n, k), 16-byte aligned. Sets `blas` to `stream`; leaves its
+// pointer mode on host.
+size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k);
+void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
+                             const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                             int w_group, int64_t n, int64_t k, float* y, void* scratch,
+                             cudaStream_t stream);
+// The decode pass alone: out (n, k) FP16 = E2M1 x UE4M3 x 2^-14 in the planes' K order, and
+// scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas).
+void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
+                       const float* x_tensor_scale, float* scalars, cudaStream_t stream);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);

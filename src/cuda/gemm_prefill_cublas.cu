@@ -1,0 +1,116 @@
+// Prefill through cuBLAS (the engine's default for M > 32): the FP4 weight is decoded once per
+// call into an FP16 scratch, then each activation path is one FP16 tensor-core GEMM (FP32
+// accumulation) into the same float32 output, the second with beta = 1. Exact operands: E2M1 x
+// UE4M3 x 2^-14 is an FP16 value (the decode trick of gemm_decode_mma, same 0,4,1,5,2,6,3,7
+// order inside each 8-group as prepare's planes, so A and B are permuted alike along K).
+// Why: Hopper has no FP4 MMA, so at large M the product is an FP16 GEMM whatever the kernel; the
+// one-launch gemm_prefill pays its in-loop decode on every token tile (M / 128 times per weight
+// tile) and measured 2.8-2.95x cuBLAS BF16, where a decode pass per call costs one stream over
+// the weight.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "codecs.cuh"
+#include "fp4_decode.cuh"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+// One thread per 8 codes (one 32-bit word): 8 FP16 values, 16 bytes stored. Block 0's thread 0
+// also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
+template <int WG>
+__global__ void decode_weight_kernel(const uint32_t* __restrict__ codes,
+                                     const uint8_t* __restrict__ scales, int64_t words,
+                                     uint4* __restrict__ out, const float* __restrict__ sx,
+                                     const float* __restrict__ sw, float* __restrict__ scalars) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i == 0) {
+    scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+    scalars[1] = 0.0f;
+    scalars[2] = 1.0f;
+  }
+  if (i >= words) return;
+  const uint32_t w = __ldg(codes + i);
+  const __half2 s = __float2half2_rn(ue4m3_decode(__ldg(scales + i * 8 / WG)));
+  uint32_t h[4];
+  e2m1x8_to_f16x2(w, h);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], s);
+  out[i] = make_uint4(h[0], h[1], h[2], h[3]);
+}
+
+void check_blas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    throw Error(std::string("cuda::gemm_prefill_cublas: ") + what + " failed (cuBLAS status " +
+                std::to_string(static_cast<int>(s)) + ")");
+  }
+}
+
+// The handle's pointer mode back to host scalars however the GEMMs end.
+struct DevicePointerMode {
+  explicit DevicePointerMode(cublasHandle_t h) : h(h) {
+    check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), "cublasSetPointerMode");
+  }
+  ~DevicePointerMode() { cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST); }
+  DevicePointerMode(const DevicePointerMode&) = delete;
+  DevicePointerMode& operator=(const DevicePointerMode&) = delete;
+  cublasHandle_t h;
+};
+
+}  // namespace
+
+size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
+  return static_cast<size_t>(n * k) * 2 + 256;
+}
+
+void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
+                       const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
+  if (k <= 0 || k % 64 != 0 || n <= 0)
+    throw Error("cuda::decode_weight_f16: bad shape N x K = " + shape_str(n, k));
+  if (w_group != 16 && w_group != 32)
+    throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
+  if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
+    throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
+  const int64_t words = n * k / 8;
+  const auto blocks = static_cast<unsigned>((words + 255) / 256);
+  const auto* codes = reinterpret_cast<const uint32_t*>(w.codes);
+  auto* o = reinterpret_cast<uint4*>(out);
+  if (w_group == 32) {
+    decode_weight_kernel<32><<<blocks, 256, 0, stream>>>(codes, w.scales, words, o, x_tensor_scale,
+                                                         w.tensor_scale, scalars);
+  } else {
+    decode_weight_kernel<16><<<blocks, 256, 0, stream>>>(codes, w.scales, words, o, x_tensor_scale,
+                                                         w.tensor_scale, scalars);
+  }
+  check(cudaGetLastError(), "decode_weight_kernel");
+}
+
+void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
+                             const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                             int w_group, int64_t n, int64_t k, float* y, void* scratch,
+                             cudaStream_t stream) {
+  if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
+    throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
+                " is outside cuBLAS's int range");
+  if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill_cublas: paths must be 1 or 2");
+  auto* wdec = static_cast<uint16_t*>(scratch);
+  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
+  decode_weight_f16(w, w_group, n, k, wdec, x_tensor_scale, scalars, stream);
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  const DevicePointerMode mode(blas);
+  const auto N = static_cast<int>(n), M = static_cast<int>(m), K = static_cast<int>(k);
+  for (int p = 0; p < paths; ++p) {
+    // y^T (n, m) column-major = W~ (n, k) . X~_p^T: y is (m, n) row-major.
+    check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, scalars, wdec, CUDA_R_16F, K,
+                            x_gemm_f16 + static_cast<int64_t>(p) * m * k, CUDA_R_16F, K,
+                            scalars + (p == 0 ? 1 : 2), y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
+  }
+}
+
+}  // namespace sharq::cuda
