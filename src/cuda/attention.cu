@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "launch.cuh"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
@@ -78,6 +79,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
                        float2* __restrict__ ws_ml, const int64_t* pos_dev) {
+  pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   constexpr int L = D / 8;     // lanes per key row
   constexpr int KPW = 32 / L;  // keys per warp step
@@ -221,6 +223,7 @@ template <int D>
 __global__ void __launch_bounds__(D)
     attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
                         int splits, float* __restrict__ out) {
+  pdl_entry();
   __shared__ float c_s[kMaxCombineSplits];
   __shared__ float red[D / 32];
   __shared__ float mx_s, sum_s;
@@ -284,6 +287,7 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
                         int kv_heads, int64_t capacity, const float* __restrict__ kc,
                         const float* __restrict__ vc, float scale, float* __restrict__ out,
                         const int64_t* pos_dev) {
+  pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   extern __shared__ float4 smem4[];
   float* qs = reinterpret_cast<float*>(smem4);  // (BM, D + 4)
@@ -433,14 +437,12 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                    cudaStream_t stream, const int64_t* pos_dev) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
-  attn_decode_kernel<D, QH><<<grid, kDecodeThreads, 0, stream>>>(
-      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity, kc, vc,
-      scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
-  check(cudaGetLastError(), "attn_decode_kernel");
+  launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
+             q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
+             kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   if (p.splits > 1) {
-    attn_combine_kernel<D><<<static_cast<unsigned>(batch * t * heads), D, 0, stream>>>(
-        ws_o, ws_ml, static_cast<int>(p.splits), out);
-    check(cudaGetLastError(), "attn_combine_kernel");
+    launch_pdl(attn_combine_kernel<D>, dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0,
+               stream, "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out);
   }
 }
 
@@ -479,10 +481,9 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
   (void)configured;
   const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
-  attn_prefill_kernel<D><<<grid, kPrefillThreads, smem, stream>>>(
-      q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), capacity, kc, vc, scale, out,
-      pos_dev);
-  check(cudaGetLastError(), "attn_prefill_kernel");
+  launch_pdl(attn_prefill_kernel<D>, grid, dim3(kPrefillThreads), smem, stream,
+             "attn_prefill_kernel", q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads),
+             capacity, kc, vc, scale, out, pos_dev);
 }
 
 }  // namespace

@@ -181,6 +181,8 @@ class CudaBackend final : public Backend {
     graphs_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_GROUP");
     group_launch_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_FUSE_ADD");
+    fuse_add_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -420,6 +422,31 @@ class CudaBackend final : public Backend {
         break;
     }
     if (w.has_bias) cuda::add_bias(y, w.bias.as<float>(), t, w.n, stream_);
+  }
+
+  // The residual add in the product's epilogue where the product allows it: the FP4 decode GEMM
+  // and the cuBLAS prefill path add into y, cuBLAS bf16 takes beta = 1. A biased linear (the
+  // CPU adds the bias before the residual) and the other paths: product, then add.
+  void matmul_add(const LinearWeights& lw, const float* xq, int64_t t, float* y,
+                  float* tmp) override {
+    const auto& w = static_cast<const CudaLinear&>(lw);
+    if (!fuse_add_ || w.has_bias) return Backend::matmul_add(lw, xq, t, y, tmp);
+    if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_)) {
+      const auto* planes = reinterpret_cast<const uint16_t*>(xq);
+      const float* sx = xq + t * w.k;
+      if (t <= decode_rows()) {
+        const cuda::DecodeGemmPart part{w.fp4, w.n, y};
+        cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
+                                        true);
+      } else {
+        grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
+        cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
+                                      prefill_ws_.as<void>(), stream_, true);
+      }
+      return;
+    }
+    if (w.path == Path::kBf16) return gemm(w.data, w.n, w.k, xq, CUDA_R_16BF, t, y, 1.0f);
+    Backend::matmul_add(lw, xq, t, y, tmp);
   }
 
   // bf16 groups move into one block, rows side by side in group order, so that a decode step's
@@ -665,12 +692,13 @@ class CudaBackend final : public Backend {
   void gemm(const CudaLinear& w, const void* x, cudaDataType_t type, int64_t t, float* y) {
     gemm(w.data, w.n, w.k, x, type, t, y);
   }
+  // beta = 1: y += the product.
   void gemm(const void* w, int64_t n_, int64_t k_, const void* x, cudaDataType_t type, int64_t t,
-            float* y) {
-    const float one = 1.0f, zero = 0.0f;
+            float* y, float beta = 0.0f) {
+    const float one = 1.0f;
     const auto n = static_cast<int>(n_), k = static_cast<int>(k_), m = static_cast<int>(t);
     check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, type, k, x, type, k,
-                            &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                            &beta, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
   }
 
@@ -689,6 +717,7 @@ class CudaBackend final : public Backend {
   // FP4 products of more than decode_rows() rows: weight decode + cuBLAS FP16 (default), or the
   // one-launch wgmma kernel (SHARQ_CUDA_PREFILL=wgmma, A/B).
   bool prefill_cublas_ = true;
+  bool fuse_add_ = true;  // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "launch.cuh"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
@@ -30,6 +31,7 @@ bool aligned16(const void* p) {
 template <typename V>
 __global__ void embedding_kernel(const V* __restrict__ table, int64_t dv,
                                  const int32_t* __restrict__ ids, int64_t t, V* __restrict__ out) {
+  pdl_entry();
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < t * dv;
        e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t i = e / dv, j = e % dv;
@@ -58,6 +60,7 @@ __device__ __forceinline__ float4 scale_by(float4 x, float inv, float4 w) {
 template <typename V>
 __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv, int64_t d,
                                 float eps, V* out) {
+  pdl_entry();
   const V* xr = x + blockIdx.x * dv;
   V* o = out + blockIdx.x * dv;
   double ss = 0.0;
@@ -85,6 +88,7 @@ __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv,
 __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int64_t heads,
                             int64_t head_dim, const float* __restrict__ inv_freq,
                             const int64_t* pos_dev) {
+  pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   const int64_t half = head_dim / 2;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * heads * half;
@@ -109,6 +113,7 @@ __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v
                                 int64_t t, int64_t pos0, int64_t kv_heads, int64_t hd,
                                 int64_t capacity, V* __restrict__ kc, V* __restrict__ vc,
                                 const int64_t* pos_dev) {
+  pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   const int64_t n = batch * t * kv_heads * hd;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
@@ -124,6 +129,7 @@ __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v
 }
 
 __global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float g = gate[i];
@@ -132,6 +138,7 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, flo
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
+  pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     x[i] += y[i];
@@ -140,6 +147,7 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
 
 __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t rows,
                                 int64_t n) {
+  pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
        i += int64_t{gridDim.x} * blockDim.x) {
     y[i] += bias[i % n];
@@ -149,6 +157,7 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
 // codecs.h bf16_round: bits + 0x7FFF + lsb (uint32 wrap-around), keep the high half.
 __global__ void round_to_bf16_kernel(const float* __restrict__ x, int64_t n,
                                      uint16_t* __restrict__ out) {
+  pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     uint32_t bits = __float_as_uint(x[i]);
@@ -159,6 +168,7 @@ __global__ void round_to_bf16_kernel(const float* __restrict__ x, int64_t n,
 
 __global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ in, int64_t n,
                                    float* __restrict__ out) {
+  pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
@@ -172,12 +182,13 @@ void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids,
   (void)vocab;
   if (t <= 0 || d <= 0) return;
   if (d % 4 == 0 && aligned16(table) && aligned16(out)) {
-    embedding_kernel<float4><<<grid_for(t * d / 4), kThreads, 0, stream>>>(
-        reinterpret_cast<const float4*>(table), d / 4, ids, t, reinterpret_cast<float4*>(out));
+    launch_pdl(embedding_kernel<float4>, dim3(grid_for(t * d / 4)), dim3(kThreads), 0, stream,
+               "embedding_kernel", reinterpret_cast<const float4*>(table), d / 4, ids, t,
+               reinterpret_cast<float4*>(out));
   } else {
-    embedding_kernel<float><<<grid_for(t * d), kThreads, 0, stream>>>(table, d, ids, t, out);
+    launch_pdl(embedding_kernel<float>, dim3(grid_for(t * d)), dim3(kThreads), 0, stream,
+               "embedding_kernel", table, d, ids, t, out);
   }
-  check(cudaGetLastError(), "embedding_kernel");
 }
 
 void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* out,
@@ -186,13 +197,13 @@ void rms_norm(const float* x, const float* w, int64_t rows, int64_t d, float eps
   if (rows > 0x7fffffff) throw Error("rms_norm: " + std::to_string(rows) + " rows is too many");
   const auto grid = static_cast<unsigned>(rows);
   if (d % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(out)) {
-    rms_norm_kernel<float4><<<grid, kThreads, 0, stream>>>(
-        reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(w), d / 4, d, eps,
-        reinterpret_cast<float4*>(out));
+    launch_pdl(rms_norm_kernel<float4>, dim3(grid), dim3(kThreads), 0, stream, "rms_norm_kernel",
+               reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(w), d / 4, d,
+               eps, reinterpret_cast<float4*>(out));
   } else {
-    rms_norm_kernel<float><<<grid, kThreads, 0, stream>>>(x, w, d, d, eps, out);
+    launch_pdl(rms_norm_kernel<float>, dim3(grid), dim3(kThreads), 0, stream, "rms_norm_kernel", x,
+               w, d, d, eps, out);
   }
-  check(cudaGetLastError(), "rms_norm_kernel");
 }
 
 void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t head_dim,
@@ -202,9 +213,8 @@ void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64
   }
   if (batch <= 0 || t <= 0 || heads <= 0) return;
   const int64_t rows = batch * t;
-  rope_kernel<<<grid_for(rows * heads * head_dim / 2), kThreads, 0, stream>>>(
-      x, rows, t, pos0, heads, head_dim, inv_freq, pos_dev);
-  check(cudaGetLastError(), "rope_kernel");
+  launch_pdl(rope_kernel, dim3(grid_for(rows * heads * head_dim / 2)), dim3(kThreads), 0, stream,
+             "rope_kernel", x, rows, t, pos0, heads, head_dim, inv_freq, pos_dev);
 }
 
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
@@ -218,45 +228,44 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
   const int64_t n = batch * t * kv_heads * head_dim;
   if (head_dim % 4 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
       aligned16(v_cache)) {
-    kv_store_kernel<float4><<<grid_for(n / 4), kThreads, 0, stream>>>(
-        reinterpret_cast<const float4*>(k), reinterpret_cast<const float4*>(v), batch, t, pos0,
-        kv_heads, head_dim / 4, capacity, reinterpret_cast<float4*>(k_cache),
-        reinterpret_cast<float4*>(v_cache), pos_dev);
+    launch_pdl(kv_store_kernel<float4>, dim3(grid_for(n / 4)), dim3(kThreads), 0, stream,
+               "kv_store_kernel", reinterpret_cast<const float4*>(k),
+               reinterpret_cast<const float4*>(v), batch, t, pos0, kv_heads, head_dim / 4, capacity,
+               reinterpret_cast<float4*>(k_cache), reinterpret_cast<float4*>(v_cache), pos_dev);
   } else {
-    kv_store_kernel<float><<<grid_for(n), kThreads, 0, stream>>>(
-        k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, pos_dev);
+    launch_pdl(kv_store_kernel<float>, dim3(grid_for(n)), dim3(kThreads), 0, stream,
+               "kv_store_kernel", k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache,
+               v_cache, pos_dev);
   }
-  check(cudaGetLastError(), "kv_store_kernel");
 }
 
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
   if (n <= 0) return;
-  swiglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n, out);
-  check(cudaGetLastError(), "swiglu_kernel");
+  launch_pdl(swiglu_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream, "swiglu_kernel", gate, up,
+             n, out);
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
-  check(cudaGetLastError(), "add_kernel");
+  launch_pdl(add_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream, "add_kernel", x, y, n);
 }
 
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
   if (rows <= 0 || n <= 0) return;
-  add_bias_kernel<<<grid_for(rows * n), kThreads, 0, stream>>>(y, bias, rows, n);
-  check(cudaGetLastError(), "add_bias_kernel");
+  launch_pdl(add_bias_kernel, dim3(grid_for(rows * n)), dim3(kThreads), 0, stream,
+             "add_bias_kernel", y, bias, rows, n);
 }
 
 void round_to_bf16(const float* x, int64_t n, uint16_t* out_bf16, cudaStream_t stream) {
   if (n <= 0) return;
-  round_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, out_bf16);
-  check(cudaGetLastError(), "round_to_bf16_kernel");
+  launch_pdl(round_to_bf16_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream,
+             "round_to_bf16_kernel", x, n, out_bf16);
 }
 
 void bf16_to_f32(const uint16_t* in, int64_t n, float* out, cudaStream_t stream) {
   if (n <= 0) return;
-  bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(in, n, out);
-  check(cudaGetLastError(), "bf16_to_f32_kernel");
+  launch_pdl(bf16_to_f32_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream, "bf16_to_f32_kernel",
+             in, n, out);
 }
 
 }  // namespace sharq::cuda

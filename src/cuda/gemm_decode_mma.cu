@@ -13,6 +13,7 @@
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
+#include "launch.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
 
@@ -33,6 +34,7 @@ struct Parts {
   int64_t n[kMaxParts];
   int64_t tile0[kMaxParts + 1];
   int count;
+  bool accumulate;  // y += product
 };
 
 __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
@@ -108,11 +110,12 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
 // WARPS split K inside the block (more warps for short grids). Bytes in flight are what bound
 // the first versions (~25-45% of the copy rate with one window prefetched): each warp keeps a
 // ring of three weight windows, and all activation loads of a window go out before its decode.
-__device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v) {
-  y[i] = __float2bfloat16_rn(v);
+// acc: y += v (the residual add fused into the epilogue), the same float sum as a separate add.
+__device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v, bool acc) {
+  y[i] = __float2bfloat16_rn(acc ? __bfloat162float(y[i]) + v : v);
 }
-__device__ __forceinline__ void store_out(float* y, int64_t i, float v) {
-  y[i] = v;
+__device__ __forceinline__ void store_out(float* y, int64_t i, float v, bool acc) {
+  y[i] = acc ? y[i] + v : v;
 }
 
 template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
@@ -223,15 +226,16 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
       const int tok = i * 8 + 2 * t + (c & 1);
       if (PACK) {
         v += __shfl_xor_sync(0xffffffffu, v, 2);  // lane t holds the backbone, t + 2 the residual
-        if (t < 2 && row < n && tok < m) store_out(y, tok * n + row, v * scale);
+        if (t < 2 && row < n && tok < m) store_out(y, tok * n + row, v * scale, parts.accumulate);
       } else if (row < n && tok < m) {
-        store_out(y, tok * n + row, v * scale);
+        store_out(y, tok * n + row, v * scale, parts.accumulate);
       }
     }
   }
 }
 
-// Programmatic dependent launch of the GEMM (testing::decode_gemm_pdl).
+// Programmatic dependent launch of the GEMM and of the decode step's other kernels (launch.cuh;
+// testing::decode_gemm_pdl).
 std::atomic<bool> g_pdl{[] {
   const char* e = std::getenv("SHARQ_CUDA_PDL");
   return !(e && e[0] == '0');
@@ -248,7 +252,7 @@ void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& pa
   pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   pdl.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &pdl;
-  cfg.numAttrs = g_pdl.load(std::memory_order_relaxed) ? 1 : 0;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
   auto* xh = reinterpret_cast<const __half*>(x);
   const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT>
                                   : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT>;
@@ -306,7 +310,8 @@ void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& 
 template <typename OutT>
 void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const DecodeGemmPart* in, int count, int w_group, int64_t k,
-                         OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream) {
+                         OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream,
+                         bool accumulate = false) {
   if (m < 1 || m > 32)
     throw Error("cuda::gemm_decode_mma: M = " + std::to_string(m) + " is outside 1..32");
   if (count < 1 || count > kMaxParts)
@@ -316,6 +321,7 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
     throw Error("cuda::gemm_decode_mma: weight group must be 16 or 32");
   Parts<OutT> parts{};
   parts.count = count;
+  parts.accumulate = accumulate;
   for (int i = 0; i < count; ++i) {
     const int64_t n = in[i].n;
     if (k <= 0 || k % 64 != 0 || n <= 0)
@@ -359,9 +365,13 @@ void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_t
 
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
-                               int64_t k, cudaStream_t stream) {
+                               int64_t k, cudaStream_t stream, bool accumulate) {
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, parts, count, w_group, k, f32_out,
-                      stream);
+                      stream, accumulate);
+}
+
+bool pdl_enabled() {
+  return g_pdl.load(std::memory_order_relaxed);
 }
 
 namespace testing {

@@ -92,7 +92,7 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, bool accumulate) {
   if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
     throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
                 " is outside cuBLAS's int range");
@@ -107,8 +107,8 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
     // y^T (n, m) column-major = W~ (n, k) . X~_p^T: y is (m, n) row-major.
     check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, scalars, wdec, CUDA_R_16F, K,
                             x_gemm_f16 + static_cast<int64_t>(p) * m * k, CUDA_R_16F, K,
-                            scalars + (p == 0 ? 1 : 2), y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT),
+                            scalars + (p == 0 && !accumulate ? 1 : 2), y, CUDA_R_32F, N,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
   }
 }

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "codecs.cuh"
+#include "launch.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
 
@@ -436,9 +437,10 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
 __global__ void __launch_bounds__(kThreads)
     absmax_publish_kernel(const float* __restrict__ x, int64_t n, uint32_t* scratch,
                           float* ts_sparse, float* ts_residual) {
-  // Lets a programmatic-dependent pass start its loads now; it waits for our completion
+  // Waits for the kernel before it (a no-op unless launched as its programmatic dependent), then
+  // lets a programmatic-dependent pass start its loads; the pass waits for our completion
   // (griddepcontrol.wait) before it reads the max.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  pdl_entry();
   __shared__ float red[32];
   const float4* x4 = reinterpret_cast<const float4*>(x);
   const int64_t n4 = n / 4;
@@ -597,7 +599,7 @@ __global__ void __launch_bounds__(kThreads)
     rmsnorm_publish_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
                            int64_t rows, int64_t k, uint32_t* scratch, float* ts_sparse,
                            float* ts_residual, float* __restrict__ normed, bool force_sequential) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  pdl_entry();  // as absmax_publish_kernel
   __shared__ float red[32];
   const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
@@ -656,6 +658,12 @@ void launch_ex(void (*kernel)(KArgs...), unsigned grid, cudaStream_t stream,
   cfg.attrs = &attr;
   cfg.numAttrs = attr_id == cudaLaunchAttributeIgnore ? 0 : 1;
   check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), what);
+}
+
+// The publish kernels join the decode step's chain of programmatic dependents (launch.cuh).
+cudaLaunchAttributeID chain_attr() {
+  return pdl_enabled() ? cudaLaunchAttributeProgrammaticStreamSerialization
+                       : cudaLaunchAttributeIgnore;
 }
 
 // Calls f(std::integral_constant<int, MODE>) for the kernels' MODE number.
@@ -775,8 +783,8 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
     const int64_t n = rows * k;
     const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
         (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<absmax_publish_kernel>()));
-    launch_ex(absmax_publish_kernel, max_grid, stream, cudaLaunchAttributeIgnore,
-              "absmax_publish_kernel", x, n, scratch, ts_sparse, residual.tensor_scale);
+    launch_ex(absmax_publish_kernel, max_grid, stream, chain_attr(), "absmax_publish_kernel", x, n,
+              scratch, ts_sparse, residual.tensor_scale);
     launch_ex(prepare_pass_kernel<M>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
@@ -809,10 +817,9 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
     // A row per block; past ~8 resident blocks per SM more blocks only queue.
     const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
         rows, 1, 8 * static_cast<int64_t>(coresident_blocks<rmsnorm_publish_kernel>())));
-    launch_ex(rmsnorm_publish_kernel, stats_grid, stream, cudaLaunchAttributeIgnore,
-              "rmsnorm_publish_kernel", x, norm_w, eps, rows, k, scratch,
-              M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale, normed_out,
-              g_force_sequential_rms);
+    launch_ex(rmsnorm_publish_kernel, stats_grid, stream, chain_attr(), "rmsnorm_publish_kernel", x,
+              norm_w, eps, rows, k, scratch, M != 0 ? sparse.tensor_scale : nullptr,
+              residual.tensor_scale, normed_out, g_force_sequential_rms);
     launch_ex(rmsnorm_pass_kernel<M>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization

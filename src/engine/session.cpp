@@ -123,15 +123,13 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     float* vc = v_cache_[static_cast<size_t>(l)].data();
     be.kv_store(k, v, nb, t, pos_, kvh, hd, capacity_, kc, vc);
     be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
-    be.linear(*L.o, a, rows, h, xq);
-    be.add(x, h, rows * d);
+    be.linear_add(*L.o, a, rows, x, h, xq);
     // MLP block. gate and up share one quantized input.
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
     be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,
                     std::array<float*, 2>{g, u});
     be.swiglu(g, u, rows * in, g);
-    be.linear(*L.down, g, rows, h, xq);
-    be.add(x, h, rows * d);
+    be.linear_add(*L.down, g, rows, x, h, xq);
   }
   be.rms_norm(x, model_->final_norm(), rows, d, c.rms_norm_eps, x);
 }

@@ -182,6 +182,42 @@ TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
   }
 }
 
+// matmul_add (the residual add fused into the product: FP4 decode GEMM epilogue, cuBLAS prefill
+// path and bf16 with beta = 1) gives y + matmul: rows 1 and 5 (decode GEMM) and 40 (prefill).
+TEST(CudaBackendSession, FusedResidualAddEqualsProductThenAdd) {
+  auto be = engine::make_cuda_backend(0);
+  const int64_t k = 256, n = 192;
+  std::vector<float> w(static_cast<size_t>(n * k));
+  for (size_t j = 0; j < w.size(); ++j)
+    w[j] = static_cast<float>(std::sin(0.29 * double(j)) * (j % 53 == 0 ? 7 : 1));
+  for (const Mode mode : {Mode::kBf16, Mode::kSharqNvfp4_24, Mode::kNvfp4}) {
+    const auto lin = be->prepare_linear(mode, w.data(), nullptr, n, k, "w");
+    for (const int64_t t : {1, 5, 40}) {
+      std::vector<float> x(static_cast<size_t>(t * k)), y0(static_cast<size_t>(t * n));
+      for (size_t j = 0; j < x.size(); ++j)
+        x[j] = static_cast<float>(std::cos(0.13 * double(j)) * (j % 41 == 2 ? 15 : 1));
+      for (size_t j = 0; j < y0.size(); ++j) y0[j] = static_cast<float>(j % 17) - 8.0f;
+      float* dx = be->alloc(t * k);
+      float* xq = be->alloc(be->quantized_activation_floats(t, k));
+      float* fused = be->alloc(t * n);
+      float* sep = be->alloc(t * n);
+      float* tmp = be->alloc(t * n);
+      be->to_backend(x.data(), dx, t * k);
+      be->to_backend(y0.data(), fused, t * n);
+      be->to_backend(y0.data(), sep, t * n);
+      be->quantize_activation(mode, dx, t, k, xq, "x");
+      be->matmul_add(*lin, xq, t, fused, tmp);
+      be->matmul(*lin, xq, t, tmp);
+      be->add(sep, tmp, t * n);
+      std::vector<float> a(y0.size()), b(y0.size());
+      be->to_host(sep, a.data(), t * n);
+      be->to_host(fused, b.data(), t * n);
+      EXPECT_LT(rel_err(b, a), 1e-6) << mode_name(mode) << " t=" << t;
+      for (float* p : {dx, xq, fused, sep, tmp}) be->release(p);
+    }
+  }
+}
+
 // Packed FP4 weights: codes (K/2 bytes a row) + UE4M3 scales, about 3.5x under bf16.
 TEST(CudaBackendSession, Fp4WeightsStayPacked) {
   const auto lm = test::tiny_model(gpu_config("llama"), 5);

@@ -74,8 +74,8 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
 void force_sequential_rms(bool on);
-// Programmatic dependent launch of gemm_decode_mma (default on; SHARQ_CUDA_PDL=0 starts it
-// off): off for A/B timing.
+// Programmatic dependent launch of gemm_decode_mma and of the decode step's other kernels
+// (default on; SHARQ_CUDA_PDL=0 starts it off): off for A/B timing.
 void decode_gemm_pdl(bool on);
 }  // namespace testing
 
@@ -112,9 +112,11 @@ struct DecodeGemmPart {
   int64_t n;
   void* y;  // float32 (m, n) for the _f32 entry point, bf16 for gemm_decode_mma
 };
+// accumulate: y_i += the product (the decoder's residual add, one float add as a separate
+// kernel would do it).
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
-                               int64_t k, cudaStream_t stream);
+                               int64_t k, cudaStream_t stream, bool accumulate = false);
 
 // Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
 // X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16
@@ -136,10 +138,11 @@ void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tens
 // prefill_cublas_scratch_bytes(n, k), 16-byte aligned. Sets `blas` to `stream`; leaves its
 // pointer mode on host.
 size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k);
+// accumulate: y += the product (beta = 1 from the first path on).
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
-                             cudaStream_t stream);
+                             cudaStream_t stream, bool accumulate = false);
 // The decode pass alone: out (n, k) FP16 = E2M1 x UE4M3 x 2^-14 in the planes' K order, and
 // scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas).
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,

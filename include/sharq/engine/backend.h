@@ -91,6 +91,13 @@ class Backend {
                             std::span<float* const> ys) {
     for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], xq, t, ys[i]);
   }
+  // y (T, N) += xq . W^T (+ bias): a linear whose output goes straight into the residual stream
+  // (o_proj, down_proj). tmp: (T, N) scratch for a backend that does the add separately.
+  virtual void matmul_add(const LinearWeights& w, const float* xq, int64_t t, float* y,
+                          float* tmp) {
+    matmul(w, xq, t, tmp);
+    add(y, tmp, t * w.n);
+  }
   // Called once with each group of freshly prepared linears that matmul_group will receive
   // together (same K, same mode): a backend may lay their weights out side by side.
   virtual void group_linears(std::span<LinearWeights* const> ws) { (void)ws; }
@@ -135,6 +142,13 @@ class Backend {
     quantize_activation(mode, h, rows, d, xq, name);
   }
 
+  // y (T, N) += Q_act(X) . W^T (+ bias): quantize then matmul_add. tmp: (T, N).
+  void linear_add(const LinearWeights& w, const float* x, int64_t t, float* y, float* tmp,
+                  float* scratch) {
+    if (!w.quantized) return matmul_add(w, x, t, y, tmp);
+    quantize_activation(w.mode, x, t, w.k, scratch, w.name);
+    matmul_add(w, scratch, t, y, tmp);
+  }
   // Y (T, N) = Q_act(X (T, K)) . W^T (+ bias): quantize then matmul. scratch: (T, K).
   void linear(const LinearWeights& w, const float* x, int64_t t, float* y, float* scratch) {
     if (!w.quantized) return matmul(w, x, t, y);
