@@ -494,6 +494,12 @@ class CudaBackend final : public Backend {
              w.data == static_cast<const uint8_t*>(w0.data) + n_sum * w0.k * 2;
       n_sum += w.n;
     }
+    // Where one launch measured faster (bench_group, H100): q/k/v-sized groups at every decode
+    // size; a gate/up-sized group (2 x 14336 rows) only for FP4 up to 4 rows and for bf16 at one
+    // row (no split copies); past that it lost 3-5% to one launch per linear.
+    const bool small_group = n_sum <= 8192;
+    fp4 = fp4 && (small_group || t <= 4);
+    bf16 = bf16 && (small_group || t == 1);
     if (fp4) {
       std::array<cuda::DecodeGemmPart, 4> parts{};
       for (size_t i = 0; i < ws.size(); ++i) {
