@@ -183,6 +183,8 @@ class CudaBackend final : public Backend {
     group_launch_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_FUSE_ADD");
     fuse_add_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_FUSE_SWIGLU");
+    fuse_swiglu_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -389,6 +391,17 @@ class CudaBackend final : public Backend {
     const Fp4Out o = fp4_out(rows, d, xq);
     cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
                           stream_, o.planes);
+  }
+
+  // SwiGLU fused into the FP4 prepare of down_proj's input (out stays unwritten).
+  void swiglu_quantize(Mode mode, const float* gate, const float* up, int64_t rows, int64_t k,
+                       float* out, float* xq, std::string_view name) override {
+    const auto rule = fp4_rule(mode, k);
+    if (!rule || !fuse_swiglu_)
+      return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
+    const Fp4Out o = fp4_out(rows, k, xq);
+    cuda::prepare_swiglu(rule->prepare, gate, up, rows, k, o.sparse, o.residual, scratch(rows),
+                         stream_, o.planes);
   }
 
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
@@ -723,7 +736,8 @@ class CudaBackend final : public Backend {
   // FP4 products of more than decode_rows() rows: weight decode + cuBLAS FP16 (default), or the
   // one-launch wgmma kernel (SHARQ_CUDA_PREFILL=wgmma, A/B).
   bool prefill_cublas_ = true;
-  bool fuse_add_ = true;  // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
+  bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
+  bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

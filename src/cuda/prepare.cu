@@ -594,6 +594,56 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// silu(g) * u as engine_ops' swiglu_kernel computes it (same expression, same flags): the fused
+// prepare below gives the same bits as swiglu then prepare_fused.
+__device__ __forceinline__ float swiglu1(float g, float u) {
+  return g / (1.0f + expf(-g)) * u;
+}
+
+// SwiGLU in front of the two-kernel prepare (the down projection's input), kernel 1: the
+// tensor max of silu(gate) * up, published as absmax_publish_kernel does.
+__global__ void __launch_bounds__(kThreads)
+    swiglu_publish_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n,
+                          uint32_t* scratch, float* ts_sparse, float* ts_residual) {
+  pdl_entry();
+  __shared__ float red[32];
+  const float4* g4 = reinterpret_cast<const float4*>(gate);
+  const float4* u4 = reinterpret_cast<const float4*>(up);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  float m = 0.0f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n / 4;
+       i += stride) {
+    const float4 g = g4[i], u = u4[i];
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(swiglu1(g.x, u.x)), fabsf(swiglu1(g.y, u.y))),
+                       fmaxf(fabsf(swiglu1(g.z, u.z)), fabsf(swiglu1(g.w, u.w)))));
+  }
+  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+}
+
+// Kernel 2: as prepare_pass_kernel on silu(gate) * up (gate and up load before the wait).
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_pass_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t rows,
+                       int64_t k, const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
+                       float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t b = e / 4;
+  const int q = static_cast<int>(e % 4);
+  const bool active = b < rows * (k / 32);
+  float v[8], u[8];
+  if (active) {
+    load8(gate + b * 32 + 8 * q, v);
+    load8(up + b * 32 + 8 * q, u);
+  }
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (!active) return;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = swiglu1(v[i], u[i]);
+  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
+}
+
 // Two-kernel RMSNorm, kernel 1: phase 1 and the published tensor max (as absmax_publish_kernel).
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_publish_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
@@ -790,6 +840,31 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,
               "prepare_pass_kernel", x, rows, k, scratch, sparse, residual, decoded, gh);
+  });
+}
+
+void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
+                    Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
+                    uint16_t* gemm_f16, float* decoded) {
+  check_shape(rows, k, "cuda::prepare_swiglu");
+  if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
+    throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
+  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+  const int64_t chunks = rows * (k / 32);
+  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
+  const PrepareSchedule schedule = auto_schedule(rows * k);
+  with_mode(mode, [&](auto m) {
+    constexpr int M = decltype(m)::value;
+    const int64_t n = rows * k;
+    const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
+        (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<swiglu_publish_kernel>()));
+    launch_ex(swiglu_publish_kernel, max_grid, stream, chain_attr(), "swiglu_publish_kernel", gate,
+              up, n, scratch, M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
+    launch_ex(swiglu_pass_kernel<M>, static_cast<unsigned>(need4), stream,
+              schedule == PrepareSchedule::kTwoKernelPdl
+                  ? cudaLaunchAttributeProgrammaticStreamSerialization
+                  : cudaLaunchAttributeIgnore,
+              "swiglu_pass_kernel", gate, up, rows, k, scratch, sparse, residual, decoded, gh);
   });
 }
 

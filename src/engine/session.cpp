@@ -128,8 +128,13 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
     be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,
                     std::array<float*, 2>{g, u});
-    be.swiglu(g, u, rows * in, g);
-    be.linear_add(*L.down, g, rows, x, h, xq);
+    if (L.down->quantized) {  // SwiGLU and down_proj's activation rule, fused where possible
+      be.swiglu_quantize(L.down->mode, g, u, rows, in, g, xq, L.down->name);
+      be.matmul_add(*L.down, xq, rows, x, h);
+    } else {
+      be.swiglu(g, u, rows * in, g);
+      be.matmul_add(*L.down, g, rows, x, h);
+    }
   }
   be.rms_norm(x, model_->final_norm(), rows, d, c.rms_norm_eps, x);
 }

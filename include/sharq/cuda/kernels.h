@@ -61,6 +61,13 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
                    PrepareSchedule schedule = PrepareSchedule::kAuto);
 
+// h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
+// prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
+// prepare_fused. scratch: prepare_scratch_bytes(0), zeroed once.
+void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
+                    Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
+                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr);
+
 // RMSNorm fused in front of prepare: h = (x * inv_rms) * norm_w with
 // inv_rms = float(1 / sqrt(sum_j x_j^2 / k + eps)) summed in double exactly as the CPU
 // reference (cpu::rms_norm: h is bit-identical), then prepare_fused(mode, h, ...), in one

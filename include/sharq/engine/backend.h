@@ -149,6 +149,14 @@ class Backend {
     quantize_activation(w.mode, x, t, w.k, scratch, w.name);
     matmul_add(w, scratch, t, y, tmp);
   }
+  // out = silu(gate) * up (rows, k), then the mode's activation rule on it into xq, as swiglu +
+  // quantize_activation do. A backend that fuses the two may leave out unwritten.
+  virtual void swiglu_quantize(Mode mode, const float* gate, const float* up, int64_t rows,
+                               int64_t k, float* out, float* xq, std::string_view name) {
+    swiglu(gate, up, rows * k, out);
+    quantize_activation(mode, out, rows, k, xq, name);
+  }
+
   // Y (T, N) = Q_act(X (T, K)) . W^T (+ bias): quantize then matmul. scratch: (T, K).
   void linear(const LinearWeights& w, const float* x, int64_t t, float* y, float* scratch) {
     if (!w.quantized) return matmul(w, x, t, y);
