@@ -244,20 +244,11 @@ std::atomic<bool> g_pdl{[] {
 template <int NT, int PATHS, int WARPS, bool PACK, typename OutT>
 void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
             int64_t k, cudaStream_t stream) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(parts.tile0[parts.count]));
-  cfg.blockDim = dim3(WARPS * 32);
-  cfg.stream = stream;
-  cudaLaunchAttribute pdl = {};
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &pdl;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  auto* xh = reinterpret_cast<const __half*>(x);
   const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT>
                                   : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT>;
-  check(cudaLaunchKernelEx(&cfg, kernel, xh, sx, static_cast<int>(m), parts, k),
-        "gemm_decode_mma_kernel");
+  launch_pdl(kernel, dim3(static_cast<unsigned>(parts.tile0[parts.count])), dim3(WARPS * 32), 0,
+             stream, "gemm_decode_mma_kernel", reinterpret_cast<const __half*>(x), sx,
+             static_cast<int>(m), parts, k);
 }
 
 // Blocks of one kernel instantiation resident on the whole device at once.

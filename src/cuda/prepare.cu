@@ -432,37 +432,76 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
   }
 }
 
+// The inputs of the two-kernel schedule. A source gives the 4-wide absolute max of element
+// group i (kernel 1) and a lane's 8 values (kernel 2): `load` runs before the dependency wait
+// (only data written before the previous kernel started may be read there), `finish` after it.
+struct PlainSource {  // x itself
+  const float* x;
+  __device__ __forceinline__ float abs_max4(int64_t i) const {
+    const float4 f = reinterpret_cast<const float4*>(x)[i];
+    return fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w)));
+  }
+  __device__ __forceinline__ void load(int64_t b, int q, float (&v)[8], float (&)[8]) const {
+    load8(x + b * 32 + 8 * q, v);
+  }
+  __device__ __forceinline__ void finish(float (&)[8], const float (&)[8], const uint32_t*,
+                                         int64_t) const {}
+};
+
+// silu(g) * u as engine_ops' swiglu_kernel computes it (same expression, same flags): the
+// SwiGLU source gives the same bits as swiglu then the plain source.
+__device__ __forceinline__ float swiglu1(float g, float u) {
+  return g / (1.0f + expf(-g)) * u;
+}
+struct SwigluSource {  // silu(gate) * up, never stored (down_proj's input)
+  const float* gate;
+  const float* up;
+  __device__ __forceinline__ float abs_max4(int64_t i) const {
+    const float4 g = reinterpret_cast<const float4*>(gate)[i];
+    const float4 u = reinterpret_cast<const float4*>(up)[i];
+    return fmaxf(fmaxf(fabsf(swiglu1(g.x, u.x)), fabsf(swiglu1(g.y, u.y))),
+                 fmaxf(fabsf(swiglu1(g.z, u.z)), fabsf(swiglu1(g.w, u.w))));
+  }
+  __device__ __forceinline__ void load(int64_t b, int q, float (&v)[8], float (&u)[8]) const {
+    load8(gate + b * 32 + 8 * q, v);
+    load8(up + b * 32 + 8 * q, u);
+  }
+  __device__ __forceinline__ void finish(float (&v)[8], const float (&u)[8], const uint32_t*,
+                                         int64_t) const {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = swiglu1(v[i], u[i]);
+  }
+};
+
 // Two-kernel schedule, kernel 1: tensor max; the last block to finish publishes it (scratch and
 // both tensor-scale outputs) and resets the accumulator, so no memset launch precedes it.
+template <typename Src>
 __global__ void __launch_bounds__(kThreads)
-    absmax_publish_kernel(const float* __restrict__ x, int64_t n, uint32_t* scratch,
-                          float* ts_sparse, float* ts_residual) {
+    max_publish_kernel(Src src, int64_t n, uint32_t* scratch, float* ts_sparse,
+                       float* ts_residual) {
   // Waits for the kernel before it (a no-op unless launched as its programmatic dependent), then
   // lets a programmatic-dependent pass start its loads; the pass waits for our completion
   // (griddepcontrol.wait) before it reads the max.
   pdl_entry();
   __shared__ float red[32];
-  const float4* x4 = reinterpret_cast<const float4*>(x);
   const int64_t n4 = n / 4;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   float m = 0.0f;
 #pragma unroll 4
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
        i += stride) {
-    const float4 f = x4[i];
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+    m = fmaxf(m, src.abs_max4(i));
   }
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// Two-kernel schedule, kernel 2: four lanes per 32-block (quantize_quarter); the lane's load is
-// issued before the dependency wait, so under programmatic dependent launch it overlaps kernel 1
-// (without it the wait is a no-op).
-template <int MODE>
+// Two-kernel schedule, kernel 2 (also after the RMSNorm kernel 1): four lanes per 32-block
+// (quantize_quarter); the lane's loads are issued before the dependency wait, so under
+// programmatic dependent launch they overlap kernel 1 (without it the wait is a no-op).
+template <int MODE, typename Src>
 __global__ void __launch_bounds__(kThreads)
-    prepare_pass_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
-                        const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
-                        float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+    pass_kernel(Src src, int64_t rows, int64_t k, const uint32_t* scratch, Nvfp4View sparse,
+                Nvfp4View residual, float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
   // The GEMM that reads our output may launch now and stream its weights (it waits for our
   // completion before it reads the activation).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -472,10 +511,11 @@ __global__ void __launch_bounds__(kThreads)
   // Whole lane groups of 4 are active or not together (kThreads is a multiple of 4), so the
   // shuffles in quantize_quarter see only active lanes.
   const bool active = b < rows * (k / 32);
-  float v[8];
-  if (active) load8(x + b * 32 + 8 * q, v);
+  float v[8], aux[8];
+  if (active) src.load(b, q, v, aux);
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (!active) return;
+  src.finish(v, aux, scratch, b);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
 }
@@ -594,91 +634,32 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// silu(g) * u as engine_ops' swiglu_kernel computes it (same expression, same flags): the fused
-// prepare below gives the same bits as swiglu then prepare_fused.
-__device__ __forceinline__ float swiglu1(float g, float u) {
-  return g / (1.0f + expf(-g)) * u;
-}
-
-// SwiGLU in front of the two-kernel prepare (the down projection's input), kernel 1: the
-// tensor max of silu(gate) * up, published as absmax_publish_kernel does.
-__global__ void __launch_bounds__(kThreads)
-    swiglu_publish_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n,
-                          uint32_t* scratch, float* ts_sparse, float* ts_residual) {
-  pdl_entry();
-  __shared__ float red[32];
-  const float4* g4 = reinterpret_cast<const float4*>(gate);
-  const float4* u4 = reinterpret_cast<const float4*>(up);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  float m = 0.0f;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n / 4;
-       i += stride) {
-    const float4 g = g4[i], u = u4[i];
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(swiglu1(g.x, u.x)), fabsf(swiglu1(g.y, u.y))),
-                       fmaxf(fabsf(swiglu1(g.z, u.z)), fabsf(swiglu1(g.w, u.w)))));
-  }
-  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
-}
-
-// Kernel 2: as prepare_pass_kernel on silu(gate) * up (gate and up load before the wait).
-template <int MODE>
-__global__ void __launch_bounds__(kThreads)
-    swiglu_pass_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t rows,
-                       int64_t k, const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
-                       float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t b = e / 4;
-  const int q = static_cast<int>(e % 4);
-  const bool active = b < rows * (k / 32);
-  float v[8], u[8];
-  if (active) {
-    load8(gate + b * 32 + 8 * q, v);
-    load8(up + b * 32 + 8 * q, u);
-  }
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (!active) return;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = swiglu1(v[i], u[i]);
-  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
-}
-
-// Two-kernel RMSNorm, kernel 1: phase 1 and the published tensor max (as absmax_publish_kernel).
+// Two-kernel RMSNorm, kernel 1: phase 1 and the published tensor max (as max_publish_kernel).
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_publish_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
                            int64_t rows, int64_t k, uint32_t* scratch, float* ts_sparse,
                            float* ts_residual, float* __restrict__ normed, bool force_sequential) {
-  pdl_entry();  // as absmax_publish_kernel
+  pdl_entry();  // as max_publish_kernel
   __shared__ float red[32];
   const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// Two-kernel RMSNorm, kernel 2: four lanes per 32-block (as prepare_pass_kernel); x and w load
-// before the dependency wait (programmatic dependent launch overlaps them with kernel 1).
-template <int MODE>
-__global__ void __launch_bounds__(kThreads)
-    rmsnorm_pass_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
-                        int64_t k, const uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
-                        float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // as prepare_pass_kernel
-  const int64_t per_row = k / 32;
-  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t b = e / 4;
-  const int q = static_cast<int>(e % 4);
-  const bool active = b < rows * per_row;
-  float v[8], wv[8];
-  if (active) {
+// Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
+// dependency wait (programmatic dependent launch overlaps them with kernel 1).
+struct NormSource {
+  const float* x;
+  const float* w;
+  int64_t per_row;  // 32-blocks per row
+  __device__ __forceinline__ void load(int64_t b, int q, float (&v)[8], float (&wv)[8]) const {
     load8(x + b * 32 + 8 * q, v);
     load8(w + (b % per_row) * 32 + 8 * q, wv);
   }
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (!active) return;
-  apply_row_norm<8>(v, wv, scratch, b, per_row);
-  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
-}
+  __device__ __forceinline__ void finish(float (&v)[8], const float (&wv)[8],
+                                         const uint32_t* scratch, int64_t b) const {
+    apply_row_norm<8>(v, wv, scratch, b, per_row);
+  }
+};
 
 // Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
 template <auto Kernel>
@@ -805,6 +786,25 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
   check(cudaGetLastError(), "pack_weight_kernel");
 }
 
+// The two-kernel schedule on a source: max_publish_kernel, then pass_kernel (its programmatic
+// dependent under kTwoKernelPdl).
+template <int M, typename Src>
+void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4View residual,
+                       uint32_t* scratch, cudaStream_t stream, __half* gh, float* decoded,
+                       PrepareSchedule schedule) {
+  const int64_t n = rows * k;
+  const int64_t need4 = std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1);
+  const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
+      (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<max_publish_kernel<Src>>()));
+  launch_ex(max_publish_kernel<Src>, max_grid, stream, chain_attr(), "max_publish_kernel", src, n,
+            scratch, M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
+  launch_ex(pass_kernel<M, Src>, static_cast<unsigned>(need4), stream,
+            schedule == PrepareSchedule::kTwoKernelPdl
+                ? cudaLaunchAttributeProgrammaticStreamSerialization
+                : cudaLaunchAttributeIgnore,
+            "pass_kernel", src, rows, k, scratch, sparse, residual, decoded, gh);
+}
+
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
                    float* decoded, PrepareSchedule schedule) {
@@ -812,11 +812,9 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
-  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
-    float* ts_sparse = M != 0 ? sparse.tensor_scale : nullptr;
     if (schedule == PrepareSchedule::kSingleLaunch) {
       constexpr auto resident = prepare_single_kernel<M, true>;
       constexpr auto streaming = prepare_single_kernel<M, false>;
@@ -830,16 +828,8 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
       }
       return;
     }
-    const int64_t n = rows * k;
-    const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
-        (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<absmax_publish_kernel>()));
-    launch_ex(absmax_publish_kernel, max_grid, stream, chain_attr(), "absmax_publish_kernel", x, n,
-              scratch, ts_sparse, residual.tensor_scale);
-    launch_ex(prepare_pass_kernel<M>, static_cast<unsigned>(need4), stream,
-              schedule == PrepareSchedule::kTwoKernelPdl
-                  ? cudaLaunchAttributeProgrammaticStreamSerialization
-                  : cudaLaunchAttributeIgnore,
-              "prepare_pass_kernel", x, rows, k, scratch, sparse, residual, decoded, gh);
+    launch_two_kernel<M>(PlainSource{x}, rows, k, sparse, residual, scratch, stream, gh, decoded,
+                         schedule);
   });
 }
 
@@ -849,22 +839,10 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
   check_shape(rows, k, "cuda::prepare_swiglu");
   if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
-  auto* gh = reinterpret_cast<__half*>(gemm_f16);
-  const int64_t chunks = rows * (k / 32);
-  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
-  const PrepareSchedule schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
-    constexpr int M = decltype(m)::value;
-    const int64_t n = rows * k;
-    const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
-        (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<swiglu_publish_kernel>()));
-    launch_ex(swiglu_publish_kernel, max_grid, stream, chain_attr(), "swiglu_publish_kernel", gate,
-              up, n, scratch, M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
-    launch_ex(swiglu_pass_kernel<M>, static_cast<unsigned>(need4), stream,
-              schedule == PrepareSchedule::kTwoKernelPdl
-                  ? cudaLaunchAttributeProgrammaticStreamSerialization
-                  : cudaLaunchAttributeIgnore,
-              "swiglu_pass_kernel", gate, up, rows, k, scratch, sparse, residual, decoded, gh);
+    launch_two_kernel<decltype(m)::value>(SwigluSource{gate, up}, rows, k, sparse, residual,
+                                          scratch, stream, reinterpret_cast<__half*>(gemm_f16),
+                                          decoded, auto_schedule(rows * k));
   });
 }
 
@@ -895,11 +873,12 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
     launch_ex(rmsnorm_publish_kernel, stats_grid, stream, chain_attr(), "rmsnorm_publish_kernel", x,
               norm_w, eps, rows, k, scratch, M != 0 ? sparse.tensor_scale : nullptr,
               residual.tensor_scale, normed_out, g_force_sequential_rms);
-    launch_ex(rmsnorm_pass_kernel<M>, static_cast<unsigned>(need4), stream,
+    launch_ex(pass_kernel<M, NormSource>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,
-              "rmsnorm_pass_kernel", x, norm_w, rows, k, scratch, sparse, residual, decoded, gh);
+              "pass_kernel", NormSource{x, norm_w, k / 32}, rows, k, scratch, sparse, residual,
+              decoded, gh);
   });
 }
 
