@@ -407,20 +407,9 @@ class CudaBackend final : public Backend {
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
     const auto& w = static_cast<const CudaLinear&>(lw);
     switch (w.path) {
-      case Path::kFp4: {
-        const auto* planes = reinterpret_cast<const uint16_t*>(xq);
-        const float* sx = xq + t * w.k;
-        if (t <= decode_rows()) {
-          cuda::gemm_decode_mma_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
-        } else if (prefill_cublas_) {
-          grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
-          cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
-                                        prefill_ws_.as<void>(), stream_);
-        } else {
-          cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
-        }
+      case Path::kFp4:
+        fp4_product(w, xq, t, y, false);
         break;
-      }
       case Path::kBf16:
         gemm(w, xq, CUDA_R_16BF, t, y);
         break;
@@ -444,20 +433,8 @@ class CudaBackend final : public Backend {
                   float* tmp) override {
     const auto& w = static_cast<const CudaLinear&>(lw);
     if (!fuse_add_ || w.has_bias) return Backend::matmul_add(lw, xq, t, y, tmp);
-    if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_)) {
-      const auto* planes = reinterpret_cast<const uint16_t*>(xq);
-      const float* sx = xq + t * w.k;
-      if (t <= decode_rows()) {
-        const cuda::DecodeGemmPart part{w.fp4, w.n, y};
-        cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
-                                        true);
-      } else {
-        grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
-        cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
-                                      prefill_ws_.as<void>(), stream_, true);
-      }
-      return;
-    }
+    if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_))
+      return fp4_product(w, xq, t, y, true);
     if (w.path == Path::kBf16) return gemm(w.data, w.n, w.k, xq, CUDA_R_16BF, t, y, 1.0f);
     Backend::matmul_add(lw, xq, t, y, tmp);
   }
@@ -706,6 +683,24 @@ class CudaBackend final : public Backend {
           "copy weight");
     synchronize();
     out.data = out.w.as<void>();
+  }
+  // The FP4 product of a prepared activation (xq: the planes, then s_x): the decode GEMM up to
+  // decode_rows() rows, else the weight decode + cuBLAS (or the one-launch wgmma kernel, which
+  // cannot accumulate: matmul_add does not send it here). accumulate: y += the product.
+  void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
+    const auto* planes = reinterpret_cast<const uint16_t*>(xq);
+    const float* sx = xq + t * w.k;
+    if (t <= decode_rows()) {
+      const cuda::DecodeGemmPart part{w.fp4, w.n, y};
+      cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
+                                      accumulate);
+    } else if (prefill_cublas_) {
+      grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
+      cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
+                                    prefill_ws_.as<void>(), stream_, accumulate);
+    } else {
+      cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
+    }
   }
   // y (t, N) = x (t, K) . W (N, K)^T in float32 accumulation: column-major, y^T = W . x^T.
   void gemm(const CudaLinear& w, const void* x, cudaDataType_t type, int64_t t, float* y) {
