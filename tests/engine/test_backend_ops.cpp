@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <numbers>
@@ -234,6 +235,41 @@ TEST_P(BackendOps, LinearEveryModeMatchesDoubleOnQuantizedOperands) {
     fake_quantize_activation(m, x.data(), t, k, xq.data(), "test.x");
     dequantize_weight(quantize_weight(m, w.data(), n, k, "test.w"), wq.data());
     EXPECT_LT(rel_err(y, linear_ref(xq, wq, bias.data(), t, n, k)), 1e-5) << mode_name(m);
+  }
+}
+
+// The composite ops the decoder calls (a backend may fuse them) give what their parts give:
+// matmul_group = matmul per linear, matmul_add = matmul then add, linear_add = linear then add,
+// swiglu_quantize = swiglu then quantize_activation (with group_linears called first).
+TEST_P(BackendOps, CompositeOpsEqualTheirParts) {
+  const int64_t t = 5, k = 128, n0 = 48, n1 = 16;
+  const auto x = randn(t * k, 20), w0 = randn(n0 * k, 21, 0.1f), w1 = randn(n1 * k, 22, 0.1f);
+  const auto bias = randn(n1, 23), y0 = randn(t * n0, 24), up = randn(t * k, 25);
+  for (Mode m : {Mode::kBf16, Mode::kNvfp4, Mode::kSharqNvfp4_24}) {
+    auto l0 = be->prepare_linear(m, w0.data(), nullptr, n0, k, "test.w0");
+    auto l1 = be->prepare_linear(m, w1.data(), bias.data(), n1, k, "test.w1");
+    be->group_linears(std::array<engine::LinearWeights*, 2>{l0.get(), l1.get()});
+    std::vector<float> xq(static_cast<size_t>(be->quantized_activation_floats(t, k)));
+    be->quantize_activation(m, x.data(), t, k, xq.data(), "test.x");
+    std::vector<float> a0(t * n0), a1(t * n1), b0(t * n0), b1(t * n1);
+    be->matmul(*l0, xq.data(), t, a0.data());
+    be->matmul(*l1, xq.data(), t, a1.data());
+    be->matmul_group(std::array<const engine::LinearWeights*, 2>{l0.get(), l1.get()}, xq.data(), t,
+                     std::array<float*, 2>{b0.data(), b1.data()});
+    EXPECT_EQ(a0, b0) << mode_name(m);
+    EXPECT_EQ(a1, b1) << mode_name(m);
+    std::vector<float> acc = y0, tmp(t * n0), sep = y0, scratch(t * k);
+    be->matmul_add(*l0, xq.data(), t, acc.data(), tmp.data());
+    for (size_t i = 0; i < sep.size(); ++i) sep[i] += a0[i];
+    EXPECT_EQ(acc, sep) << mode_name(m);
+    acc = y0;
+    be->linear_add(*l0, x.data(), t, acc.data(), tmp.data(), scratch.data());
+    EXPECT_EQ(acc, sep) << mode_name(m);
+    std::vector<float> h(t * k), h2(t * k), q1(xq.size()), q2(xq.size());
+    be->swiglu_quantize(m, x.data(), up.data(), t, k, h.data(), q1.data(), "test.down");
+    be->swiglu(x.data(), up.data(), t * k, h2.data());
+    be->quantize_activation(m, h2.data(), t, k, q2.data(), "test.down");
+    EXPECT_EQ(q1, q2) << mode_name(m);
   }
 }
 
