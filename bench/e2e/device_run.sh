@@ -11,7 +11,8 @@
 #          GPU, compute-sanitizer on a short generation
 #   ab     decode with grouped linears off, graph replay off, the GEMM's PDL off (A/B for e2e)
 #   abgroup  only the first of those
-#   abfuse   decode with PDL off, the fused residual adds off, the fused SwiGLU off
+#   abfuse   decode with PDL off, the fused residual adds off, the fused SwiGLU off, the fused
+#            RoPE + KV store off (ABFUSE_VARS picks a subset); abfusebase the same bench, all on
 #   prefill  bench_gemm prefill rows (wgmma kernel, and decode pass + cuBLAS: the engine's path)
 #   abprefill  e2e prefill with the wgmma kernel instead (A/B)
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
@@ -72,8 +73,14 @@ phase_abgroup() {  # the A/B for phase e2e, same card: grouped linears (q/k/v, g
     --json "$OUT/sharq_bench_nogroup.json" 2>&1 | grep -v "^bench:" | tail -n 6
 }
 
+phase_abfusebase() {  # the abfuse bench with everything on (the reference for a quick A/B)
+  "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+    --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \
+    --json "$OUT/sharq_bench_abbase.json" 2>&1 | grep -v "^bench:" | tail -n 3
+}
+
 phase_abfuse() {  # the A/B for phase e2e, same card: PDL off (every kernel), fused residual adds off
-  for v in SHARQ_CUDA_PDL SHARQ_CUDA_FUSE_ADD SHARQ_CUDA_FUSE_SWIGLU; do
+  for v in ${ABFUSE_VARS:-SHARQ_CUDA_PDL SHARQ_CUDA_FUSE_ADD SHARQ_CUDA_FUSE_SWIGLU SHARQ_CUDA_FUSE_ROPE}; do
     echo "-- $v=0"
     env $v=0 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 16 --repeat 2 \

@@ -185,6 +185,8 @@ class CudaBackend final : public Backend {
     fuse_add_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_FUSE_SWIGLU");
     fuse_swiglu_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_FUSE_ROPE");
+    fuse_rope_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -569,6 +571,16 @@ class CudaBackend final : public Backend {
     cuda::kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, stream_,
                    pos_dev());
   }
+  void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                     int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
+                     int64_t capacity, float* k_cache, float* v_cache) override {
+    if (!fuse_rope_) {
+      return Backend::rope_kv_store(q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq,
+                                    capacity, k_cache, v_cache);
+    }
+    cuda::rope_kv_store(q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq, capacity,
+                        k_cache, v_cache, stream_, pos_dev());
+  }
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                  const float* v_cache, float* out) override {
@@ -733,6 +745,7 @@ class CudaBackend final : public Backend {
   bool prefill_cublas_ = true;
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
+  bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

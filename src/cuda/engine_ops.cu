@@ -83,6 +83,22 @@ __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv,
   for (int64_t j = threadIdx.x; j < dv; j += blockDim.x) o[j] = scale_by(xr[j], inv, w[j]);
 }
 
+// Rotates pair (j, j + half) of one head at position pos (angle in float32, cos/sin in double, as
+// the CPU) and returns the rotated pair.
+__device__ __forceinline__ float2 rope_pair(float* xh, int64_t j, int64_t half, float pos,
+                                            const float* __restrict__ inv_freq) {
+  const float angle = pos * inv_freq[j];
+  double s, c;
+  sincos(static_cast<double>(angle), &s, &c);
+  const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+  const float a = xh[j];
+  const float b = xh[j + half];
+  const float2 r = make_float2(a * cf - b * sf, b * cf + a * sf);
+  xh[j] = r.x;
+  xh[j + half] = r.y;
+  return r;
+}
+
 // One thread per (row, head, j < half): the angle and cos/sin per thread (the same arithmetic
 // for every head), so no thread walks the heads one load after another.
 __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int64_t heads,
@@ -94,16 +110,37 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * heads * half;
        e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t j = e % half, rh = e / half, r = rh / heads;
-    const float pos = static_cast<float>(pos0 + r % t);
-    const float angle = pos * inv_freq[j];
-    double s, c;
-    sincos(static_cast<double>(angle), &s, &c);
-    const float cf = static_cast<float>(c), sf = static_cast<float>(s);
-    float* xh = x + rh * head_dim;
-    const float a = xh[j];
-    const float b = xh[j + half];
-    xh[j] = a * cf - b * sf;
-    xh[j + half] = b * cf + a * sf;
+    rope_pair(x + rh * head_dim, j, half, static_cast<float>(pos0 + r % t), inv_freq);
+  }
+}
+
+// RoPE on q and k and the KV store in one pass: thread (row, head of q then of k, j < half); a k
+// thread also writes its rotated pair and the same pair of v into the caches (as kv_store_kernel
+// would copy them).
+__global__ void rope_kv_store_kernel(float* q, float* k, const float* __restrict__ v, int64_t t,
+                                     int64_t rows, int64_t pos0, int64_t heads, int64_t kv_heads,
+                                     int64_t head_dim, const float* __restrict__ inv_freq,
+                                     int64_t capacity, float* __restrict__ kc,
+                                     float* __restrict__ vc, const int64_t* pos_dev) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  const int64_t half = head_dim / 2, all = heads + kv_heads;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * all * half;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t j = e % half, h = (e / half) % all, row = e / (half * all);
+    const float pos = static_cast<float>(pos0 + row % t);
+    if (h < heads) {
+      rope_pair(q + (row * heads + h) * head_dim, j, half, pos, inv_freq);
+      continue;
+    }
+    const int64_t g = h - heads, src = (row * kv_heads + g) * head_dim;
+    const float2 r = rope_pair(k + src, j, half, pos, inv_freq);
+    const int64_t b = row / t, i = row % t;
+    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * head_dim;
+    kc[dst + j] = r.x;
+    kc[dst + j + half] = r.y;
+    vc[dst + j] = v[src + j];
+    vc[dst + j + half] = v[src + j + half];
   }
 }
 
@@ -237,6 +274,24 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
                "kv_store_kernel", k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache,
                v_cache, pos_dev);
   }
+}
+
+void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                   int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
+                   int64_t capacity, float* k_cache, float* v_cache, cudaStream_t stream,
+                   const int64_t* pos_dev) {
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    throw Error("rope: head_dim " + std::to_string(head_dim) + " must be positive and even");
+  }
+  if (pos0 < 0 || pos0 + t > capacity) {
+    throw Error("kv cache: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + t) +
+                " exceed its capacity " + std::to_string(capacity));
+  }
+  if (batch <= 0 || t <= 0 || heads <= 0 || kv_heads <= 0) return;
+  const int64_t rows = batch * t;
+  launch_pdl(rope_kv_store_kernel, dim3(grid_for(rows * (heads + kv_heads) * head_dim / 2)),
+             dim3(kThreads), 0, stream, "rope_kv_store_kernel", q, k, v, t, rows, pos0, heads,
+             kv_heads, head_dim, inv_freq, capacity, k_cache, v_cache, pos_dev);
 }
 
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {

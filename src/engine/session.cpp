@@ -117,11 +117,9 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
       be.rms_norm(q, L.q_norm, rows * heads, hd, c.rms_norm_eps, q);
       be.rms_norm(k, L.k_norm, rows * kvh, hd, c.rms_norm_eps, k);
     }
-    be.rope(q, nb, t, pos_, heads, hd, model_->inv_freq());
-    be.rope(k, nb, t, pos_, kvh, hd, model_->inv_freq());
     float* kc = k_cache_[static_cast<size_t>(l)].data();
     float* vc = v_cache_[static_cast<size_t>(l)].data();
-    be.kv_store(k, v, nb, t, pos_, kvh, hd, capacity_, kc, vc);
+    be.rope_kv_store(q, k, v, nb, t, pos_, heads, kvh, hd, model_->inv_freq(), capacity_, kc, vc);
     be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
     be.linear_add(*L.o, a, rows, x, h, xq);
     // MLP block. gate and up share one quantized input.

@@ -174,6 +174,35 @@ TEST(CudaOpsElementwise, KvStore) {
   }
 }
 
+// RoPE on q and k plus the KV store in one launch: the same bits as the CPU's three ops (q, k
+// rotated in place; both caches), and the same capacity check.
+TEST(CudaOpsElementwise, RopeKvStoreFused) {
+  for (int64_t hd : {64, 128}) {
+    const int64_t batch = 2, t = 3, pos0 = 5, heads = 4, kvh = 2, cap = 12;
+    const auto inv = cpu::rope_inv_freq(hd, 500000.0f, model::RopeScaling{});
+    const auto q = randn(static_cast<size_t>(batch * t * heads * hd));
+    const auto k = randn(static_cast<size_t>(batch * t * kvh * hd)), v = randn(k.size());
+    const auto kc0 = randn(static_cast<size_t>(batch * kvh * cap * hd)), vc0 = randn(kc0.size());
+    auto qw = q, kw = k, kcw = kc0, vcw = vc0;
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::rope(qw.data() + b * t * heads * hd, t, pos0, heads, hd, inv.data(), 1);
+      cpu::rope(kw.data() + b * t * kvh * hd, t, pos0, kvh, hd, inv.data(), 1);
+      cpu::kv_store(kw.data() + b * t * kvh * hd, v.data() + b * t * kvh * hd, t, pos0, kvh, hd,
+                    cap, kcw.data() + b * kvh * cap * hd, vcw.data() + b * kvh * cap * hd);
+    }
+    Buf<float> dq(q), dk(k), dv(v), dkc(kc0), dvc(vc0), dinv(inv);
+    rope_kv_store(dq.p, dk.p, dv.p, batch, t, pos0, heads, kvh, hd, dinv.p, cap, dkc.p, dvc.p,
+                  nullptr);
+    EXPECT_EQ(count_bit_diffs(dq.download(), qw), 0) << "hd " << hd;
+    EXPECT_EQ(count_bit_diffs(dk.download(), kw), 0) << "hd " << hd;
+    EXPECT_EQ(count_bit_diffs(dkc.download(), kcw), 0) << "hd " << hd;
+    EXPECT_EQ(count_bit_diffs(dvc.download(), vcw), 0) << "hd " << hd;
+    EXPECT_THROW(rope_kv_store(dq.p, dk.p, dv.p, batch, t, 10, heads, kvh, hd, dinv.p, cap, dkc.p,
+                               dvc.p, nullptr),
+                 Error);
+  }
+}
+
 TEST(CudaOpsElementwise, SwigluAddBias) {
   const int64_t n = 100003;
   const auto gate = randn(static_cast<size_t>(n), 4.0f);

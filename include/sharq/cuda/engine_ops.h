@@ -34,6 +34,13 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
               int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
               cudaStream_t stream, const int64_t* pos_dev = nullptr);
 
+// rope(q, heads), rope(k, kv_heads), then kv_store(k, v) in one launch, with the same results
+// (q and k rotated in place, the caches written).
+void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
+                   int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
+                   int64_t capacity, float* k_cache, float* v_cache, cudaStream_t stream,
+                   const int64_t* pos_dev = nullptr);
+
 // Device bytes of scratch that attention() needs for these shapes at any pos0 with
 // pos0 + t <= capacity (0 when it needs none). Depends on the device's SM count.
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,

@@ -122,6 +122,15 @@ class Backend {
   virtual void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                         int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
                         float* v_cache) = 0;
+  // rope(q, heads), rope(k, kv_heads), then kv_store(k, v): one call a backend may fuse.
+  virtual void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t,
+                             int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                             const float* inv_freq, int64_t capacity, float* k_cache,
+                             float* v_cache) {
+    rope(q, batch, t, pos0, heads, head_dim, inv_freq);
+    rope(k, batch, t, pos0, kv_heads, head_dim, inv_freq);
+    kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache);
+  }
   // Causal GQA attention. q: (batch * T, heads * head_dim); sequence b's caches hold positions
   // 0..pos0+T-1; out like q. Head h reads kv head h / (heads/kv_heads). Scores are scaled by
   // 1/sqrt(head_dim).
