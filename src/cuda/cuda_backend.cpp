@@ -31,13 +31,7 @@ namespace sharq::engine {
 namespace {
 
 using cuda::check;
-
-void check_blas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) {
-    throw Error(std::string("cuBLAS: ") + what + " failed (status " +
-                std::to_string(static_cast<int>(s)) + ")");
-  }
-}
+using cuda::check_blas;
 
 // One cudaMalloc'd block, freed on destruction.
 class DeviceMem {

@@ -43,13 +43,6 @@ __global__ void decode_weight_kernel(const uint32_t* __restrict__ codes,
   out[i] = make_uint4(h[0], h[1], h[2], h[3]);
 }
 
-void check_blas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) {
-    throw Error(std::string("cuda::gemm_prefill_cublas: ") + what + " failed (cuBLAS status " +
-                std::to_string(static_cast<int>(s)) + ")");
-  }
-}
-
 // The handle's pointer mode back to host scalars however the GEMMs end.
 struct DevicePointerMode {
   explicit DevicePointerMode(cublasHandle_t h) : h(h) {
@@ -62,6 +55,13 @@ struct DevicePointerMode {
 };
 
 }  // namespace
+
+void check_blas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    throw Error(std::string("cuBLAS: ") + what + " failed (status " +
+                std::to_string(static_cast<int>(s)) + ")");
+  }
+}
 
 size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
   return static_cast<size_t>(n * k) * 2 + 256;

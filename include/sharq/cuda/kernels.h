@@ -157,5 +157,7 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
+// The same for a cuBLAS status.
+void check_blas(cublasStatus_t s, const char* what);
 
 }  // namespace sharq::cuda
