@@ -116,7 +116,7 @@ phase_ab32() {  # batch 32: the decode kernel (default) vs the prefill kernel fo
 phase_kernels() {  # decode-regime GEMM/linear table (issue 5), graph-timed columns included
   if [ -x "$B/bin/bench_gemm" ]; then
     timeout 300 "$B/bin/bench_gemm" "$OUT/bench_gemm_decode.csv" decode >"$OUT/bench_gemm_decode.log" 2>&1
-    echo "bench_gemm rc=$?"; grep -A 25 "as the engine issues it" "$OUT/bench_gemm_decode.log"
+    echo "bench_gemm rc=$?"; sed -n "/as the engine issues it/,/^Prefill (gemm_prefill/p" "$OUT/bench_gemm_decode.log"
   fi
   if [ -x "$B/bin/bench_group" ]; then
     timeout 200 "$B/bin/bench_group" "$OUT/bench_group.csv" >"$OUT/bench_group.log" 2>&1

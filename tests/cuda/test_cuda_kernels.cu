@@ -232,7 +232,9 @@ TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
                            {4, 14344, 320},
                            {12, 12000, 128},
                            {32, 20000, 64},
-                           {2, 6152, 448}}) {
+                           {2, 6152, 448},
+                           {1, 4100, 14336},
+                           {6, 3000, 1600}}) {
       DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
       const PrepareMode prep = pm;
       const int group = g;
