@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
   const int64_t prefill_ms[] = {128, 512, 2048, 8192};
-  std::vector<std::string> prefill_rows, graph_rows, cublas_rows;
+  std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -270,6 +270,24 @@ int main(int argc, char** argv) {
       const double g_gemm = sharq::bench::median_graph_us(gs, [&](int i) {
         sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
       });
+      if (m <= 8) {  // one vs two 16-row tiles per warp (testing::decode_gemm_row_tiles)
+        const double wb = double(wn) / 2 + double(wn) / 32;
+        std::string row =
+            "| " + std::to_string(k) + " | " + std::to_string(n) + " | " + std::to_string(m) + " |";
+        for (int rt : {1, 2}) {
+          sharq::cuda::testing::decode_gemm_row_tiles(rt);
+          const double us = sharq::bench::median_graph_us(gs, [&](int i) {
+            sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                         gs);
+          });
+          char cell[64];
+          std::snprintf(cell, sizeof cell, " %.1f (%.0f%%) |", us,
+                        100.0 * wb / (us * 1e-6) / (bw * 1e9));
+          row += cell;
+        }
+        sharq::cuda::testing::decode_gemm_row_tiles(1);
+        rt_rows.push_back(row + "\n");
+      }
       sharq::cuda::testing::decode_gemm_pdl(false);
       const double g_lin = sharq::bench::median_graph_us(gs, engine_linear);
       sharq::cuda::testing::decode_gemm_pdl(true);
@@ -463,6 +481,11 @@ int main(int argc, char** argv) {
       "SharQ linear | SharQ linear, PDL | linear vs BF16 | linear vs FP8 |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : graph_rows) std::printf("%s", r.c_str());
+  std::printf(
+      "\nDecode SharQ GEMM, one vs two 16-row weight tiles per warp (sharq-nvfp4-24, bf16 out, "
+      "graph-timed, us and %% of copy BW)\n\n| K | N | M | 1 tile | 2 tiles "
+      "|\n|---|---|---|---|---|\n");
+  for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "
       "both paths)\n\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM | NVFP4 vs BF16 | "

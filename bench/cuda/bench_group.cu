@@ -50,8 +50,9 @@ int main(int argc, char** argv) {
   CUBLAS_OK(cublasSetWorkspace(blas, blas_ws, 32 << 20));
   std::printf(
       "device: %s\n\n| group | M | cuBLAS BF16 per linear | cuBLAS BF16 one product | "
-      "SharQ GEMM per linear | SharQ GEMM grouped | grouped vs per linear |\n"
-      "|---|---|---|---|---|---|---|\n",
+      "SharQ GEMM per linear | SharQ GEMM grouped | grouped, 2 row tiles per warp | grouped vs "
+      "per linear |\n"
+      "|---|---|---|---|---|---|---|---|\n",
       prop.name);
   if (csv)
     std::fprintf(csv,
@@ -139,13 +140,17 @@ int main(int argc, char** argv) {
                                            static_cast<float*>(p.y), s);
         }
       });
-      const double fp4_grp = median_graph_us(s, [&](int i) {
+      auto grouped = [&](int i) {
         const auto p = parts(i);
         sharq::cuda::gemm_decode_mma_group_f32(xh, 2, rs.tensor_scale, m, p.data(),
                                                static_cast<int>(p.size()), 32, k, s);
-      });
-      std::printf("| %s | %lld | %.1f | %.1f | %.1f | **%.1f** | %.2fx |\n", grp.name,
-                  static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp,
+      };
+      const double fp4_grp = median_graph_us(s, grouped);
+      sharq::cuda::testing::decode_gemm_row_tiles(2);  // no effect above M = 8
+      const double fp4_grp_rt2 = median_graph_us(s, grouped);
+      sharq::cuda::testing::decode_gemm_row_tiles(1);
+      std::printf("| %s | %lld | %.1f | %.1f | %.1f | **%.1f** | %.1f | %.2fx |\n", grp.name,
+                  static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp, fp4_grp_rt2,
                   fp4_sep / fp4_grp);
       std::fflush(stdout);
       if (csv)

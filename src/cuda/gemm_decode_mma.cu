@@ -24,7 +24,8 @@ constexpr int kWin = 128;  // K per warp iteration: 4 lanes x one 32-element blo
 constexpr int kMaxParts = 4;
 
 // The weights and outputs of one launch: parts that share the input x (q, k, v; gate, up), their
-// 16-row tiles numbered one after the other (part i owns tiles [tile0[i], tile0[i + 1])).
+// tiles of 16 * RT rows (one block each) numbered one after the other (part i owns tiles
+// [tile0[i], tile0[i + 1])).
 template <typename OutT>
 struct Parts {
   const uint8_t* codes[kMaxParts];
@@ -43,9 +44,12 @@ __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
 
 // Scales stay raw bytes until the slice is consumed: decoding them at load time would make the
 // prefetch wait for the load right away (it cost half the bandwidth in the first measurement).
+// RT 16-row sub-tiles per warp share each activation slice (M <= 8: half the activation reads
+// per weight byte with RT = 2).
+template <int RT>
 struct WeightSlice {
-  uint4 q[2];        // rows g and g+8: 32 codes each
-  uint32_t s[2][2];  // [row][16-half of the 32-block]: UE4M3 code
+  uint4 q[RT][2];        // [sub-tile][rows g and g+8]: 32 codes each
+  uint32_t s[RT][2][2];  // [sub-tile][row][16-half of the 32-block]: UE4M3 code
 };
 
 __device__ __forceinline__ __half2 scale_h2(uint32_t code) {
@@ -61,25 +65,29 @@ __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
   return v;
 }
 
-template <int WG>
-__device__ __forceinline__ void load_slice(WeightSlice& ws, const uint8_t* __restrict__ codes,
-                                           const uint8_t* __restrict__ scales, int64_t r0,
-                                           int64_t r1, int64_t k, int64_t kk, bool valid) {
-  const int64_t rows[2] = {r0, r1};
+// rows[st][r]: sub-tile st's rows g (r = 0) and g + 8 (r = 1).
+template <int WG, int RT>
+__device__ __forceinline__ void load_slice(WeightSlice<RT>& ws, const uint8_t* __restrict__ codes,
+                                           const uint8_t* __restrict__ scales,
+                                           const int64_t (&rows)[RT][2], int64_t k, int64_t kk,
+                                           bool valid) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (!valid) {
-      ws.q[r] = make_uint4(0, 0, 0, 0);  // code 0 decodes to +0: the missing half window adds 0
-      ws.s[r][0] = ws.s[r][1] = 0u;
-      continue;
-    }
-    ws.q[r] = ld_no_l1(codes + (rows[r] * k + kk) / 2);
-    if (WG == 32) {
-      ws.s[r][0] = ws.s[r][1] = __ldg(scales + (rows[r] * k + kk) / 32);
-    } else {
-      const int64_t b = (rows[r] * k + kk) / 16;
-      ws.s[r][0] = __ldg(scales + b);
-      ws.s[r][1] = __ldg(scales + b + 1);
+  for (int st = 0; st < RT; ++st) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (!valid) {
+        ws.q[st][r] = make_uint4(0, 0, 0, 0);  // code 0 decodes to +0: a missing half window adds 0
+        ws.s[st][r][0] = ws.s[st][r][1] = 0u;
+        continue;
+      }
+      const int64_t e = rows[st][r] * k + kk;
+      ws.q[st][r] = ld_no_l1(codes + e / 2);
+      if (WG == 32) {
+        ws.s[st][r][0] = ws.s[st][r][1] = __ldg(scales + e / 32);
+      } else {
+        ws.s[st][r][0] = __ldg(scales + e / 16);
+        ws.s[st][r][1] = __ldg(scales + e / 16 + 1);
+      }
     }
   }
 }
@@ -112,29 +120,33 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
 
 // One window of one lane: decode its two weight rows' 32 codes each (scaled, exact FP16) into
 // A fragments and multiply them by every activation slice (both paths, every token tile).
-template <int NT, int P>
-__device__ __forceinline__ void window_mma(float (&acc)[NT][4], const WeightSlice& sl,
+template <int NT, int P, int RT>
+__device__ __forceinline__ void window_mma(float (&acc)[RT][NT][4], const WeightSlice<RT>& sl,
                                            const ActSlice<NT, P>& xa) {
-  const __half2 sc[2][2] = {{scale_h2(sl.s[0][0]), scale_h2(sl.s[0][1])},
-                            {scale_h2(sl.s[1][0]), scale_h2(sl.s[1][1])}};
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    uint32_t h0[4], h1[4];
-    e2m1x8_to_f16x2(comp(sl.q[0], u), h0);
-    e2m1x8_to_f16x2(comp(sl.q[1], u), h1);
+  for (int st = 0; st < RT; ++st) {
+    const __half2 sc[2][2] = {{scale_h2(sl.s[st][0][0]), scale_h2(sl.s[st][0][1])},
+                              {scale_h2(sl.s[st][1][0]), scale_h2(sl.s[st][1][1])}};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      h0[j] = hmul2_u32(h0[j], sc[0][u >> 1]);
-      h1[j] = hmul2_u32(h1[j], sc[1][u >> 1]);
-    }
+    for (int u = 0; u < 4; ++u) {
+      uint32_t h0[4], h1[4];
+      e2m1x8_to_f16x2(comp(sl.q[st][0], u), h0);
+      e2m1x8_to_f16x2(comp(sl.q[st][1], u), h1);
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
+      for (int j = 0; j < 4; ++j) {
+        h0[j] = hmul2_u32(h0[j], sc[0][u >> 1]);
+        h1[j] = hmul2_u32(h1[j], sc[1][u >> 1]);
+      }
 #pragma unroll
-      for (int p = 0; p < P; ++p) {
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
 #pragma unroll
-        for (int i = 0; i < NT; ++i) {
-          mma16816(acc[i], a, comp(xa.v[u][p][i], 2 * half), comp(xa.v[u][p][i], 2 * half + 1));
+        for (int p = 0; p < P; ++p) {
+#pragma unroll
+          for (int i = 0; i < NT; ++i) {
+            mma16816(acc[st][i], a, comp(xa.v[u][p][i], 2 * half),
+                     comp(xa.v[u][p][i], 2 * half + 1));
+          }
         }
       }
     }
@@ -168,33 +180,41 @@ struct TileRef {
   int64_t n, row_base;
 };
 
-// Constant indices only, so the parameters are read in place.
-template <typename OutT>
+// Constant indices only, so the parameters are read in place. row_base: the tile's first row.
+template <int RT, typename OutT>
 __device__ __forceinline__ TileRef<OutT> tile_ref(const Parts<OutT>& parts, int64_t tile) {
-  TileRef<OutT> r{parts.codes[0], parts.scales[0], parts.sw[0], parts.y[0], parts.n[0], tile * 16};
+  TileRef<OutT> r{parts.codes[0], parts.scales[0], parts.sw[0],
+                  parts.y[0],     parts.n[0],      tile * 16 * RT};
 #pragma unroll
   for (int i = 1; i < kMaxParts; ++i) {
     if (i < parts.count && tile >= parts.tile0[i]) {
       r = {parts.codes[i], parts.scales[i], parts.sw[i],
-           parts.y[i],     parts.n[i],      (tile - parts.tile0[i]) * 16};
+           parts.y[i],     parts.n[i],      (tile - parts.tile0[i]) * 16 * RT};
     }
   }
   return r;
 }
 
-// Lane (g, t)'s two weight rows of a tile, clamped into the part (clamped rows are not written).
-template <typename OutT>
-__device__ __forceinline__ void tile_rows(const TileRef<OutT>& r, int g, int64_t& r0, int64_t& r1) {
-  r0 = r.row_base + g < r.n ? r.row_base + g : r.n - 1;
-  r1 = r.row_base + g + 8 < r.n ? r.row_base + g + 8 : r.n - 1;
+// Lane (g, t)'s two weight rows of each sub-tile, clamped into the part (clamped rows are not
+// written).
+template <int RT, typename OutT>
+__device__ __forceinline__ void tile_rows(const TileRef<OutT>& r, int g, int64_t (&rows)[RT][2]) {
+#pragma unroll
+  for (int st = 0; st < RT; ++st) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = r.row_base + 16 * st + 8 * h + g;
+      rows[st][h] = row < r.n ? row : r.n - 1;
+    }
+  }
 }
 
 // Sums the WARPS partial accumulators of a tile (red[warp][i][c][lane]) and writes its outputs;
 // run by one warp.
 template <int NT, int WARPS, bool PACK, typename OutT>
 __device__ __forceinline__ void tile_epilogue(const float (&red)[WARPS][NT][4][32],
-                                              const TileRef<OutT>& r, const float* sx, int m,
-                                              bool accumulate, int lane) {
+                                              const TileRef<OutT>& r, int64_t row0, const float* sx,
+                                              int m, bool accumulate, int lane) {
   const int g = lane >> 2, t = lane & 3;
   const float scale = *sx * *r.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
 #pragma unroll
@@ -204,7 +224,7 @@ __device__ __forceinline__ void tile_epilogue(const float (&red)[WARPS][NT][4][3
       float v = 0.0f;
 #pragma unroll
       for (int w = 0; w < WARPS; ++w) v += red[w][i][c][lane];
-      const int64_t row = r.row_base + g + (c >= 2 ? 8 : 0);
+      const int64_t row = row0 + g + (c >= 2 ? 8 : 0);
       const int tok = i * 8 + 2 * t + (c & 1);
       if (PACK) {
         v += __shfl_xor_sync(0xffffffffu, v, 2);  // lane t holds the backbone, t + 2 the residual
@@ -216,47 +236,51 @@ __device__ __forceinline__ void tile_epilogue(const float (&red)[WARPS][NT][4][3
   }
 }
 
-template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
+template <int NT, int PATHS, int WG, int WARPS, bool PACK, int RT, typename OutT>
 __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     gemm_decode_mma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                            const __grid_constant__ Parts<OutT> parts, int64_t k) {
-  constexpr int kDepth = 3;  // weight windows per warp in the ring
-  __shared__ float red[WARPS][NT][4][32];
+  // Weight windows per warp in the ring: three, two when each window holds two sub-tiles (the
+  // same bytes in flight, fewer registers).
+  constexpr int kDepth = RT == 1 ? 3 : 2;
+  __shared__ float red[RT][WARPS][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const TileRef<OutT> tr = tile_ref(parts, static_cast<int64_t>(blockIdx.x));
+  const TileRef<OutT> tr = tile_ref<RT>(parts, static_cast<int64_t>(blockIdx.x));
   const uint8_t* __restrict__ wcodes = tr.codes;
   const uint8_t* __restrict__ wscales = tr.scales;
-  int64_t r0, r1;
-  tile_rows(tr, g, r0, r1);
+  int64_t rows[RT][2];
+  tile_rows<RT>(tr, g, rows);
   const int64_t nwin = (k + kWin - 1) / kWin;
 
-  float acc[NT][4];
-#pragma unroll
-  for (int i = 0; i < NT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+  float acc[RT][NT][4] = {};
 
   // Three weight slices in a ring, each refilled right after its math: two windows of loads
   // stay in flight while one is decoded. Named slots, not an array indexed by a loop variable,
   // and no slot-to-slot copies: a copy of a register with a load pending would wait for it.
+  // Loading a window's activations a step ahead keeps them live across the step: measured for
+  // NT <= 2 (M <= 16); at NT = 4 the slices are 128 registers and already spill.
+  constexpr bool kAhead = NT <= 2;
   ActSlice<NT, PACK ? 1 : PATHS> xa;
   auto act = [&](int64_t w) {
     const int64_t kk = w * kWin + 32 * t;
     load_act<NT, PACK ? 1 : PATHS, PACK>(xa, x, m, k, kk, kk < k, g);
   };
-  auto step = [&](WeightSlice& sl, int64_t w) {
+  auto step = [&](WeightSlice<RT>& sl, int64_t w) {
     if (w >= nwin) return;
+    if (!kAhead) act(w);
     window_mma<NT, PACK ? 1 : PATHS>(acc, sl, xa);
-    if (w + WARPS < nwin) act(w + WARPS);  // the next step's window, a step ahead
+    if (kAhead && w + WARPS < nwin) act(w + WARPS);  // the next step's window, a step ahead
     const int64_t wl = w + kDepth * WARPS;
     if (wl < nwin) {
       const int64_t kl = wl * kWin + 32 * t;
-      load_slice<WG>(sl, wcodes, wscales, r0, r1, k, kl, kl < k);
+      load_slice<WG>(sl, wcodes, wscales, rows, k, kl, kl < k);
     }
   };
-  WeightSlice s0, s1, s2;
-  auto prime = [&](WeightSlice& sl, int64_t w) {
+  WeightSlice<RT> s0, s1, s2;
+  auto prime = [&](WeightSlice<RT>& sl, int64_t w) {
     if (w >= nwin) return;
     const int64_t kk = w * kWin + 32 * t;
-    load_slice<WG>(sl, wcodes, wscales, r0, r1, k, kk, kk < k);
+    load_slice<WG>(sl, wcodes, wscales, rows, k, kk, kk < k);
   };
   // Under programmatic dependent launch this block may start while the kernel that writes x
   // (the prepare, or the previous GEMM on the same input) still runs: the weights are constant,
@@ -264,22 +288,28 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   prime(s0, warp);
   prime(s1, warp + WARPS);
-  prime(s2, warp + 2 * WARPS);
+  if (kDepth == 3) prime(s2, warp + 2 * WARPS);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (warp < nwin) act(warp);
+  if (kAhead && warp < nwin) act(warp);
   for (int64_t w = warp; w < nwin; w += kDepth * WARPS) {
     step(s0, w);
     step(s1, w + WARPS);
-    step(s2, w + 2 * WARPS);
+    if (kDepth == 3) step(s2, w + 2 * WARPS);
   }
 
 #pragma unroll
-  for (int i = 0; i < NT; ++i) {
+  for (int st = 0; st < RT; ++st) {
 #pragma unroll
-    for (int c = 0; c < 4; ++c) red[warp][i][c][lane] = acc[i][c];
+    for (int i = 0; i < NT; ++i) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) red[st][warp][i][c][lane] = acc[st][i][c];
+    }
   }
   __syncthreads();
-  if (warp == 0) tile_epilogue<NT, WARPS, PACK>(red, tr, sx, m, parts.accumulate, lane);
+  if (warp < RT) {  // a warp per sub-tile
+    tile_epilogue<NT, WARPS, PACK>(red[warp], tr, tr.row_base + 16 * warp, sx, m, parts.accumulate,
+                                   lane);
+  }
 }
 
 // Programmatic dependent launch of the GEMM and of the decode step's other kernels (launch.cuh;
@@ -289,61 +319,77 @@ std::atomic<bool> g_pdl{[] {
   return !(e && e[0] == '0');
 }()};
 
-template <int NT, int PATHS, int WARPS, bool PACK, typename OutT>
+// Row tiles per warp for M <= 8 (SHARQ_CUDA_DECODE_RT, testing::decode_gemm_row_tiles).
+std::atomic<int> g_rt{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_RT");
+  return e && e[0] == '2' ? 2 : 1;
+}()};
+
+template <int NT, int PATHS, int WARPS, bool PACK, int RT, typename OutT>
 void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
             int64_t k, cudaStream_t stream) {
-  const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, OutT>
-                                  : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, OutT>;
+  const auto kernel = group == 32 ? gemm_decode_mma_kernel<NT, PATHS, 32, WARPS, PACK, RT, OutT>
+                                  : gemm_decode_mma_kernel<NT, PATHS, 16, WARPS, PACK, RT, OutT>;
   launch_pdl(kernel, dim3(static_cast<unsigned>(parts.tile0[parts.count])), dim3(WARPS * 32), 0,
              stream, "gemm_decode_mma_kernel", reinterpret_cast<const __half*>(x), sx,
              static_cast<int>(m), parts, k);
 }
 
 // Blocks of one kernel instantiation resident on the whole device at once.
-template <int NT, int PATHS, int WG, int WARPS, bool PACK, typename OutT>
+template <int NT, int PATHS, int WG, int WARPS, bool PACK, int RT, typename OutT>
 int64_t resident_blocks() {
   static const int64_t n = [] {
     int dev = 0, sms = 0, per_sm = 0;
     check(cudaGetDevice(&dev), "cudaGetDevice");
     check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "sm count");
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-              &per_sm, gemm_decode_mma_kernel<NT, PATHS, WG, WARPS, PACK, OutT>, WARPS * 32, 0),
+              &per_sm, gemm_decode_mma_kernel<NT, PATHS, WG, WARPS, PACK, RT, OutT>, WARPS * 32, 0),
           "occupancy");
     return static_cast<int64_t>(sms) * per_sm;
   }();
   return n;
 }
 
-// Warps per 16-row tile (they split K): the most of 8, 4, 2 whose grid (one block per tile) is
+// Warps per tile (they split K): the most of 8, 4, 2 whose grid (one block per tile) is
 // resident in one wave, else 4. A grid just past one wave ends in a partial wave that leaves
 // most SMs idle: ncu on an H100 measured 1.36 waves for N = 14336 with 4 warps (896 blocks, 660
 // resident). One warp per tile (1792 tiles of N = 28672 in one wave) measured slower than
 // 4 warps over 2.7 waves (39.4 vs 29.9 us): a lone warp's 3 windows in flight are too few.
-template <int NT, int PATHS, bool PACK = false, typename OutT>
-void launch_w(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
+template <int NT, int PATHS, bool PACK, int RT, typename OutT>
+void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
               int64_t k, cudaStream_t stream) {
+  for (int i = 0; i < parts.count; ++i) {
+    parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 16 * RT - 1) / (16 * RT);
+  }
   const int64_t tiles = parts.tile0[parts.count];
   const auto fits = [&](auto warps) {
     constexpr int W = decltype(warps)::value;
-    return tiles <= (group == 32 ? resident_blocks<NT, PATHS, 32, W, PACK, OutT>()
-                                 : resident_blocks<NT, PATHS, 16, W, PACK, OutT>());
+    return tiles <= (group == 32 ? resident_blocks<NT, PATHS, 32, W, PACK, RT, OutT>()
+                                 : resident_blocks<NT, PATHS, 16, W, PACK, RT, OutT>());
   };
   if (fits(std::integral_constant<int, 8>{})) {
-    return launch<NT, PATHS, 8, PACK>(x, sx, m, parts, group, k, stream);
+    return launch<NT, PATHS, 8, PACK, RT>(x, sx, m, parts, group, k, stream);
   }
   if (!fits(std::integral_constant<int, 4>{}) && fits(std::integral_constant<int, 2>{})) {
-    return launch<NT, PATHS, 2, PACK>(x, sx, m, parts, group, k, stream);
+    return launch<NT, PATHS, 2, PACK, RT>(x, sx, m, parts, group, k, stream);
   }
-  launch<NT, PATHS, 4, PACK>(x, sx, m, parts, group, k, stream);
+  launch<NT, PATHS, 4, PACK, RT>(x, sx, m, parts, group, k, stream);
 }
 
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, cudaStream_t stream) {
-  if (PATHS == 2 && m <= 4) return launch_w<1, PATHS, true>(x, sx, m, parts, group, k, stream);
-  if (m <= 8) return launch_w<1, PATHS>(x, sx, m, parts, group, k, stream);
-  if (m <= 16) return launch_w<2, PATHS>(x, sx, m, parts, group, k, stream);
-  return launch_w<4, PATHS>(x, sx, m, parts, group, k, stream);
+  const bool rt2 = g_rt.load(std::memory_order_relaxed) == 2;
+  if (PATHS == 2 && m <= 4) {
+    return rt2 ? launch_w<1, PATHS, true, 2>(x, sx, m, parts, group, k, stream)
+               : launch_w<1, PATHS, true, 1>(x, sx, m, parts, group, k, stream);
+  }
+  if (m <= 8) {
+    return rt2 ? launch_w<1, PATHS, false, 2>(x, sx, m, parts, group, k, stream)
+               : launch_w<1, PATHS, false, 1>(x, sx, m, parts, group, k, stream);
+  }
+  if (m <= 16) return launch_w<2, PATHS, false, 1>(x, sx, m, parts, group, k, stream);
+  return launch_w<4, PATHS, false, 1>(x, sx, m, parts, group, k, stream);
 }
 
 template <typename OutT>
@@ -361,6 +407,7 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
   Parts<OutT> parts{};
   parts.count = count;
   parts.accumulate = accumulate;
+  int64_t rows = 0;
   for (int i = 0; i < count; ++i) {
     const int64_t n = in[i].n;
     if (k <= 0 || k % 64 != 0 || n <= 0)
@@ -370,10 +417,9 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
     parts.sw[i] = in[i].w.tensor_scale;
     parts.y[i] = out(in[i]);
     parts.n[i] = n;
-    parts.tile0[i + 1] = parts.tile0[i] + (n + 15) / 16;
+    rows += (n + 15) / 16;  // the 16-row tile count bounds every RT's
   }
-  if (parts.tile0[count] > 0x7fffffff)
-    throw Error("cuda::gemm_decode_mma: too many output rows for one launch");
+  if (rows > 0x7fffffff) throw Error("cuda::gemm_decode_mma: too many output rows for one launch");
   if (paths == 2) return dispatch<2>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
   if (paths == 1) return dispatch<1>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
   throw Error("cuda::gemm_decode_mma: paths must be 1 or 2");
@@ -416,6 +462,9 @@ bool pdl_enabled() {
 namespace testing {
 void decode_gemm_pdl(bool on) {
   g_pdl.store(on, std::memory_order_relaxed);
+}
+void decode_gemm_row_tiles(int rt) {
+  g_rt.store(rt == 2 ? 2 : 1, std::memory_order_relaxed);
 }
 }  // namespace testing
 

@@ -219,7 +219,15 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 // v3 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
 // K with a half window (1088 = 8.5 x 128) exercise every predicate. The wide N (thousands of
 // 16-row tiles, short K) take the 2- and 4-warp blocks of large grids.
-TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
+// Every case with one and with two 16-row tiles per warp (testing::decode_gemm_row_tiles; M <= 8).
+class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { sharq::cuda::testing::decode_gemm_row_tiles(GetParam()); }
+  void TearDown() override { sharq::cuda::testing::decode_gemm_row_tiles(1); }
+};
+INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles, ::testing::Values(1, 2));
+
+TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
   for (auto [mode, pm, g] : kGemmModes) {
     const int paths = mode == Mode::kNvfp4 ? 1 : 2;
     for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 64},
@@ -253,7 +261,7 @@ TEST(CudaGemmDecodeMma, MatchesFloat64ReferenceAndWritesEverything) {
 // with its own output and its own tensor scale (the shared one times 2^i, undone exactly before
 // the check), as the engine's q/k/v and gate/up groups run. Float32 output, so the bf16 check
 // reads the float32 result rounded.
-TEST(CudaGemmDecodeMma, GroupOfPartsMatchesReference) {
+TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
   const std::pair<int64_t, std::vector<int64_t>> cases[] = {{1, {512, 128, 128}},
                                                             {3, {100, 33, 200}},
                                                             {4, {1000, 1000}},
