@@ -285,7 +285,7 @@ int main(int argc, char** argv) {
                         100.0 * wb / (us * 1e-6) / (bw * 1e9));
           row += cell;
         }
-        sharq::cuda::testing::decode_gemm_row_tiles(1);
+        sharq::cuda::testing::decode_gemm_row_tiles(0);
         rt_rows.push_back(row + "\n");
       }
       sharq::cuda::testing::decode_gemm_pdl(false);

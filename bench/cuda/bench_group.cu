@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   CUBLAS_OK(cublasSetWorkspace(blas, blas_ws, 32 << 20));
   std::printf(
       "device: %s\n\n| group | M | cuBLAS BF16 per linear | cuBLAS BF16 one product | "
-      "SharQ GEMM per linear | SharQ GEMM grouped | grouped, 2 row tiles per warp | grouped vs "
+      "SharQ GEMM per linear | SharQ GEMM grouped | grouped, 1 row tile per warp | grouped vs "
       "per linear |\n"
       "|---|---|---|---|---|---|---|---|\n",
       prop.name);
@@ -146,11 +146,11 @@ int main(int argc, char** argv) {
                                                static_cast<int>(p.size()), 32, k, s);
       };
       const double fp4_grp = median_graph_us(s, grouped);
-      sharq::cuda::testing::decode_gemm_row_tiles(2);  // no effect above M = 8
-      const double fp4_grp_rt2 = median_graph_us(s, grouped);
-      sharq::cuda::testing::decode_gemm_row_tiles(1);
+      sharq::cuda::testing::decode_gemm_row_tiles(1);  // no effect above M = 8
+      const double fp4_grp_rt1 = median_graph_us(s, grouped);
+      sharq::cuda::testing::decode_gemm_row_tiles(0);
       std::printf("| %s | %lld | %.1f | %.1f | %.1f | **%.1f** | %.1f | %.2fx |\n", grp.name,
-                  static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp, fp4_grp_rt2,
+                  static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp, fp4_grp_rt1,
                   fp4_sep / fp4_grp);
       std::fflush(stdout);
       if (csv)

@@ -319,11 +319,35 @@ std::atomic<bool> g_pdl{[] {
   return !(e && e[0] == '0');
 }()};
 
-// Row tiles per warp for M <= 8 (SHARQ_CUDA_DECODE_RT, testing::decode_gemm_row_tiles).
+// Row tiles per warp for M <= 8: 0 chosen per launch (row_tiles), 1 or 2 forced
+// (SHARQ_CUDA_DECODE_RT, testing::decode_gemm_row_tiles).
 std::atomic<int> g_rt{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_RT");
-  return e && e[0] == '2' ? 2 : 1;
+  return e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 0;
 }()};
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "sm count");
+    return sms;
+  }();
+  return n;
+}
+
+// Two 16-row tiles per warp halve the activation reads per weight byte but halve the blocks too:
+// measured on an H100 (same call, M = 1..8), q/k/v (6144 rows, 192 32-row tiles) 11.1 -> 8.4 us
+// and gate/up (28672 rows) 51 -> 41 us at M = 8, but o and down (4096 rows, 128 tiles) 6.7 -> 7.9
+// and 18.0 -> 25.2 us. So two where the 32-row tiles are at least 1.25 per SM.
+template <typename OutT>
+int row_tiles(const Parts<OutT>& parts) {
+  const int forced = g_rt.load(std::memory_order_relaxed);
+  if (forced != 0) return forced;
+  int64_t tiles32 = 0;
+  for (int i = 0; i < parts.count; ++i) tiles32 += (parts.n[i] + 31) / 32;
+  return 4 * tiles32 >= 5 * int64_t(sm_count()) ? 2 : 1;
+}
 
 template <int NT, int PATHS, int WARPS, bool PACK, int RT, typename OutT>
 void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
@@ -379,7 +403,7 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, cudaStream_t stream) {
-  const bool rt2 = g_rt.load(std::memory_order_relaxed) == 2;
+  const bool rt2 = m <= 8 && row_tiles(parts) == 2;
   if (PATHS == 2 && m <= 4) {
     return rt2 ? launch_w<1, PATHS, true, 2>(x, sx, m, parts, group, k, stream)
                : launch_w<1, PATHS, true, 1>(x, sx, m, parts, group, k, stream);
@@ -464,7 +488,7 @@ void decode_gemm_pdl(bool on) {
   g_pdl.store(on, std::memory_order_relaxed);
 }
 void decode_gemm_row_tiles(int rt) {
-  g_rt.store(rt == 2 ? 2 : 1, std::memory_order_relaxed);
+  g_rt.store(rt == 1 || rt == 2 ? rt : 0, std::memory_order_relaxed);
 }
 }  // namespace testing
 

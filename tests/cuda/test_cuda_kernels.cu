@@ -223,7 +223,7 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { sharq::cuda::testing::decode_gemm_row_tiles(GetParam()); }
-  void TearDown() override { sharq::cuda::testing::decode_gemm_row_tiles(1); }
+  void TearDown() override { sharq::cuda::testing::decode_gemm_row_tiles(0); }
 };
 INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles, ::testing::Values(1, 2));
 

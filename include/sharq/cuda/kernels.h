@@ -84,8 +84,9 @@ void force_sequential_rms(bool on);
 // Programmatic dependent launch of gemm_decode_mma and of the decode step's other kernels
 // (default on; SHARQ_CUDA_PDL=0 starts it off): off for A/B timing.
 void decode_gemm_pdl(bool on);
-// 16-row weight tiles per warp of gemm_decode_mma for M <= 8 (1 or 2; SHARQ_CUDA_DECODE_RT sets
-// the start value): two share each activation slice between twice the weight rows.
+// 16-row weight tiles per warp of gemm_decode_mma for M <= 8: 0 chosen per launch (default), 1 or
+// 2 forced (SHARQ_CUDA_DECODE_RT sets the start value). Two share each activation slice between
+// twice the weight rows (faster where the grid still fills the GPU).
 void decode_gemm_row_tiles(int rt);
 }  // namespace testing
 
