@@ -57,9 +57,18 @@ __device__ __forceinline__ float4 scale_by(float4 x, float inv, float4 w) {
 // out = x * inv * w. The loops are unrolled so a thread's loads are in flight together (one
 // load latency per row, not one per element). x and out may alias: every thread reads its
 // elements before it writes them.
+// The norm weight is constant: a thread's first kPre elements of it load before the dependency
+// wait (programmatic dependent launch), overlapping the kernel before.
 template <typename V>
 __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv, int64_t d,
                                 float eps, V* out) {
+  constexpr int kPre = 8;
+  V wv[kPre];
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    if (j < dv) wv[i] = w[j];
+  }
   pdl_entry();
   const V* xr = x + blockIdx.x * dv;
   V* o = out + blockIdx.x * dv;
@@ -79,8 +88,14 @@ __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv,
   }
   __syncthreads();
   const float inv = inv_s;
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const int64_t j = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    if (j < dv) o[j] = scale_by(xr[j], inv, wv[i]);
+  }
 #pragma unroll 8
-  for (int64_t j = threadIdx.x; j < dv; j += blockDim.x) o[j] = scale_by(xr[j], inv, w[j]);
+  for (int64_t j = threadIdx.x + kPre * static_cast<int64_t>(blockDim.x); j < dv; j += blockDim.x)
+    o[j] = scale_by(xr[j], inv, w[j]);
 }
 
 // Rotates pair (j, j + half) of one head at position pos (angle in float32, cos/sin in double, as

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cuda/atomic>
 #include <type_traits>
 
@@ -528,6 +529,18 @@ __device__ __forceinline__ float rms_inv(double ss, int64_t d, float eps) {
   return __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(mean)));
 }
 
+// inv of a row from its parallel sum of squares ss, certified equal to the CPU's (below); xs the
+// row, for the sequential fallback.
+__device__ float certified_rms_inv(double ss, const float* xs, int64_t k, float eps,
+                                   bool force_sequential) {
+  const double d = __dmul_rn(__dmul_rn(ss, static_cast<double>(k)), 0x1p-50);
+  const float inv = rms_inv(__dsub_rn(ss, d), k, eps);
+  if (!force_sequential && inv == rms_inv(__dadd_rn(ss, d), k, eps)) return inv;
+  double seq = 0.0;
+  for (int64_t j = 0; j < k; ++j) seq = __dadd_rn(seq, __dmul_rn(xs[j], xs[j]));
+  return rms_inv(seq, k, eps);
+}
+
 // RMSNorm, phase 1, shared by both RMSNorm schedules: rows blockIdx.x, +gridDim.x, ...; for
 // each, the sum of squares in double, the row's rcp(rms) into scratch (and h into `normed`);
 // returns this thread's max |h| with h = (x * inv) * w.
@@ -560,14 +573,7 @@ __device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restri
     }
     ss = block_sum(ss, redd);
     if (threadIdx.x == 0) {
-      const double d = __dmul_rn(__dmul_rn(ss, static_cast<double>(k)), 0x1p-50);
-      float inv = rms_inv(__dsub_rn(ss, d), k, eps);
-      if (force_sequential || inv != rms_inv(__dadd_rn(ss, d), k, eps)) {
-        const float* xs = x + row * k;
-        double seq = 0.0;
-        for (int64_t j = 0; j < k; ++j) seq = __dadd_rn(seq, __dmul_rn(xs[j], xs[j]));
-        inv = rms_inv(seq, k, eps);
-      }
+      const float inv = certified_rms_inv(ss, x + row * k, k, eps, force_sequential);
       inv_shared = inv;
       row_inv[row] = inv;
     }
@@ -643,6 +649,69 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float red[32];
   const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+}
+
+// Kernel 1 at decode sizes (a row per block, each thread at most PER float4 of it): the same
+// sums, inv and max as rmsnorm_publish_kernel (same per-thread order, same block reductions), with
+// the constant norm weight loaded before the dependency wait and x read once, kept in registers.
+// A grid of one block publishes its max directly (it is the tensor max), without the atomics.
+template <int PER>
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_publish_row_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                               int64_t k, uint32_t* scratch, float* ts_sparse, float* ts_residual,
+                               float* __restrict__ normed, bool force_sequential) {
+  __shared__ double redd[32];
+  __shared__ float red[32];
+  __shared__ float inv_shared;
+  const int64_t row = blockIdx.x, k4 = k / 4;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  const float4* xr = reinterpret_cast<const float4*>(x + row * k);
+  float4 wv[PER], xv[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int64_t i = threadIdx.x + j * kThreads;
+    if (i < k4) wv[j] = w4[i];
+  }
+  pdl_entry();
+  double ss = 0.0;
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int64_t i = threadIdx.x + j * kThreads;
+    if (i >= k4) break;
+    const float4 f = xv[j] = xr[i];
+    ss = __dadd_rn(ss, __dmul_rn(f.x, f.x));
+    ss = __dadd_rn(ss, __dmul_rn(f.y, f.y));
+    ss = __dadd_rn(ss, __dmul_rn(f.z, f.z));
+    ss = __dadd_rn(ss, __dmul_rn(f.w, f.w));
+  }
+  ss = block_sum(ss, redd);
+  if (threadIdx.x == 0) {
+    const float inv = certified_rms_inv(ss, x + row * k, k, eps, force_sequential);
+    inv_shared = inv;
+    reinterpret_cast<float*>(scratch + kRowInv)[row] = inv;
+  }
+  __syncthreads();
+  const float inv = inv_shared;
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int64_t i = threadIdx.x + j * kThreads;
+    if (i >= k4) break;
+    const float4 f = xv[j], g = wv[j];
+    const float4 h =
+        make_float4(__fmul_rn(__fmul_rn(f.x, inv), g.x), __fmul_rn(__fmul_rn(f.y, inv), g.y),
+                    __fmul_rn(__fmul_rn(f.z, inv), g.z), __fmul_rn(__fmul_rn(f.w, inv), g.w));
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
+    if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
+  }
+  m = block_max(m, red);
+  if (gridDim.x > 1) return publish_tensor_max(scratch, m, ts_sparse, ts_residual);
+  if (threadIdx.x != 0) return;
+  const uint32_t bits = __float_as_uint(m);
+  scratch[kMaxFinal] = bits;
+  const float st = scale_of_max_bits(bits);
+  *ts_residual = st;
+  if (ts_sparse) *ts_sparse = st;
 }
 
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
@@ -846,6 +915,31 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
   });
 }
 
+namespace {
+// rmsnorm_publish_row_kernel where it applies (decode: up to 64 rows, k <= 8 * 4 * kThreads),
+// else false. SHARQ_CUDA_RMS_ROWS=0 turns it off (A/B).
+bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int64_t rows, int64_t k,
+                                 uint32_t* scratch, float* ts_sparse, float* ts_residual,
+                                 float* normed, cudaStream_t stream) {
+  static const bool on = [] {
+    const char* e = std::getenv("SHARQ_CUDA_RMS_ROWS");
+    return !(e && e[0] == '0');
+  }();
+  const int64_t per = (k / 4 + kThreads - 1) / kThreads;
+  if (!on || rows > 64 || per > 8) return false;
+  const auto go = [&](auto kernel) {
+    launch_ex(kernel, static_cast<unsigned>(rows), stream, chain_attr(),
+              "rmsnorm_publish_row_kernel", x, w, eps, k, scratch, ts_sparse, ts_residual, normed,
+              g_force_sequential_rms);
+    return true;
+  };
+  if (per <= 1) return go(rmsnorm_publish_row_kernel<1>);
+  if (per <= 2) return go(rmsnorm_publish_row_kernel<2>);
+  if (per <= 4) return go(rmsnorm_publish_row_kernel<4>);
+  return go(rmsnorm_publish_row_kernel<8>);
+}
+}  // namespace
+
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16, float* normed_out, float* decoded,
@@ -870,9 +964,13 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
     // A row per block; past ~8 resident blocks per SM more blocks only queue.
     const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
         rows, 1, 8 * static_cast<int64_t>(coresident_blocks<rmsnorm_publish_kernel>())));
-    launch_ex(rmsnorm_publish_kernel, stats_grid, stream, chain_attr(), "rmsnorm_publish_kernel", x,
-              norm_w, eps, rows, k, scratch, M != 0 ? sparse.tensor_scale : nullptr,
-              residual.tensor_scale, normed_out, g_force_sequential_rms);
+    float* ts_sparse = M != 0 ? sparse.tensor_scale : nullptr;
+    if (!launch_rmsnorm_publish_rows(x, norm_w, eps, rows, k, scratch, ts_sparse,
+                                     residual.tensor_scale, normed_out, stream)) {
+      launch_ex(rmsnorm_publish_kernel, stats_grid, stream, chain_attr(), "rmsnorm_publish_kernel",
+                x, norm_w, eps, rows, k, scratch, ts_sparse, residual.tensor_scale, normed_out,
+                g_force_sequential_rms);
+    }
     launch_ex(pass_kernel<M, NormSource>, static_cast<unsigned>(need4), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization

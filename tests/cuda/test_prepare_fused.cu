@@ -64,8 +64,10 @@ const std::pair<PrepareMode, Mode> kModes[] = {{PrepareMode::kNvfp4, Mode::kNvfp
                                                {PrepareMode::kSharqNvfp4_24, Mode::kSharqNvfp4_24}};
 
 // Odd row counts; 2049 x 2048 is past the single launch's register-resident size (streaming).
-const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},    {3, 128},    {17, 1024},
-                                               {1, 14336}, {100, 4096}, {2049, 2048}};
+// Decode-sized rows (<= 64 rows, k <= 8192) take prepare_rmsnorm's register-resident row kernel:
+// one row (no atomics), several, and register depths 1, 4 and 8 (k 64..8192).
+const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},   {3, 128},   {17, 1024},  {1, 4096},
+                                               {5, 8192}, {1, 14336}, {100, 4096}, {2049, 2048}};
 
 // For the compute-sanitizer runs: SHARQ_TEST_SMALL=1 keeps shapes up to 2^17 elements plus the
 // streaming shape in sharq-nvfp4-24; =2 only the shapes up to 2^17.
