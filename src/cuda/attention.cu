@@ -520,17 +520,13 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
              capacity, kc, vc, scale, out, pos_dev);
 }
 
-// The workspace: kCounterSlots arrival counters for the fused combine at a fixed place (its
-// start), so that no call's partials ever land on them whatever the shapes of earlier calls
-// (the backend reuses one workspace), then the splits' partials for the largest split count
-// of this capacity. Counter i serves (row, kv head, chunk) i of one call.
-constexpr int64_t kCounterSlots = int64_t{1} << 16;
-constexpr size_t kCounterBytes = kCounterSlots * sizeof(unsigned);
-
+// The workspace: the splits' partials for the largest split count of this capacity, then one
+// arrival counter per (row, kv head, chunk) (<= heads per row) for the fused combine.
 size_t partials_bytes(const DecodePlan& p, int64_t batch, int64_t t, int64_t heads,
                       int64_t head_dim) {
-  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
-         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
+  const size_t b = static_cast<size_t>(batch * t * heads * p.splits_bound) *
+                   (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
+  return (b + 15) / 16 * 16;
 }
 
 // The combine merged into the split kernel (default); SHARQ_CUDA_FUSE_COMBINE=0 launches it as
@@ -553,7 +549,8 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
   }
   const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
   if (p.splits_bound <= 1) return 0;
-  return kCounterBytes + partials_bytes(p, batch, t, heads, head_dim);
+  return partials_bytes(p, batch, t, heads, head_dim) +
+         static_cast<size_t>(batch * t * heads) * sizeof(unsigned);
 }
 
 void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
@@ -575,16 +572,17 @@ void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
           static_cast<size_t>(batch * t * heads * p.splits * head_dim) * sizeof(float);
       const size_t need =
           o_bytes + static_cast<size_t>(batch * t * heads * p.splits) * sizeof(float2);
-      if (workspace == nullptr || workspace_bytes < kCounterBytes + need) {
+      const size_t all = attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
+      if (workspace == nullptr || workspace_bytes < std::max(need, all)) {
         throw Error("attention: workspace of " + std::to_string(workspace_bytes) +
-                    " bytes is smaller than the " + std::to_string(kCounterBytes + need) +
+                    " bytes is smaller than the " + std::to_string(std::max(need, all)) +
                     " it needs");
       }
-      char* base = static_cast<char*>(workspace);
-      ws_o = reinterpret_cast<float*>(base + kCounterBytes);
-      ws_ml = reinterpret_cast<float2*>(base + kCounterBytes + o_bytes);
-      if (fuse_combine() && batch * t * heads <= kCounterSlots) {
-        counters = reinterpret_cast<unsigned*>(base);
+      ws_o = static_cast<float*>(workspace);
+      ws_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace) + o_bytes);
+      if (fuse_combine()) {
+        counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) +
+                                               partials_bytes(p, batch, t, heads, head_dim));
       }
     }
     if (head_dim == 64) {

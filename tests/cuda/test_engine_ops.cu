@@ -293,9 +293,8 @@ struct AttnCase {
   float q_sigma = 1.0f;  // larger = peakier softmax
 };
 
-// Runs the CUDA attention and the CPU one per sequence; returns the comparison. `shared`: a
-// zeroed-once workspace that earlier calls of other shapes used (as the engine's backend does).
-void check_attention(const AttnCase& c, Buf<char>* shared = nullptr) {
+// Runs the CUDA attention and the CPU one per sequence; returns the comparison.
+void check_attention(const AttnCase& c) {
   const int64_t ld = c.heads * c.hd;
   const auto q = randn(static_cast<size_t>(c.batch * c.t * ld), c.q_sigma);
   const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
@@ -308,11 +307,9 @@ void check_attention(const AttnCase& c, Buf<char>* shared = nullptr) {
                    kc.data() + co, vc.data() + co, want.data() + b * c.t * ld, cpu_threads());
   }
   Buf<float> dq(q), dk(kc), dv(vc), out(q.size());
-  const size_t need = attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
-  Buf<char> own(shared ? 0 : need);
-  Buf<char>& ws = shared ? *shared : own;
-  const size_t ws_bytes = shared ? shared->n : need;
-  if (!shared) check(cudaMemset(ws.p, 0, ws_bytes), "zero workspace");  // the counters stay zero
+  const size_t ws_bytes = attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
+  Buf<char> ws(ws_bytes);
+  check(cudaMemset(ws.p, 0, ws_bytes), "zero workspace");  // once: the counters stay zero
   out.poison();
   attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, dk.p, dv.p, out.p,
             ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
@@ -331,36 +328,21 @@ void check_attention(const AttnCase& c, Buf<char>* shared = nullptr) {
               e.max_abs, ws_bytes);
 }
 
-const std::vector<AttnCase> kDecodeCases = {
-    {1, 1, 0, 4, 2, 128, 16},
-    {2, 1, 100, 8, 2, 128, 200},
-    {1, 1, 8191, 32, 8, 128, 8192},
-    {3, 1, 5000, 8, 8, 64, 8192, 3.0f},
-    {32, 1, 1023, 32, 8, 128, 1024},
-    {1, 1, 500, 16, 1, 64, 600},  // group 16: two blocks per kv head
-    {1, 1, 300, 14, 2, 64, 400},  // group 7
-    {2, 1, 77, 9, 3, 64, 100},    // group 3
-    {2, 3, 50, 6, 2, 64, 60},     // small t through the decode kernel
-    {2, 7, 0, 8, 4, 128, 7},
-    {4, 1, 40, 32, 8, 128, 2048, 4.0f},  // workspace sized for the capacity
-};
-
 TEST(CudaOpsAttention, Decode) {
-  for (const AttnCase& c : kDecodeCases) check_attention(c);
-}
-
-// Every decode case in turn on one workspace, zeroed once: each shape puts its partials where
-// another shape's would be, never on the fused combine's counters.
-TEST(CudaOpsAttention, DecodeOnOneWorkspace) {
-  size_t bytes = 0;
-  for (const AttnCase& c : kDecodeCases) {
-    bytes =
-        std::max(bytes, attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap));
-  }
-  Buf<char> ws(bytes);
-  check(cudaMemset(ws.p, 0, bytes), "zero workspace");
-  for (int round = 0; round < 2; ++round) {
-    for (const AttnCase& c : kDecodeCases) check_attention(c, &ws);
+  for (const AttnCase& c : std::vector<AttnCase>{
+           {1, 1, 0, 4, 2, 128, 16},
+           {2, 1, 100, 8, 2, 128, 200},
+           {1, 1, 8191, 32, 8, 128, 8192},
+           {3, 1, 5000, 8, 8, 64, 8192, 3.0f},
+           {32, 1, 1023, 32, 8, 128, 1024},
+           {1, 1, 500, 16, 1, 64, 600},  // group 16: two blocks per kv head
+           {1, 1, 300, 14, 2, 64, 400},  // group 7
+           {2, 1, 77, 9, 3, 64, 100},    // group 3
+           {2, 3, 50, 6, 2, 64, 60},     // small t through the decode kernel
+           {2, 7, 0, 8, 4, 128, 7},
+           {4, 1, 40, 32, 8, 128, 2048, 4.0f},  // workspace sized for the capacity
+       }) {
+    check_attention(c);
   }
 }
 
