@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "launch.cuh"
@@ -71,53 +70,6 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
   r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
 }
 
-// out[rh] (D values) from the splits' partials of (row, head) rh, by NT >= D threads (thread d
-// writes element d). The splits' (max, sum) pairs load in parallel (a thread each) and their
-// weights go through shared memory, so the output loop's loads do not wait on one another. The
-// partials come through L2 (__ldcg): other blocks wrote them.
-struct CombineSmem {
-  float c[kMaxCombineSplits];
-  float red[32];
-  float mx, sum;
-};
-template <int D, int NT>
-__device__ void combine_head(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
-                             int splits, int64_t rh, float* __restrict__ out, CombineSmem& sm) {
-  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
-  const float2* ml = ws_ml + rh * splits;
-  float mx = -INFINITY;
-  for (int s = d; s < splits; s += NT) mx = fmaxf(mx, __ldcg(&ml[s].x));
-  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  if (lane == 0) sm.red[warp] = mx;
-  __syncthreads();
-  if (d == 0) {
-    float m = sm.red[0];
-    for (int w = 1; w < NT / 32; ++w) m = fmaxf(m, sm.red[w]);
-    sm.mx = m;
-  }
-  __syncthreads();
-  mx = sm.mx;
-  for (int s = d; s < splits; s += NT) {
-    const float2 v = __ldcg(&ml[s]);
-    sm.c[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
-  }
-  __syncthreads();
-  if (d == 0) {  // the softmax denominator, splits in order
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(__ldcg(&ml[s].y), sm.c[s], sum);
-    sm.sum = sum;
-  }
-  float o = 0.0f;
-  if (d < D) {
-#pragma unroll 8
-    for (int s = 0; s < splits; ++s)
-      o = __fmaf_rn(__ldcg(&ws_o[(rh * splits + s) * D + d]), sm.c[s], o);
-  }
-  __syncthreads();
-  if (d < D) out[rh * D + d] = o / sm.sum;
-  __syncthreads();  // sm is reused by the next head
-}
-
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
 template <int D, int QH>
@@ -126,8 +78,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
-                       float2* __restrict__ ws_ml, unsigned* __restrict__ counters,
-                       const int64_t* pos_dev) {
+                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   constexpr int L = D / 8;     // lanes per key row
@@ -263,33 +214,49 @@ __global__ void __launch_bounds__(kDecodeThreads)
       if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
     }
   }
-  if (splits == 1 || counters == nullptr) return;
-  // The last block of (row, kv head, chunk) to finish merges the splits of its heads (the
-  // combine kernel's arithmetic, so the same bits), then re-arms the counter for the next call.
-  __shared__ bool last;
-  __shared__ CombineSmem csm;
-  __threadfence();  // this block's partials before its arrival
-  __syncthreads();
-  unsigned* counter = counters + row * gridDim.y + blockIdx.y;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == static_cast<unsigned>(splits) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // the other blocks' partials, after their arrivals
-  for (int j = 0; j < nh; ++j) {
-    combine_head<D, kDecodeThreads>(ws_o, ws_ml, splits, row * heads + h0 + j, out, csm);
-  }
-  if (threadIdx.x == 0) *counter = 0u;
 }
 
-// The combine as its own kernel (SHARQ_CUDA_FUSE_COMBINE=0): one block of D threads per
-// (row, head).
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
+// splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
+// memory, so the output loop's loads do not wait on one another.
 template <int D>
 __global__ void __launch_bounds__(D)
     attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
                         int splits, float* __restrict__ out) {
   pdl_entry();
-  __shared__ CombineSmem sm;
-  combine_head<D, D>(ws_o, ws_ml, splits, blockIdx.x, out, sm);
+  __shared__ float c_s[kMaxCombineSplits];
+  __shared__ float red[D / 32];
+  __shared__ float mx_s, sum_s;
+  const int64_t rh = blockIdx.x;
+  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
+  const float2* ml = ws_ml + rh * splits;
+  float mx = -INFINITY;
+  for (int s = d; s < splits; s += D) mx = fmaxf(mx, ml[s].x);
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (d == 0) {
+    float m = red[0];
+    for (int w = 1; w < D / 32; ++w) m = fmaxf(m, red[w]);
+    mx_s = m;
+  }
+  __syncthreads();
+  mx = mx_s;
+  for (int s = d; s < splits; s += D) {
+    const float2 v = ml[s];
+    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
+  }
+  __syncthreads();
+  if (d == 0) {  // the softmax denominator, splits in order
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(ml[s].y, c_s[s], sum);
+    sum_s = sum;
+  }
+  float o = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
+  __syncthreads();
+  out[rh * D + d] = o / sum_s;
 }
 
 // ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
@@ -467,14 +434,13 @@ template <int D, int QH>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                    const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                   unsigned* counters, cudaStream_t stream, const int64_t* pos_dev) {
+                   cudaStream_t stream, const int64_t* pos_dev) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
   launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
              q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
-             kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, counters,
-             pos_dev);
-  if (p.splits > 1 && counters == nullptr) {
+             kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+  if (p.splits > 1) {
     launch_pdl(attn_combine_kernel<D>, dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0,
                stream, "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out);
   }
@@ -484,20 +450,20 @@ template <int D>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                      const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                     unsigned* counters, cudaStream_t stream, const int64_t* pos_dev) {
+                     cudaStream_t stream, const int64_t* pos_dev) {
   switch (p.qh) {
     case 1:
       return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, counters, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     case 2:
       return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, counters, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     case 4:
       return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, counters, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev);
     default:
       return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, counters, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev);
   }
 }
 
@@ -520,25 +486,6 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
              capacity, kc, vc, scale, out, pos_dev);
 }
 
-// The workspace: the splits' partials for the largest split count of this capacity, then one
-// arrival counter per (row, kv head, chunk) (<= heads per row) for the fused combine.
-size_t partials_bytes(const DecodePlan& p, int64_t batch, int64_t t, int64_t heads,
-                      int64_t head_dim) {
-  const size_t b = static_cast<size_t>(batch * t * heads * p.splits_bound) *
-                   (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
-  return (b + 15) / 16 * 16;
-}
-
-// The combine merged into the split kernel (default); SHARQ_CUDA_FUSE_COMBINE=0 launches it as
-// its own kernel (A/B).
-bool fuse_combine() {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_FUSE_COMBINE");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
 }  // namespace
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
@@ -549,8 +496,8 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
   }
   const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
   if (p.splits_bound <= 1) return 0;
-  return partials_bytes(p, batch, t, heads, head_dim) +
-         static_cast<size_t>(batch * t * heads) * sizeof(unsigned);
+  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
+         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
 }
 
 void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
@@ -566,31 +513,24 @@ void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
     const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
     float* ws_o = nullptr;
     float2* ws_ml = nullptr;
-    unsigned* counters = nullptr;
     if (p.splits > 1) {
       const size_t o_bytes =
           static_cast<size_t>(batch * t * heads * p.splits * head_dim) * sizeof(float);
       const size_t need =
           o_bytes + static_cast<size_t>(batch * t * heads * p.splits) * sizeof(float2);
-      const size_t all = attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
-      if (workspace == nullptr || workspace_bytes < std::max(need, all)) {
+      if (workspace == nullptr || workspace_bytes < need) {
         throw Error("attention: workspace of " + std::to_string(workspace_bytes) +
-                    " bytes is smaller than the " + std::to_string(std::max(need, all)) +
-                    " it needs");
+                    " bytes is smaller than the " + std::to_string(need) + " it needs");
       }
       ws_o = static_cast<float*>(workspace);
       ws_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace) + o_bytes);
-      if (fuse_combine()) {
-        counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) +
-                                               partials_bytes(p, batch, t, heads, head_dim));
-      }
     }
     if (head_dim == 64) {
       decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, ws_o, ws_ml, counters, stream, pos_dev);
+                          out, ws_o, ws_ml, stream, pos_dev);
     } else {
       decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, ws_o, ws_ml, counters, stream, pos_dev);
+                           out, ws_o, ws_ml, stream, pos_dev);
     }
     return;
   }

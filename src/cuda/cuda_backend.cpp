@@ -580,9 +580,7 @@ class CudaBackend final : public Backend {
                  const float* v_cache, float* out) override {
     const size_t ws =
         cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
-    if (grow(attn_ws_, ws)) {  // attention's arrival counters start zero (and stay zero)
-      check(cudaMemsetAsync(attn_ws_.as<void>(), 0, ws, stream_), "zero attention workspace");
-    }
+    grow(attn_ws_, ws);
     cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
                     ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev());
   }
@@ -596,10 +594,8 @@ class CudaBackend final : public Backend {
   static constexpr size_t kBlasWorkspace = size_t{32} << 20;
 
   // Grows a workspace; a move invalidates the recorded steps that use it.
-  bool grow(DeviceMem& m, size_t bytes) {  // true when the block moved
-    if (!m.grow(bytes)) return false;
-    ++workspace_gen_;
-    return true;
+  void grow(DeviceMem& m, size_t bytes) {
+    if (m.grow(bytes)) ++workspace_gen_;
   }
   const int64_t* pos_dev() const { return rec_ ? rec_->pos_dev() : nullptr; }
   StepGraph* find_step(uint64_t key) {

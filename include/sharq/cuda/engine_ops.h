@@ -50,10 +50,8 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
 // q, out: (batch * t, heads * head_dim); row b * t + i (position pos0 + i) attends to cache rows
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
-// t < 8 runs a split-key (flash-decoding) kernel whose last block per head group merges the
-// splits, using `workspace` (attention_workspace_bytes, may be null when that is 0; zeroed once
-// before its first use: its arrival counters are left zero by every call); larger t a tiled
-// flash kernel. The
+// t < 8 runs a split-key (flash-decoding) kernel plus a combine pass that uses `workspace`
+// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
 // decode kernel's key ranges follow the capacity, not the position, so a step gives the same
 // bits whether its position comes from pos0 or from pos_dev.
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
