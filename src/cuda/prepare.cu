@@ -651,21 +651,28 @@ __global__ void __launch_bounds__(kThreads)
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// RMSNorm statistics of row blockIdx.x at decode sizes (each thread at most PER float4 of it, in
-// registers): the same sums, certified inv and max as rmsnorm_rows (same per-thread order, same
-// block reductions); inv goes to scratch's row slot, h to `normed` when given. `wv`: the thread's
-// norm weight, loaded by the caller before its dependency wait (the weight is constant). Returns
-// the block's max |h| (valid in thread 0).
+// Kernel 1 at decode sizes (a row per block, each thread at most PER float4 of it): the same
+// sums, inv and max as rmsnorm_publish_kernel (same per-thread order, same block reductions), with
+// the constant norm weight loaded before the dependency wait and x read once, kept in registers.
+// A grid of one block publishes its max directly (it is the tensor max), without the atomics.
 template <int PER>
-__device__ float row_norm_stats(const float* __restrict__ x, const float4 (&wv)[PER], float eps,
-                                int64_t k, uint32_t* scratch, float* __restrict__ normed,
-                                bool force_sequential) {
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_publish_row_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                               int64_t k, uint32_t* scratch, float* ts_sparse, float* ts_residual,
+                               float* __restrict__ normed, bool force_sequential) {
   __shared__ double redd[32];
   __shared__ float red[32];
   __shared__ float inv_shared;
   const int64_t row = blockIdx.x, k4 = k / 4;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
   const float4* xr = reinterpret_cast<const float4*>(x + row * k);
-  float4 xv[PER];
+  float4 wv[PER], xv[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int64_t i = threadIdx.x + j * kThreads;
+    if (i < k4) wv[j] = w4[i];
+  }
+  pdl_entry();
   double ss = 0.0;
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
@@ -697,42 +704,14 @@ __device__ float row_norm_stats(const float* __restrict__ x, const float4 (&wv)[
     m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
     if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
   }
-  return block_max(m, red);
-}
-
-template <int PER>
-__device__ __forceinline__ void load_norm_weight(const float* __restrict__ w, int64_t k,
-                                                 float4 (&wv)[PER]) {
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    const int64_t i = threadIdx.x + j * kThreads;
-    if (i < k / 4) wv[j] = reinterpret_cast<const float4*>(w)[i];
-  }
-}
-
-// A one-block grid's max is the tensor max: published directly, without the atomics.
-__device__ float publish_one_block_max(uint32_t* scratch, float m, float* ts_sparse,
-                                       float* ts_residual) {
+  m = block_max(m, red);
+  if (gridDim.x > 1) return publish_tensor_max(scratch, m, ts_sparse, ts_residual);
+  if (threadIdx.x != 0) return;
   const uint32_t bits = __float_as_uint(m);
   scratch[kMaxFinal] = bits;
   const float st = scale_of_max_bits(bits);
   *ts_residual = st;
   if (ts_sparse) *ts_sparse = st;
-  return st;
-}
-
-// Kernel 1 at decode sizes (a row per block): row_norm_stats, then the tensor max published.
-template <int PER>
-__global__ void __launch_bounds__(kThreads)
-    rmsnorm_publish_row_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
-                               int64_t k, uint32_t* scratch, float* ts_sparse, float* ts_residual,
-                               float* __restrict__ normed, bool force_sequential) {
-  float4 wv[PER];
-  load_norm_weight(w, k, wv);
-  pdl_entry();
-  const float m = row_norm_stats(x, wv, eps, k, scratch, normed, force_sequential);
-  if (gridDim.x > 1) return publish_tensor_max(scratch, m, ts_sparse, ts_residual);
-  if (threadIdx.x == 0) publish_one_block_max(scratch, m, ts_sparse, ts_residual);
 }
 
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
@@ -750,41 +729,6 @@ struct NormSource {
     apply_row_norm<8>(v, wv, scratch, b, per_row);
   }
 };
-
-// One row (batch-1 decode): RMSNorm statistics and the whole prepare pass in one block, one
-// launch instead of two. The pass is pass_kernel's, lane group by lane group (4 lanes per
-// 32-block) over the row, with the tensor scale from this block's own max.
-template <int MODE, int PER>
-__global__ void __launch_bounds__(kThreads)
-    rmsnorm_prepare_one_row_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                   float eps, int64_t k, uint32_t* scratch, Nvfp4View sparse,
-                                   Nvfp4View residual, float* __restrict__ normed,
-                                   float* __restrict__ decoded, __half* __restrict__ gemm_f16,
-                                   bool force_sequential) {
-  __shared__ float st_shared;
-  // The GEMM that reads our output may launch now and stream its weights (it waits for our
-  // completion before it reads the activation).
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  float4 wv[PER];
-  load_norm_weight(w, k, wv);
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const float m = row_norm_stats(x, wv, eps, k, scratch, normed, force_sequential);
-  if (threadIdx.x == 0) {
-    st_shared = publish_one_block_max(scratch, m, MODE != 0 ? sparse.tensor_scale : nullptr,
-                                      residual.tensor_scale);
-  }
-  __syncthreads();  // st_shared, and the row's inv in scratch (block-visible after the barrier)
-  const float inv_st = __frcp_rn(st_shared);
-  const NormSource src{x, w, k / 32};
-  for (int64_t e = threadIdx.x; e < 4 * (k / 32); e += kThreads) {  // whole lane groups
-    const int64_t b = e / 4;
-    const int q = static_cast<int>(e % 4);
-    float v[8], aux[8];
-    src.load(b, q, v, aux);
-    src.finish(v, aux, scratch, b);
-    quantize_quarter<MODE>(v, inv_st, b, q, 1, k, sparse, residual, decoded, gemm_f16);
-  }
-}
 
 // Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
 template <auto Kernel>
@@ -994,30 +938,6 @@ bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int6
   if (per <= 4) return go(rmsnorm_publish_row_kernel<4>);
   return go(rmsnorm_publish_row_kernel<8>);
 }
-
-// rmsnorm_prepare_one_row_kernel for one row of k <= 8 * 4 * kThreads, else false.
-// SHARQ_CUDA_RMS_ONE=0 turns it off (A/B: the two kernels instead).
-template <int M>
-bool launch_rmsnorm_prepare_one_row(const float* x, const float* w, float eps, int64_t k,
-                                    uint32_t* scratch, Nvfp4View sparse, Nvfp4View residual,
-                                    float* normed, float* decoded, __half* gemm_f16,
-                                    cudaStream_t stream) {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_RMS_ONE");
-    return !(e && e[0] == '0');
-  }();
-  const int64_t per = (k / 4 + kThreads - 1) / kThreads;
-  if (!on || per > 8) return false;
-  const auto go = [&](auto kernel) {
-    launch_ex(kernel, 1u, stream, chain_attr(), "rmsnorm_prepare_one_row_kernel", x, w, eps, k,
-              scratch, sparse, residual, normed, decoded, gemm_f16, g_force_sequential_rms);
-    return true;
-  };
-  if (per <= 1) return go(rmsnorm_prepare_one_row_kernel<M, 1>);
-  if (per <= 2) return go(rmsnorm_prepare_one_row_kernel<M, 2>);
-  if (per <= 4) return go(rmsnorm_prepare_one_row_kernel<M, 4>);
-  return go(rmsnorm_prepare_one_row_kernel<M, 8>);
-}
 }  // namespace
 
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
@@ -1045,10 +965,6 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
     const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
         rows, 1, 8 * static_cast<int64_t>(coresident_blocks<rmsnorm_publish_kernel>())));
     float* ts_sparse = M != 0 ? sparse.tensor_scale : nullptr;
-    if (rows == 1 && launch_rmsnorm_prepare_one_row<M>(x, norm_w, eps, k, scratch, sparse, residual,
-                                                       normed_out, decoded, gh, stream)) {
-      return;
-    }
     if (!launch_rmsnorm_publish_rows(x, norm_w, eps, rows, k, scratch, ts_sparse,
                                      residual.tensor_scale, normed_out, stream)) {
       launch_ex(rmsnorm_publish_kernel, stats_grid, stream, chain_attr(), "rmsnorm_publish_kernel",
