@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "device_info.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
@@ -26,16 +27,6 @@ constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
 constexpr int64_t kSplitKeys = 32;  // key ranges are multiples of this (16 measured slower)
 constexpr int kBlocksPerSm = 4;     // split target: this many decode blocks per SM
 constexpr int64_t kMaxCombineSplits = 1024;  // the combine kernel's shared weights
-
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, c = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev), "sm count");
-    return c;
-  }();
-  return n;
-}
 
 struct DecodePlan {
   int qh;          // query heads per block: 1, 2, 4 or 8

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "codecs.cuh"
+#include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
@@ -326,16 +327,6 @@ std::atomic<int> g_rt{[] {
   return e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 0;
 }()};
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "sm count");
-    return sms;
-  }();
-  return n;
-}
-
 // Two 16-row tiles per warp halve the activation reads per weight byte but halve the blocks too:
 // measured on an H100 (same call, M = 1..8), q/k/v (6144 rows, 192 32-row tiles) 11.1 -> 8.4 us
 // and gate/up (28672 rows) 51 -> 41 us at M = 8, but o and down (4096 rows, 128 tiles) 6.7 -> 7.9
@@ -363,13 +354,11 @@ void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& pa
 template <int NT, int PATHS, int WG, int WARPS, bool PACK, int RT, typename OutT>
 int64_t resident_blocks() {
   static const int64_t n = [] {
-    int dev = 0, sms = 0, per_sm = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "sm count");
+    int per_sm = 0;
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
               &per_sm, gemm_decode_mma_kernel<NT, PATHS, WG, WARPS, PACK, RT, OutT>, WARPS * 32, 0),
           "occupancy");
-    return static_cast<int64_t>(sms) * per_sm;
+    return static_cast<int64_t>(sm_count()) * per_sm;
   }();
   return n;
 }

@@ -529,6 +529,23 @@ __device__ __forceinline__ float rms_inv(double ss, int64_t d, float eps) {
   return __double2float_rn(__ddiv_rn(1.0, __dsqrt_rn(mean)));
 }
 
+// ss + f.x^2 + f.y^2 + f.z^2 + f.w^2 in double, in that order, each step correctly rounded.
+__device__ __forceinline__ double add_squares4(double ss, float4 f) {
+  ss = __dadd_rn(ss, __dmul_rn(f.x, f.x));
+  ss = __dadd_rn(ss, __dmul_rn(f.y, f.y));
+  ss = __dadd_rn(ss, __dmul_rn(f.z, f.z));
+  return __dadd_rn(ss, __dmul_rn(f.w, f.w));
+}
+
+// h = (x * inv) * w elementwise, the CPU's two roundings; and max |h| folded into m.
+__device__ __forceinline__ float4 norm4(float4 f, float inv, float4 g, float& m) {
+  const float4 h =
+      make_float4(__fmul_rn(__fmul_rn(f.x, inv), g.x), __fmul_rn(__fmul_rn(f.y, inv), g.y),
+                  __fmul_rn(__fmul_rn(f.z, inv), g.z), __fmul_rn(__fmul_rn(f.w, inv), g.w));
+  m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
+  return h;
+}
+
 // inv of a row from its parallel sum of squares ss, certified equal to the CPU's (below); xs the
 // row, for the sequential fallback.
 __device__ float certified_rms_inv(double ss, const float* xs, int64_t k, float eps,
@@ -564,13 +581,7 @@ __device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restri
     const float4* xr = reinterpret_cast<const float4*>(x + row * k);
     double ss = 0.0;
 #pragma unroll 4
-    for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) {
-      const float4 f = xr[i];
-      ss = __dadd_rn(ss, __dmul_rn(f.x, f.x));
-      ss = __dadd_rn(ss, __dmul_rn(f.y, f.y));
-      ss = __dadd_rn(ss, __dmul_rn(f.z, f.z));
-      ss = __dadd_rn(ss, __dmul_rn(f.w, f.w));
-    }
+    for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) ss = add_squares4(ss, xr[i]);
     ss = block_sum(ss, redd);
     if (threadIdx.x == 0) {
       const float inv = certified_rms_inv(ss, x + row * k, k, eps, force_sequential);
@@ -582,11 +593,7 @@ __device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restri
     float4* hr = normed ? reinterpret_cast<float4*>(normed + row * k) : nullptr;
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) {
-      const float4 f = xr[i], g = w4[i];
-      const float4 h =
-          make_float4(__fmul_rn(__fmul_rn(f.x, inv), g.x), __fmul_rn(__fmul_rn(f.y, inv), g.y),
-                      __fmul_rn(__fmul_rn(f.z, inv), g.z), __fmul_rn(__fmul_rn(f.w, inv), g.w));
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
+      const float4 h = norm4(xr[i], inv, w4[i], m);
       if (hr) hr[i] = h;
     }
     __syncthreads();  // inv_shared is rewritten by the next row
@@ -678,11 +685,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < PER; ++j) {
     const int64_t i = threadIdx.x + j * kThreads;
     if (i >= k4) break;
-    const float4 f = xv[j] = xr[i];
-    ss = __dadd_rn(ss, __dmul_rn(f.x, f.x));
-    ss = __dadd_rn(ss, __dmul_rn(f.y, f.y));
-    ss = __dadd_rn(ss, __dmul_rn(f.z, f.z));
-    ss = __dadd_rn(ss, __dmul_rn(f.w, f.w));
+    xv[j] = xr[i];
+    ss = add_squares4(ss, xv[j]);
   }
   ss = block_sum(ss, redd);
   if (threadIdx.x == 0) {
@@ -697,11 +701,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < PER; ++j) {
     const int64_t i = threadIdx.x + j * kThreads;
     if (i >= k4) break;
-    const float4 f = xv[j], g = wv[j];
-    const float4 h =
-        make_float4(__fmul_rn(__fmul_rn(f.x, inv), g.x), __fmul_rn(__fmul_rn(f.y, inv), g.y),
-                    __fmul_rn(__fmul_rn(f.z, inv), g.z), __fmul_rn(__fmul_rn(f.w, inv), g.w));
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(h.x), fabsf(h.y)), fmaxf(fabsf(h.z), fabsf(h.w))));
+    const float4 h = norm4(xv[j], inv, wv[j], m);
     if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
   }
   m = block_max(m, red);
