@@ -419,14 +419,6 @@ __global__ void __launch_bounds__(kThreads)
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
                                    float* ts_residual) {
   if (threadIdx.x != 0) return;
-  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
-    const uint32_t bits = __float_as_uint(block_max_v);
-    scratch[kMaxFinal] = bits;
-    const float st = scale_of_max_bits(bits);
-    *ts_residual = st;
-    if (ts_sparse) *ts_sparse = st;
-    return;
-  }
   atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
   AtomicU32 arrive(scratch[kArrive]);
   if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
@@ -712,7 +704,14 @@ __global__ void __launch_bounds__(kThreads)
     const float4 h = norm4(xv[j], inv, wv[j], m);
     if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
   }
-  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+  m = block_max(m, red);
+  if (gridDim.x > 1) return publish_tensor_max(scratch, m, ts_sparse, ts_residual);
+  if (threadIdx.x != 0) return;
+  const uint32_t bits = __float_as_uint(m);
+  scratch[kMaxFinal] = bits;
+  const float st = scale_of_max_bits(bits);
+  *ts_residual = st;
+  if (ts_sparse) *ts_sparse = st;
 }
 
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
@@ -864,15 +863,8 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
                        PrepareSchedule schedule) {
   const int64_t n = rows * k;
   const int64_t need4 = std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1);
-  // Up to 4 float4 a thread one block does it all and publishes without the atomics
-  // (SHARQ_CUDA_MAX_ONE=0: a float4 a thread, as for larger tensors).
-  static const bool one_block = [] {
-    const char* e = std::getenv("SHARQ_CUDA_MAX_ONE");
-    return !(e && e[0] == '0');
-  }();
-  const int64_t per_block = (one_block && n <= 16 * kThreads ? 4 : 1) * kThreads;
   const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
-      (n / 4 + per_block - 1) / per_block, 1, coresident_blocks<max_publish_kernel<Src>>()));
+      (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<max_publish_kernel<Src>>()));
   launch_ex(max_publish_kernel<Src>, max_grid, stream, chain_attr(), "max_publish_kernel", src, n,
             scratch, M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
   launch_ex(pass_kernel<M, Src>, static_cast<unsigned>(need4), stream,
