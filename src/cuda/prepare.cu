@@ -415,10 +415,19 @@ __global__ void __launch_bounds__(kThreads)
 
 // Two-kernel schedules, end of kernel 1: thread 0 adds its block's max (`block_max_v`); the
 // last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
-// accumulator and the counter, so no memset launch precedes the next call.
+// accumulator and the counter, so no memset launch precedes the next call. A one-block grid
+// (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
                                    float* ts_residual) {
   if (threadIdx.x != 0) return;
+  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
+    const uint32_t bits = __float_as_uint(block_max_v);
+    scratch[kMaxFinal] = bits;
+    const float st = scale_of_max_bits(bits);
+    *ts_residual = st;
+    if (ts_sparse) *ts_sparse = st;
+    return;
+  }
   atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
   AtomicU32 arrive(scratch[kArrive]);
   if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
@@ -661,7 +670,6 @@ __global__ void __launch_bounds__(kThreads)
 // Kernel 1 at decode sizes (a row per block, each thread at most PER float4 of it): the same
 // sums, inv and max as rmsnorm_publish_kernel (same per-thread order, same block reductions), with
 // the constant norm weight loaded before the dependency wait and x read once, kept in registers.
-// A grid of one block publishes its max directly (it is the tensor max), without the atomics.
 template <int PER>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_publish_row_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
@@ -704,14 +712,7 @@ __global__ void __launch_bounds__(kThreads)
     const float4 h = norm4(xv[j], inv, wv[j], m);
     if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
   }
-  m = block_max(m, red);
-  if (gridDim.x > 1) return publish_tensor_max(scratch, m, ts_sparse, ts_residual);
-  if (threadIdx.x != 0) return;
-  const uint32_t bits = __float_as_uint(m);
-  scratch[kMaxFinal] = bits;
-  const float st = scale_of_max_bits(bits);
-  *ts_residual = st;
-  if (ts_sparse) *ts_sparse = st;
+  publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
