@@ -255,9 +255,9 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 
   float acc[RT][NT][4] = {};
 
-  // Three weight slices in a ring, each refilled right after its math: two windows of loads
-  // stay in flight while one is decoded. Named slots, not an array indexed by a loop variable,
-  // and no slot-to-slot copies: a copy of a register with a load pending would wait for it.
+  // kDepth weight slices in a ring, each refilled right after its math: the others' loads stay
+  // in flight while one is decoded. Named slots, not an array indexed by a loop variable, and no
+  // slot-to-slot copies: a copy of a register with a load pending would wait for it.
   // Loading a window's activations a step ahead keeps them live across the step: measured for
   // NT <= 2 (M <= 16); at NT = 4 the slices are 128 registers and already spill.
   constexpr bool kAhead = NT <= 2;
