@@ -18,4 +18,16 @@ inline int sm_count() {
   return n;
 }
 
+// Blocks of `Kernel` launched with `Threads` threads (no dynamic shared memory) resident on the
+// whole device at once: one wave of a grid.
+template <auto Kernel, int Threads>
+int resident_blocks() {
+  static const int n = [] {
+    int per_sm = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, 0), "occupancy");
+    return sm_count() * per_sm;
+  }();
+  return n;
+}
+
 }  // namespace sharq::cuda

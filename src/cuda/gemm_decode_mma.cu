@@ -350,19 +350,6 @@ void launch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& pa
              static_cast<int>(m), parts, k);
 }
 
-// Blocks of one kernel instantiation resident on the whole device at once.
-template <int NT, int PATHS, int WG, int WARPS, bool PACK, int RT, typename OutT>
-int64_t resident_blocks() {
-  static const int64_t n = [] {
-    int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-              &per_sm, gemm_decode_mma_kernel<NT, PATHS, WG, WARPS, PACK, RT, OutT>, WARPS * 32, 0),
-          "occupancy");
-    return static_cast<int64_t>(sm_count()) * per_sm;
-  }();
-  return n;
-}
-
 // Warps per tile (they split K): the most of 8, 4, 2 whose grid (one block per tile) is
 // resident in one wave, else 4. A grid just past one wave ends in a partial wave that leaves
 // most SMs idle: ncu on an H100 measured 1.36 waves for N = 14336 with 4 warps (896 blocks, 660
@@ -377,8 +364,11 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
   const int64_t tiles = parts.tile0[parts.count];
   const auto fits = [&](auto warps) {
     constexpr int W = decltype(warps)::value;
-    return tiles <= (group == 32 ? resident_blocks<NT, PATHS, 32, W, PACK, RT, OutT>()
-                                 : resident_blocks<NT, PATHS, 16, W, PACK, RT, OutT>());
+    return tiles <= (group == 32
+                         ? resident_blocks<gemm_decode_mma_kernel<NT, PATHS, 32, W, PACK, RT, OutT>,
+                                           W * 32>()
+                         : resident_blocks<gemm_decode_mma_kernel<NT, PATHS, 16, W, PACK, RT, OutT>,
+                                           W * 32>());
   };
   if (fits(std::integral_constant<int, 8>{})) {
     return launch<NT, PATHS, 8, PACK, RT>(x, sx, m, parts, group, k, stream);

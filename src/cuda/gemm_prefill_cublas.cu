@@ -56,13 +56,6 @@ struct DevicePointerMode {
 
 }  // namespace
 
-void check_blas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) {
-    throw Error(std::string("cuBLAS: ") + what + " failed (status " +
-                std::to_string(static_cast<int>(s)) + ")");
-  }
-}
-
 size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
   return static_cast<size_t>(n * k) * 2 + 256;
 }

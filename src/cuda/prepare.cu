@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "codecs.cuh"
+#include "device_info.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
@@ -734,14 +735,7 @@ struct NormSource {
 // Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
 template <auto Kernel>
 int coresident_blocks() {
-  static const int n = [] {
-    int dev = 0, sms = 0, per_sm = 0;
-    check(cudaGetDevice(&dev), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kThreads, 0), "occupancy");
-    return std::max(1, sms * per_sm);
-  }();
-  return n;
+  return std::max(1, resident_blocks<Kernel, kThreads>());
 }
 
 template <typename... KArgs, typename... Args>
@@ -808,11 +802,6 @@ void check_shape(int64_t rows, int64_t k, const char* what) {
 }
 
 }  // namespace
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
