@@ -270,12 +270,24 @@ int main(int argc, char** argv) {
       const double g_gemm = sharq::bench::median_graph_us(gs, [&](int i) {
         sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
       });
-      if (m <= 8) {  // one vs two 16-row tiles per warp (testing::decode_gemm_row_tiles)
+      {  // kernel variants: per-tile (M <= 8: one / two row tiles), shared activations (1 / 2
+         // tiles, K split chosen per launch; 1 tile without a K split)
         const double wb = double(wn) / 2 + double(wn) / 32;
         std::string row =
             "| " + std::to_string(k) + " | " + std::to_string(n) + " | " + std::to_string(m) + " |";
-        for (int rt : {1, 2}) {
-          sharq::cuda::testing::decode_gemm_row_tiles(rt);
+        struct Variant {
+          int shared, rt, split_k, warps;
+        };
+        for (const Variant v : {Variant{0, 1, 0, 0}, Variant{0, 2, 0, 0}, Variant{1, 1, 0, 0},
+                                Variant{1, 2, 0, 8}, Variant{1, 2, 0, 4}, Variant{-1, 0, 0, 0}}) {
+          if (v.shared == 0 && v.rt == 2 && m > 8) {
+            row += " - |";
+            continue;
+          }
+          sharq::cuda::testing::decode_gemm_shared_x(v.shared);
+          sharq::cuda::testing::decode_gemm_row_tiles(v.rt);
+          sharq::cuda::testing::decode_gemm_split_k(v.split_k);
+          sharq::cuda::testing::decode_gemm_shared_warps(v.warps);
           const double us = sharq::bench::median_graph_us(gs, [&](int i) {
             sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
                                          gs);
@@ -285,7 +297,10 @@ int main(int argc, char** argv) {
                         100.0 * wb / (us * 1e-6) / (bw * 1e9));
           row += cell;
         }
+        sharq::cuda::testing::decode_gemm_shared_x(-1);
         sharq::cuda::testing::decode_gemm_row_tiles(0);
+        sharq::cuda::testing::decode_gemm_split_k(0);
+        sharq::cuda::testing::decode_gemm_shared_warps(0);
         rt_rows.push_back(row + "\n");
       }
       sharq::cuda::testing::decode_gemm_pdl(false);
@@ -482,9 +497,13 @@ int main(int argc, char** argv) {
       "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : graph_rows) std::printf("%s", r.c_str());
   std::printf(
-      "\nDecode SharQ GEMM, one vs two 16-row weight tiles per warp (sharq-nvfp4-24, bf16 out, "
-      "graph-timed, us and %% of copy BW)\n\n| K | N | M | 1 tile | 2 tiles "
-      "|\n|---|---|---|---|---|\n");
+      "\nDecode SharQ GEMM kernels (sharq-nvfp4-24, bf16 out, graph-timed, us and %% of copy BW): "
+      "per-tile = a block per weight tile, warps split K (1 or 2 16-row tiles per warp, the "
+      "second for M <= 8 only); shared = warps on different tiles share each activation window "
+      "through shared memory (K split over a cluster and warps per block chosen per launch, or "
+      "forced); default = the per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 "
+      "tiles | shared, 1 tile | shared, 2 tiles, 8 warps | shared, 2 tiles, 4 warps | default "
+      "|\n|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "

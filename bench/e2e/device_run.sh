@@ -16,6 +16,8 @@
 #   prefill  bench_gemm prefill rows (wgmma kernel, and decode pass + cuBLAS: the engine's path)
 #   abprefill  e2e prefill with the wgmma kernel instead (A/B)
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
+#   abshared  batch 8/16/32 decode: the shared-activation decode GEMM (default above 8 rows) vs
+#             the per-tile kernel (SHARQ_CUDA_DECODE_SHARED=0)
 #   fulltext  GPU perplexity over the whole text (after stash + model)
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
@@ -110,6 +112,15 @@ phase_ab32() {  # batch 32: the decode kernel (default) vs the prefill kernel fo
     SHARQ_CUDA_DECODE_ROWS=$rows "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes nvfp4,sharq-nvfp4-24 --prefill 128 --batch 32 --ctx 1024 --steps 16 --repeat 2 \
       2>&1 | grep -v "^bench:" | tail -n 3
+  done
+}
+
+phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs the per-tile one
+  for v in default 0; do
+    echo "-- SHARQ_CUDA_DECODE_SHARED=$v"
+    SHARQ_CUDA_DECODE_SHARED=$v "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+      --modes bf16,nvfp4,sharq-nvfp4-24 --prefill 128 --batch 8,16,32 --ctx 1024 --steps 16 \
+      --repeat 2 --json "$OUT/sharq_bench_shared_$v.json" 2>&1 | grep -v "^bench:" | tail -n 4
   done
 }
 

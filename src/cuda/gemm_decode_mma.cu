@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <type_traits>
 
-#include "codecs.cuh"
+#include "decode_mma_tiles.cuh"
 #include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "launch.cuh"
@@ -21,77 +21,7 @@
 namespace sharq::cuda {
 namespace {
 
-constexpr int kWin = 128;  // K per warp iteration: 4 lanes x one 32-element block each
-constexpr int kMaxParts = 4;
-
-// The weights and outputs of one launch: parts that share the input x (q, k, v; gate, up), their
-// tiles of 16 * RT rows (one block each) numbered one after the other (part i owns tiles
-// [tile0[i], tile0[i + 1])).
-template <typename OutT>
-struct Parts {
-  const uint8_t* codes[kMaxParts];
-  const uint8_t* scales[kMaxParts];
-  const float* sw[kMaxParts];
-  OutT* y[kMaxParts];
-  int64_t n[kMaxParts];
-  int64_t tile0[kMaxParts + 1];
-  int count;
-  bool accumulate;  // y += product
-};
-
-__device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Scales stay raw bytes until the slice is consumed: decoding them at load time would make the
-// prefetch wait for the load right away (it cost half the bandwidth in the first measurement).
-// RT 16-row sub-tiles per warp share each activation slice (M <= 8: half the activation reads
-// per weight byte with RT = 2).
-template <int RT>
-struct WeightSlice {
-  uint4 q[RT][2];        // [sub-tile][rows g and g+8]: 32 codes each
-  uint32_t s[RT][2][2];  // [sub-tile][row][16-half of the 32-block]: UE4M3 code
-};
-
-__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
-  return __float2half2_rn(ue4m3_decode(code));
-}
-
-// Read-once weight codes: not allocated in L1, so the activation lines stay there.
-__device__ __forceinline__ uint4 ld_no_l1(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-// rows[st][r]: sub-tile st's rows g (r = 0) and g + 8 (r = 1).
-template <int WG, int RT>
-__device__ __forceinline__ void load_slice(WeightSlice<RT>& ws, const uint8_t* __restrict__ codes,
-                                           const uint8_t* __restrict__ scales,
-                                           const int64_t (&rows)[RT][2], int64_t k, int64_t kk,
-                                           bool valid) {
-#pragma unroll
-  for (int st = 0; st < RT; ++st) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (!valid) {
-        ws.q[st][r] = make_uint4(0, 0, 0, 0);  // code 0 decodes to +0: a missing half window adds 0
-        ws.s[st][r][0] = ws.s[st][r][1] = 0u;
-        continue;
-      }
-      const int64_t e = rows[st][r] * k + kk;
-      ws.q[st][r] = ld_no_l1(codes + e / 2);
-      if (WG == 32) {
-        ws.s[st][r][0] = ws.s[st][r][1] = __ldg(scales + e / 32);
-      } else {
-        ws.s[st][r][0] = __ldg(scales + e / 16);
-        ws.s[st][r][1] = __ldg(scales + e / 16 + 1);
-      }
-    }
-  }
-}
+using namespace decode_mma;
 
 // Activations of one window for one lane: uint4 u of token (8i + g), path p, K [32t + 8u, +8).
 template <int NT, int PATHS>
@@ -163,78 +93,23 @@ __device__ __forceinline__ void window_mma(float (&acc)[RT][NT][4], const Weight
 // ring of three weight windows, and a window's activation slices load one step ahead (during the
 // previous window's math: 2.5-12% faster than loading them at the start of their own step, same
 // call on an H100, session 5). Weight codes bypass L1 (read once), so the activation lines stay.
-// acc: y += v (the residual add fused into the epilogue), the same float sum as a separate add.
-__device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v, bool acc) {
-  y[i] = __float2bfloat16_rn(acc ? __bfloat162float(y[i]) + v : v);
-}
-__device__ __forceinline__ void store_out(float* y, int64_t i, float v, bool acc) {
-  y[i] = acc ? y[i] + v : v;
-}
-
-// One 16-row tile of one part: its weight rows and its output.
-template <typename OutT>
-struct TileRef {
-  const uint8_t* codes;
-  const uint8_t* scales;
-  const float* sw;
-  OutT* y;
-  int64_t n, row_base;
-};
-
-// Constant indices only, so the parameters are read in place. row_base: the tile's first row.
-template <int RT, typename OutT>
-__device__ __forceinline__ TileRef<OutT> tile_ref(const Parts<OutT>& parts, int64_t tile) {
-  TileRef<OutT> r{parts.codes[0], parts.scales[0], parts.sw[0],
-                  parts.y[0],     parts.n[0],      tile * 16 * RT};
-#pragma unroll
-  for (int i = 1; i < kMaxParts; ++i) {
-    if (i < parts.count && tile >= parts.tile0[i]) {
-      r = {parts.codes[i], parts.scales[i], parts.sw[i],
-           parts.y[i],     parts.n[i],      (tile - parts.tile0[i]) * 16 * RT};
-    }
-  }
-  return r;
-}
-
-// Lane (g, t)'s two weight rows of each sub-tile, clamped into the part (clamped rows are not
-// written).
-template <int RT, typename OutT>
-__device__ __forceinline__ void tile_rows(const TileRef<OutT>& r, int g, int64_t (&rows)[RT][2]) {
-#pragma unroll
-  for (int st = 0; st < RT; ++st) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = r.row_base + 16 * st + 8 * h + g;
-      rows[st][h] = row < r.n ? row : r.n - 1;
-    }
-  }
-}
-
 // Sums the WARPS partial accumulators of a tile (red[warp][i][c][lane]) and writes its outputs;
 // run by one warp.
 template <int NT, int WARPS, bool PACK, typename OutT>
 __device__ __forceinline__ void tile_epilogue(const float (&red)[WARPS][NT][4][32],
                                               const TileRef<OutT>& r, int64_t row0, const float* sx,
                                               int m, bool accumulate, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-  const float scale = *sx * *r.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+  float v[NT][4];
 #pragma unroll
   for (int i = 0; i < NT; ++i) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      float v = 0.0f;
+      v[i][c] = 0.0f;
 #pragma unroll
-      for (int w = 0; w < WARPS; ++w) v += red[w][i][c][lane];
-      const int64_t row = row0 + g + (c >= 2 ? 8 : 0);
-      const int tok = i * 8 + 2 * t + (c & 1);
-      if (PACK) {
-        v += __shfl_xor_sync(0xffffffffu, v, 2);  // lane t holds the backbone, t + 2 the residual
-        if (t < 2 && row < r.n && tok < m) store_out(r.y, tok * r.n + row, v * scale, accumulate);
-      } else if (row < r.n && tok < m) {
-        store_out(r.y, tok * r.n + row, v * scale, accumulate);
-      }
+      for (int w = 0; w < WARPS; ++w) v[i][c] += red[w][i][c][lane];
     }
   }
+  store_tile<NT, PACK>(v, r, row0, sx, m, accumulate, lane);
 }
 
 template <int NT, int PATHS, int WG, int WARPS, bool PACK, int RT, typename OutT>
@@ -332,12 +207,15 @@ std::atomic<int> g_rt{[] {
 // and gate/up (28672 rows) 51 -> 41 us at M = 8, but o and down (4096 rows, 128 tiles) 6.7 -> 7.9
 // and 18.0 -> 25.2 us. So two where the 32-row tiles are at least 1.25 per SM.
 template <typename OutT>
-int row_tiles(const Parts<OutT>& parts) {
-  const int forced = g_rt.load(std::memory_order_relaxed);
-  if (forced != 0) return forced;
+bool large_grid(const Parts<OutT>& parts) {
   int64_t tiles32 = 0;
   for (int i = 0; i < parts.count; ++i) tiles32 += (parts.n[i] + 31) / 32;
-  return 4 * tiles32 >= 5 * int64_t(sm_count()) ? 2 : 1;
+  return 4 * tiles32 >= 5 * int64_t(sm_count());
+}
+template <typename OutT>
+int row_tiles(const Parts<OutT>& parts) {
+  const int forced = g_rt.load(std::memory_order_relaxed);
+  return forced != 0 ? forced : large_grid(parts) ? 2 : 1;
 }
 
 template <int NT, int PATHS, int WARPS, bool PACK, int RT, typename OutT>
@@ -379,9 +257,40 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
   launch<NT, PATHS, 4, PACK, RT>(x, sx, m, parts, group, k, stream);
 }
 
+// The shared-activation kernel (gemm_decode_shared.cu): -1 chosen per launch (shared_x_tiles),
+// 0 never, 1 for every M (SHARQ_CUDA_DECODE_SHARED=0|1, testing::decode_gemm_shared_x).
+// g_split_k, g_warps: its K split and warps per block (0 chosen per launch; testing hooks).
+std::atomic<int> g_shared{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_SHARED");
+  return e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1;
+}()};
+std::atomic<int> g_split_k{0};
+std::atomic<int> g_warps{0};
+
+// Row tiles per warp of the shared-activation kernel, or 0 for the per-tile kernel. Measured on
+// an H100 (sharq-nvfp4-24, same call, bench_gemm's kernel table): at M <= 8 the per-tile kernel
+// wins everywhere (the shared one pays a barrier per window); above 8 rows the shared one with
+// two tiles per warp wins where the grid is large (q/k/v 46.0 -> 31.1 us and gate/up 183.9 ->
+// 80.0 at M = 32, 24.9 -> 16.8 and 85.4 -> 54.9 at M = 16), and on the 4096-row products only
+// for the long-K down projection at M > 16 (87.0 -> 66.9 us, one tile per warp; o and M = 16
+// stay per-tile: 25.7 vs 28.5, 13.5 vs 15.3, 40.7 vs 42.6 us).
+template <typename OutT>
+int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
+  const int mode = g_shared.load(std::memory_order_relaxed);
+  if (mode == 0 || (mode == -1 && m <= 8)) return 0;
+  if (mode == 1 || large_grid(parts)) return row_tiles(parts);
+  const int forced = g_rt.load(std::memory_order_relaxed);
+  return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
+}
+
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, cudaStream_t stream) {
+  if (const int srt = shared_x_tiles(parts, m, k)) {
+    return launch_shared_x<PATHS>(x, sx, m, parts, group, srt,
+                                  g_warps.load(std::memory_order_relaxed),
+                                  g_split_k.load(std::memory_order_relaxed), k, stream);
+  }
   const bool rt2 = m <= 8 && row_tiles(parts) == 2;
   if (PATHS == 2 && m <= 4) {
     return rt2 ? launch_w<1, PATHS, true, 2>(x, sx, m, parts, group, k, stream)
@@ -468,6 +377,15 @@ void decode_gemm_pdl(bool on) {
 }
 void decode_gemm_row_tiles(int rt) {
   g_rt.store(rt == 1 || rt == 2 ? rt : 0, std::memory_order_relaxed);
+}
+void decode_gemm_shared_x(int mode) {
+  g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
+}
+void decode_gemm_split_k(int split_k) {
+  g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);
+}
+void decode_gemm_shared_warps(int warps) {
+  g_warps.store(warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);
 }
 }  // namespace testing
 

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "codecs.cuh"
+#include "cp_async.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
@@ -40,25 +41,9 @@ constexpr int kBK = 64;        // K per step: one 128-byte swizzle row of FP16
 namespace prefill_ptx {
 
 // ---- small PTX wrappers -------------------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// src_bytes < size zero-fills the rest: rows past M or N read as zeros (contribute nothing).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
 __device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
                : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 // Generic-proxy shared writes (cp.async, st.shared) made visible to wgmma's async proxy.
 __device__ __forceinline__ void fence_proxy_async() {

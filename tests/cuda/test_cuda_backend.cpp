@@ -183,7 +183,8 @@ TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
 }
 
 // matmul_add (the residual add fused into the product: FP4 decode GEMM epilogue, cuBLAS prefill
-// path and bf16 with beta = 1) gives y + matmul: rows 1 and 5 (decode GEMM) and 40 (prefill).
+// path and bf16 with beta = 1) gives y + matmul: rows 1 and 5 (decode GEMM), 12 and 32 (its
+// shared-activation kernel) and 40 (prefill).
 TEST(CudaBackendSession, FusedResidualAddEqualsProductThenAdd) {
   auto be = engine::make_cuda_backend(0);
   const int64_t k = 256, n = 192;
@@ -192,7 +193,7 @@ TEST(CudaBackendSession, FusedResidualAddEqualsProductThenAdd) {
     w[j] = static_cast<float>(std::sin(0.29 * double(j)) * (j % 53 == 0 ? 7 : 1));
   for (const Mode mode : {Mode::kBf16, Mode::kSharqNvfp4_24, Mode::kNvfp4}) {
     const auto lin = be->prepare_linear(mode, w.data(), nullptr, n, k, "w");
-    for (const int64_t t : {1, 5, 40}) {
+    for (const int64_t t : {1, 5, 12, 32, 40}) {
       std::vector<float> x(static_cast<size_t>(t * k)), y0(static_cast<size_t>(t * n));
       for (size_t j = 0; j < x.size(); ++j)
         x[j] = static_cast<float>(std::cos(0.13 * double(j)) * (j % 41 == 2 ? 15 : 1));

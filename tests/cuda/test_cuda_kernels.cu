@@ -219,13 +219,35 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 // v3 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
 // K with a half window (1088 = 8.5 x 128) exercise every predicate. The wide N (thousands of
 // 16-row tiles, short K) take the 2- and 4-warp blocks of large grids.
-// Every case with one and with two 16-row tiles per warp (testing::decode_gemm_row_tiles; M <= 8).
-class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<int> {
- protected:
-  void SetUp() override { sharq::cuda::testing::decode_gemm_row_tiles(GetParam()); }
-  void TearDown() override { sharq::cuda::testing::decode_gemm_row_tiles(0); }
+// Every case through both kernels (testing::decode_gemm_shared_x: 0 the per-tile kernel, 1 the
+// shared-activation one for every M), with one and with two 16-row tiles per warp
+// (testing::decode_gemm_row_tiles), and once with the shared kernel's K split forced to 3
+// (uneven window shares; otherwise chosen per launch: 1, 2 and 8 occur below).
+struct DecodeVariant {
+  int row_tiles, shared_x, split_k;
 };
-INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles, ::testing::Values(1, 2));
+class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<DecodeVariant> {
+ protected:
+  void SetUp() override {
+    sharq::cuda::testing::decode_gemm_row_tiles(GetParam().row_tiles);
+    sharq::cuda::testing::decode_gemm_shared_x(GetParam().shared_x);
+    sharq::cuda::testing::decode_gemm_split_k(GetParam().split_k);
+  }
+  void TearDown() override {
+    sharq::cuda::testing::decode_gemm_row_tiles(0);
+    sharq::cuda::testing::decode_gemm_shared_x(-1);
+    sharq::cuda::testing::decode_gemm_split_k(0);
+  }
+};
+INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles,
+                         ::testing::Values(DecodeVariant{1, 0, 0}, DecodeVariant{2, 0, 0},
+                                           DecodeVariant{1, 1, 0}, DecodeVariant{2, 1, 0},
+                                           DecodeVariant{1, 1, 3}),
+                         [](const ::testing::TestParamInfo<DecodeVariant>& i) {
+                           return std::string(i.param.shared_x ? "shared" : "per_tile") + "_rt" +
+                                  std::to_string(i.param.row_tiles) +
+                                  (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "");
+                         });
 
 TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
   for (auto [mode, pm, g] : kGemmModes) {
@@ -306,6 +328,20 @@ TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
             }
             gemm_decode_mma_group_f32(xh.p, paths, b.residual->ts.p, m, parts.data(),
                                       static_cast<int>(parts.size()), g, k, nullptr);
+            // accumulate (the fused residual add): y + the same product is exactly 2y.
+            std::vector<std::vector<float>> once;
+            for (const auto& y : ys) once.push_back(y->download());
+            gemm_decode_mma_group_f32(xh.p, paths, b.residual->ts.p, m, parts.data(),
+                                      static_cast<int>(parts.size()), g, k, nullptr, true);
+            for (size_t i = 0; i < sizes.size(); ++i) {
+              const auto twice = ys[i]->download();
+              size_t bad = 0;
+              for (size_t j = 0; j < twice.size(); ++j) bad += twice[j] != 2.0f * once[i][j];
+              EXPECT_EQ(bad, 0u) << "accumulate, part " << i << " M=" << m;
+              check(cudaMemcpy(ys[i]->p, once[i].data(), once[i].size() * 4,
+                               cudaMemcpyHostToDevice),
+                    "restore");
+            }
             std::vector<float> y32(static_cast<size_t>(m * n));
             std::vector<uint16_t> y16(y32.size());
             int64_t c0 = 0;

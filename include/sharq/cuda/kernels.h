@@ -88,6 +88,16 @@ void decode_gemm_pdl(bool on);
 // 2 forced (SHARQ_CUDA_DECODE_RT sets the start value). Two share each activation slice between
 // twice the weight rows (faster where the grid still fills the GPU).
 void decode_gemm_row_tiles(int rt);
+// gemm_decode_mma's kernel: -1 (default) chosen per launch (the shared-activation kernel, whose
+// warps on different weight tiles read each activation window from shared memory, for M > 8 on
+// the products where it measured faster), 0 never, 1 for every M (SHARQ_CUDA_DECODE_SHARED=0|1
+// sets the start value).
+void decode_gemm_shared_x(int mode);
+// K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
+// launch, else forced (at most 8 and the K windows).
+void decode_gemm_split_k(int split_k);
+// Warps per block of the shared-activation kernel: 0 (default) chosen per launch, 4 or 8 forced.
+void decode_gemm_shared_warps(int warps);
 }  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).

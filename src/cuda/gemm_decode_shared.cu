@@ -1,0 +1,313 @@
+// Decode-regime GEMM for the batched rows (built for M = 9..32): the same FP4 weight windows,
+// decode and mma.sync m16n8k16 as gemm_decode_mma.cu, but the warps of a block own different
+// weight tiles and walk K together, so each 128-wide activation window is copied once into
+// shared memory (cp.async, a ring of kStages windows) and read by all W warps of the block.
+// Why: in gemm_decode_mma every warp reads the whole activation for its own 16 rows; at M = 16
+// that is 8x the weight bytes from L2 (4096x28672: 470 MB of L2 reads for 62 MB of weights) and
+// the GEMM ran slower than cuBLAS BF16. Short grids (4096-row products) split K across the blocks
+// of a thread-block cluster, whose partial sums are added in rank order through distributed
+// shared memory (deterministic, no workspace, no atomics).
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "cp_async.cuh"
+#include "decode_mma_tiles.cuh"
+#include "device_info.cuh"
+#include "fp4_decode.cuh"
+#include "launch.cuh"
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda::decode_mma {
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kStages = 3;  // activation windows in the shared ring
+constexpr int kMaxSplitK = 8;  // the portable cluster size
+
+// uint4s of one activation window: 4 u x P paths x NT token tiles x 32 lanes.
+template <int NT, int P>
+__host__ __device__ constexpr int window_chunks() {
+  return 4 * P * NT * 32;
+}
+
+// Copies window w of x (P, m, k) into `slot` in lane order: chunk ((u * P + p) * NT + i) * 32 +
+// lane holds lane (g, t)'s 8 FP16 of token 8i + g, path p, K [32t + 8u, +8) of the window, the
+// B-fragment pair the lane multiplies for u. A warp's read for one (u, p, i) is then 512
+// contiguous bytes (no bank conflicts). Tokens past m and K past k read as zeros.
+template <int NT, int P, int W>
+__device__ __forceinline__ void copy_window(uint4* slot, const __half* __restrict__ x, int m,
+                                            int64_t k, int64_t w) {
+#pragma unroll
+  for (int j0 = 0; j0 < window_chunks<NT, P>(); j0 += W * 32) {
+    const int j = j0 + static_cast<int>(threadIdx.x);
+    if (window_chunks<NT, P>() % (W * 32) != 0 && j >= window_chunks<NT, P>()) break;
+    const int c = j & 15, tok = (j >> 4) % (NT * 8), p = (j >> 4) / (NT * 8);
+    const int64_t kk = w * kWin + 8 * c;
+    const bool valid = tok < m && kk < k;
+    const __half* src = valid ? x + ((static_cast<int64_t>(p) * m + tok) * k + kk) : x;
+    const int lane = (tok & 7) * 4 + (c >> 2);
+    cp_async16(smem_u32(slot + (((c & 3) * P + p) * NT + (tok >> 3)) * 32 + lane), src,
+               valid ? 16 : 0);
+  }
+}
+
+// One window of one warp: its weight slice decoded once per sub-tile and multiplied by every
+// activation fragment of the window, read from the shared slot a quarter window (u) at a time
+// (32 registers at M = 32 instead of the 128 a whole window would hold).
+template <int NT, int P, int RT>
+__device__ __forceinline__ void window_mma_shared(float (&acc)[RT][NT][4], const WeightSlice<RT>& sl,
+                                                  const uint4* slot, int lane) {
+  __half2 sc[RT][2][2];
+#pragma unroll
+  for (int st = 0; st < RT; ++st) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      sc[st][r][0] = scale_h2(sl.s[st][r][0]);
+      sc[st][r][1] = scale_h2(sl.s[st][r][1]);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    uint4 xv[P][NT];
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i) xv[p][i] = slot[((u * P + p) * NT + i) * 32 + lane];
+    }
+#pragma unroll
+    for (int st = 0; st < RT; ++st) {
+      uint32_t h0[4], h1[4];
+      e2m1x8_to_f16x2(comp(sl.q[st][0], u), h0);
+      e2m1x8_to_f16x2(comp(sl.q[st][1], u), h1);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        h0[j] = hmul2_u32(h0[j], sc[st][0][u >> 1]);
+        h1[j] = hmul2_u32(h1[j], sc[st][1][u >> 1]);
+      }
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+#pragma unroll
+          for (int i = 0; i < NT; ++i) {
+            mma16816(acc[st][i], a, comp(xv[p][i], 2 * half), comp(xv[p][i], 2 * half + 1));
+          }
+        }
+      }
+    }
+  }
+}
+
+// 16 warps per SM (<= 128 registers) except at M > 16 with two tiles per warp, whose
+// accumulators and weight ring need more (it spilled ~900 bytes a thread at 128): 8 warps.
+template <int W, int NT, int RT>
+constexpr int min_blocks() {
+  return (NT * RT >= 8 ? 1 : 2) * (8 / W);
+}
+
+// Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
+// b * W + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
+template <int NT, int P, int WG, int RT, int W, typename OutT>
+__global__ void __launch_bounds__(W * 32, min_blocks<W, NT, RT>())
+    gemm_decode_shared_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
+                              const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles) {
+  constexpr int kDepth = RT == 1 ? 3 : 2;  // weight windows in each warp's register ring
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t tile = static_cast<int64_t>(blockIdx.x) * W + warp;
+  const bool active = tile < tiles;  // idle warps still copy and meet every barrier
+  const TileRef<OutT> tr = tile_ref<RT>(parts, active ? tile : tiles - 1);
+  const uint8_t* __restrict__ wcodes = tr.codes;
+  const uint8_t* __restrict__ wscales = tr.scales;
+  int64_t rows[RT][2];
+  tile_rows<RT>(tr, g, rows);
+  const int64_t nwin = (k + kWin - 1) / kWin;
+  const int64_t w0 = nwin * blockIdx.y / gridDim.y, nw = nwin * (blockIdx.y + 1) / gridDim.y - w0;
+
+  float acc[RT][NT][4] = {};
+  auto slot = [&](int64_t j) { return smem + (j % kStages) * window_chunks<NT, P>(); };
+  auto load_w = [&](WeightSlice<RT>& sl, int64_t j) {
+    if (!active || j >= nw) return;
+    const int64_t kl = (w0 + j) * kWin + 32 * t;
+    load_slice<WG>(sl, wcodes, wscales, rows, k, kl, kl < k);
+  };
+  // j < nw is the same in every warp of the block, so the barrier inside is reached by all.
+  auto step = [&](WeightSlice<RT>& sl, int64_t j) {
+    if (j >= nw) return;
+    cp_async_wait<kStages - 2>();  // this thread's copies of window j have landed ...
+    __syncthreads();  // ... everyone's have, and every warp is done with window j - 1's slot
+    if (j + kStages - 1 < nw) copy_window<NT, P, W>(slot(j + kStages - 1), x, m, k, w0 + j + kStages - 1);
+    cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
+    if (active) window_mma_shared<NT, P, RT>(acc, sl, slot(j), lane);
+    load_w(sl, j + kDepth);
+  };
+
+  // The weights are constant: their first windows load before the wait for the kernel that
+  // writes x (programmatic dependent launch; a no-op without it).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  WeightSlice<RT> s0, s1, s2;
+  load_w(s0, 0);
+  load_w(s1, 1);
+  if (kDepth == 3) load_w(s2, 2);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) {
+    if (j < nw) copy_window<NT, P, W>(slot(j), x, m, k, w0 + j);
+    cp_async_commit();
+  }
+  for (int64_t j = 0; j < nw; j += kDepth) {
+    step(s0, j);
+    step(s1, j + 1);
+    if (kDepth == 3) step(s2, j + 2);
+  }
+
+  if (gridDim.y == 1) {
+    if (active) {
+#pragma unroll
+      for (int st = 0; st < RT; ++st) {
+        store_tile<NT, false>(acc[st], tr, tr.row_base + 16 * st, sx, m, parts.accumulate, lane);
+      }
+    }
+    return;
+  }
+  // Split K: every block leaves its partial sums in its shared memory (the ring is free once all
+  // warps are past their last window); block rank r of the cluster sums warps w = r (mod
+  // split_k) over the ranks in order and writes them.
+  cp_async_wait<0>();
+  __syncthreads();
+  float(*red)[RT][NT][4][32] = reinterpret_cast<float(*)[RT][NT][4][32]>(smem);
+#pragma unroll
+  for (int st = 0; st < RT; ++st) {
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) red[warp][st][i][c][lane] = acc[st][i][c];
+    }
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  const int ranks = static_cast<int>(cluster.num_blocks());
+  if (active && warp % ranks == static_cast<int>(cluster.block_rank())) {
+#pragma unroll
+    for (int st = 0; st < RT; ++st) {
+      float v[NT][4] = {};
+      for (int r = 0; r < ranks; ++r) {
+        const float(*rr)[RT][NT][4][32] = cluster.map_shared_rank(red, r);
+#pragma unroll
+        for (int i = 0; i < NT; ++i) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) v[i][c] += rr[warp][st][i][c][lane];
+        }
+      }
+      store_tile<NT, false>(v, tr, tr.row_base + 16 * st, sx, m, parts.accumulate, lane);
+    }
+  }
+  cluster.sync();  // no block leaves while another still reads its shared memory
+}
+
+template <int NT, int P, int RT, int W>
+constexpr size_t smem_bytes() {
+  return std::max<size_t>(size_t(kStages) * window_chunks<NT, P>() * 16,
+                          size_t(W) * RT * NT * 4 * 32 * 4);
+}
+
+// Blocks of one kernel instance resident on the whole device (its dynamic shared memory opted
+// in first, once).
+template <auto Kernel, int Threads, size_t Smem>
+int resident_blocks_smem() {
+  static const int n = [] {
+    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(Smem)),
+          "gemm_decode_shared smem");
+    int per_sm = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, Smem),
+          "occupancy");
+    return sm_count() * per_sm;
+  }();
+  return n;
+}
+
+template <int NT, int P, int RT, int W, typename OutT>
+void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
+               int split_k, int64_t k, cudaStream_t stream) {
+  for (int i = 0; i < parts.count; ++i) {
+    parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 16 * RT - 1) / (16 * RT);
+  }
+  const int64_t tiles = parts.tile0[parts.count];
+  const int64_t groups = (tiles + W - 1) / W;
+  constexpr auto kernel32 = gemm_decode_shared_kernel<NT, P, 32, RT, W, OutT>;
+  constexpr auto kernel16 = gemm_decode_shared_kernel<NT, P, 16, RT, W, OutT>;
+  const auto kernel = group == 32 ? kernel32 : kernel16;
+  constexpr size_t smem = smem_bytes<NT, P, RT, W>();
+  const int resident = group == 32 ? resident_blocks_smem<kernel32, W * 32, smem>()
+                                   : resident_blocks_smem<kernel16, W * 32, smem>();
+  // Split K until the grid fills one wave, keeping at least two windows per block.
+  const int64_t nwin = (k + kWin - 1) / kWin;
+  int ck = split_k;
+  if (ck <= 0) {
+    ck = 1;
+    while (ck < kMaxSplitK && groups * ck < resident && nwin >= 4 * ck) ck *= 2;
+  }
+  ck = static_cast<int>(std::min<int64_t>({ck, kMaxSplitK, nwin}));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(groups), static_cast<unsigned>(ck));
+  cfg.blockDim = dim3(W * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attrs[2] = {};
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = 1;
+  attrs[0].val.clusterDim.y = static_cast<unsigned>(ck);
+  attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, reinterpret_cast<const __half*>(x), sx,
+                           static_cast<int>(m), static_cast<const Parts<OutT>>(parts), k, tiles),
+        "gemm_decode_shared_kernel");
+}
+
+// Warps per block: 8 (16 per SM), 4 where a thread needs more than 128 registers (M > 16 with
+// two tiles per warp), so that two blocks still share an SM; `warps` forces 4 or 8.
+template <int NT, int P, int RT, typename OutT>
+void launch_w(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
+              int warps, int split_k, int64_t k, cudaStream_t stream) {
+  if (warps == 0) warps = NT * RT >= 8 ? 4 : 8;
+  return warps == 4 ? launch_nt<NT, P, RT, 4>(x, sx, m, parts, group, split_k, k, stream)
+                    : launch_nt<NT, P, RT, 8>(x, sx, m, parts, group, split_k, k, stream);
+}
+
+}  // namespace
+
+template <int PATHS, typename OutT>
+void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
+                     int rt, int warps, int split_k, int64_t k, cudaStream_t stream) {
+  if (m <= 8) {
+    return rt == 2 ? launch_w<1, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
+                   : launch_w<1, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+  }
+  if (m <= 16) {
+    return rt == 2 ? launch_w<2, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
+                   : launch_w<2, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+  }
+  return rt == 2 ? launch_w<4, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
+                 : launch_w<4, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+}
+
+template void launch_shared_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int, int64_t, cudaStream_t);
+template void launch_shared_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int, int64_t, cudaStream_t);
+template void launch_shared_x<1, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
+                                                Parts<__nv_bfloat16>, int, int, int, int, int64_t, cudaStream_t);
+template void launch_shared_x<2, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
+                                                Parts<__nv_bfloat16>, int, int, int, int, int64_t, cudaStream_t);
+
+}  // namespace sharq::cuda::decode_mma
