@@ -276,18 +276,16 @@ int main(int argc, char** argv) {
         std::string row =
             "| " + std::to_string(k) + " | " + std::to_string(n) + " | " + std::to_string(m) + " |";
         struct Variant {
-          int shared, rt, split_k, warps;
+          int shared, rt;
         };
-        for (const Variant v : {Variant{0, 1, 0, 0}, Variant{0, 2, 0, 0}, Variant{1, 1, 0, 0},
-                                Variant{1, 2, 0, 8}, Variant{1, 2, 0, 4}, Variant{-1, 0, 0, 0}}) {
+        for (const Variant v : {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2},
+                                Variant{-1, 0}}) {
           if (v.shared == 0 && v.rt == 2 && m > 8) {
             row += " - |";
             continue;
           }
           sharq::cuda::testing::decode_gemm_shared_x(v.shared);
           sharq::cuda::testing::decode_gemm_row_tiles(v.rt);
-          sharq::cuda::testing::decode_gemm_split_k(v.split_k);
-          sharq::cuda::testing::decode_gemm_shared_warps(v.warps);
           const double us = sharq::bench::median_graph_us(gs, [&](int i) {
             sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
                                          gs);
@@ -299,8 +297,6 @@ int main(int argc, char** argv) {
         }
         sharq::cuda::testing::decode_gemm_shared_x(-1);
         sharq::cuda::testing::decode_gemm_row_tiles(0);
-        sharq::cuda::testing::decode_gemm_split_k(0);
-        sharq::cuda::testing::decode_gemm_shared_warps(0);
         rt_rows.push_back(row + "\n");
       }
       sharq::cuda::testing::decode_gemm_pdl(false);
@@ -500,10 +496,9 @@ int main(int argc, char** argv) {
       "\nDecode SharQ GEMM kernels (sharq-nvfp4-24, bf16 out, graph-timed, us and %% of copy BW): "
       "per-tile = a block per weight tile, warps split K (1 or 2 16-row tiles per warp, the "
       "second for M <= 8 only); shared = warps on different tiles share each activation window "
-      "through shared memory (K split over a cluster and warps per block chosen per launch, or "
-      "forced); default = the per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 "
-      "tiles | shared, 1 tile | shared, 2 tiles, 8 warps | shared, 2 tiles, 4 warps | default "
-      "|\n|---|---|---|---|---|---|---|---|---|\n");
+      "through shared memory (K split over a cluster chosen per launch); default = the "
+      "per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | shared, 1 tile | "
+      "shared, 2 tiles | default |\n|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "

@@ -449,16 +449,21 @@ class CudaBackend final : public Backend {
     auto block = std::make_shared<DeviceMem>(total);
     size_t off = 0;
     for (LinearWeights* lw : ws) {
-      auto& w = static_cast<CudaLinear&>(*lw);
+      const auto& w = static_cast<const CudaLinear&>(*lw);
       const size_t bytes = static_cast<size_t>(w.n * w.k) * 2;
       check(cudaMemcpyAsync(block->as<uint8_t>() + off, w.data, bytes, cudaMemcpyDeviceToDevice,
                             stream_),
             "group weights");
-      synchronize();
+      off += bytes;
+    }
+    synchronize();  // every copy done before the old buffers go
+    off = 0;
+    for (LinearWeights* lw : ws) {
+      auto& w = static_cast<CudaLinear&>(*lw);
       w.w = DeviceMem();
       w.shared = block;
       w.data = block->as<uint8_t>() + off;
-      off += bytes;
+      off += static_cast<size_t>(w.n * w.k) * 2;
     }
   }
 
@@ -480,11 +485,11 @@ class CudaBackend final : public Backend {
              w.data == static_cast<const uint8_t*>(w0.data) + n_sum * w0.k * 2;
       n_sum += w.n;
     }
-    // Where one launch measured faster (bench_group, H100): q/k/v-sized groups at every decode
-    // size; a gate/up-sized group (2 x 14336 rows) only for FP4 up to 4 rows and for bf16 at one
-    // row (no split copies); past that it lost 3-5% to one launch per linear.
+    // Where one launch measured faster (bench_group, H100): FP4 groups at every decode size
+    // (gate/up at M = 8, 16: 40.1 vs 42.2 and 54.8 vs 68.9 us per linear, session 6); bf16
+    // q/k/v-sized groups at every size and a gate/up-sized one (2 x 14336 rows) only at one row
+    // (no split copies); past that it lost 3-5% to one launch per linear.
     const bool small_group = n_sum <= 8192;
-    fp4 = fp4 && (small_group || t <= 4);
     bf16 = bf16 && (small_group || t == 1);
     if (fp4) {
       std::array<cuda::DecodeGemmPart, 4> parts{};

@@ -159,10 +159,9 @@ __device__ __forceinline__ void store_tile(const float (&v)[NT][4], const TileRe
 }
 
 // The shared-activation kernel's launch (gemm_decode_shared.cu) for M = 1..32: rt 16-row tiles
-// per warp (1 or 2), warps per block (4 or 8) and split_k blocks per tile group (0: chosen per
-// launch).
+// per warp (1 or 2), split_k blocks per tile group (0: chosen per launch).
 template <int PATHS, typename OutT>
 void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                     int rt, int warps, int split_k, int64_t k, cudaStream_t stream);
+                     int rt, int split_k, int64_t k, cudaStream_t stream);
 
 }  // namespace sharq::cuda::decode_mma

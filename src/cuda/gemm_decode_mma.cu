@@ -259,13 +259,12 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
 
 // The shared-activation kernel (gemm_decode_shared.cu): -1 chosen per launch (shared_x_tiles),
 // 0 never, 1 for every M (SHARQ_CUDA_DECODE_SHARED=0|1, testing::decode_gemm_shared_x).
-// g_split_k, g_warps: its K split and warps per block (0 chosen per launch; testing hooks).
+// g_split_k: its K split (0 chosen per launch; testing::decode_gemm_split_k).
 std::atomic<int> g_shared{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SHARED");
   return e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1;
 }()};
 std::atomic<int> g_split_k{0};
-std::atomic<int> g_warps{0};
 
 // Row tiles per warp of the shared-activation kernel, or 0 for the per-tile kernel. Measured on
 // an H100 (sharq-nvfp4-24, same call, bench_gemm's kernel table): at M <= 8 the per-tile kernel
@@ -288,7 +287,6 @@ void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& 
               int64_t k, cudaStream_t stream) {
   if (const int srt = shared_x_tiles(parts, m, k)) {
     return launch_shared_x<PATHS>(x, sx, m, parts, group, srt,
-                                  g_warps.load(std::memory_order_relaxed),
                                   g_split_k.load(std::memory_order_relaxed), k, stream);
   }
   const bool rt2 = m <= 8 && row_tiles(parts) == 2;
@@ -383,9 +381,6 @@ void decode_gemm_shared_x(int mode) {
 }
 void decode_gemm_split_k(int split_k) {
   g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);
-}
-void decode_gemm_shared_warps(int warps) {
-  g_warps.store(warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);
 }
 }  // namespace testing
 

@@ -1,7 +1,7 @@
 // Decode-regime GEMM for the batched rows (built for M = 9..32): the same FP4 weight windows,
 // decode and mma.sync m16n8k16 as gemm_decode_mma.cu, but the warps of a block own different
 // weight tiles and walk K together, so each 128-wide activation window is copied once into
-// shared memory (cp.async, a ring of kStages windows) and read by all W warps of the block.
+// shared memory (cp.async, a ring of kStages windows) and read by all the warps of the block.
 // Why: in gemm_decode_mma every warp reads the whole activation for its own 16 rows; at M = 16
 // that is 8x the weight bytes from L2 (4096x28672: 470 MB of L2 reads for 62 MB of weights) and
 // the GEMM ran slower than cuBLAS BF16. Short grids (4096-row products) split K across the blocks
@@ -28,6 +28,10 @@ namespace {
 
 namespace cg = cooperative_groups;
 
+// Warps per block: 8, so each staged window feeds 8 tiles. 4 (two blocks per SM where a thread
+// needs more than 128 registers) measured slower on an H100: gate/up at M = 32 101.9 vs 83.9 us.
+constexpr int kWarps = 8;
+
 constexpr int kStages = 3;  // activation windows in the shared ring
 constexpr int kMaxSplitK = 8;  // the portable cluster size
 
@@ -41,13 +45,13 @@ __host__ __device__ constexpr int window_chunks() {
 // lane holds lane (g, t)'s 8 FP16 of token 8i + g, path p, K [32t + 8u, +8) of the window, the
 // B-fragment pair the lane multiplies for u. A warp's read for one (u, p, i) is then 512
 // contiguous bytes (no bank conflicts). Tokens past m and K past k read as zeros.
-template <int NT, int P, int W>
+template <int NT, int P>
 __device__ __forceinline__ void copy_window(uint4* slot, const __half* __restrict__ x, int m,
                                             int64_t k, int64_t w) {
 #pragma unroll
-  for (int j0 = 0; j0 < window_chunks<NT, P>(); j0 += W * 32) {
+  for (int j0 = 0; j0 < window_chunks<NT, P>(); j0 += kWarps * 32) {
     const int j = j0 + static_cast<int>(threadIdx.x);
-    if (window_chunks<NT, P>() % (W * 32) != 0 && j >= window_chunks<NT, P>()) break;
+    if (window_chunks<NT, P>() % (kWarps * 32) != 0 && j >= window_chunks<NT, P>()) break;
     const int c = j & 15, tok = (j >> 4) % (NT * 8), p = (j >> 4) / (NT * 8);
     const int64_t kk = w * kWin + 8 * c;
     const bool valid = tok < m && kk < k;
@@ -108,21 +112,21 @@ __device__ __forceinline__ void window_mma_shared(float (&acc)[RT][NT][4], const
 
 // 16 warps per SM (<= 128 registers) except at M > 16 with two tiles per warp, whose
 // accumulators and weight ring need more (it spilled ~900 bytes a thread at 128): 8 warps.
-template <int W, int NT, int RT>
+template <int NT, int RT>
 constexpr int min_blocks() {
-  return (NT * RT >= 8 ? 1 : 2) * (8 / W);
+  return NT * RT >= 8 ? 1 : 2;
 }
 
 // Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
-// b * W + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
-template <int NT, int P, int WG, int RT, int W, typename OutT>
-__global__ void __launch_bounds__(W * 32, min_blocks<W, NT, RT>())
+// b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
+template <int NT, int P, int WG, int RT, typename OutT>
+__global__ void __launch_bounds__(kWarps * 32, min_blocks<NT, RT>())
     gemm_decode_shared_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                               const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles) {
   constexpr int kDepth = RT == 1 ? 3 : 2;  // weight windows in each warp's register ring
   extern __shared__ uint4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t tile = static_cast<int64_t>(blockIdx.x) * W + warp;
+  const int64_t tile = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   const bool active = tile < tiles;  // idle warps still copy and meet every barrier
   const TileRef<OutT> tr = tile_ref<RT>(parts, active ? tile : tiles - 1);
   const uint8_t* __restrict__ wcodes = tr.codes;
@@ -144,7 +148,7 @@ __global__ void __launch_bounds__(W * 32, min_blocks<W, NT, RT>())
     if (j >= nw) return;
     cp_async_wait<kStages - 2>();  // this thread's copies of window j have landed ...
     __syncthreads();  // ... everyone's have, and every warp is done with window j - 1's slot
-    if (j + kStages - 1 < nw) copy_window<NT, P, W>(slot(j + kStages - 1), x, m, k, w0 + j + kStages - 1);
+    if (j + kStages - 1 < nw) copy_window<NT, P>(slot(j + kStages - 1), x, m, k, w0 + j + kStages - 1);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
     if (active) window_mma_shared<NT, P, RT>(acc, sl, slot(j), lane);
     load_w(sl, j + kDepth);
@@ -160,7 +164,7 @@ __global__ void __launch_bounds__(W * 32, min_blocks<W, NT, RT>())
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
   for (int j = 0; j < kStages - 1; ++j) {
-    if (j < nw) copy_window<NT, P, W>(slot(j), x, m, k, w0 + j);
+    if (j < nw) copy_window<NT, P>(slot(j), x, m, k, w0 + j);
     cp_async_commit();
   }
   for (int64_t j = 0; j < nw; j += kDepth) {
@@ -213,10 +217,10 @@ __global__ void __launch_bounds__(W * 32, min_blocks<W, NT, RT>())
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-template <int NT, int P, int RT, int W>
+template <int NT, int P, int RT>
 constexpr size_t smem_bytes() {
   return std::max<size_t>(size_t(kStages) * window_chunks<NT, P>() * 16,
-                          size_t(W) * RT * NT * 4 * 32 * 4);
+                          size_t(kWarps) * RT * NT * 4 * 32 * 4);
 }
 
 // Blocks of one kernel instance resident on the whole device (its dynamic shared memory opted
@@ -235,31 +239,33 @@ int resident_blocks_smem() {
   return n;
 }
 
-template <int NT, int P, int RT, int W, typename OutT>
+template <int NT, int P, int RT, typename OutT>
 void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
                int split_k, int64_t k, cudaStream_t stream) {
   for (int i = 0; i < parts.count; ++i) {
     parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 16 * RT - 1) / (16 * RT);
   }
   const int64_t tiles = parts.tile0[parts.count];
-  const int64_t groups = (tiles + W - 1) / W;
-  constexpr auto kernel32 = gemm_decode_shared_kernel<NT, P, 32, RT, W, OutT>;
-  constexpr auto kernel16 = gemm_decode_shared_kernel<NT, P, 16, RT, W, OutT>;
+  const int64_t groups = (tiles + kWarps - 1) / kWarps;
+  constexpr auto kernel32 = gemm_decode_shared_kernel<NT, P, 32, RT, OutT>;
+  constexpr auto kernel16 = gemm_decode_shared_kernel<NT, P, 16, RT, OutT>;
   const auto kernel = group == 32 ? kernel32 : kernel16;
-  constexpr size_t smem = smem_bytes<NT, P, RT, W>();
-  const int resident = group == 32 ? resident_blocks_smem<kernel32, W * 32, smem>()
-                                   : resident_blocks_smem<kernel16, W * 32, smem>();
-  // Split K until the grid fills one wave, keeping at least two windows per block.
+  constexpr size_t smem = smem_bytes<NT, P, RT>();
+  const int resident = group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>()
+                                   : resident_blocks_smem<kernel16, kWarps * 32, smem>();
+  // Split K while the grid still fits one wave, keeping at least four windows per block: a
+  // partial second wave measured worse than the idle SMs it fills (ncu on an H100, the 14336-row
+  // gate product at M = 32: 224 blocks of split 4 over 132 resident ran 1.7 waves).
   const int64_t nwin = (k + kWin - 1) / kWin;
   int ck = split_k;
   if (ck <= 0) {
     ck = 1;
-    while (ck < kMaxSplitK && groups * ck < resident && nwin >= 4 * ck) ck *= 2;
+    while (ck < kMaxSplitK && groups * ck * 2 <= resident && nwin >= 8 * ck) ck *= 2;
   }
   ck = static_cast<int>(std::min<int64_t>({ck, kMaxSplitK, nwin}));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(groups), static_cast<unsigned>(ck));
-  cfg.blockDim = dim3(W * 32);
+  cfg.blockDim = dim3(kWarps * 32);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attrs[2] = {};
@@ -276,38 +282,28 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
         "gemm_decode_shared_kernel");
 }
 
-// Warps per block: 8 (16 per SM), 4 where a thread needs more than 128 registers (M > 16 with
-// two tiles per warp), so that two blocks still share an SM; `warps` forces 4 or 8.
-template <int NT, int P, int RT, typename OutT>
-void launch_w(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
-              int warps, int split_k, int64_t k, cudaStream_t stream) {
-  if (warps == 0) warps = NT * RT >= 8 ? 4 : 8;
-  return warps == 4 ? launch_nt<NT, P, RT, 4>(x, sx, m, parts, group, split_k, k, stream)
-                    : launch_nt<NT, P, RT, 8>(x, sx, m, parts, group, split_k, k, stream);
-}
-
 }  // namespace
 
 template <int PATHS, typename OutT>
 void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                     int rt, int warps, int split_k, int64_t k, cudaStream_t stream) {
+                     int rt, int split_k, int64_t k, cudaStream_t stream) {
   if (m <= 8) {
-    return rt == 2 ? launch_w<1, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
-                   : launch_w<1, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+    return rt == 2 ? launch_nt<1, PATHS, 2>(x, sx, m, parts, group, split_k, k, stream)
+                   : launch_nt<1, PATHS, 1>(x, sx, m, parts, group, split_k, k, stream);
   }
   if (m <= 16) {
-    return rt == 2 ? launch_w<2, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
-                   : launch_w<2, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+    return rt == 2 ? launch_nt<2, PATHS, 2>(x, sx, m, parts, group, split_k, k, stream)
+                   : launch_nt<2, PATHS, 1>(x, sx, m, parts, group, split_k, k, stream);
   }
-  return rt == 2 ? launch_w<4, PATHS, 2>(x, sx, m, parts, group, warps, split_k, k, stream)
-                 : launch_w<4, PATHS, 1>(x, sx, m, parts, group, warps, split_k, k, stream);
+  return rt == 2 ? launch_nt<4, PATHS, 2>(x, sx, m, parts, group, split_k, k, stream)
+                 : launch_nt<4, PATHS, 1>(x, sx, m, parts, group, split_k, k, stream);
 }
 
-template void launch_shared_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int, int64_t, cudaStream_t);
-template void launch_shared_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int, int64_t, cudaStream_t);
+template void launch_shared_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int64_t, cudaStream_t);
+template void launch_shared_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int, int, int, int64_t, cudaStream_t);
 template void launch_shared_x<1, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                                Parts<__nv_bfloat16>, int, int, int, int, int64_t, cudaStream_t);
+                                                Parts<__nv_bfloat16>, int, int, int, int64_t, cudaStream_t);
 template void launch_shared_x<2, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                                Parts<__nv_bfloat16>, int, int, int, int, int64_t, cudaStream_t);
+                                                Parts<__nv_bfloat16>, int, int, int, int64_t, cudaStream_t);
 
 }  // namespace sharq::cuda::decode_mma

@@ -96,8 +96,6 @@ void decode_gemm_shared_x(int mode);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
-// Warps per block of the shared-activation kernel: 0 (default) chosen per launch, 4 or 8 forced.
-void decode_gemm_shared_warps(int warps);
 }  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
