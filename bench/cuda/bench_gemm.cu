@@ -278,8 +278,8 @@ int main(int argc, char** argv) {
         struct Variant {
           int shared, rt;
         };
-        for (const Variant v : {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2},
-                                Variant{-1, 0}}) {
+        for (const Variant v :
+             {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2}, Variant{-1, 0}}) {
           if (v.shared == 0 && v.rt == 2 && m > 8) {
             row += " - |";
             continue;

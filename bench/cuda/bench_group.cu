@@ -152,9 +152,9 @@ int main(int argc, char** argv) {
       sharq::cuda::testing::decode_gemm_shared_x(0);  // the kernel M > 8 used before session 6
       const double fp4_grp_tile = median_graph_us(s, grouped);
       sharq::cuda::testing::decode_gemm_shared_x(-1);
-      std::printf("| %s | %lld | %.1f | %.1f | %.1f | **%.1f** | %.1f | %.1f | %.2fx |\n",
-                  grp.name, static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp,
-                  fp4_grp_rt1, fp4_grp_tile, fp4_sep / fp4_grp);
+      std::printf("| %s | %lld | %.1f | %.1f | %.1f | **%.1f** | %.1f | %.1f | %.2fx |\n", grp.name,
+                  static_cast<long long>(m), bf16_sep, bf16_one, fp4_sep, fp4_grp, fp4_grp_rt1,
+                  fp4_grp_tile, fp4_sep / fp4_grp);
       std::fflush(stdout);
       if (csv)
         std::fprintf(csv, "%s,%s,%lld,%.2f,%.2f,%.2f,%.2f\n", prop.name, grp.name,

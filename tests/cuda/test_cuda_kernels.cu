@@ -338,9 +338,9 @@ TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
               size_t bad = 0;
               for (size_t j = 0; j < twice.size(); ++j) bad += twice[j] != 2.0f * once[i][j];
               EXPECT_EQ(bad, 0u) << "accumulate, part " << i << " M=" << m;
-              check(cudaMemcpy(ys[i]->p, once[i].data(), once[i].size() * 4,
-                               cudaMemcpyHostToDevice),
-                    "restore");
+              check(
+                  cudaMemcpy(ys[i]->p, once[i].data(), once[i].size() * 4, cudaMemcpyHostToDevice),
+                  "restore");
             }
             std::vector<float> y32(static_cast<size_t>(m * n));
             std::vector<uint16_t> y16(y32.size());
