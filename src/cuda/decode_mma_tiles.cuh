@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "codecs.cuh"
+#include "fp4_decode.cuh"
 
 namespace sharq::cuda::decode_mma {
 
@@ -57,6 +58,16 @@ __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
+}
+
+// Row r (g, g + 8) of sub-tile st: the u-th 8 codes of the lane's 32-block as four FP16 pairs
+// (fp4_decode.cuh's order), times the block's scale: the A-fragment values, exact.
+template <int RT>
+__device__ __forceinline__ void scaled_pairs(const WeightSlice<RT>& sl, int st, int r, int u,
+                                             __half2 scale, uint32_t (&h)[4]) {
+  e2m1x8_to_f16x2(comp(sl.q[st][r], u), h);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], scale);
 }
 
 // rows[st][r]: sub-tile st's rows g (r = 0) and g + 8 (r = 1).

@@ -61,13 +61,8 @@ __device__ __forceinline__ void window_mma(float (&acc)[RT][NT][4], const Weight
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       uint32_t h0[4], h1[4];
-      e2m1x8_to_f16x2(comp(sl.q[st][0], u), h0);
-      e2m1x8_to_f16x2(comp(sl.q[st][1], u), h1);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        h0[j] = hmul2_u32(h0[j], sc[0][u >> 1]);
-        h1[j] = hmul2_u32(h1[j], sc[1][u >> 1]);
-      }
+      scaled_pairs(sl, st, 0, u, sc[0][u >> 1], h0);
+      scaled_pairs(sl, st, 1, u, sc[1][u >> 1], h1);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};

@@ -90,11 +90,7 @@ __device__ __forceinline__ void window_mma_shared(float (&acc)[RT][NT][4],
 #pragma unroll
     for (int st = 0; st < RT; ++st) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        e2m1x8_to_f16x2(comp(sl.q[st][r], u), h[st][r]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) h[st][r][j] = hmul2_u32(h[st][r][j], sc[st][r][u >> 1]);
-      }
+      for (int r = 0; r < 2; ++r) scaled_pairs(sl, st, r, u, sc[st][r][u >> 1], h[st][r]);
     }
     // Sub-tiles inside the path loop: consecutive MMAs go to RT * NT different accumulators
     // (each accumulator sees the same order as with sub-tiles outermost, so the same bits).
