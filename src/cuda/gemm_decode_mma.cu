@@ -3,6 +3,8 @@
 // per element into FP16 registers; both SharQ paths (prepare()'s exact FP16 decodes of the
 // backbone and of the residual) are multiplied by that same A fragment into the same
 // accumulators. Not a prefill kernel: one 16-row weight tile per block, split-K over warps.
+// Above 8 rows the launch goes to the shared-activation kernel (gemm_decode_shared.cu) where that
+// measured faster (shared_x_tiles).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

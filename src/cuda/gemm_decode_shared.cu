@@ -4,9 +4,9 @@
 // shared memory (cp.async, a ring of kStages windows) and read by all the warps of the block.
 // Why: in gemm_decode_mma every warp reads the whole activation for its own 16 rows; at M = 16
 // that is 8x the weight bytes from L2 (4096x28672: 470 MB of L2 reads for 62 MB of weights) and
-// the GEMM ran slower than cuBLAS BF16. Short grids (4096-row products) split K across the blocks
-// of a thread-block cluster, whose partial sums are added in rank order through distributed
-// shared memory (deterministic, no workspace, no atomics).
+// the GEMM ran slower than cuBLAS BF16. Short grids (the 4096- and 6144-row products) split K
+// across the blocks of a thread-block cluster, whose partial sums are added in rank order through
+// distributed shared memory (deterministic, no workspace, no atomics).
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
