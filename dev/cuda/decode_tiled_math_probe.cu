@@ -1,0 +1,255 @@
+// Decode GEMM ladder (dev only, not built by CMake): does a tiled FP4 weight layout pay once the
+// decode GEMM's math runs? decode_layout_probe.cu streamed the weights with no math: 86% of the
+// copy rate row-major, +5% tiled. The real kernel reaches 45-67% at M = 1 (RESULTS.md), and
+// session 7 found that the batch-1 step is now bound by these products, so this probe runs the
+// library's exact per-window math (scaled FP16 pairs, mma.sync m16n8k16, both SharQ paths in one
+// n8 tile, a ring of three weight windows, K split over the warps, a warp per tile's reduction
+// through shared memory) on the same weights in two layouts:
+//   row-major: today's (a lane reads a 16-byte piece of rows g and g + 8 per window; a tile's 16
+//              rows are K/2 bytes apart);
+//   tiled:     a tile's window stored as one 1 KB run of codes ([row half][g][t] 16-byte pieces)
+//              and one 64-byte run of scales, so a warp's load is 512 contiguous bytes and a
+//              block's whole stream is contiguous.
+// Both layouts must give the same bits (same operations in the same order); both are compared
+// with the library's gemm_decode_mma (bf16, within 1e-2 relative: its warps per tile may differ).
+// Prints us and % of a device copy for the four Llama-3.1-8B decode shapes at M = 1, next to
+// the library's kernel. Not yet run (written in session 7 when the device time was spent).
+// Build, after the library (build-cuda; -fmad=false as the library):
+//   nvcc -std=c++20 -O3 -fmad=false -gencode=arch=compute_90a,code=sm_90a -Iinclude
+//     dev/cuda/decode_tiled_math_probe.cu build-cuda/src/cuda/libsharq_cuda.a
+//     build-cuda/src/libsharq_core.a -lcublas -o decode_tiled_math_probe
+// then carry the binary to the device machine (LD_LIBRARY_PATH as in bench/e2e/device_run.sh).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "../../bench/cuda/bench_common.cuh"
+#include "../../src/cuda/decode_mma_tiles.cuh"
+
+namespace {
+
+using namespace sharq::cuda::decode_mma;
+using sharq::cuda::check;
+
+constexpr int kWarps = 8;
+
+// Lane (g, t)'s pieces of window w of 16-row tile `tile`: rows g and g + 8, K [32t, 32t + 32).
+template <bool TILED>
+__device__ __forceinline__ void load_window(WeightSlice<1>& sl, const uint8_t* __restrict__ codes,
+                                            const uint8_t* __restrict__ scales, int64_t tile,
+                                            int64_t k, int64_t nwin, int64_t w, int g, int t) {
+  if (w >= nwin) return;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (TILED) {
+      const int64_t base = (tile * nwin + w) * 2 + h;
+      sl.q[0][h] = ld_no_l1(codes + base * 512 + (g * 4 + t) * 16);
+      sl.s[0][h][0] = sl.s[0][h][1] = __ldg(scales + base * 32 + g * 4 + t);
+    } else {
+      const int64_t e = (tile * 16 + 8 * h + g) * k + w * kWin + 32 * t;
+      sl.q[0][h] = ld_no_l1(codes + e / 2);
+      sl.s[0][h][0] = sl.s[0][h][1] = __ldg(scales + e / 32);
+    }
+  }
+}
+
+// M = 1, two paths packed in one n8 tile (columns 0 and 4), g32 weights, N % 16 == 0, K % 128
+// == 0. x: prepare()'s planes (2, 1, k).
+template <bool TILED>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    probe_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
+                 const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
+                 const float* __restrict__ sw, int64_t n, int64_t k, __nv_bfloat16* y) {
+  __shared__ float red[kWarps][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t tile = blockIdx.x, nwin = k / kWin;
+  float acc[4] = {};
+  // Lanes g < 4 hold token g's backbone column (only g = 0 is a token at M = 1), g >= 4 its
+  // residual column: the library's PACK operand.
+  const __half* xp = x + (g >> 2) * k;
+  const bool xlane = (g & 3) == 0;
+  auto window = [&](const WeightSlice<1>& sl, int64_t w) {
+    const int64_t kk = w * kWin + 32 * t;
+    uint4 xa[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      xa[u] =
+          xlane ? __ldg(reinterpret_cast<const uint4*>(xp + kk + 8 * u)) : make_uint4(0, 0, 0, 0);
+    const __half2 sc0 = scale_h2(sl.s[0][0][0]), sc1 = scale_h2(sl.s[0][1][0]);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      uint32_t h0[4], h1[4];
+      scaled_pairs(sl, 0, 0, u, sc0, h0);
+      scaled_pairs(sl, 0, 1, u, sc1, h1);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
+        sharq::cuda::mma16816(acc, a, comp(xa[u], 2 * half), comp(xa[u], 2 * half + 1));
+      }
+    }
+  };
+  WeightSlice<1> s0, s1, s2;
+  load_window<TILED>(s0, codes, scales, tile, k, nwin, warp, g, t);
+  load_window<TILED>(s1, codes, scales, tile, k, nwin, warp + kWarps, g, t);
+  load_window<TILED>(s2, codes, scales, tile, k, nwin, warp + 2 * kWarps, g, t);
+  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
+    window(s0, w);
+    load_window<TILED>(s0, codes, scales, tile, k, nwin, w + 3 * kWarps, g, t);
+    if (w + kWarps < nwin) window(s1, w + kWarps);
+    load_window<TILED>(s1, codes, scales, tile, k, nwin, w + 4 * kWarps, g, t);
+    if (w + 2 * kWarps < nwin) window(s2, w + 2 * kWarps);
+    load_window<TILED>(s2, codes, scales, tile, k, nwin, w + 5 * kWarps, g, t);
+  }
+#pragma unroll
+  for (int c = 0; c < 4; ++c) red[warp][c][lane] = acc[c];
+  __syncthreads();
+  if (warp == 0) {
+    float v[1][4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      v[0][c] = 0.0f;
+      for (int w = 0; w < kWarps; ++w) v[0][c] += red[w][c][lane];
+    }
+    const TileRef<__nv_bfloat16> r{codes, scales, sw, y, n, tile * 16};
+    store_tile<1, true>(v, r, tile * 16, sx, 1, false, lane);
+  }
+}
+
+// Row-major codes / scales (n, k) -> the tiled layout above.
+__global__ void tile_layout_kernel(const uint8_t* __restrict__ codes,
+                                   const uint8_t* __restrict__ scales, int64_t n, int64_t k,
+                                   uint8_t* tcodes, uint8_t* tscales) {
+  const int64_t nwin = k / kWin;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;  // a piece
+  if (i >= n / 16 * nwin * 64) return;
+  const int lane = static_cast<int>(i % 32), h = static_cast<int>((i / 32) % 2);
+  const int64_t w = (i / 64) % nwin, tile = i / 64 / nwin;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t e = (tile * 16 + 8 * h + g) * k + w * kWin + 32 * t;
+  reinterpret_cast<uint4*>(tcodes)[i] = *reinterpret_cast<const uint4*>(codes + e / 2);
+  tscales[i] = scales[e / 32];
+}
+
+std::vector<uint16_t> download16(const void* p, size_t n) {
+  std::vector<uint16_t> h(n);
+  check(cudaMemcpy(h.data(), p, n * 2, cudaMemcpyDeviceToHost), "d2h");
+  return h;
+}
+float bf16f(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+}  // namespace
+
+int main() {
+  namespace sb = sharq::bench;
+  namespace sc = sharq::cuda;
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "props");
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+  std::printf(
+      "%s, M = 1, sharq-nvfp4-24, us (%% of the copy rate)\n| K | N | library gemm_decode_mma | "
+      "probe row-major | probe tiled | layouts equal | vs library (rel) |\n"
+      "|---|---|---|---|---|---|---|\n",
+      prop.name);
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
+  for (const auto& [k, n] : shapes) {
+    const size_t cb = size_t(n) * k / 2, sbytes = size_t(n) * k / 32;
+    const int rot = sb::rotation_copies(prop, cb + sbytes);
+    // Weights: packed once on the device, copied into each rotation slot and its tiled twin.
+    float* wf = static_cast<float*>(sb::dmalloc(size_t(n) * k * 4));
+    sb::fill_random(wf, size_t(n) * k, 5, 8.0f);
+    uint32_t* scratch = static_cast<uint32_t*>(sb::dmalloc(64));
+    std::vector<sc::Nvfp4View> wr(rot), wt(rot);
+    for (int r = 0; r < rot; ++r) {
+      wr[r] = {static_cast<uint8_t*>(sb::dmalloc(cb)), static_cast<uint8_t*>(sb::dmalloc(sbytes)),
+               static_cast<float*>(sb::dmalloc(4))};
+      wt[r] = {static_cast<uint8_t*>(sb::dmalloc(cb)), static_cast<uint8_t*>(sb::dmalloc(sbytes)),
+               wr[r].tensor_scale};
+      sc::pack_weight(wf, n, k, 32, wr[r], scratch, nullptr);
+      const int64_t pieces = n / 16 * (k / kWin) * 64;
+      tile_layout_kernel<<<static_cast<unsigned>((pieces + 255) / 256), 256>>>(
+          wr[r].codes, wr[r].scales, n, k, wt[r].codes, wt[r].scales);
+    }
+    // The activation: prepare()'s planes of a random row.
+    float* x = static_cast<float*>(sb::dmalloc(size_t(k) * 4));
+    sb::fill_random(x, size_t(k), 7, 50.0f);
+    sc::Nvfp4View sp{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
+                     static_cast<uint8_t*>(sb::dmalloc(k / 32)),
+                     static_cast<float*>(sb::dmalloc(4))};
+    sc::Nvfp4View rs{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
+                     static_cast<uint8_t*>(sb::dmalloc(k / 16)),
+                     static_cast<float*>(sb::dmalloc(4))};
+    uint16_t* xh = static_cast<uint16_t*>(sb::dmalloc(size_t(k) * 2 * 2));
+    sc::prepare(sc::PrepareMode::kSharqNvfp4_24, x, 1, k, sp, rs, nullptr, scratch, nullptr, xh);
+    uint16_t* y_lib = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
+    uint16_t* y_row = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
+    uint16_t* y_til = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
+    check(cudaDeviceSynchronize(), "setup");
+
+    const unsigned grid = static_cast<unsigned>(n / 16);
+    const auto* xhh = reinterpret_cast<const __half*>(xh);
+    auto row = [&](int i) {
+      probe_kernel<false><<<grid, kWarps * 32, 0, s>>>(
+          xhh, rs.tensor_scale, wr[i % rot].codes, wr[i % rot].scales, wr[i % rot].tensor_scale, n,
+          k, reinterpret_cast<__nv_bfloat16*>(y_row));
+    };
+    auto til = [&](int i) {
+      probe_kernel<true><<<grid, kWarps * 32, 0, s>>>(
+          xhh, rs.tensor_scale, wt[i % rot].codes, wt[i % rot].scales, wt[i % rot].tensor_scale, n,
+          k, reinterpret_cast<__nv_bfloat16*>(y_til));
+    };
+    auto lib = [&](int i) {
+      sc::gemm_decode_mma(xh, 2, rs.tensor_scale, 1, wr[i % rot], 32, n, k, y_lib, s);
+    };
+    row(0);
+    til(0);
+    lib(0);
+    check(cudaStreamSynchronize(s), "check run");
+    const auto a = download16(y_row, n), b = download16(y_til, n), c = download16(y_lib, n);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = bf16f(a[i]) - bf16f(c[i]);
+      num += d * d;
+      den += double(bf16f(c[i])) * bf16f(c[i]);
+    }
+    const bool equal = a == b;
+    const double t_lib = sb::median_graph_us(s, lib);
+    const double t_row = sb::median_graph_us(s, row);
+    const double t_til = sb::median_graph_us(s, til);
+    uint8_t* dst = static_cast<uint8_t*>(sb::dmalloc(cb));
+    const double t_cp = sb::median_graph_us(s, [&](int i) {
+      check(cudaMemcpyAsync(dst, wr[i % rot].codes, cb, cudaMemcpyDeviceToDevice, s), "copy");
+    });
+    const double copy_bps = 2.0 * double(cb) / (t_cp * 1e-6);
+    const auto pct = [&](double us) {
+      return 100.0 * double(cb + sbytes) / (us * 1e-6) / copy_bps;
+    };
+    std::printf("| %lld | %lld | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f (%.0f%%) | %s | %.1e |\n",
+                (long long)k, (long long)n, t_lib, pct(t_lib), t_row, pct(t_row), t_til, pct(t_til),
+                equal ? "yes" : "NO", std::sqrt(num / den));
+    std::fflush(stdout);
+    for (int r = 0; r < rot; ++r) {
+      for (void* p : {(void*)wr[r].codes, (void*)wr[r].scales, (void*)wr[r].tensor_scale,
+                      (void*)wt[r].codes, (void*)wt[r].scales})
+        cudaFree(p);
+    }
+    for (void* p :
+         {(void*)wf, (void*)scratch, (void*)x, (void*)sp.codes, (void*)sp.scales,
+          (void*)sp.tensor_scale, (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale,
+          (void*)xh, (void*)y_lib, (void*)y_row, (void*)y_til, (void*)dst})
+      cudaFree(p);
+  }
+  return 0;
+}
