@@ -10,8 +10,11 @@
 //   tiled:     a tile's window stored as one 1 KB run of codes ([row half][g][t] 16-byte pieces)
 //              and one 64-byte run of scales, so a warp's load is 512 contiguous bytes and a
 //              block's whole stream is contiguous.
-// Both layouts must give the same bits (same operations in the same order); both are compared
-// with the library's gemm_decode_mma (bf16, within 1e-2 relative: its warps per tile may differ).
+// A third variant feeds the tiled weights through a shared-memory ring of five windows per warp
+// (cp.async.bulk copies completing on mbarriers, issued by one lane): more bytes in flight
+// without registers. All variants must give the same bits (same operations in the same order);
+// they are compared with the library's gemm_decode_mma (bf16, relative error printed: its warps
+// and tiles per warp may differ, so its sums may round in another order).
 // Prints us and % of a device copy for the four Llama-3.1-8B decode shapes at M = 1, next to
 // the library's kernel. Not yet run (written in session 7 when the device time was spent).
 // Build, after the library (build-cuda; -fmad=false as the library):
@@ -59,53 +62,40 @@ __device__ __forceinline__ void load_window(WeightSlice<1>& sl, const uint8_t* _
   }
 }
 
-// M = 1, two paths packed in one n8 tile (columns 0 and 4), g32 weights, N % 16 == 0, K % 128
-// == 0. x: prepare()'s planes (2, 1, k).
-template <bool TILED>
-__global__ void __launch_bounds__(kWarps * 32, 2)
-    probe_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
-                 const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
-                 const float* __restrict__ sw, int64_t n, int64_t k, __nv_bfloat16* y) {
-  __shared__ float red[kWarps][4][32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t tile = blockIdx.x, nwin = k / kWin;
-  float acc[4] = {};
-  // Lanes g < 4 hold token g's backbone column (only g = 0 is a token at M = 1), g >= 4 its
-  // residual column: the library's PACK operand.
+// One window of lane (g, t), the library's math: the activation slices (lanes g = 0 and 4 hold
+// token 0's backbone and residual columns, the library's packed operand at M = 1), the weight
+// rows' scaled FP16 pairs, two mma.sync per 8-code step. x: prepare()'s planes (2, 1, k).
+__device__ __forceinline__ void window_math(float (&acc)[4], const WeightSlice<1>& sl,
+                                            const __half* __restrict__ x, int64_t k, int64_t w,
+                                            int g, int t) {
   const __half* xp = x + (g >> 2) * k;
   const bool xlane = (g & 3) == 0;
-  auto window = [&](const WeightSlice<1>& sl, int64_t w) {
-    const int64_t kk = w * kWin + 32 * t;
-    uint4 xa[4];
+  const int64_t kk = w * kWin + 32 * t;
+  uint4 xa[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
-      xa[u] =
-          xlane ? __ldg(reinterpret_cast<const uint4*>(xp + kk + 8 * u)) : make_uint4(0, 0, 0, 0);
-    const __half2 sc0 = scale_h2(sl.s[0][0][0]), sc1 = scale_h2(sl.s[0][1][0]);
+  for (int u = 0; u < 4; ++u)
+    xa[u] = xlane ? __ldg(reinterpret_cast<const uint4*>(xp + kk + 8 * u)) : make_uint4(0, 0, 0, 0);
+  const __half2 sc0 = scale_h2(sl.s[0][0][0]), sc1 = scale_h2(sl.s[0][1][0]);
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      uint32_t h0[4], h1[4];
-      scaled_pairs(sl, 0, 0, u, sc0, h0);
-      scaled_pairs(sl, 0, 1, u, sc1, h1);
+  for (int u = 0; u < 4; ++u) {
+    uint32_t h0[4], h1[4];
+    scaled_pairs(sl, 0, 0, u, sc0, h0);
+    scaled_pairs(sl, 0, 1, u, sc1, h1);
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
-        sharq::cuda::mma16816(acc, a, comp(xa[u], 2 * half), comp(xa[u], 2 * half + 1));
-      }
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
+      sharq::cuda::mma16816(acc, a, comp(xa[u], 2 * half), comp(xa[u], 2 * half + 1));
     }
-  };
-  WeightSlice<1> s0, s1, s2;
-  load_window<TILED>(s0, codes, scales, tile, k, nwin, warp, g, t);
-  load_window<TILED>(s1, codes, scales, tile, k, nwin, warp + kWarps, g, t);
-  load_window<TILED>(s2, codes, scales, tile, k, nwin, warp + 2 * kWarps, g, t);
-  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
-    window(s0, w);
-    load_window<TILED>(s0, codes, scales, tile, k, nwin, w + 3 * kWarps, g, t);
-    if (w + kWarps < nwin) window(s1, w + kWarps);
-    load_window<TILED>(s1, codes, scales, tile, k, nwin, w + 4 * kWarps, g, t);
-    if (w + 2 * kWarps < nwin) window(s2, w + 2 * kWarps);
-    load_window<TILED>(s2, codes, scales, tile, k, nwin, w + 5 * kWarps, g, t);
   }
+}
+
+// The warps' partial sums added in warp order by warp 0, then the library's output write.
+__device__ __forceinline__ void tile_out(const float (&acc)[4], float (&red)[kWarps][4][32],
+                                         const uint8_t* codes, const uint8_t* scales,
+                                         const float* sw, const float* sx, int64_t n,
+                                         __nv_bfloat16* y) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t tile = blockIdx.x;
 #pragma unroll
   for (int c = 0; c < 4; ++c) red[warp][c][lane] = acc[c];
   __syncthreads();
@@ -119,6 +109,113 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     const TileRef<__nv_bfloat16> r{codes, scales, sw, y, n, tile * 16};
     store_tile<1, true>(v, r, tile * 16, sx, 1, false, lane);
   }
+}
+
+// M = 1, two paths packed in one n8 tile (columns 0 and 4), g32 weights, N % 16 == 0, K % 128
+// == 0. A ring of three weight windows per warp in registers, as the library.
+template <bool TILED>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    probe_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
+                 const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
+                 const float* __restrict__ sw, int64_t n, int64_t k, __nv_bfloat16* y) {
+  __shared__ float red[kWarps][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t tile = blockIdx.x, nwin = k / kWin;
+  float acc[4] = {};
+  WeightSlice<1> s0, s1, s2;
+  load_window<TILED>(s0, codes, scales, tile, k, nwin, warp, g, t);
+  load_window<TILED>(s1, codes, scales, tile, k, nwin, warp + kWarps, g, t);
+  load_window<TILED>(s2, codes, scales, tile, k, nwin, warp + 2 * kWarps, g, t);
+  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
+    window_math(acc, s0, x, k, w, g, t);
+    load_window<TILED>(s0, codes, scales, tile, k, nwin, w + 3 * kWarps, g, t);
+    if (w + kWarps < nwin) window_math(acc, s1, x, k, w + kWarps, g, t);
+    load_window<TILED>(s1, codes, scales, tile, k, nwin, w + 4 * kWarps, g, t);
+    if (w + 2 * kWarps < nwin) window_math(acc, s2, x, k, w + 2 * kWarps, g, t);
+    load_window<TILED>(s2, codes, scales, tile, k, nwin, w + 5 * kWarps, g, t);
+  }
+  tile_out(acc, red, codes, scales, sw, sx, n, y);
+}
+
+// Tiled weights through a ring of kSlots windows per warp in shared memory, each window one bulk
+// copy of its 1 KB of codes and one of its 64 bytes of scales (cp.async.bulk, completion on a
+// per-slot mbarrier), issued by lane 0: more windows in flight than registers allow, no
+// register cost per window in flight.
+constexpr int kSlots = 5;  // 8 warps x 5 x 1088 bytes: within the 48 KB of static shared memory
+constexpr int kSlotBytes = 1024 + 64;
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void bulk_window(uint8_t* slot, uint64_t* bar,
+                                            const uint8_t* __restrict__ codes,
+                                            const uint8_t* __restrict__ scales, int64_t tile,
+                                            int64_t nwin, int64_t w) {
+  const int64_t base = tile * nwin + w;
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(kSlotBytes)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], 1024, [%2];" ::
+          "r"(smem_u32(slot)),
+      "l"(codes + base * 1024), "r"(smem_u32(bar))
+      : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], 64, [%2];" ::
+          "r"(smem_u32(slot + 1024)),
+      "l"(scales + base * 64), "r"(smem_u32(bar))
+      : "memory");
+}
+__device__ __forceinline__ void wait_parity(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      " @!p bra WAIT_%=;\n}" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    probe_bulk_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
+                      const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
+                      const float* __restrict__ sw, int64_t n, int64_t k, __nv_bfloat16* y) {
+  __shared__ alignas(128) uint8_t ring[kWarps][kSlots][kSlotBytes];
+  __shared__ alignas(8) uint64_t bar[kWarps][kSlots];
+  __shared__ float red[kWarps][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t tile = blockIdx.x, nwin = k / kWin;
+  if (lane == 0) {
+    for (int j = 0; j < kSlots; ++j) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&bar[warp][j]))
+                   : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int j = 0; j < kSlots; ++j) {
+      const int64_t w = warp + j * kWarps;
+      if (w < nwin) bulk_window(ring[warp][j], &bar[warp][j], codes, scales, tile, nwin, w);
+    }
+  }
+  __syncwarp();
+  float acc[4] = {};
+  for (int64_t i = 0;; ++i) {
+    const int64_t w = warp + i * kWarps;
+    if (w >= nwin) break;
+    const int slot = static_cast<int>(i % kSlots);
+    wait_parity(&bar[warp][slot], static_cast<uint32_t>((i / kSlots) & 1));
+    const uint8_t* sl_bytes = ring[warp][slot];
+    WeightSlice<1> sl;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sl.q[0][h] = *reinterpret_cast<const uint4*>(sl_bytes + h * 512 + lane * 16);
+      sl.s[0][h][0] = sl.s[0][h][1] = sl_bytes[1024 + h * 32 + lane];
+    }
+    __syncwarp();  // every lane has its pieces: the slot may be refilled
+    if (lane == 0 && w + kSlots * kWarps < nwin) {
+      bulk_window(ring[warp][slot], &bar[warp][slot], codes, scales, tile, nwin,
+                  w + kSlots * kWarps);
+    }
+    window_math(acc, sl, x, k, w, g, t);
+  }
+  tile_out(acc, red, codes, scales, sw, sx, n, y);
 }
 
 // Row-major codes / scales (n, k) -> the tiled layout above.
@@ -159,8 +256,8 @@ int main() {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
   std::printf(
       "%s, M = 1, sharq-nvfp4-24, us (%% of the copy rate)\n| K | N | library gemm_decode_mma | "
-      "probe row-major | probe tiled | layouts equal | vs library (rel) |\n"
-      "|---|---|---|---|---|---|---|\n",
+      "probe row-major | probe tiled | probe tiled, bulk ring | all probes equal | vs library "
+      "(rel) |\n|---|---|---|---|---|---|---|---|\n",
       prop.name);
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
@@ -196,6 +293,7 @@ int main() {
     uint16_t* y_lib = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
     uint16_t* y_row = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
     uint16_t* y_til = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
+    uint16_t* y_blk = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
     check(cudaDeviceSynchronize(), "setup");
 
     const unsigned grid = static_cast<unsigned>(n / 16);
@@ -210,24 +308,32 @@ int main() {
           xhh, rs.tensor_scale, wt[i % rot].codes, wt[i % rot].scales, wt[i % rot].tensor_scale, n,
           k, reinterpret_cast<__nv_bfloat16*>(y_til));
     };
+    auto blk = [&](int i) {
+      probe_bulk_kernel<<<grid, kWarps * 32, 0, s>>>(xhh, rs.tensor_scale, wt[i % rot].codes,
+                                                     wt[i % rot].scales, wt[i % rot].tensor_scale,
+                                                     n, k, reinterpret_cast<__nv_bfloat16*>(y_blk));
+    };
     auto lib = [&](int i) {
       sc::gemm_decode_mma(xh, 2, rs.tensor_scale, 1, wr[i % rot], 32, n, k, y_lib, s);
     };
     row(0);
     til(0);
+    blk(0);
     lib(0);
     check(cudaStreamSynchronize(s), "check run");
-    const auto a = download16(y_row, n), b = download16(y_til, n), c = download16(y_lib, n);
+    const auto a = download16(y_row, n), b = download16(y_til, n), c = download16(y_lib, n),
+               d = download16(y_blk, n);
     double num = 0, den = 0;
     for (int64_t i = 0; i < n; ++i) {
       const double d = bf16f(a[i]) - bf16f(c[i]);
       num += d * d;
       den += double(bf16f(c[i])) * bf16f(c[i]);
     }
-    const bool equal = a == b;
+    const bool equal = a == b && a == d;
     const double t_lib = sb::median_graph_us(s, lib);
     const double t_row = sb::median_graph_us(s, row);
     const double t_til = sb::median_graph_us(s, til);
+    const double t_blk = sb::median_graph_us(s, blk);
     uint8_t* dst = static_cast<uint8_t*>(sb::dmalloc(cb));
     const double t_cp = sb::median_graph_us(s, [&](int i) {
       check(cudaMemcpyAsync(dst, wr[i % rot].codes, cb, cudaMemcpyDeviceToDevice, s), "copy");
