@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs what a device-machine call needs into .device/ (git-ignored; see docs/gpu_testing.md):
-# .device/pack/bin.tar.xz (sharq, the GPU test binaries, the shared libraries the device image
-# lacks), the default text, and the default model split in two halves (.device/m1, .device/m2)
-# because one call carries at most 64 MiB. Needs a CUDA build in build-cuda.
+# .device/pack/bin.tar.xz (sharq, the GPU test binaries, the dev probes, the shared libraries the
+# device image lacks), the default text, and the default model split in two halves (.device/m1,
+# .device/m2) because one call carries at most 64 MiB. Needs a CUDA build in build-cuda.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build-cuda}"
@@ -12,6 +12,15 @@ rm -rf "$D/pack" "$D/stage" && mkdir -p "$D/pack" "$D/stage/bin" "$D/stage/lib"
 for b in tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_tests bench/cuda/bench_gemm bench/cuda/bench_group; do
   if [ -f "$BUILD/$b" ]; then strip -o "$D/stage/bin/$(basename "$b")" "$BUILD/$b"; else echo "pack_device.sh: $BUILD/$b not built, skipped" >&2; fi
 done
+# The decode-GEMM dev probes (dev/cuda, not CMake targets), built against the CUDA build's library
+# with the flags each file names; PROBES=0 skips them.
+if [ "${PROBES:-1}" != 0 ] && [ -f "$BUILD/src/cuda/libsharq_cuda.a" ]; then
+  for p in decode_layout_probe decode_tiled_math_probe; do
+    nvcc -std=c++20 -O3 -fmad=false -gencode=arch=compute_90a,code=sm_90a -I"$ROOT/include" \
+      "$ROOT/dev/cuda/$p.cu" "$BUILD/src/cuda/libsharq_cuda.a" "$BUILD/src/libsharq_core.a" \
+      -lcublas -o "$D/stage/bin/$p" && strip "$D/stage/bin/$p" || echo "pack_device.sh: $p not built" >&2
+  done
+fi
 for l in libopenblas.so.0 libpcre2-8.so.0 libutf8proc.so.2 libgfortran.so.5 libquadmath.so.0; do
   cp -L "$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ {print $NF; exit}')" "$D/stage/lib/$l"
 done

@@ -22,6 +22,8 @@
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
 #   kernels  bench_gemm decode rows (issue 5), bench_group (grouped q/k/v and gate/up products)
+#   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
+#            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -121,6 +123,14 @@ phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs
     SHARQ_CUDA_DECODE_SHARED=$v "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes bf16,nvfp4,sharq-nvfp4-24 --prefill 128 --batch 8,16,32 --ctx 1024 --steps 16 \
       --repeat 2 --json "$OUT/sharq_bench_shared_$v.json" 2>&1 | grep -v "^bench:" | tail -n 4
+  done
+}
+
+phase_probes() {
+  for p in decode_layout_probe decode_tiled_math_probe; do
+    if [ -x "$B/bin/$p" ]; then
+      echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
+    fi
   done
 }
 
