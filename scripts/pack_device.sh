@@ -13,7 +13,7 @@ for b in tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_t
   if [ -f "$BUILD/$b" ]; then strip -o "$D/stage/bin/$(basename "$b")" "$BUILD/$b"; else echo "pack_device.sh: $BUILD/$b not built, skipped" >&2; fi
 done
 # The decode-GEMM dev probes (dev/cuda, not CMake targets), built against the CUDA build's library
-# with the flags each file names; PROBES=0 skips them.
+# with the library's -fmad=false; PROBES=0 skips them.
 if [ "${PROBES:-1}" != 0 ] && [ -f "$BUILD/src/cuda/libsharq_cuda.a" ]; then
   for p in decode_layout_probe decode_tiled_math_probe; do
     nvcc -std=c++20 -O3 -fmad=false -gencode=arch=compute_90a,code=sm_90a -I"$ROOT/include" \
