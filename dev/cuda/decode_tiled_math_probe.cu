@@ -218,10 +218,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   tile_out(acc, red, codes, scales, sw, sx, n, y);
 }
 
-// Row-major codes / scales (n, k) -> the tiled layout above.
-__global__ void tile_layout_kernel(const uint8_t* __restrict__ codes,
-                                   const uint8_t* __restrict__ scales, int64_t n, int64_t k,
-                                   uint8_t* tcodes, uint8_t* tscales) {
+// The tiled layout above (the library's weight layout since session 8: pack_weight writes it)
+// -> row-major codes / scales (n, k), for the row-major variant.
+__global__ void row_layout_kernel(const uint8_t* __restrict__ tcodes,
+                                  const uint8_t* __restrict__ tscales, int64_t n, int64_t k,
+                                  uint8_t* codes, uint8_t* scales) {
   const int64_t nwin = k / kWin;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;  // a piece
   if (i >= n / 16 * nwin * 64) return;
@@ -229,8 +230,8 @@ __global__ void tile_layout_kernel(const uint8_t* __restrict__ codes,
   const int64_t w = (i / 64) % nwin, tile = i / 64 / nwin;
   const int g = lane >> 2, t = lane & 3;
   const int64_t e = (tile * 16 + 8 * h + g) * k + w * kWin + 32 * t;
-  reinterpret_cast<uint4*>(tcodes)[i] = *reinterpret_cast<const uint4*>(codes + e / 2);
-  tscales[i] = scales[e / 32];
+  *reinterpret_cast<uint4*>(codes + e / 2) = reinterpret_cast<const uint4*>(tcodes)[i];
+  scales[e / 32] = tscales[i];
 }
 
 std::vector<uint16_t> download16(const void* p, size_t n) {
@@ -256,15 +257,16 @@ int main() {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
   std::printf(
       "%s, M = 1, sharq-nvfp4-24, us (%% of the copy rate)\n| K | N | library gemm_decode_mma | "
-      "probe row-major | probe tiled | probe tiled, bulk ring | all probes equal | vs library "
-      "(rel) |\n|---|---|---|---|---|---|---|---|\n",
+      "library forced (row tiles/warps us) | probe row-major | probe "
+      "tiled | probe tiled, bulk ring | all probes equal | vs library (rel) |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
       prop.name);
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   for (const auto& [k, n] : shapes) {
     const size_t cb = size_t(n) * k / 2, sbytes = size_t(n) * k / 32;
     const int rot = sb::rotation_copies(prop, cb + sbytes);
-    // Weights: packed once on the device, copied into each rotation slot and its tiled twin.
+    // Weights: packed (tiled) into each rotation slot, plus a row-major twin.
     float* wf = static_cast<float*>(sb::dmalloc(size_t(n) * k * 4));
     sb::fill_random(wf, size_t(n) * k, 5, 8.0f);
     uint32_t* scratch = static_cast<uint32_t*>(sb::dmalloc(64));
@@ -274,10 +276,10 @@ int main() {
                static_cast<float*>(sb::dmalloc(4))};
       wt[r] = {static_cast<uint8_t*>(sb::dmalloc(cb)), static_cast<uint8_t*>(sb::dmalloc(sbytes)),
                wr[r].tensor_scale};
-      sc::pack_weight(wf, n, k, 32, wr[r], scratch, nullptr);
+      sc::pack_weight(wf, n, k, 32, wt[r], scratch, nullptr);
       const int64_t pieces = n / 16 * (k / kWin) * 64;
-      tile_layout_kernel<<<static_cast<unsigned>((pieces + 255) / 256), 256>>>(
-          wr[r].codes, wr[r].scales, n, k, wt[r].codes, wt[r].scales);
+      row_layout_kernel<<<static_cast<unsigned>((pieces + 255) / 256), 256>>>(
+          wt[r].codes, wt[r].scales, n, k, wr[r].codes, wr[r].scales);
     }
     // The activation: prepare()'s planes of a random row.
     float* x = static_cast<float*>(sb::dmalloc(size_t(k) * 4));
@@ -314,7 +316,7 @@ int main() {
                                                      n, k, reinterpret_cast<__nv_bfloat16*>(y_blk));
     };
     auto lib = [&](int i) {
-      sc::gemm_decode_mma(xh, 2, rs.tensor_scale, 1, wr[i % rot], 32, n, k, y_lib, s);
+      sc::gemm_decode_mma(xh, 2, rs.tensor_scale, 1, wt[i % rot], 32, n, k, y_lib, s);
     };
     row(0);
     til(0);
@@ -331,6 +333,21 @@ int main() {
     }
     const bool equal = a == b && a == d;
     const double t_lib = sb::median_graph_us(s, lib);
+    // The library forced to each (row tiles a warp, warps a block).
+    char forced[512] = "";
+    for (int pdl : {1, 0}) {
+      sc::testing::decode_gemm_pdl(pdl == 1);
+      for (auto [rt, wp] : {std::pair{1, 8}, {2, 8}}) {
+        sc::testing::decode_gemm_row_tiles(rt);
+        sc::testing::decode_gemm_warps(wp);
+        const double t = sb::median_graph_us(s, lib);
+        std::snprintf(forced + std::strlen(forced), sizeof forced - std::strlen(forced),
+                      "%s%d/%d%s %.1f", forced[0] ? ", " : "", rt, wp, pdl ? "" : " no-PDL", t);
+      }
+    }
+    sc::testing::decode_gemm_pdl(true);
+    sc::testing::decode_gemm_row_tiles(0);
+    sc::testing::decode_gemm_warps(0);
     const double t_row = sb::median_graph_us(s, row);
     const double t_til = sb::median_graph_us(s, til);
     const double t_blk = sb::median_graph_us(s, blk);
@@ -342,9 +359,11 @@ int main() {
     const auto pct = [&](double us) {
       return 100.0 * double(cb + sbytes) / (us * 1e-6) / copy_bps;
     };
-    std::printf("| %lld | %lld | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f (%.0f%%) | %s | %.1e |\n",
-                (long long)k, (long long)n, t_lib, pct(t_lib), t_row, pct(t_row), t_til, pct(t_til),
-                equal ? "yes" : "NO", std::sqrt(num / den));
+    std::printf(
+        "| %lld | %lld | %.1f (%.0f%%) | %s | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f (%.0f%%) | %s "
+        "| %.1e |\n",
+        (long long)k, (long long)n, t_lib, pct(t_lib), forced, t_row, pct(t_row), t_til, pct(t_til),
+        t_blk, pct(t_blk), equal ? "yes" : "NO", std::sqrt(num / den));
     std::fflush(stdout);
     for (int r = 0; r < rot; ++r) {
       for (void* p : {(void*)wr[r].codes, (void*)wr[r].scales, (void*)wr[r].tensor_scale,

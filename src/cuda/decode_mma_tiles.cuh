@@ -12,6 +12,7 @@
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
+#include "sharq/cuda/weight_layout.h"
 
 namespace sharq::cuda::decode_mma {
 
@@ -70,12 +71,13 @@ __device__ __forceinline__ void scaled_pairs(const WeightSlice<RT>& sl, int st, 
   for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], scale);
 }
 
-// rows[st][r]: sub-tile st's rows g (r = 0) and g + 8 (r = 1).
+// rows[st][r]: sub-tile st's rows g (r = 0) and g + 8 (r = 1) of the part's n rows. The weights
+// are in the tiled layout (weight_layout.h): a warp's 16 rows of one window are one 1 KB run.
 template <int WG, int RT>
 __device__ __forceinline__ void load_slice(WeightSlice<RT>& ws, const uint8_t* __restrict__ codes,
                                            const uint8_t* __restrict__ scales,
-                                           const int64_t (&rows)[RT][2], int64_t k, int64_t kk,
-                                           bool valid) {
+                                           const int64_t (&rows)[RT][2], int64_t n, int64_t k,
+                                           int64_t kk, bool valid) {
 #pragma unroll
   for (int st = 0; st < RT; ++st) {
 #pragma unroll
@@ -85,13 +87,14 @@ __device__ __forceinline__ void load_slice(WeightSlice<RT>& ws, const uint8_t* _
         ws.s[st][r][0] = ws.s[st][r][1] = 0u;
         continue;
       }
-      const int64_t e = rows[st][r] * k + kk;
-      ws.q[st][r] = ld_no_l1(codes + e / 2);
+      const int64_t c = weight_layout::code_offset(rows[st][r], kk, n, k);
+      ws.q[st][r] = ld_no_l1(codes + c);
+      const uint8_t* sp = scales + c * 2 / WG;  // weight_layout::scale_offset
       if (WG == 32) {
-        ws.s[st][r][0] = ws.s[st][r][1] = __ldg(scales + e / 32);
+        ws.s[st][r][0] = ws.s[st][r][1] = __ldg(sp);
       } else {
-        ws.s[st][r][0] = __ldg(scales + e / 16);
-        ws.s[st][r][1] = __ldg(scales + e / 16 + 1);
+        ws.s[st][r][0] = __ldg(sp);
+        ws.s[st][r][1] = __ldg(sp + 1);
       }
     }
   }

@@ -10,6 +10,7 @@
 
 #include "codecs.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
 
 namespace sharq::cuda {
@@ -36,7 +37,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[ROWS][MT], int lan
   }
 }
 
-// Y (m, n) = sx * sw * X (m, k) . W (n, k)^T. MT >= m rows of X (padding rows are zero).
+// Y (m, n) = sx * sw * X (m, k) . W (n, k)^T (W in the tiled layout). MT >= m rows of X (padding
+// rows are zero).
 template <int MT, int ROWS, int WGROUP>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_decode_kernel(const float* __restrict__ x, const float* __restrict__ sx, int m,
@@ -68,13 +70,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       const int64_t row = row0 + r < n ? row0 + r : n - 1;  // clamp: results dropped below
-      q[r] = *reinterpret_cast<const uint4*>(wcodes + (row * k + c0) / 2 + lane * 16);
-      if (WGROUP == 32) {
-        s[r][0] = s[r][1] = ue4m3_decode(wscales[row * (k / 32) + blk]);
-      } else {
-        s[r][0] = ue4m3_decode(wscales[row * (k / 16) + 2 * blk]);
-        s[r][1] = ue4m3_decode(wscales[row * (k / 16) + 2 * blk + 1]);
-      }
+      q[r] =
+          *reinterpret_cast<const uint4*>(wcodes + weight_layout::code_offset(row, 32 * blk, n, k));
+      const uint8_t* sp = wscales + weight_layout::scale_offset(row, 32 * blk, n, k, WGROUP);
+      s[r][0] = ue4m3_decode(sp[0]);
+      s[r][1] = WGROUP == 32 ? s[r][0] : ue4m3_decode(sp[1]);
     }
     const float* xl = xs + lane * 33;
 #pragma unroll
@@ -126,13 +126,11 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         if (b < kb) {
-          q[u][r] = __ldg(reinterpret_cast<const uint4*>(wcodes + rows[r] * (k / 2)) + b);
-          if (WGROUP == 32) {
-            s[u][r][0] = s[u][r][1] = ue4m3_decode(__ldg(wscales + rows[r] * kb + b));
-          } else {
-            s[u][r][0] = ue4m3_decode(__ldg(wscales + rows[r] * 2 * kb + 2 * b));
-            s[u][r][1] = ue4m3_decode(__ldg(wscales + rows[r] * 2 * kb + 2 * b + 1));
-          }
+          q[u][r] = __ldg(reinterpret_cast<const uint4*>(
+              wcodes + weight_layout::code_offset(rows[r], 32 * b, n, k)));
+          const uint8_t* sp = wscales + weight_layout::scale_offset(rows[r], 32 * b, n, k, WGROUP);
+          s[u][r][0] = ue4m3_decode(__ldg(sp));
+          s[u][r][1] = WGROUP == 32 ? s[u][r][0] : ue4m3_decode(__ldg(sp + 1));
         } else {
           q[u][r] = make_uint4(0, 0, 0, 0);
           s[u][r][0] = s[u][r][1] = 0.0f;

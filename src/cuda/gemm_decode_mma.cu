@@ -146,14 +146,14 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     const int64_t wl = w + kDepth * WARPS;
     if (wl < nwin) {
       const int64_t kl = wl * kWin + 32 * t;
-      load_slice<WG>(sl, wcodes, wscales, rows, k, kl, kl < k);
+      load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kl, kl < k);
     }
   };
   WeightSlice<RT> s0, s1, s2;
   auto prime = [&](WeightSlice<RT>& sl, int64_t w) {
     if (w >= nwin) return;
     const int64_t kk = w * kWin + 32 * t;
-    load_slice<WG>(sl, wcodes, wscales, rows, k, kk, kk < k);
+    load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kk, kk < k);
   };
   // Under programmatic dependent launch this block may start while the kernel that writes x
   // (the prepare, or the previous GEMM on the same input) still runs: the weights are constant,
@@ -185,6 +185,62 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   }
 }
 
+// M = 1 with both SharQ paths (the batch-1 decode step's products), g32 weights, K % 128 == 0 and
+// every part's N % 16 == 0: the kernel above at one row tile and eight warps, specialised (no row
+// clamps, no half windows, weight addresses from one per-lane base: a tile's windows are 1 KB
+// apart in the tiled layout, weight_layout.h) and loading each window's activations inside its
+// step. Same operations in the same order as that configuration, so the same bits
+// (CudaGemmDecodeM1 test). dev/cuda/decode_tiled_math_probe.cu measured this form at 77
+// registers, three blocks an SM, 83% of the copy rate at 4096 x 28672 (H100).
+// MINB: blocks an SM the registers are sized for (3: at most 80 registers).
+template <int MINB, typename OutT>
+__global__ void __launch_bounds__(256, MINB)
+    gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
+                          const __grid_constant__ Parts<OutT> parts, int64_t k) {
+  constexpr int kWarps = 8;
+  __shared__ float red[1][kWarps][1][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(blockIdx.x));
+  const int64_t nwin = k / kWin;
+  const uint8_t* __restrict__ wc = tr.codes + (tr.row_base / 16) * nwin * 1024 + (g * 4 + t) * 16;
+  const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + t;
+  float acc[1][1][4] = {};
+  auto load = [&](WeightSlice<1>& sl, int64_t w) {
+    if (w >= nwin) return;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512);
+      sl.s[0][h][0] = sl.s[0][h][1] = __ldg(ws + w * 64 + h * 32);
+    }
+  };
+  auto step = [&](const WeightSlice<1>& sl, int64_t w) {
+    if (w >= nwin) return;
+    ActSlice<1, 1> xa;
+    load_act<1, 1, true>(xa, x, 1, k, w * kWin + 32 * t, true, g);
+    window_mma<1, 1>(acc, sl, xa);
+  };
+  WeightSlice<1> s0, s1, s2;
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  load(s0, warp);
+  load(s1, warp + kWarps);
+  load(s2, warp + 2 * kWarps);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
+    step(s0, w);
+    load(s0, w + 3 * kWarps);
+    step(s1, w + kWarps);
+    load(s1, w + 4 * kWarps);
+    step(s2, w + 2 * kWarps);
+    load(s2, w + 5 * kWarps);
+  }
+#pragma unroll
+  for (int c = 0; c < 4; ++c) red[0][warp][0][c][lane] = acc[0][0][c];
+  __syncthreads();
+  if (warp == 0) {
+    tile_epilogue<1, kWarps, true>(red[0], tr, tr.row_base, sx, 1, parts.accumulate, lane);
+  }
+}
+
 // Programmatic dependent launch of the GEMM and of the decode step's other kernels (launch.cuh;
 // testing::decode_gemm_pdl).
 std::atomic<bool> g_pdl{[] {
@@ -209,6 +265,13 @@ bool large_grid(const Parts<OutT>& parts) {
   for (int i = 0; i < parts.count; ++i) tiles32 += (parts.n[i] + 31) / 32;
   return 4 * tiles32 >= 5 * int64_t(sm_count());
 }
+// Warps per block of the per-tile kernel: 0 chosen per launch (launch_w), 2, 4 or 8 forced
+// (SHARQ_CUDA_DECODE_WARPS, testing::decode_gemm_warps).
+std::atomic<int> g_warps{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_WARPS");
+  return e && (e[0] == '2' || e[0] == '4' || e[0] == '8') ? e[0] - '0' : 0;
+}()};
+
 template <typename OutT>
 int row_tiles(const Parts<OutT>& parts) {
   const int forced = g_rt.load(std::memory_order_relaxed);
@@ -279,9 +342,41 @@ int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
 }
 
+// The M = 1 kernel: 3 (default) sized for three blocks an SM, 2 for two, 0 off
+// (SHARQ_CUDA_DECODE_M1).
+std::atomic<int> g_m1{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_M1");
+  return e && (e[0] == '0' || e[0] == '2') ? e[0] - '0' : 3;
+}()};
+
+// The M = 1 kernel's conditions; a forced row-tile or warp count (tests, probes) takes the
+// general kernel instead.
+template <typename OutT>
+bool m1_eligible(const Parts<OutT>& parts, int paths, int64_t m, int group, int64_t k) {
+  if (paths != 2 || m != 1 || group != 32 || k % kWin != 0) return false;
+  if (g_m1.load(std::memory_order_relaxed) == 0 || g_rt.load(std::memory_order_relaxed) != 0 ||
+      g_warps.load(std::memory_order_relaxed) != 0)
+    return false;
+  for (int i = 0; i < parts.count; ++i) {
+    if (parts.n[i] % 16 != 0) return false;
+  }
+  return true;
+}
+
+template <typename OutT>
+void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
+               cudaStream_t stream) {
+  for (int i = 0; i < parts.count; ++i) parts.tile0[i + 1] = parts.tile0[i] + parts.n[i] / 16;
+  const auto kernel = g_m1.load(std::memory_order_relaxed) == 2 ? gemm_decode_m1_kernel<2, OutT>
+                                                                : gemm_decode_m1_kernel<3, OutT>;
+  launch_pdl(kernel, dim3(static_cast<unsigned>(parts.tile0[parts.count])), dim3(256), 0, stream,
+             "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
+}
+
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, cudaStream_t stream) {
+  if (m1_eligible(parts, PATHS, m, group, k)) return launch_m1(x, sx, parts, k, stream);
   if (const int srt = shared_x_tiles(parts, m, k)) {
     return launch_shared_x<PATHS>(x, sx, m, parts, group, srt,
                                   g_split_k.load(std::memory_order_relaxed), k, stream);
@@ -375,6 +470,9 @@ void decode_gemm_row_tiles(int rt) {
 }
 void decode_gemm_shared_x(int mode) {
   g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
+}
+void decode_gemm_warps(int warps) {
+  g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);
 }
 void decode_gemm_split_k(int split_k) {
   g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);

@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kWarps * 32, min_blocks<NT, RT>())
   auto load_w = [&](WeightSlice<RT>& sl, int64_t j) {
     if (!active || j >= nw) return;
     const int64_t kl = (w0 + j) * kWin + 32 * t;
-    load_slice<WG>(sl, wcodes, wscales, rows, k, kl, kl < k);
+    load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kl, kl < k);
   };
   // j < nw is the same in every warp of the block, so the barrier inside is reached by all.
   auto step = [&](WeightSlice<RT>& sl, int64_t j) {

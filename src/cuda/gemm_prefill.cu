@@ -26,6 +26,7 @@
 #include "cp_async.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
 
 namespace sharq::cuda {
@@ -152,8 +153,8 @@ __device__ __forceinline__ __half2 scale_h2(uint32_t code) {
 struct Params {
   const __half* x;  // (paths, m, k) FP16 in GEMM order
   const float* sx;
-  const uint8_t* codes;   // (n, k/2)
-  const uint8_t* scales;  // (n, k/group)
+  const uint8_t* codes;   // (n, k/2), tiled layout (weight_layout.h)
+  const uint8_t* scales;  // (n, k/group), tiled layout
   const float* sw;
   int m, n, k;
   int64_t scale_bytes;  // n * k / group: bounds the 4-byte scale word reads
@@ -204,17 +205,17 @@ __device__ __forceinline__ void load_stage(const Params& p, uint32_t sbase, int 
   for (int i = 0; i < BN * 2 / kThreads; ++i) {
     const int u = tid + i * kThreads, r = u >> 1, h = u & 1;
     const bool ok = n0 + r < p.n;
+    // The tiled weight layout (weight_layout.h): a row's 32 codes and its step's scales are
+    // contiguous.
     const uint8_t* src =
-        ok ? p.codes + static_cast<int64_t>(n0 + r) * (p.k / 2) + k0 / 2 + h * 16 : p.codes;
+        ok ? p.codes + weight_layout::code_offset(n0 + r, k0 + 32 * h, p.n, p.k) : p.codes;
     cp_async16(raw + r * 32 + h * 16, src, ok ? 16 : 0);
-    int64_t off;
+    int64_t off = ok ? weight_layout::scale_offset(n0 + r, k0, p.n, p.k, WG) : 0;
     int bytes = 4;
-    if (WG == 16) {
-      off = static_cast<int64_t>(n0 + r) * (p.k / 16) + k0 / 16;
-    } else {
+    if (WG == 32) {
       // Two g32 scale bytes per row and step, 2-byte aligned: copy the aligned word holding
       // them (decode picks the half), clipped at the end of the buffer.
-      off = (static_cast<int64_t>(n0 + r) * (p.k / 32) + k0 / 32) & ~static_cast<int64_t>(3);
+      off &= ~static_cast<int64_t>(3);
       bytes = static_cast<int>(min(static_cast<int64_t>(4), p.scale_bytes - off));
     }
     cp_async4(raw + L::kCodes + u * 4, ok ? p.scales + off : p.scales, ok ? bytes : 0);
@@ -229,7 +230,9 @@ __device__ __forceinline__ void decode_unit(const Params& p, const uint8_t* raw,
   const uint32_t sw = *reinterpret_cast<const uint32_t*>(raw + BN * 32 + u * 4);
   __half2 s[2];
   if (WG == 32) {
-    const int b = static_cast<int>((static_cast<int64_t>(n0 + r) * (p.k / 32) + k0 / 32) & 2) + h;
+    const int b =
+        static_cast<int>(weight_layout::scale_offset(min(n0 + r, p.n - 1), k0, p.n, p.k, 32) & 2) +
+        h;
     s[0] = s[1] = scale_h2(sw >> (8 * b));
   } else {
     s[0] = scale_h2(sw >> (16 * h));

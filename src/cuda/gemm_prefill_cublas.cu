@@ -15,18 +15,21 @@
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
 
 namespace sharq::cuda {
 namespace {
 
-// One thread per 8 codes (one 32-bit word): 8 FP16 values, 16 bytes stored. Block 0's thread 0
-// also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
+// One thread per 8 output values (row-major; one 32-bit word of codes, read from the tiled
+// weight layout): 8 FP16 values, 16 bytes stored. Block 0's thread 0 also writes the GEMM
+// scalars {s_x * s_w * 2^14, 0, 1}.
 template <int WG>
-__global__ void decode_weight_kernel(const uint32_t* __restrict__ codes,
-                                     const uint8_t* __restrict__ scales, int64_t words,
+__global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
+                                     const uint8_t* __restrict__ scales, int64_t n, int64_t k,
                                      uint4* __restrict__ out, const float* __restrict__ sx,
                                      const float* __restrict__ sw, float* __restrict__ scalars) {
+  const int64_t words = n * k / 8;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i == 0) {
     scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
@@ -34,8 +37,11 @@ __global__ void decode_weight_kernel(const uint32_t* __restrict__ codes,
     scalars[2] = 1.0f;
   }
   if (i >= words) return;
-  const uint32_t w = __ldg(codes + i);
-  const __half2 s = __float2half2_rn(ue4m3_decode(__ldg(scales + i * 8 / WG)));
+  const int64_t row = i * 8 / k, kk = i * 8 - row * k;
+  const uint32_t w =
+      __ldg(reinterpret_cast<const uint32_t*>(codes + weight_layout::code_offset(row, kk, n, k)));
+  const __half2 s = __float2half2_rn(
+      ue4m3_decode(__ldg(scales + weight_layout::scale_offset(row, kk, n, k, WG))));
   uint32_t h[4];
   e2m1x8_to_f16x2(w, h);
 #pragma unroll
@@ -70,13 +76,12 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
     throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
   const int64_t words = n * k / 8;
   const auto blocks = static_cast<unsigned>((words + 255) / 256);
-  const auto* codes = reinterpret_cast<const uint32_t*>(w.codes);
   auto* o = reinterpret_cast<uint4*>(out);
   if (w_group == 32) {
-    decode_weight_kernel<32><<<blocks, 256, 0, stream>>>(codes, w.scales, words, o, x_tensor_scale,
+    decode_weight_kernel<32><<<blocks, 256, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
                                                          w.tensor_scale, scalars);
   } else {
-    decode_weight_kernel<16><<<blocks, 256, 0, stream>>>(codes, w.scales, words, o, x_tensor_scale,
+    decode_weight_kernel<16><<<blocks, 256, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
                                                          w.tensor_scale, scalars);
   }
   check(cudaGetLastError(), "decode_weight_kernel");

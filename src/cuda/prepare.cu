@@ -14,6 +14,7 @@
 #include "device_info.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
 
 namespace sharq::cuda {
@@ -266,7 +267,8 @@ __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_
   quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
 }
 
-// w: (n, k); one thread per 32-block; GROUP 16 or 32.
+// w: (n, k); one thread per 32-block; GROUP 16 or 32. Output in the GPU weight layout
+// (weight_layout.h): a block's 16 code bytes and its scale(s) stay contiguous there.
 template <int GROUP>
 __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64_t k,
                                    const uint32_t* __restrict__ absmax, Nvfp4View out) {
@@ -280,13 +282,15 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
   load32(w + b * 32, v);
 #pragma unroll
   for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(v[i], inv);
+  const int64_t row = b / (k / 32), kk = (b % (k / 32)) * 32;
+  uint8_t* scale = out.scales + weight_layout::scale_offset(row, kk, n, k, GROUP);
   if (GROUP == 32) {
-    nvfp4_block<32>(v, codes, out.scales + b, deq);
+    nvfp4_block<32>(v, codes, scale, deq);
   } else {
-    nvfp4_block<16>(v, codes, out.scales + 2 * b, deq);
-    nvfp4_block<16>(v + 16, codes + 8, out.scales + 2 * b + 1, deq + 16);
+    nvfp4_block<16>(v, codes, scale, deq);
+    nvfp4_block<16>(v + 16, codes + 8, scale + 1, deq + 16);
   }
-  store16(out.codes + b * 16, codes);
+  store16(out.codes + weight_layout::code_offset(row, kk, n, k), codes);
 }
 
 // ---- Fused schedules (prepare_fused, prepare_rmsnorm) --------------------------------------

@@ -16,6 +16,7 @@
 
 #include "cuda_test_util.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/weight_layout.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
 #include "sharq/formats.h"
@@ -45,7 +46,8 @@ uint64_t fresh_seed() {
 
 TEST(CudaPackWeight, BitExactVsCpu) {
   for (int g : {16, 32}) {
-    for (auto [n, k] : {std::pair<int64_t, int64_t>{3, 64}, {17, 256}, {128, 4096}}) {
+    // n not a multiple of 16 (a short last tile), k % 128 == 64 (a half last window).
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{3, 64}, {17, 256}, {40, 192}, {128, 4096}}) {
       const auto w = synthetic_weight(n, k, fresh_seed());
       const PackedTensor ref =
           quantize(g == 32 ? Format::kNvfp4G32 : Format::kNvfp4G16, w.data(), n, k, "w");
@@ -55,8 +57,13 @@ TEST(CudaPackWeight, BitExactVsCpu) {
       DeviceBuffer<uint32_t> scratch(1);
       pack_weight(dw.p, n, k, g, out.view(), scratch.p, nullptr);
       check(cudaDeviceSynchronize(), "sync");
-      EXPECT_EQ(out.codes.download(), ref.codes) << "g" << g << " " << n << "x" << k;
-      EXPECT_EQ(out.scales.download(), ref.scales);
+      // The GPU keeps the weight tiled (weight_layout.h): the same bytes, placed elsewhere.
+      const auto tiled_codes = out.codes.download(), tiled_scales = out.scales.download();
+      std::vector<uint8_t> codes(tiled_codes.size()), scales(tiled_scales.size());
+      weight_layout::from_tiled(tiled_codes.data(), tiled_scales.data(), n, k, g, codes.data(),
+                                scales.data());
+      EXPECT_EQ(codes, ref.codes) << "g" << g << " " << n << "x" << k;
+      EXPECT_EQ(scales, ref.scales);
       EXPECT_EQ(out.ts.download()[0], ref.tensor_scale);
     }
   }
@@ -225,6 +232,7 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 // (uneven window shares; otherwise chosen per launch: 1, 2 and 8 occur below).
 struct DecodeVariant {
   int row_tiles, shared_x, split_k;
+  int warps = 0;  // testing::decode_gemm_warps: 0 chosen per launch, else forced
 };
 class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<DecodeVariant> {
  protected:
@@ -232,21 +240,26 @@ class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<DecodeVariant>
     sharq::cuda::testing::decode_gemm_row_tiles(GetParam().row_tiles);
     sharq::cuda::testing::decode_gemm_shared_x(GetParam().shared_x);
     sharq::cuda::testing::decode_gemm_split_k(GetParam().split_k);
+    sharq::cuda::testing::decode_gemm_warps(GetParam().warps);
   }
   void TearDown() override {
     sharq::cuda::testing::decode_gemm_row_tiles(0);
     sharq::cuda::testing::decode_gemm_shared_x(-1);
     sharq::cuda::testing::decode_gemm_split_k(0);
+    sharq::cuda::testing::decode_gemm_warps(0);
   }
 };
 INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles,
                          ::testing::Values(DecodeVariant{1, 0, 0}, DecodeVariant{2, 0, 0},
                                            DecodeVariant{1, 1, 0}, DecodeVariant{2, 1, 0},
-                                           DecodeVariant{1, 1, 3}),
+                                           DecodeVariant{1, 1, 3}, DecodeVariant{1, 0, 0, 2},
+                                           DecodeVariant{2, 0, 0, 4}, DecodeVariant{0, -1, 0}),
                          [](const ::testing::TestParamInfo<DecodeVariant>& i) {
+                           if (i.param.row_tiles == 0) return std::string("as_dispatched");
                            return std::string(i.param.shared_x ? "shared" : "per_tile") + "_rt" +
                                   std::to_string(i.param.row_tiles) +
-                                  (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "");
+                                  (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "") +
+                                  (i.param.warps ? "_w" + std::to_string(i.param.warps) : "");
                          });
 
 TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
@@ -264,6 +277,8 @@ TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
                            {32, 20000, 64},
                            {2, 6152, 448},
                            {1, 4100, 14336},
+                           {1, 4096, 1024},  // the M = 1 kernel's shapes (as dispatched)
+                           {1, 272, 2048},
                            {6, 3000, 1600}}) {
       DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
       const PrepareMode prep = pm;
@@ -318,11 +333,22 @@ TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
             }
             DeviceBuffer<float> dts(part_ts.size());
             dts.upload(part_ts.data());
+            // Each part its own tiled matrix (weight_layout.h: a cut off the middle of a 16-row
+            // tile is not one), holding the whole packed weight's rows [r0, r0 + size).
+            const auto tc = b.weight->codes.download(), ts8 = b.weight->scales.download();
+            std::vector<uint8_t> codes(tc.size()), scales(ts8.size());
+            weight_layout::from_tiled(tc.data(), ts8.data(), n, k, g, codes.data(), scales.data());
+            std::vector<std::unique_ptr<DeviceNvfp4>> pw;
             std::vector<DecodeGemmPart> parts;
             int64_t r0 = 0;
             for (size_t i = 0; i < sizes.size(); ++i) {
-              const Nvfp4View v{b.weight->codes.p + r0 * k / 2, b.weight->scales.p + r0 * k / g,
-                                dts.p + i};
+              pw.push_back(std::make_unique<DeviceNvfp4>(sizes[i], k, g));
+              std::vector<uint8_t> pc(pw.back()->codes.n), ps(pw.back()->scales.n);
+              weight_layout::to_tiled(codes.data() + r0 * k / 2, scales.data() + r0 * k / g,
+                                      sizes[i], k, g, pc.data(), ps.data());
+              pw.back()->codes.upload(pc.data());
+              pw.back()->scales.upload(ps.data());
+              const Nvfp4View v{pw.back()->codes.p, pw.back()->scales.p, dts.p + i};
               parts.push_back({v, sizes[i], ys[i]->p});
               r0 += sizes[i];
             }
@@ -386,6 +412,47 @@ void check_prefill(Mode mode, PrepareMode pm, int g, int64_t m, int64_t n, int64
 const std::tuple<int64_t, int64_t, int64_t> kPrefillShapes[] = {
     {1, 64, 64},      {3, 200, 192},    {17, 136, 1024}, {100, 392, 640},
     {128, 256, 4096}, {300, 520, 1088}, {2049, 264, 512}};
+
+// The M = 1 kernel (two paths, g32, K % 128 == 0, N % 16 == 0) runs the general kernel's
+// operations in the same order as one row tile and eight warps: the same bits, bf16 and float32.
+TEST(CudaGemmDecodeM1, SameBitsAsTheGeneralKernel) {
+  for (PrepareMode pm : {PrepareMode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4}) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {1040, 14336}, {48, 128}}) {
+      const auto x = synthetic_activation(1, k, fresh_seed());
+      const auto w = synthetic_weight(n, k, fresh_seed());
+      DeviceBuffer<float> dx(x.size()), dw(w.size());
+      dx.upload(x.data());
+      dw.upload(w.data());
+      DeviceNvfp4 sp(1, k, 32), rs(1, k, 16), wq(n, k, 32);
+      DeviceBuffer<uint32_t> scratch(1);
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * k));
+      pack_weight(dw.p, n, k, 32, wq.view(), scratch.p, nullptr);
+      prepare(pm, dx.p, 1, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, xh.p);
+      std::vector<uint16_t> y16[2];
+      std::vector<float> y32[2];
+      for (int general = 0; general < 2; ++general) {
+        sharq::cuda::testing::decode_gemm_row_tiles(general ? 1 : 0);
+        sharq::cuda::testing::decode_gemm_warps(general ? 8 : 0);
+        DeviceBuffer<uint16_t> y(static_cast<size_t>(n));
+        DeviceBuffer<float> yf(static_cast<size_t>(n));
+        y.poison(0xFF);
+        yf.poison(0xFF);
+        gemm_decode_mma(xh.p, 2, rs.ts.p, 1, wq.view(), 32, n, k, y.p, nullptr);
+        gemm_decode_mma_f32(xh.p, 2, rs.ts.p, 1, wq.view(), 32, n, k, yf.p, nullptr);
+        check(cudaDeviceSynchronize(), "sync");
+        y16[general] = y.download();
+        y32[general] = yf.download();
+      }
+      sharq::cuda::testing::decode_gemm_row_tiles(0);
+      sharq::cuda::testing::decode_gemm_warps(0);
+      EXPECT_EQ(y16[0], y16[1]) << n << "x" << k;
+      EXPECT_EQ(0, std::memcmp(y32[0].data(), y32[1].data(), y32[0].size() * 4)) << n << "x" << k;
+      size_t nan = 0;
+      for (float v : y32[0]) nan += std::isnan(v);
+      EXPECT_EQ(nan, 0u) << "unwritten (poisoned) outputs, " << n << "x" << k;
+    }
+  }
+}
 
 TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
   for (auto [mode, pm, g] : kGemmModes) {

@@ -93,12 +93,18 @@ void decode_gemm_row_tiles(int rt);
 // the products where it measured faster), 0 never, 1 for every M (SHARQ_CUDA_DECODE_SHARED=0|1
 // sets the start value).
 void decode_gemm_shared_x(int mode);
+// Warps per block of the per-tile decode kernel (they split K): 0 (default) chosen per launch,
+// else 2, 4 or 8 forced.
+void decode_gemm_warps(int warps);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
 }  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
+// The codes and scales are PackedTensor's bytes in the GPU weight layout (16-row x 128-K tiles,
+// weight_layout.h), which every weight-reading kernel below expects; weight_layout::from_tiled
+// gives the row-major bytes back.
 void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
                  uint32_t* absmax_scratch, cudaStream_t stream);
 
