@@ -22,6 +22,8 @@
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
 #   kernels  bench_gemm decode rows (issue 5), bench_group (grouped q/k/v and gate/up products)
+#   abm1     batch 1/8 decode with the M = 1 decode kernel on / off / at two blocks an SM (and an
+#            older tree's binary, .device/pack/sharq_base, when carried)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
@@ -131,6 +133,20 @@ phase_probes() {
     if [ -x "$B/bin/$p" ]; then
       echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
     fi
+  done
+}
+
+phase_abm1() {  # batch 1/8 decode: the M = 1 kernel (default) vs off vs sized for 2 blocks an SM;
+  # with .device/pack/sharq_base (an older tree's sharq, stripped) also that binary, same call
+  local s=(default:X=1 m1_off:SHARQ_CUDA_DECODE_M1=0 m1_minb2:SHARQ_CUDA_DECODE_M1=2)
+  [ -x "$PACK/sharq_base" ] && s=(base:X=1 "${s[@]}" base:X=1)
+  for v in "${s[@]}"; do
+    local name=${v%%:*} bin="$B/bin/sharq"
+    [ "$name" = base ] && bin="$PACK/sharq_base"
+    echo "-- $name (${v#*:})"
+    env "${v#*:}" "$bin" bench --synthetic llama-3.1-8b --device cuda --modes sharq-nvfp4-24 \
+      --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
+      --json "$OUT/abm1_${name}_$RANDOM.json" 2>&1 | grep -v "^bench:" | tail -n 1
   done
 }
 
