@@ -342,11 +342,13 @@ int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
 }
 
-// The M = 1 kernel: 3 (default) sized for three blocks an SM, 2 for two, 0 off
-// (SHARQ_CUDA_DECODE_M1).
+// The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 3 (default) sized for three
+// blocks an SM, 2 for two, 1 chosen per grid (two where the tiles fit in two blocks an SM, else
+// three: session 8 measured each shape's better one this way, but not yet the choice in the
+// engine), 0 off.
 std::atomic<int> g_m1{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_M1");
-  return e && (e[0] == '0' || e[0] == '2') ? e[0] - '0' : 3;
+  return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 3;
 }()};
 
 // The M = 1 kernel's conditions; a forced row-tile or warp count (tests, probes) takes the
@@ -367,9 +369,11 @@ template <typename OutT>
 void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
                cudaStream_t stream) {
   for (int i = 0; i < parts.count; ++i) parts.tile0[i + 1] = parts.tile0[i] + parts.n[i] / 16;
-  const auto kernel = g_m1.load(std::memory_order_relaxed) == 2 ? gemm_decode_m1_kernel<2, OutT>
-                                                                : gemm_decode_m1_kernel<3, OutT>;
-  launch_pdl(kernel, dim3(static_cast<unsigned>(parts.tile0[parts.count])), dim3(256), 0, stream,
+  const int64_t tiles = parts.tile0[parts.count];
+  const int mode = g_m1.load(std::memory_order_relaxed);
+  const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
+  launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
              "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
 
@@ -470,6 +474,9 @@ void decode_gemm_row_tiles(int rt) {
 }
 void decode_gemm_shared_x(int mode) {
   g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
+}
+void decode_gemm_m1(int mode) {
+  g_m1.store(mode >= 0 && mode <= 3 ? mode : 3, std::memory_order_relaxed);
 }
 void decode_gemm_warps(int warps) {
   g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);

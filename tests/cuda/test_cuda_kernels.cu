@@ -414,8 +414,16 @@ const std::tuple<int64_t, int64_t, int64_t> kPrefillShapes[] = {
     {128, 256, 4096}, {300, 520, 1088}, {2049, 264, 512}};
 
 // The M = 1 kernel (two paths, g32, K % 128 == 0, N % 16 == 0) runs the general kernel's
-// operations in the same order as one row tile and eight warps: the same bits, bf16 and float32.
-TEST(CudaGemmDecodeM1, SameBitsAsTheGeneralKernel) {
+// operations in the same order as one row tile and eight warps: the same bits, bf16 and float32,
+// built for three and for two blocks an SM and chosen per grid (testing::decode_gemm_m1).
+class CudaGemmDecodeM1 : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { sharq::cuda::testing::decode_gemm_m1(GetParam()); }
+  void TearDown() override { sharq::cuda::testing::decode_gemm_m1(3); }
+};
+INSTANTIATE_TEST_SUITE_P(Build, CudaGemmDecodeM1, ::testing::Values(3, 2, 1));
+
+TEST_P(CudaGemmDecodeM1, SameBitsAsTheGeneralKernel) {
   for (PrepareMode pm : {PrepareMode::kSharqNvfp4_24, PrepareMode::kSharqNvfp4}) {
     for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {1040, 14336}, {48, 128}}) {
       const auto x = synthetic_activation(1, k, fresh_seed());
