@@ -190,8 +190,9 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // clamps, no half windows, weight addresses from one per-lane base: a tile's windows are 1 KB
 // apart in the tiled layout, weight_layout.h) and loading each window's activations inside its
 // step. Same operations in the same order as that configuration, so the same bits
-// (CudaGemmDecodeM1 test). dev/cuda/decode_tiled_math_probe.cu measured this form at 77
-// registers, three blocks an SM, 83% of the copy rate at 4096 x 28672 (H100).
+// (CudaGemmDecodeM1 test). At 80 registers three 8-warp blocks share an SM (the general kernel's
+// 87-92 allow two): 82% of the copy rate at 4096 x 28672 against 64-70% (H100, docs/RESULTS.md,
+// issue 5, session 8).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
 template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)

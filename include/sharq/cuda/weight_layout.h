@@ -5,12 +5,13 @@
 // block's whole weight stream is contiguous. Measured (dev/cuda/decode_tiled_math_probe.cu, the
 // library's math, M = 1, H100): gate/up 27.7 -> 25.9 us, down 16.7 -> 15.1 us (docs/RESULTS.md).
 //
-// The layout, for an (n x k) matrix (k a multiple of 64; n anything):
-//   tile  = row / 16 (the last one may hold fewer rows: rows_in_tile = min(16, n - 16 tile)),
-//   window = kk / 128 (the last one is 64 wide when k % 128 == 64: width = min(128, k - 128 w)),
-//   codes  of (row, kk): tile * 8k + w * rows_in_tile * 64 + (row % 16) * width / 2 + (kk % 128) /
-//   2 scales of (row, kk): tile * 16k/g + w * rows_in_tile * 128/g + (row % 16) * width/g
-//                        + (kk % 128) / g
+// The layout, for an (n x k) matrix (k a multiple of 64; n anything), with
+//   tile = row / 16, rows_in_tile = min(16, n - 16 tile) (the last tile may be short),
+//   w = kk / 128, width = min(128, k - 128 w) (the last window is 64 wide when k % 128 == 64):
+//   codes of (row, kk):
+//     tile * 8k + w * rows_in_tile * 64 + (row % 16) * width / 2 + (kk % 128) / 2
+//   scales of (row, kk), group g:
+//     tile * 16k / g + w * rows_in_tile * 128 / g + (row % 16) * width / g + (kk % 128) / g
 // so within a window each row's codes (width/2 bytes) and scales (width/g bytes) are contiguous,
 // a 32-element block's 16 code bytes and its scale(s) are contiguous, and the total size is the
 // row-major size (no padding). A cut at a multiple of 16 rows is itself a tiled matrix (the
@@ -28,9 +29,6 @@
 #endif
 
 namespace sharq::cuda::weight_layout {
-
-constexpr int kTileRows = 16;
-constexpr int kWindowK = 128;
 
 SHARQ_HD int64_t rows_in_tile(int64_t row, int64_t n) {
   const int64_t left = n - (row & ~int64_t{15});
