@@ -89,7 +89,7 @@ __device__ __forceinline__ void load_slice(WeightSlice<RT>& ws, const uint8_t* _
       }
       const int64_t c = weight_layout::code_offset(rows[st][r], kk, n, k);
       ws.q[st][r] = ld_no_l1(codes + c);
-      const uint8_t* sp = scales + c * 2 / WG;  // weight_layout::scale_offset
+      const uint8_t* sp = scales + weight_layout::scale_of_code(c, WG);
       if (WG == 32) {
         ws.s[st][r][0] = ws.s[st][r][1] = __ldg(sp);
       } else {

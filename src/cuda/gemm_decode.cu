@@ -70,9 +70,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       const int64_t row = row0 + r < n ? row0 + r : n - 1;  // clamp: results dropped below
-      q[r] =
-          *reinterpret_cast<const uint4*>(wcodes + weight_layout::code_offset(row, 32 * blk, n, k));
-      const uint8_t* sp = wscales + weight_layout::scale_offset(row, 32 * blk, n, k, WGROUP);
+      const int64_t c = weight_layout::code_offset(row, 32 * blk, n, k);
+      q[r] = *reinterpret_cast<const uint4*>(wcodes + c);
+      const uint8_t* sp = wscales + weight_layout::scale_of_code(c, WGROUP);
       s[r][0] = ue4m3_decode(sp[0]);
       s[r][1] = WGROUP == 32 ? s[r][0] : ue4m3_decode(sp[1]);
     }
@@ -126,9 +126,9 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         if (b < kb) {
-          q[u][r] = __ldg(reinterpret_cast<const uint4*>(
-              wcodes + weight_layout::code_offset(rows[r], 32 * b, n, k)));
-          const uint8_t* sp = wscales + weight_layout::scale_offset(rows[r], 32 * b, n, k, WGROUP);
+          const int64_t c = weight_layout::code_offset(rows[r], 32 * b, n, k);
+          q[u][r] = __ldg(reinterpret_cast<const uint4*>(wcodes + c));
+          const uint8_t* sp = wscales + weight_layout::scale_of_code(c, WGROUP);
           s[u][r][0] = ue4m3_decode(__ldg(sp));
           s[u][r][1] = WGROUP == 32 ? s[u][r][0] : ue4m3_decode(__ldg(sp + 1));
         } else {

@@ -205,12 +205,11 @@ __device__ __forceinline__ void load_stage(const Params& p, uint32_t sbase, int 
   for (int i = 0; i < BN * 2 / kThreads; ++i) {
     const int u = tid + i * kThreads, r = u >> 1, h = u & 1;
     const bool ok = n0 + r < p.n;
-    // The tiled weight layout (weight_layout.h): a row's 32 codes and its step's scales are
-    // contiguous.
-    const uint8_t* src =
-        ok ? p.codes + weight_layout::code_offset(n0 + r, k0 + 32 * h, p.n, p.k) : p.codes;
-    cp_async16(raw + r * 32 + h * 16, src, ok ? 16 : 0);
-    int64_t off = ok ? weight_layout::scale_offset(n0 + r, k0, p.n, p.k, WG) : 0;
+    // The tiled weight layout (weight_layout.h): a row's 64 codes of the step (one window
+    // holds the step) and their scales are contiguous.
+    const int64_t c = ok ? weight_layout::code_offset(n0 + r, k0, p.n, p.k) : 0;
+    cp_async16(raw + r * 32 + h * 16, p.codes + c + 16 * h, ok ? 16 : 0);
+    int64_t off = weight_layout::scale_of_code(c, WG);
     int bytes = 4;
     if (WG == 32) {
       // Two g32 scale bytes per row and step, 2-byte aligned: copy the aligned word holding

@@ -38,10 +38,10 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
   }
   if (i >= words) return;
   const int64_t row = i * 8 / k, kk = i * 8 - row * k;
-  const uint32_t w =
-      __ldg(reinterpret_cast<const uint32_t*>(codes + weight_layout::code_offset(row, kk, n, k)));
-  const __half2 s = __float2half2_rn(
-      ue4m3_decode(__ldg(scales + weight_layout::scale_offset(row, kk, n, k, WG))));
+  const int64_t c = weight_layout::code_offset(row, kk, n, k);
+  const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(codes + c));
+  const __half2 s =
+      __float2half2_rn(ue4m3_decode(__ldg(scales + weight_layout::scale_of_code(c, WG))));
   uint32_t h[4];
   e2m1x8_to_f16x2(w, h);
 #pragma unroll

@@ -282,15 +282,15 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
   load32(w + b * 32, v);
 #pragma unroll
   for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(v[i], inv);
-  const int64_t row = b / (k / 32), kk = (b % (k / 32)) * 32;
-  uint8_t* scale = out.scales + weight_layout::scale_offset(row, kk, n, k, GROUP);
+  const int64_t c = weight_layout::code_offset(b / (k / 32), (b % (k / 32)) * 32, n, k);
+  uint8_t* scale = out.scales + weight_layout::scale_of_code(c, GROUP);
   if (GROUP == 32) {
     nvfp4_block<32>(v, codes, scale, deq);
   } else {
     nvfp4_block<16>(v, codes, scale, deq);
     nvfp4_block<16>(v + 16, codes + 8, scale + 1, deq + 16);
   }
-  store16(out.codes + weight_layout::code_offset(row, kk, n, k), codes);
+  store16(out.codes + c, codes);
 }
 
 // ---- Fused schedules (prepare_fused, prepare_rmsnorm) --------------------------------------

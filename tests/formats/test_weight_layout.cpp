@@ -57,6 +57,12 @@ TEST(WeightLayout, RunsTheKernelsLoadAtOnce) {
         EXPECT_EQ(o % 16, 0);
         for (int64_t j = 0; j < 32; j += 2) EXPECT_EQ(code_offset(r, kk + j, n, k), o + j / 2);
         EXPECT_EQ(scale_offset(r, kk + 16, n, k, 16), scale_offset(r, kk, n, k, 16) + 1);
+        // Any code byte of a block leads to the block's scale (kernels derive one from the other).
+        for (int64_t j = 0; j < 32; j += 2) {
+          EXPECT_EQ(scale_of_code(code_offset(r, kk + j, n, k), 32), scale_offset(r, kk, n, k, 32));
+          EXPECT_EQ(scale_of_code(code_offset(r, kk + j, n, k), 16),
+                    scale_offset(r, kk + (j & 16), n, k, 16));
+        }
       }
     }
   }

@@ -45,12 +45,17 @@ SHARQ_HD int64_t code_offset(int64_t row, int64_t kk, int64_t n, int64_t k) {
          (row & 15) * (window_width(kk, k) >> 1) + ((kk & 127) >> 1);
 }
 
-// Byte offset of the scale of the `group`-element block (16 or 32) holding element kk of row
-// `row`. Every term of the scale formula above is the code formula's times 2 / group, so (as in
-// the row-major layout) a block's scale sits at its first code byte's offset * 2 / group: a
-// kernel computes one offset per block.
+// The scale of the `group`-element block (16 or 32) whose codes include byte offset `code`.
+// Every term of the scale formula above is the code formula's times 2 / group, and a block never
+// straddles a window, so (as in the row-major layout) the scale sits at any of its code bytes'
+// offsets * 2 / group, rounded down: a kernel computes one offset and derives the other.
+SHARQ_HD int64_t scale_of_code(int64_t code, int group) {
+  return code * 2 / group;
+}
+
+// Byte offset of the scale of the `group`-element block holding element kk of row `row`.
 SHARQ_HD int64_t scale_offset(int64_t row, int64_t kk, int64_t n, int64_t k, int group) {
-  return code_offset(row, kk & ~static_cast<int64_t>(group - 1), n, k) * 2 / group;
+  return scale_of_code(code_offset(row, kk, n, k), group);
 }
 
 // Host conversions (tests, tools): row-major PackedTensor bytes <-> this layout.
