@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "next_product_prefetch.h"
 #include "sharq/codecs.h"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
@@ -78,6 +79,9 @@ enum class Path {
 };
 
 struct CudaLinear final : LinearWeights {
+  ~CudaLinear() override {
+    if (prefetch) prefetch->forget(this);
+  }
   Path path = Path::kF32;
   DeviceMem w;     // bf16 / f32 weights, or the FP4 codes, then scales, then the tensor scale
   DeviceMem bias;  // (N) float32, or empty
@@ -88,6 +92,7 @@ struct CudaLinear final : LinearWeights {
   cuda::Nvfp4View fp4{};
   int group = 0;  // FP4 scale group (32 SharQ, 16 nvfp4)
   int paths = 1;  // activation paths the FP4 GEMM multiplies (2 for SharQ)
+  std::shared_ptr<NextProductPrefetch> prefetch;  // FP4: told when the weights go
 };
 
 // How the Hopper kernels run a mode natively (the SPEC 5 rules they implement bit for bit).
@@ -185,6 +190,7 @@ class CudaBackend final : public Backend {
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
+    prefetch_ = std::make_shared<NextProductPrefetch>(stream_);
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     blas_ws_.grow(kBlasWorkspace);
@@ -268,6 +274,7 @@ class CudaBackend final : public Backend {
   bool end_step() override {
     StepGraph* g = rec_;
     rec_ = nullptr;
+    prefetch_->join();
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
     cudaError_t e = ended;
@@ -288,6 +295,7 @@ class CudaBackend final : public Backend {
   void abort_step() override {
     StepGraph* g = rec_;
     rec_ = nullptr;
+    prefetch_->drop_pending();
     cudaGraph_t graph = nullptr;
     if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
     (void)cudaGetLastError();
@@ -315,6 +323,7 @@ class CudaBackend final : public Backend {
       out->w.grow(ts + sizeof(float));
       uint8_t* base8 = out->w.as<uint8_t>();
       out->fp4 = {base8, base8 + codes, reinterpret_cast<float*>(base8 + ts)};
+      out->prefetch = prefetch_;
       DeviceMem wf(static_cast<size_t>(n * k) * sizeof(float));
       to_backend(w, wf.as<float>(), n * k);
       cuda::pack_weight(wf.as<float>(), n, k, group, out->fp4, absmax_.as<uint32_t>(), stream_);
@@ -500,6 +509,7 @@ class CudaBackend final : public Backend {
       cuda::gemm_decode_mma_group_f32(reinterpret_cast<const uint16_t*>(xq), w0.paths,
                                       xq + t * w0.k, t, parts.data(), static_cast<int>(ws.size()),
                                       w0.group, w0.k, stream_);
+      decode_product_launched(ws);
     } else if (bf16) {
       // One row: the outputs are the product's row if they lie side by side (the Session's do).
       bool adjacent = t == 1;
@@ -705,6 +715,8 @@ class CudaBackend final : public Backend {
       const cuda::DecodeGemmPart part{w.fp4, w.n, y};
       cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
                                       accumulate);
+      const LinearWeights* one = &w;
+      decode_product_launched({&one, 1});
     } else if (prefill_cublas_) {
       grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
       cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
@@ -712,6 +724,18 @@ class CudaBackend final : public Backend {
     } else {
       cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
     }
+  }
+  // Tells the next-product prefetch that the FP4 decode product of `ws` was just launched.
+  void decode_product_launched(std::span<const LinearWeights* const> ws) {
+    if (!prefetch_->enabled()) return;
+    std::vector<const void*> owners;
+    std::vector<cuda::L2PrefetchPart> parts;
+    for (const LinearWeights* lw : ws) {
+      const auto& w = static_cast<const CudaLinear&>(*lw);
+      owners.push_back(&w);
+      parts.push_back({w.fp4, w.n, w.k, w.group});
+    }
+    prefetch_->launched(owners[0], owners, parts, rec_ != nullptr);
   }
   // y (t, N) = x (t, K) . W (N, K)^T in float32 accumulation: column-major, y^T = W . x^T.
   void gemm(const CudaLinear& w, const void* x, cudaDataType_t type, int64_t t, float* y) {
@@ -745,6 +769,7 @@ class CudaBackend final : public Backend {
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
+  std::shared_ptr<NextProductPrefetch> prefetch_;  // the next product's weights into L2
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves

@@ -206,11 +206,12 @@ __global__ void __launch_bounds__(256, MINB)
   const uint8_t* __restrict__ wc = tr.codes + (tr.row_base / 16) * nwin * 1024 + (g * 4 + t) * 16;
   const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + t;
   float acc[1][1][4] = {};
+  const uint64_t policy = l2_policy(parts.evict_first);
   auto load = [&](WeightSlice<1>& sl, int64_t w) {
     if (w >= nwin) return;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512);
+      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512, policy);
       sl.s[0][h][0] = sl.s[0][h][1] = __ldg(ws + w * 64 + h * 32);
     }
   };
@@ -343,6 +344,13 @@ int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
 }
 
+// The M = 1 kernel's weight loads at L2 priority evict_first (SHARQ_CUDA_DECODE_EVICT_FIRST=1,
+// A/B with the L2 prefetch of the next product's weights; off by default until measured).
+std::atomic<bool> g_evict_first{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_EVICT_FIRST");
+  return e && e[0] == '1';
+}()};
+
 // The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 3 (default) sized for three
 // blocks an SM, 2 for two, 1 chosen per grid (two where the tiles fit in two blocks an SM, else
 // three: session 8 measured each shape's better one this way, but not yet the choice in the
@@ -414,6 +422,7 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
   Parts<OutT> parts{};
   parts.count = count;
   parts.accumulate = accumulate;
+  parts.evict_first = g_evict_first.load(std::memory_order_relaxed);
   int64_t rows = 0;
   for (int i = 0; i < count; ++i) {
     const int64_t n = in[i].n;
@@ -475,6 +484,9 @@ void decode_gemm_row_tiles(int rt) {
 }
 void decode_gemm_shared_x(int mode) {
   g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
+}
+void decode_gemm_evict_first(bool on) {
+  g_evict_first.store(on, std::memory_order_relaxed);
 }
 void decode_gemm_m1(int mode) {
   g_m1.store(mode >= 0 && mode <= 3 ? mode : 3, std::memory_order_relaxed);

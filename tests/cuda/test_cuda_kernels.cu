@@ -436,11 +436,15 @@ TEST_P(CudaGemmDecodeM1, SameBitsAsTheGeneralKernel) {
       DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * k));
       pack_weight(dw.p, n, k, 32, wq.view(), scratch.p, nullptr);
       prepare(pm, dx.p, 1, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, xh.p);
-      std::vector<uint16_t> y16[2];
-      std::vector<float> y32[2];
-      for (int general = 0; general < 2; ++general) {
+      // [0] the M = 1 kernel, [1] the general kernel, [2] the M = 1 kernel loading at L2
+      // priority evict_first (a cache hint: the same bits).
+      std::vector<uint16_t> y16[3];
+      std::vector<float> y32[3];
+      for (int run = 0; run < 3; ++run) {
+        const bool general = run == 1;
         sharq::cuda::testing::decode_gemm_row_tiles(general ? 1 : 0);
         sharq::cuda::testing::decode_gemm_warps(general ? 8 : 0);
+        sharq::cuda::testing::decode_gemm_evict_first(run == 2);
         DeviceBuffer<uint16_t> y(static_cast<size_t>(n));
         DeviceBuffer<float> yf(static_cast<size_t>(n));
         y.poison(0xFF);
@@ -448,18 +452,57 @@ TEST_P(CudaGemmDecodeM1, SameBitsAsTheGeneralKernel) {
         gemm_decode_mma(xh.p, 2, rs.ts.p, 1, wq.view(), 32, n, k, y.p, nullptr);
         gemm_decode_mma_f32(xh.p, 2, rs.ts.p, 1, wq.view(), 32, n, k, yf.p, nullptr);
         check(cudaDeviceSynchronize(), "sync");
-        y16[general] = y.download();
-        y32[general] = yf.download();
+        y16[run] = y.download();
+        y32[run] = yf.download();
       }
       sharq::cuda::testing::decode_gemm_row_tiles(0);
       sharq::cuda::testing::decode_gemm_warps(0);
-      EXPECT_EQ(y16[0], y16[1]) << n << "x" << k;
-      EXPECT_EQ(0, std::memcmp(y32[0].data(), y32[1].data(), y32[0].size() * 4)) << n << "x" << k;
+      sharq::cuda::testing::decode_gemm_evict_first(false);
+      for (int run = 1; run < 3; ++run) {
+        EXPECT_EQ(y16[0], y16[run]) << n << "x" << k << " run " << run;
+        EXPECT_EQ(0, std::memcmp(y32[0].data(), y32[run].data(), y32[0].size() * 4))
+            << n << "x" << k << " run " << run;
+      }
       size_t nan = 0;
       for (float v : y32[0]) nan += std::isnan(v);
       EXPECT_EQ(nan, 0u) << "unwritten (poisoned) outputs, " << n << "x" << k;
     }
   }
+}
+
+// The L2 prefetch of a product's weights (l2_prefetch_plan.h; its byte ranges are checked on the
+// CPU): it runs on odd shapes (short last strip, 64-wide last window, several parts, g16 and
+// g32) under every budget, faults nowhere (memcheck runs this test too) and writes nothing.
+TEST(CudaL2Prefetch, RunsOnEveryShapeAndWritesNothing) {
+  for (int g : {16, 32}) {
+    const std::pair<int64_t, int64_t> shapes[] = {{17, 192}, {4096, 4160}, {40, 64}};
+    std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> codes, scales;
+    std::vector<std::vector<uint8_t>> before;
+    L2PrefetchPart parts[3];
+    int64_t total = 0;
+    for (int i = 0; i < 3; ++i) {
+      const auto [n, k] = shapes[i];
+      codes.push_back(std::make_unique<DeviceBuffer<uint8_t>>(static_cast<size_t>(n * k / 2)));
+      scales.push_back(std::make_unique<DeviceBuffer<uint8_t>>(static_cast<size_t>(n * k / g)));
+      std::vector<uint8_t> h(static_cast<size_t>(n * k / 2));
+      for (size_t j = 0; j < h.size(); ++j) h[j] = static_cast<uint8_t>(j * 131 + i);
+      codes.back()->upload(h.data());
+      before.push_back(std::move(h));
+      scales.back()->poison(0x5A);
+      parts[i] = {{codes.back()->p, scales.back()->p, nullptr}, n, k, g};
+      total += n * k / 2 + n * k / g;
+    }
+    for (int64_t budget : {int64_t{0}, int64_t{1}, total / 3, total, 4 * total}) {
+      l2_prefetch_weights(parts, 3, budget, nullptr);
+      check(cudaDeviceSynchronize(), "prefetch");
+    }
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(codes[i]->download(), before[i]) << "part " << i;
+      for (uint8_t v : scales[i]->download()) ASSERT_EQ(v, 0x5A) << "part " << i;
+    }
+  }
+  L2PrefetchPart bad{{nullptr, nullptr, nullptr}, 16, 100, 32};
+  EXPECT_THROW(l2_prefetch_weights(&bad, 1, 1 << 20, nullptr), Error);
 }
 
 TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {

@@ -99,6 +99,8 @@ void decode_gemm_warps(int warps);
 // The M = 1 SharQ decode kernel: 3 (default) built for three blocks an SM, 2 for two, 1 chosen by
 // grid size, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start value.
 void decode_gemm_m1(int mode);
+// The M = 1 kernel's weight loads at L2 priority evict_first (SHARQ_CUDA_DECODE_EVICT_FIRST).
+void decode_gemm_evict_first(bool on);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
@@ -145,6 +147,20 @@ struct DecodeGemmPart {
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
                                int64_t k, cudaStream_t stream, bool accumulate = false);
+
+// Prefetch into L2 the leading part of a product's FP4 weights (l2_prefetch_plan.h), at most
+// about `budget_bytes` of codes and scales in all: the same leading fraction of every 16-row
+// strip of every part. Issued on a side branch of the decode step while the small kernels before
+// that product run; a hint only (no output, nothing to wait for). Weights in the tiled layout
+// (weight_layout.h) as pack_weight writes them; K % 64 == 0; g16 or g32.
+constexpr int kMaxPrefetchParts = 4;
+struct L2PrefetchPart {
+  Nvfp4View w;
+  int64_t n, k;
+  int group;
+};
+void l2_prefetch_weights(const L2PrefetchPart* parts, int count, int64_t budget_bytes,
+                         cudaStream_t stream);
 
 // Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
 // X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16

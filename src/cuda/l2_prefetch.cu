@@ -1,0 +1,81 @@
+// L2 prefetch of the next decode product's weights (l2_prefetch_plan.h says which bytes and why).
+// One thread per code chunk issues one cp.async.bulk.prefetch.L2 and is done: the copy engine
+// fetches asynchronously, so the kernel's blocks leave their SMs within microseconds and the
+// fetch proceeds while the decode step's small kernels run.
+#include <algorithm>
+
+#include "sharq/cuda/kernels.h"
+#include "sharq/cuda/l2_prefetch_plan.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+struct Plan {
+  const uint8_t* codes[kMaxPrefetchParts];
+  const uint8_t* scales[kMaxPrefetchParts];
+  l2_prefetch::PartPlan part[kMaxPrefetchParts];
+  int count;
+};
+
+__device__ __forceinline__ void prefetch_l2(const uint8_t* base, l2_prefetch::Range r) {
+  if (r.bytes <= 0) return;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + r.offset),
+               "r"(static_cast<uint32_t>(r.bytes))
+               : "memory");
+}
+
+__global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(const __grid_constant__ Plan plan) {
+  int64_t j = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
+  for (int i = 0; i < plan.count; ++i) {
+    const l2_prefetch::PartPlan& p = plan.part[i];
+    const int64_t chunks = p.chunks();
+    if (j >= chunks) {
+      j -= chunks;
+      continue;
+    }
+    const int64_t s = j / p.chunks_per_strip, c = j % p.chunks_per_strip;
+    prefetch_l2(plan.codes[i], p.code_chunk(s, c));
+    if (c == 0) prefetch_l2(plan.scales[i], p.scale_range(s));
+    return;
+  }
+}
+
+}  // namespace
+
+void l2_prefetch_weights(const L2PrefetchPart* parts, int count, int64_t budget_bytes,
+                         cudaStream_t stream) {
+  if (count < 0 || count > kMaxPrefetchParts)
+    throw Error("cuda::l2_prefetch_weights: " + std::to_string(count) + " parts (at most " +
+                std::to_string(kMaxPrefetchParts) + ")");
+  int64_t total = 0;
+  for (int i = 0; i < count; ++i) {
+    const L2PrefetchPart& q = parts[i];
+    if (q.n < 0 || q.k <= 0 || q.k % 64 != 0 || (q.group != 16 && q.group != 32))
+      throw Error("cuda::l2_prefetch_weights: part " + std::to_string(i) + " is " +
+                  std::to_string(q.n) + " x " + std::to_string(q.k) + " g" +
+                  std::to_string(q.group) + " (K a positive multiple of 64, g16 or g32)");
+    if ((reinterpret_cast<uintptr_t>(q.w.codes) | reinterpret_cast<uintptr_t>(q.w.scales)) & 15)
+      throw Error("cuda::l2_prefetch_weights: part " + std::to_string(i) +
+                  " codes and scales must be 16-byte aligned");
+    total += l2_prefetch::part_bytes(q.n, q.k, q.group);
+  }
+  Plan plan{};
+  plan.count = count;
+  int64_t chunks = 0;
+  for (int i = 0; i < count; ++i) {
+    const L2PrefetchPart& q = parts[i];
+    plan.codes[i] = q.w.codes;
+    plan.scales[i] = q.w.scales;
+    plan.part[i] = l2_prefetch::plan_part(q.n, q.k, q.group, total, budget_bytes);
+    chunks += plan.part[i].chunks();
+  }
+  if (chunks == 0) return;
+  const auto grid = static_cast<unsigned>((chunks + kThreads - 1) / kThreads);
+  l2_prefetch_kernel<<<grid, kThreads, 0, stream>>>(plan);
+  check(cudaGetLastError(), "l2_prefetch_kernel");
+}
+
+}  // namespace sharq::cuda

@@ -1,0 +1,103 @@
+// The CUDA backend's L2 prefetch of the next decode product's weights (cuda::l2_prefetch_weights,
+// l2_prefetch_plan.h). Between two FP4 products a decode step runs a chain of small kernels that
+// leave HBM mostly idle; a prefetch issued right after one product, on a side branch of the
+// recorded step, moves the leading part of the next product's weights into L2 meanwhile.
+//
+// The order of products is learned from the steps themselves (a step's products always run in
+// the same order, and a key's first step runs eagerly before its graph is recorded): each decode
+// product launch notes which product followed the previous one. Only recorded steps prefetch,
+// because their side branch is joined before the recording ends; a wrong guess costs bandwidth,
+// never a result (a prefetch writes nothing). Weights that go away are forgotten, so no prefetch
+// ever names freed memory.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <unordered_map>
+#include <vector>
+
+#include "sharq/cuda/kernels.h"
+
+namespace sharq::engine {
+
+class NextProductPrefetch {
+ public:
+  // Budget per prefetch: SHARQ_CUDA_L2_PREFETCH_MB (MiB; 0 turns it off), else kDefaultMiB.
+  static constexpr int64_t kDefaultMiB = 24;
+
+  explicit NextProductPrefetch(cudaStream_t main) : main_(main) {
+    const char* e = std::getenv("SHARQ_CUDA_L2_PREFETCH_MB");
+    const long mib = e ? std::strtol(e, nullptr, 10) : kDefaultMiB;
+    budget_ = std::clamp<int64_t>(mib, 0, 1024) << 20;
+    if (budget_ == 0) return;
+    cuda::check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
+    cuda::check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "cudaEventCreate");
+    cuda::check(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  ~NextProductPrefetch() {
+    if (side_) {
+      cudaStreamSynchronize(side_);
+      cudaEventDestroy(join_);
+      cudaEventDestroy(fork_);
+      cudaStreamDestroy(side_);
+    }
+  }
+  NextProductPrefetch(const NextProductPrefetch&) = delete;
+  NextProductPrefetch& operator=(const NextProductPrefetch&) = delete;
+
+  bool enabled() const { return budget_ > 0; }
+
+  // A decode product was just launched on the main stream: `key` names it (its first linear),
+  // `owners` are the linears whose weights `parts` are. While recording, the weights of the
+  // product that followed it last time are prefetched on the side branch.
+  void launched(const void* key, const std::vector<const void*>& owners,
+                const std::vector<cuda::L2PrefetchPart>& parts, bool recording) {
+    if (!enabled()) return;
+    if (last_ && last_ != key) next_[last_] = {owners, parts};
+    last_ = key;
+    if (!recording) return;
+    const auto it = next_.find(key);
+    if (it == next_.end()) return;
+    cuda::check(cudaEventRecord(fork_, main_), "record prefetch fork");
+    cuda::check(cudaStreamWaitEvent(side_, fork_), "prefetch fork");
+    cuda::l2_prefetch_weights(it->second.parts.data(), static_cast<int>(it->second.parts.size()),
+                              budget_, side_);
+    pending_ = true;
+  }
+
+  // The side branch back into the main stream (before a recording ends).
+  void join() {
+    if (!pending_) return;
+    pending_ = false;
+    cuda::check(cudaEventRecord(join_, side_), "record prefetch join");
+    cuda::check(cudaStreamWaitEvent(main_, join_), "prefetch join");
+  }
+  // A recording was abandoned: its side branch went with it.
+  void drop_pending() { pending_ = false; }
+
+  // A linear's weights are being freed: no entry may name them any more.
+  void forget(const void* owner) {
+    if (last_ == owner) last_ = nullptr;
+    std::erase_if(next_, [owner](const auto& kv) {
+      return kv.first == owner || std::find(kv.second.owners.begin(), kv.second.owners.end(),
+                                            owner) != kv.second.owners.end();
+    });
+  }
+
+ private:
+  struct Next {
+    std::vector<const void*> owners;
+    std::vector<cuda::L2PrefetchPart> parts;
+  };
+  cudaStream_t main_ = nullptr, side_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  int64_t budget_ = 0;
+  bool pending_ = false;
+  const void* last_ = nullptr;
+  std::unordered_map<const void*, Next> next_;
+};
+
+}  // namespace sharq::engine
