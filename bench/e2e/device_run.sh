@@ -25,8 +25,8 @@
 #   abm1     batch 1/8 decode with the M = 1 decode kernel on / off / at two blocks an SM / chosen
 #            per grid (and an
 #            older tree's binary, .device/pack/sharq_base, when carried)
-#   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights at several budgets
-#            and off, with and without evict_first weight loads (ABL2_VARS: name:VAR=v,VAR=v ...)
+#   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
+#            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
 #   b1ratio  batch 1/8 decode, bf16 and sharq-nvfp4-24 in one run (the issue-6 ratio)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
@@ -155,13 +155,10 @@ phase_abm1() {  # batch 1/8 decode: the M = 1 kernel (default) vs off, sized for
   done
 }
 
-phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weights (default 24 MiB)
-  # vs off and other budgets, with the M = 1 kernel's loads at evict_first, and the M = 1 kernel
-  # sized per grid; ABL2_VARS picks a subset; then bf16 and sharq-nvfp4-24 (default) in one run
-  local s=(${ABL2_VARS:-l2_off:SHARQ_CUDA_L2_PREFETCH_MB=0 default:X=1 l2_16:SHARQ_CUDA_L2_PREFETCH_MB=16
-    l2_32:SHARQ_CUDA_L2_PREFETCH_MB=32 evict_first:SHARQ_CUDA_DECODE_EVICT_FIRST=1
-    l2_32_ef:SHARQ_CUDA_L2_PREFETCH_MB=32,SHARQ_CUDA_DECODE_EVICT_FIRST=1
-    m1_by_grid:SHARQ_CUDA_DECODE_M1=1 l2_off2:SHARQ_CUDA_L2_PREFETCH_MB=0})
+phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weights (off by default)
+  # at several budgets; ABL2_VARS picks a subset (name:VAR=v,VAR=v ...)
+  local s=(${ABL2_VARS:-default:X=1 l2_16:SHARQ_CUDA_L2_PREFETCH_MB=16
+    l2_24:SHARQ_CUDA_L2_PREFETCH_MB=24 l2_40:SHARQ_CUDA_L2_PREFETCH_MB=40 default2:X=1})
   for v in "${s[@]}"; do
     local name=${v%%:*} vars=${v#*:}
     echo "-- $name ($vars)"

@@ -31,8 +31,7 @@ struct Parts {
   int64_t n[kMaxParts];
   int64_t tile0[kMaxParts + 1];
   int count;
-  bool accumulate;   // y += product
-  bool evict_first;  // weights loaded at L2 priority evict_first (the M = 1 kernel)
+  bool accumulate;  // y += product
 };
 
 __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {
@@ -60,25 +59,6 @@ __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
-}
-
-// The same with an L2 eviction priority (l2_policy): evict_first keeps streamed weights from
-// displacing what an L2 prefetch (l2_prefetch.cu) fetched for the blocks still to come.
-__device__ __forceinline__ uint4 ld_no_l1(const void* p, uint64_t policy) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "l"(policy));
-  return v;
-}
-__device__ __forceinline__ uint64_t l2_policy(bool evict_first) {
-  uint64_t p;
-  if (evict_first) {
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-  } else {
-    asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
-  }
-  return p;
 }
 
 // Row r (g, g + 8) of sub-tile st: the u-th 8 codes of the lane's 32-block as four FP16 pairs

@@ -194,46 +194,30 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // 87-92 allow two): 82% of the copy rate at 4096 x 28672 against 64-70% (H100, docs/RESULTS.md,
 // issue 5, session 8).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
-// STAGE: the block copies the whole activation (both planes, 4K bytes) into shared memory once,
-// right after the dependency wait, and each step reads its window's slices from there: one L2
-// round trip per block instead of one per step on each warp's critical path (a warp's steps are
-// otherwise load x -> MMA -> next step; session 5 measured the activation's latency at 2.5-12%
-// of the per-tile kernel's time). Same values, same operations: the same bits.
-template <int MINB, bool STAGE, typename OutT>
+template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
   constexpr int kWarps = 8;
   __shared__ float red[1][kWarps][1][4][32];
-  extern __shared__ uint4 x_staged[];  // STAGE: (2, k) FP16, prepare's planes
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  // The lane's first 16 bytes of each window in x_staged (lanes g = 0 and 4 read).
-  const int x_lane = (lane >> 4) * static_cast<int>(k / 8) + 4 * (lane & 3);
   const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(blockIdx.x));
   const int64_t nwin = k / kWin;
   const uint8_t* __restrict__ wc = tr.codes + (tr.row_base / 16) * nwin * 1024 + (g * 4 + t) * 16;
   const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + t;
   float acc[1][1][4] = {};
-  const uint64_t policy = l2_policy(parts.evict_first);
   auto load = [&](WeightSlice<1>& sl, int64_t w) {
     if (w >= nwin) return;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512, policy);
+      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512);
       sl.s[0][h][0] = sl.s[0][h][1] = __ldg(ws + w * 64 + h * 32);
     }
   };
   auto step = [&](const WeightSlice<1>& sl, int64_t w) {
     if (w >= nwin) return;
     ActSlice<1, 1> xa;
-    if (STAGE) {  // load_act's values (lanes g = 0 and 4: token 0's two planes), from shared
-      const int base = x_lane + static_cast<int>(w) * (kWin / 8);
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-        xa.v[u][0][0] = (g & 3) == 0 ? x_staged[base + u] : make_uint4(0, 0, 0, 0);
-    } else {
-      load_act<1, 1, true>(xa, x, 1, k, w * kWin + 32 * t, true, g);
-    }
+    load_act<1, 1, true>(xa, x, 1, k, w * kWin + 32 * t, true, g);
     window_mma<1, 1>(acc, sl, xa);
   };
   WeightSlice<1> s0, s1, s2;
@@ -242,12 +226,6 @@ __global__ void __launch_bounds__(256, MINB)
   load(s1, warp + kWarps);
   load(s2, warp + 2 * kWarps);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (STAGE) {
-    const uint4* src = reinterpret_cast<const uint4*>(x);
-    const int n16 = static_cast<int>(k / 4);  // <= kM1StageMax / 16
-    for (int i = threadIdx.x; i < n16; i += 256) x_staged[i] = __ldg(src + i);
-    __syncthreads();
-  }
   for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
     step(s0, w);
     load(s0, w + 3 * kWarps);
@@ -365,13 +343,6 @@ int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
 }
 
-// The M = 1 kernel's weight loads at L2 priority evict_first (SHARQ_CUDA_DECODE_EVICT_FIRST=1,
-// A/B with the L2 prefetch of the next product's weights; off by default until measured).
-std::atomic<bool> g_evict_first{[] {
-  const char* e = std::getenv("SHARQ_CUDA_DECODE_EVICT_FIRST");
-  return e && e[0] == '1';
-}()};
-
 // The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 3 (default) sized for three
 // blocks an SM, 2 for two, 1 chosen per grid (two where the tiles fit in two blocks an SM, else
 // three: session 8 measured each shape's better one this way, but not yet the choice in the
@@ -380,29 +351,6 @@ std::atomic<int> g_m1{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_M1");
   return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 3;
 }()};
-
-// The M = 1 kernel's activation staged in shared memory (SHARQ_CUDA_DECODE_M1_STAGE=0 turns it
-// off, testing::decode_gemm_m1_stage) up to kM1StageMax bytes (K <= 16384: three blocks an SM
-// still fit at 4K bytes each plus the reduction's 4 KB).
-constexpr size_t kM1StageMax = 64 << 10;
-std::atomic<bool> g_m1_stage{[] {
-  const char* e = std::getenv("SHARQ_CUDA_DECODE_M1_STAGE");
-  return !(e && e[0] == '0');
-}()};
-// Past 48 KB of dynamic shared memory a kernel must opt in, once per instantiation.
-template <typename OutT>
-void allow_m1_stage() {
-  static const bool done = [] {
-    for (const auto kernel :
-         {gemm_decode_m1_kernel<2, true, OutT>, gemm_decode_m1_kernel<3, true, OutT>}) {
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(kM1StageMax)),
-            "gemm_decode_m1_kernel shared memory");
-    }
-    return true;
-  }();
-  (void)done;
-}
 
 // The M = 1 kernel's conditions; a forced row-tile or warp count (tests, probes) takes the
 // general kernel instead.
@@ -425,13 +373,8 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
   const int64_t tiles = parts.tile0[parts.count];
   const int mode = g_m1.load(std::memory_order_relaxed);
   const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
-  const size_t staged = static_cast<size_t>(k) * 4;  // both planes, FP16
-  const bool stage = g_m1_stage.load(std::memory_order_relaxed) && staged <= kM1StageMax;
-  const auto kernel =
-      two ? (stage ? gemm_decode_m1_kernel<2, true, OutT> : gemm_decode_m1_kernel<2, false, OutT>)
-          : (stage ? gemm_decode_m1_kernel<3, true, OutT> : gemm_decode_m1_kernel<3, false, OutT>);
-  if (stage) allow_m1_stage<OutT>();
-  launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), stage ? staged : 0, stream,
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
+  launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
              "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
 
@@ -471,7 +414,6 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
   Parts<OutT> parts{};
   parts.count = count;
   parts.accumulate = accumulate;
-  parts.evict_first = g_evict_first.load(std::memory_order_relaxed);
   int64_t rows = 0;
   for (int i = 0; i < count; ++i) {
     const int64_t n = in[i].n;
@@ -533,12 +475,6 @@ void decode_gemm_row_tiles(int rt) {
 }
 void decode_gemm_shared_x(int mode) {
   g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
-}
-void decode_gemm_m1_stage(bool on) {
-  g_m1_stage.store(on, std::memory_order_relaxed);
-}
-void decode_gemm_evict_first(bool on) {
-  g_evict_first.store(on, std::memory_order_relaxed);
 }
 void decode_gemm_m1(int mode) {
   g_m1.store(mode >= 0 && mode <= 3 ? mode : 3, std::memory_order_relaxed);

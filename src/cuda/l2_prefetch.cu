@@ -1,11 +1,8 @@
 // L2 prefetch of the next decode product's weights (l2_prefetch_plan.h says which bytes and why).
 // One thread per code chunk issues one cp.async.bulk.prefetch.L2 and is done: the copy engine
 // fetches asynchronously, so the kernel's blocks leave their SMs within microseconds and the
-// fetch proceeds while the decode step's small kernels run. SHARQ_CUDA_L2_PREFETCH_LOADS=1 reads
-// the same bytes with plain loads instead (a warp per chunk, cached in L2 only), for A/B timing
-// (dev/cuda/l2_prefetch_probe.cu).
+// fetch proceeds while the decode step's small kernels run.
 #include <algorithm>
-#include <cstdlib>
 
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/l2_prefetch_plan.h"
@@ -46,41 +43,6 @@ __global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(const __grid_cons
   }
 }
 
-// The same ranges read by a warp per chunk through L2 (ld.global.cg), the values discarded.
-__global__ void __launch_bounds__(kThreads) l2_touch_kernel(const __grid_constant__ Plan plan) {
-  int64_t j = (blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
-  for (int i = 0; i < plan.count; ++i) {
-    const l2_prefetch::PartPlan& p = plan.part[i];
-    const int64_t chunks = p.chunks();
-    if (j >= chunks) {
-      j -= chunks;
-      continue;
-    }
-    const int64_t s = j / p.chunks_per_strip, c = j % p.chunks_per_strip;
-    const auto touch = [lane](const uint8_t* base, l2_prefetch::Range r) {
-#pragma unroll 4
-      for (int64_t b = 16 * lane; b < r.bytes; b += 512) {
-        uint4 v;
-        asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
-                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                     : "l"(base + r.offset + b));
-      }
-    };
-    touch(plan.codes[i], p.code_chunk(s, c));
-    if (c == 0) touch(plan.scales[i], p.scale_range(s));
-    return;
-  }
-}
-
-bool use_loads() {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_L2_PREFETCH_LOADS");
-    return e && e[0] == '1';
-  }();
-  return on;
-}
-
 }  // namespace
 
 void l2_prefetch_weights(const L2PrefetchPart* parts, int count, int64_t budget_bytes,
@@ -111,12 +73,6 @@ void l2_prefetch_weights(const L2PrefetchPart* parts, int count, int64_t budget_
     chunks += plan.part[i].chunks();
   }
   if (chunks == 0) return;
-  if (use_loads()) {
-    const auto grid = static_cast<unsigned>((chunks * 32 + kThreads - 1) / kThreads);
-    l2_touch_kernel<<<grid, kThreads, 0, stream>>>(plan);
-    check(cudaGetLastError(), "l2_touch_kernel");
-    return;
-  }
   const auto grid = static_cast<unsigned>((chunks + kThreads - 1) / kThreads);
   l2_prefetch_kernel<<<grid, kThreads, 0, stream>>>(plan);
   check(cudaGetLastError(), "l2_prefetch_kernel");

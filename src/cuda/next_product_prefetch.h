@@ -9,6 +9,12 @@
 // because their side branch is joined before the recording ends; a wrong guess costs bandwidth,
 // never a result (a prefetch writes nothing). Weights that go away are forgotten, so no prefetch
 // ever names freed memory.
+//
+// Off by default: on an H100 (session 9, docs/RESULTS.md) batch-1 and batch-8 decode measured the
+// same with and without it (budgets 16-40 MiB, bulk prefetch or plain loads), although each
+// product alone runs 8-15% faster from L2 (dev/cuda/l2_prefetch_probe.cu): the products are
+// bound by their own fixed costs, not by HBM, and the programmatic-dependent launch already
+// requests most of a small product's bytes before the kernel ahead of it ends.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,13 +31,14 @@ namespace sharq::engine {
 
 class NextProductPrefetch {
  public:
-  // Budget per prefetch: SHARQ_CUDA_L2_PREFETCH_MB (MiB; 0 turns it off), else kDefaultMiB.
-  static constexpr int64_t kDefaultMiB = 24;
+  // Budget per prefetch: SHARQ_CUDA_L2_PREFETCH_MB (MiB, fractions allowed; 0, the default,
+  // turns it off).
+  static constexpr int64_t kDefaultMiB = 0;
 
   explicit NextProductPrefetch(cudaStream_t main) : main_(main) {
     const char* e = std::getenv("SHARQ_CUDA_L2_PREFETCH_MB");
-    const long mib = e ? std::strtol(e, nullptr, 10) : kDefaultMiB;
-    budget_ = std::clamp<int64_t>(mib, 0, 1024) << 20;
+    const double mib = e ? std::strtod(e, nullptr) : static_cast<double>(kDefaultMiB);
+    budget_ = static_cast<int64_t>(std::clamp(mib, 0.0, 1024.0) * (1 << 20));
     if (budget_ == 0) return;
     cuda::check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda::check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "cudaEventCreate");

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -266,16 +267,20 @@ std::vector<std::vector<float>> decode_interleaved(std::vector<Session*> session
 // Replayed decode steps (a CUDA graph recorded once per session, positions read on the device)
 // give the same bits as launching every op: sessions of batch 1 and 2 and of two capacities
 // interleaved on one backend (the larger capacity's attention workspace moves, so the first
-// session's recording is dropped and recorded again), then a reset and a second prompt.
+// session's recording is dropped and recorded again), then a reset and a second prompt. Also
+// with the recorded steps' L2 prefetch of the next product's weights (a side branch of the
+// graph; SHARQ_CUDA_L2_PREFETCH_MB), at a budget below the tiny model's products.
 TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
   const auto lm = test::tiny_model(gpu_config("llama"), 7);
   const int64_t v = lm.config.vocab_size;
   for (const char* mode : {"sharq-nvfp4-24", "nvfp4", "bf16"}) {
     std::vector<std::vector<std::vector<float>>> runs;
-    for (const char* graphs : {"1", "0"}) {
-      setenv("SHARQ_CUDA_GRAPHS", graphs, 1);
+    for (const char* graphs : {"0", "1", "1+prefetch"}) {
+      setenv("SHARQ_CUDA_GRAPHS", graphs[0] == '1' ? "1" : "0", 1);
+      if (std::strcmp(graphs, "1+prefetch") == 0) setenv("SHARQ_CUDA_L2_PREFETCH_MB", "0.01", 1);
       auto be = engine::make_cuda_backend(0);
       unsetenv("SHARQ_CUDA_GRAPHS");
+      unsetenv("SHARQ_CUDA_L2_PREFETCH_MB");
       const Model m(lm, mode_from_name(mode), *be);
       Session a(m, 80), b(m, 40, 2), c(m, 200);
       auto r = decode_interleaved({&a, &b}, 6, v);
@@ -286,9 +291,11 @@ TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
       r.insert(r.end(), ra.begin(), ra.end());
       runs.push_back(std::move(r));
     }
-    ASSERT_EQ(runs[0].size(), runs[1].size());
-    for (size_t i = 0; i < runs[0].size(); ++i) {
-      ASSERT_EQ(runs[0][i], runs[1][i]) << mode << " step " << i;
+    for (size_t r = 1; r < runs.size(); ++r) {
+      ASSERT_EQ(runs[0].size(), runs[r].size());
+      for (size_t i = 0; i < runs[0].size(); ++i) {
+        ASSERT_EQ(runs[0][i], runs[r][i]) << mode << " run " << r << " step " << i;
+      }
     }
   }
 }

@@ -99,10 +99,6 @@ void decode_gemm_warps(int warps);
 // The M = 1 SharQ decode kernel: 3 (default) built for three blocks an SM, 2 for two, 1 chosen by
 // grid size, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start value.
 void decode_gemm_m1(int mode);
-// The M = 1 kernel's activation staged in shared memory (default on; SHARQ_CUDA_DECODE_M1_STAGE).
-void decode_gemm_m1_stage(bool on);
-// The M = 1 kernel's weight loads at L2 priority evict_first (SHARQ_CUDA_DECODE_EVICT_FIRST).
-void decode_gemm_evict_first(bool on);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
