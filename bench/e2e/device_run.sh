@@ -28,6 +28,8 @@
 #   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
 #            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
 #   b1ratio  batch 1/8 decode, bf16 and sharq-nvfp4-24 in one run (the issue-6 ratio)
+#   abattn   batch 1/8 decode: the o projection's tensor max published by the attention combine
+#            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
@@ -165,6 +167,17 @@ phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weight
     timeout 150 env ${vars//,/ } "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
       --json "$OUT/abl2_${name}.json" 2>&1 | grep -v "^bench:" | tail -n 1
+  done
+}
+
+phase_abattn() {  # batch 1/8 decode: the attention-published o-prepare max (default) vs the whole
+  # prepare (SHARQ_CUDA_FUSE_ATTN_MAX=0), alternating, sharq-nvfp4-24 and nvfp4
+  for v in fused:X=1 separate:SHARQ_CUDA_FUSE_ATTN_MAX=0 fused2:X=1 separate2:SHARQ_CUDA_FUSE_ATTN_MAX=0; do
+    local name=${v%%:*}
+    echo "-- $name (${v#*:})"
+    timeout 200 env "${v#*:}" "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+      --modes sharq-nvfp4-24,nvfp4 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
+      --json "$OUT/abattn_${name}.json" 2>&1 | grep -v "^bench:" | tail -n 2
   done
 }
 

@@ -14,6 +14,7 @@
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
+#include "tensor_max.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -210,13 +211,15 @@ __global__ void __launch_bounds__(kDecodeThreads)
 // out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
 // splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
 // memory, so the output loop's loads do not wait on one another.
-template <int D>
+// PUBLISH: also the tensor max of out for the FP4 prepare of the o projection's input
+// (TensorMaxSink; that prepare then runs only its pass, prepare_pass).
+template <int D, bool PUBLISH>
 __global__ void __launch_bounds__(D)
     attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
-                        int splits, float* __restrict__ out) {
+                        int splits, float* __restrict__ out, const TensorMaxSink sink) {
   pdl_entry();
   __shared__ float c_s[kMaxCombineSplits];
-  __shared__ float red[D / 32];
+  __shared__ float red[32];
   __shared__ float mx_s, sum_s;
   const int64_t rh = blockIdx.x;
   const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
@@ -247,7 +250,10 @@ __global__ void __launch_bounds__(D)
 #pragma unroll 8
   for (int s = 0; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
   __syncthreads();
-  out[rh * D + d] = o / sum_s;
+  const float r = o / sum_s;
+  out[rh * D + d] = r;
+  if (PUBLISH)
+    publish_tensor_max(sink.scratch, block_max(fabsf(r), red), sink.ts_sparse, sink.ts_residual);
 }
 
 // ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
@@ -425,15 +431,18 @@ template <int D, int QH>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                    const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                   cudaStream_t stream, const int64_t* pos_dev) {
+                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
   launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
              q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
              kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   if (p.splits > 1) {
-    launch_pdl(attn_combine_kernel<D>, dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0,
-               stream, "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out);
+    const TensorMaxSink none{};
+    launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
+               dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0, stream,
+               "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out,
+               sink ? *sink : none);
   }
 }
 
@@ -441,20 +450,20 @@ template <int D>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
                      const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                     cudaStream_t stream, const int64_t* pos_dev) {
+                     cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   switch (p.qh) {
     case 1:
       return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     case 2:
       return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     case 4:
       return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     default:
       return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev);
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
   }
 }
 
@@ -491,12 +500,12 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
          (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
 }
 
-void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
-               cudaStream_t stream, const int64_t* pos_dev) {
+               cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   check_attention_shape(batch, t, pos0, heads, kv_heads, head_dim, capacity);
-  if (batch <= 0 || t <= 0 || heads <= 0) return;
+  if (batch <= 0 || t <= 0 || heads <= 0) return false;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (t < kDecodeMaxT) {
     // Key ranges from the capacity (ranges past the position are empty): the same split whether
@@ -518,12 +527,12 @@ void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
     }
     if (head_dim == 64) {
       decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, ws_o, ws_ml, stream, pos_dev);
+                          out, ws_o, ws_ml, stream, pos_dev, sink);
     } else {
       decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, ws_o, ws_ml, stream, pos_dev);
+                           out, ws_o, ws_ml, stream, pos_dev, sink);
     }
-    return;
+    return sink != nullptr && p.splits > 1;
   }
   if (head_dim == 64) {
     launch_prefill<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
@@ -532,6 +541,7 @@ void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
     launch_prefill<128>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
                         stream, pos_dev);
   }
+  return false;
 }
 
 }  // namespace sharq::cuda

@@ -186,6 +186,8 @@ class CudaBackend final : public Backend {
     fuse_swiglu_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_FUSE_ROPE");
     fuse_rope_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_FUSE_ATTN_MAX");
+    fuse_attn_max_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -599,6 +601,34 @@ class CudaBackend final : public Backend {
     cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
                     ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev());
   }
+  // The combine pass of split-key decode attention publishes the tensor max of its output, so
+  // the o projection's prepare runs only its pass (one kernel less per layer); anything else:
+  // attention, then the whole prepare.
+  void attention_quantize(Mode mode, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                          int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t capacity,
+                          const float* k_cache, const float* v_cache, float* out, float* xq,
+                          std::string_view name) override {
+    const int64_t rows = batch * t, k = heads * head_dim;
+    const auto rule = fp4_rule(mode, k);
+    if (!rule || !fuse_attn_max_) {
+      return Backend::attention_quantize(mode, q, batch, t, pos0, heads, kv_heads, head_dim,
+                                         capacity, k_cache, v_cache, out, xq, name);
+    }
+    const Fp4Out o = fp4_out(rows, k, xq);
+    uint32_t* sc = scratch(rows);
+    const cuda::TensorMaxSink sink{
+        sc, rule->prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
+        o.residual.tensor_scale};
+    const size_t ws =
+        cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
+    grow(attn_ws_, ws);
+    if (cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+                        out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), &sink)) {
+      cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes);
+    } else {
+      quantize_activation(mode, out, rows, k, xq, name);
+    }
+  }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     cuda::swiglu(gate, up, n, out, stream_);
   }
@@ -769,6 +799,8 @@ class CudaBackend final : public Backend {
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
+  // SHARQ_CUDA_FUSE_ATTN_MAX=0: the o projection's prepare computes its own tensor max (A/B)
+  bool fuse_attn_max_ = true;
   std::shared_ptr<NextProductPrefetch> prefetch_;  // the next product's weights into L2
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded

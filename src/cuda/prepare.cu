@@ -16,6 +16,7 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
+#include "tensor_max.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -293,34 +294,9 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
   store16(out.codes + c, codes);
 }
 
-// ---- Fused schedules (prepare_fused, prepare_rmsnorm) --------------------------------------
-// Scratch words; the caller zeroes them once and every call leaves them zeroed again (except
-// the generation and the last result), so no memset launch is needed per call.
-constexpr int kArrive = 0;      // blocks arrived at the grid barrier / finished the max pass
-constexpr int kGeneration = 1;  // grid-barrier generation (bumped once per single-launch call)
-constexpr int kMaxAcc = 2;      // running max |x| as float bits
-constexpr int kMaxFinal = 3;    // this call's max |x| (float bits), read after the barrier
-constexpr int kRowInv = 4;      // prepare_rmsnorm: one float per row, rcp(rms) of that row
-
-using AtomicU32 = ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_device>;
+// ---- Fused schedules (prepare_fused, prepare_rmsnorm): scratch words in tensor_max.cuh ------
 
 bool g_force_sequential_rms = false;
-
-// Max over the block; valid in thread 0. Leaves `sm` reusable.
-__device__ float block_max(float v, float* sm) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if ((threadIdx.x & 31) == 0) sm[threadIdx.x / 32] = v;
-  __syncthreads();
-  float t = 0.0f;
-  if (threadIdx.x < 32) {
-    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
-  }
-  __syncthreads();
-  return t;
-}
 
 // Sum over the block in double (any order: prepare_rmsnorm certifies the result); valid in
 // thread 0. Leaves `sm` reusable.
@@ -337,11 +313,6 @@ __device__ double block_sum(double v, double* sm) {
   }
   __syncthreads();
   return t;
-}
-
-__device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
-  const float a = __uint_as_float(bits);
-  return a == 0.0f ? 1.0f : __fdiv_rn(a, 2688.0f);
 }
 
 // Grid-wide barrier that also reduces the tensor max: every block arrives with its block max
@@ -418,35 +389,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Two-kernel schedules, end of kernel 1: thread 0 adds its block's max (`block_max_v`); the
-// last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
-// accumulator and the counter, so no memset launch precedes the next call. A one-block grid
-// (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
-__device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
-                                   float* ts_residual) {
-  if (threadIdx.x != 0) return;
-  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
-    const uint32_t bits = __float_as_uint(block_max_v);
-    scratch[kMaxFinal] = bits;
-    const float st = scale_of_max_bits(bits);
-    *ts_residual = st;
-    if (ts_sparse) *ts_sparse = st;
-    return;
-  }
-  atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
-  AtomicU32 arrive(scratch[kArrive]);
-  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
-    AtomicU32 acc(scratch[kMaxAcc]);
-    const uint32_t a = acc.load(::cuda::memory_order_relaxed);
-    acc.store(0u, ::cuda::memory_order_relaxed);
-    arrive.store(0u, ::cuda::memory_order_relaxed);
-    scratch[kMaxFinal] = a;
-    const float st = scale_of_max_bits(a);
-    *ts_residual = st;
-    if (ts_sparse) *ts_sparse = st;
-  }
-}
-
 // The inputs of the two-kernel schedule. A source gives the 4-wide absolute max of element
 // group i (kernel 1) and a lane's 8 values (kernel 2): `load` runs before the dependency wait
 // (only data written before the previous kernel started may be read there), `finish` after it.
@@ -459,8 +401,19 @@ struct PlainSource {  // x itself
   __device__ __forceinline__ void load(int64_t b, int q, float (&v)[8], float (&)[8]) const {
     load8(x + b * 32 + 8 * q, v);
   }
-  __device__ __forceinline__ void finish(float (&)[8], const float (&)[8], const uint32_t*,
-                                         int64_t) const {}
+  __device__ __forceinline__ void finish(float (&)[8], const float (&)[8], const uint32_t*, int64_t,
+                                         int) const {}
+};
+
+// x itself, read only after the dependency wait: x's producer may still be writing it when this
+// pass starts (prepare_pass, launched right after the producer).
+struct LateSource {
+  const float* x;
+  __device__ __forceinline__ void load(int64_t, int, float (&)[8], float (&)[8]) const {}
+  __device__ __forceinline__ void finish(float (&v)[8], const float (&)[8], const uint32_t*,
+                                         int64_t b, int q) const {
+    load8(x + b * 32 + 8 * q, v);
+  }
 };
 
 // silu(g) * u as engine_ops' swiglu_kernel computes it (same expression, same flags): the
@@ -482,7 +435,7 @@ struct SwigluSource {  // silu(gate) * up, never stored (down_proj's input)
     load8(up + b * 32 + 8 * q, u);
   }
   __device__ __forceinline__ void finish(float (&v)[8], const float (&u)[8], const uint32_t*,
-                                         int64_t) const {
+                                         int64_t, int) const {
 #pragma unroll
     for (int i = 0; i < 8; ++i) v[i] = swiglu1(v[i], u[i]);
   }
@@ -530,7 +483,7 @@ __global__ void __launch_bounds__(kThreads)
   if (active) src.load(b, q, v, aux);
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (!active) return;
-  src.finish(v, aux, scratch, b);
+  src.finish(v, aux, scratch, b, q);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
 }
@@ -731,7 +684,7 @@ struct NormSource {
     load8(w + (b % per_row) * 32 + 8 * q, wv);
   }
   __device__ __forceinline__ void finish(float (&v)[8], const float (&wv)[8],
-                                         const uint32_t* scratch, int64_t b) const {
+                                         const uint32_t* scratch, int64_t b, int) const {
     apply_row_norm<8>(v, wv, scratch, b, per_row);
   }
 };
@@ -893,6 +846,17 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
     }
     launch_two_kernel<M>(PlainSource{x}, rows, k, sparse, residual, scratch, stream, gh, decoded,
                          schedule);
+  });
+}
+
+void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
+                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16) {
+  check_shape(rows, k, "cuda::prepare_pass");
+  const int64_t need4 = std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1);
+  with_mode(mode, [&](auto m) {
+    launch_ex(pass_kernel<decltype(m)::value, LateSource>, static_cast<unsigned>(need4), stream,
+              chain_attr(), "pass_kernel", LateSource{x}, rows, k, scratch, sparse, residual,
+              static_cast<float*>(nullptr), reinterpret_cast<__half*>(gemm_f16));
   });
 }
 

@@ -120,8 +120,14 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     float* kc = k_cache_[static_cast<size_t>(l)].data();
     float* vc = v_cache_[static_cast<size_t>(l)].data();
     be.rope_kv_store(q, k, v, nb, t, pos_, heads, kvh, hd, model_->inv_freq(), capacity_, kc, vc);
-    be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
-    be.linear_add(*L.o, a, rows, x, h, xq);
+    if (L.o->quantized) {  // the o projection's activation rule, fused where possible
+      be.attention_quantize(L.o->mode, q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a, xq,
+                            L.o->name);
+      be.matmul_add(*L.o, xq, rows, x, h);
+    } else {
+      be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
+      be.matmul_add(*L.o, a, rows, x, h);
+    }
     // MLP block. gate and up share one quantized input.
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
     be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,

@@ -300,6 +300,33 @@ TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
   }
 }
 
+// The o projection's tensor max published by the attention combine pass (its prepare then runs
+// only the quantization pass) gives the same bits as the whole prepare
+// (SHARQ_CUDA_FUSE_ATTN_MAX=0): batch 1 and 2 decode, recorded and launched steps, every FP4 mode.
+TEST(CudaBackendSession, AttentionPublishedMaxEqualsWholePrepare) {
+  const auto lm = test::tiny_model(gpu_config("llama"), 11);
+  const int64_t v = lm.config.vocab_size;
+  for (const char* mode : {"sharq-nvfp4-24", "sharq-nvfp4", "nvfp4"}) {
+    for (const char* graphs : {"1", "0"}) {
+      std::vector<std::vector<std::vector<float>>> runs;
+      for (const char* fuse : {"1", "0"}) {
+        setenv("SHARQ_CUDA_GRAPHS", graphs, 1);
+        setenv("SHARQ_CUDA_FUSE_ATTN_MAX", fuse, 1);
+        auto be = engine::make_cuda_backend(0);
+        unsetenv("SHARQ_CUDA_GRAPHS");
+        unsetenv("SHARQ_CUDA_FUSE_ATTN_MAX");
+        const Model m(lm, mode_from_name(mode), *be);
+        Session a(m, 120), b(m, 60, 2);
+        runs.push_back(decode_interleaved({&a, &b}, 6, v));
+      }
+      ASSERT_EQ(runs[0].size(), runs[1].size());
+      for (size_t i = 0; i < runs[0].size(); ++i) {
+        ASSERT_EQ(runs[0][i], runs[1][i]) << mode << " graphs " << graphs << " step " << i;
+      }
+    }
+  }
+}
+
 // A replayed step checks its ids like a launched one, and the session goes on afterwards.
 TEST(CudaBackendSession, ReplayedStepChecksTokenIds) {
   const auto lm = test::tiny_model(gpu_config("llama"), 5);

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sharq/cuda/kernels.h"
+
 namespace sharq::cuda {
 
 // table: (vocab, d); ids: (t) device int32, already checked to lie in [0, vocab); out: (t, d).
@@ -55,10 +57,14 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
 // decode kernel's key ranges follow the capacity, not the position, so a step gives the same
 // bits whether its position comes from pos0 or from pos_dev.
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
-void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+// sink: where the combine pass also publishes the tensor max of out for an FP4 prepare (then
+// prepare_pass quantizes out); returns whether it did (only the split-key kernel's combine pass
+// publishes: false for one key range or t >= 8, and the caller runs the whole prepare).
+bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
-               cudaStream_t stream, const int64_t* pos_dev = nullptr);
+               cudaStream_t stream, const int64_t* pos_dev = nullptr,
+               const TensorMaxSink* sink = nullptr);
 
 // out = gate / (1 + exp(-gate)) * up, (n). out may alias gate or up.
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);

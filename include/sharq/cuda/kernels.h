@@ -61,6 +61,21 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
                    PrepareSchedule schedule = PrepareSchedule::kAuto);
 
+// Where a producer kernel publishes the tensor max of the activation it writes, so that the
+// prepare after it runs only its pass (prepare_pass): that prepare's scratch
+// (prepare_scratch_bytes, zeroed once, left zeroed) and its tensor-scale outputs (ts_sparse null
+// for nvfp4). attention() takes one.
+struct TensorMaxSink {
+  uint32_t* scratch;
+  float* ts_sparse;
+  float* ts_residual;
+};
+// prepare_fused's second kernel alone, for an x whose tensor max a producer published into
+// `scratch` (TensorMaxSink): the same codes, scales and planes as prepare_fused. Launched as the
+// producer's programmatic dependent, it reads x only after the producer completes.
+void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
+                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16);
+
 // h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
 // prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
 // prepare_fused. scratch: prepare_scratch_bytes(0), zeroed once.

@@ -166,6 +166,17 @@ class Backend {
     quantize_activation(mode, out, rows, k, xq, name);
   }
 
+  // attention into out (batch * t, heads * head_dim), then the mode's activation rule on out
+  // into xq (the o projection's input), as attention + quantize_activation do. A backend that
+  // fuses the two still writes out.
+  virtual void attention_quantize(Mode mode, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                                  int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  int64_t capacity, const float* k_cache, const float* v_cache,
+                                  float* out, float* xq, std::string_view name) {
+    attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out);
+    quantize_activation(mode, out, batch * t, heads * head_dim, xq, name);
+  }
+
   // Y (T, N) = Q_act(X (T, K)) . W^T (+ bias): quantize then matmul. scratch: (T, K).
   void linear(const LinearWeights& w, const float* x, int64_t t, float* y, float* scratch) {
     if (!w.quantized) return matmul(w, x, t, y);
