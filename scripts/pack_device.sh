@@ -9,7 +9,7 @@ BUILD="${1:-$ROOT/build-cuda}"
 D="$ROOT/.device"
 grep -qx '/.device/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.device/' >>"$ROOT/.git/info/exclude"
 rm -rf "$D/pack" "$D/stage" && mkdir -p "$D/pack" "$D/stage/bin" "$D/stage/lib"
-for b in tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_tests bench/cuda/bench_gemm bench/cuda/bench_group; do
+for b in ${BINS:-tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_tests bench/cuda/bench_gemm bench/cuda/bench_group}; do
   if [ -f "$BUILD/$b" ]; then strip -o "$D/stage/bin/$(basename "$b")" "$BUILD/$b"; else echo "pack_device.sh: $BUILD/$b not built, skipped" >&2; fi
 done
 # The decode-GEMM dev probes (dev/cuda, not CMake targets), built against the CUDA build's library

@@ -28,6 +28,7 @@
 #   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
 #            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
 #   b1ratio  batch 1/8 decode, bf16 and sharq-nvfp4-24 in one run (the issue-6 ratio)
+#   layers   batch 1/8 decode at 2, 8 and 32 layers (the step's fixed and per-layer parts)
 #   abattn   batch 1/8 decode: the o projection's tensor max published by the attention combine
 #            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
@@ -178,6 +179,16 @@ phase_abattn() {  # batch 1/8 decode: the attention-published o-prepare max (def
     timeout 200 env "${v#*:}" "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes sharq-nvfp4-24,nvfp4 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
       --json "$OUT/abattn_${name}.json" 2>&1 | grep -v "^bench:" | tail -n 2
+  done
+}
+
+phase_layers() {  # decode step time vs layer count (2, 8, 32): its fixed part (embedding, final norm,
+  # LM head, logits to the host, the host loop) and its per-layer part, bf16 and sharq-nvfp4-24
+  for l in 2 8 32; do
+    echo "-- layers $l"
+    timeout 200 "$B/bin/sharq" bench --synthetic llama-3.1-8b --layers $l --device cuda \
+      --modes bf16,sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
+      --json "$OUT/layers_$l.json" 2>&1 | grep -v "^bench:" | tail -n 2
   done
 }
 
