@@ -103,6 +103,37 @@ inline double median_graph_us(cudaStream_t s, const std::function<void(int)>& fn
   return t;
 }
 
+// One random activation row (normal values, every 997th times 50) prepared for the SharQ decode
+// GEMMs in sharq-nvfp4-24: prepare()'s FP16 planes (2, 1, k) in `planes`, the activation's
+// tensor scale at `scale()` (the probes' M = 1 input).
+struct PreparedRow {
+  PreparedRow(int64_t k, uint32_t* scratch, uint64_t seed = 7) {
+    namespace sc = sharq::cuda;
+    x = static_cast<float*>(dmalloc(size_t(k) * 4));
+    fill_random(x, size_t(k), seed, 50.0f);
+    sp = {static_cast<uint8_t*>(dmalloc(k / 2)), static_cast<uint8_t*>(dmalloc(k / 32)),
+          static_cast<float*>(dmalloc(4))};
+    rs = {static_cast<uint8_t*>(dmalloc(k / 2)), static_cast<uint8_t*>(dmalloc(k / 16)),
+          static_cast<float*>(dmalloc(4))};
+    planes = static_cast<uint16_t*>(dmalloc(size_t(k) * 2 * 2));
+    sc::prepare(sc::PrepareMode::kSharqNvfp4_24, x, 1, k, sp, rs, nullptr, scratch, nullptr,
+                planes);
+    sc::check(cudaDeviceSynchronize(), "prepare a row");
+  }
+  ~PreparedRow() {
+    for (void* p : {(void*)x, (void*)sp.codes, (void*)sp.scales, (void*)sp.tensor_scale,
+                    (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale, (void*)planes})
+      cudaFree(p);
+  }
+  PreparedRow(const PreparedRow&) = delete;
+  PreparedRow& operator=(const PreparedRow&) = delete;
+  const float* scale() const { return rs.tensor_scale; }
+
+  float* x;
+  sharq::cuda::Nvfp4View sp, rs;  // the prepare's packed backbone and residual (unused here)
+  uint16_t* planes;
+};
+
 // `inner` warm-up calls fn(i), then median_loop_us over loops of the calls fn(r * inner + i).
 inline double median_calls_us(cudaStream_t s, cudaEvent_t a, cudaEvent_t b,
                               const std::function<void(int)>& fn, int inner, int reps) {

@@ -282,16 +282,8 @@ int main() {
           wt[r].codes, wt[r].scales, n, k, wr[r].codes, wr[r].scales);
     }
     // The activation: prepare()'s planes of a random row.
-    float* x = static_cast<float*>(sb::dmalloc(size_t(k) * 4));
-    sb::fill_random(x, size_t(k), 7, 50.0f);
-    sc::Nvfp4View sp{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
-                     static_cast<uint8_t*>(sb::dmalloc(k / 32)),
-                     static_cast<float*>(sb::dmalloc(4))};
-    sc::Nvfp4View rs{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
-                     static_cast<uint8_t*>(sb::dmalloc(k / 16)),
-                     static_cast<float*>(sb::dmalloc(4))};
-    uint16_t* xh = static_cast<uint16_t*>(sb::dmalloc(size_t(k) * 2 * 2));
-    sc::prepare(sc::PrepareMode::kSharqNvfp4_24, x, 1, k, sp, rs, nullptr, scratch, nullptr, xh);
+    const sb::PreparedRow act(k, scratch);
+    uint16_t* xh = act.planes;
     uint16_t* y_lib = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
     uint16_t* y_row = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
     uint16_t* y_til = static_cast<uint16_t*>(sb::dmalloc(size_t(n) * 2));
@@ -302,21 +294,21 @@ int main() {
     const auto* xhh = reinterpret_cast<const __half*>(xh);
     auto row = [&](int i) {
       probe_kernel<false><<<grid, kWarps * 32, 0, s>>>(
-          xhh, rs.tensor_scale, wr[i % rot].codes, wr[i % rot].scales, wr[i % rot].tensor_scale, n,
-          k, reinterpret_cast<__nv_bfloat16*>(y_row));
+          xhh, act.scale(), wr[i % rot].codes, wr[i % rot].scales, wr[i % rot].tensor_scale, n, k,
+          reinterpret_cast<__nv_bfloat16*>(y_row));
     };
     auto til = [&](int i) {
       probe_kernel<true><<<grid, kWarps * 32, 0, s>>>(
-          xhh, rs.tensor_scale, wt[i % rot].codes, wt[i % rot].scales, wt[i % rot].tensor_scale, n,
-          k, reinterpret_cast<__nv_bfloat16*>(y_til));
+          xhh, act.scale(), wt[i % rot].codes, wt[i % rot].scales, wt[i % rot].tensor_scale, n, k,
+          reinterpret_cast<__nv_bfloat16*>(y_til));
     };
     auto blk = [&](int i) {
-      probe_bulk_kernel<<<grid, kWarps * 32, 0, s>>>(xhh, rs.tensor_scale, wt[i % rot].codes,
+      probe_bulk_kernel<<<grid, kWarps * 32, 0, s>>>(xhh, act.scale(), wt[i % rot].codes,
                                                      wt[i % rot].scales, wt[i % rot].tensor_scale,
                                                      n, k, reinterpret_cast<__nv_bfloat16*>(y_blk));
     };
     auto lib = [&](int i) {
-      sc::gemm_decode_mma(xh, 2, rs.tensor_scale, 1, wt[i % rot], 32, n, k, y_lib, s);
+      sc::gemm_decode_mma(xh, 2, act.scale(), 1, wt[i % rot], 32, n, k, y_lib, s);
     };
     row(0);
     til(0);
@@ -370,10 +362,8 @@ int main() {
                       (void*)wt[r].codes, (void*)wt[r].scales})
         cudaFree(p);
     }
-    for (void* p :
-         {(void*)wf, (void*)scratch, (void*)x, (void*)sp.codes, (void*)sp.scales,
-          (void*)sp.tensor_scale, (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale,
-          (void*)xh, (void*)y_lib, (void*)y_row, (void*)y_til, (void*)dst})
+    for (void* p : {(void*)wf, (void*)scratch, (void*)y_lib, (void*)y_row, (void*)y_til,
+                    (void*)y_blk, (void*)dst})
       cudaFree(p);
   }
   return 0;

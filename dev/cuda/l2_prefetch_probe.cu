@@ -124,16 +124,9 @@ int main() {
       check(cudaDeviceSynchronize(), "pack");
       cudaFree(wf);
     }
-    float* x = static_cast<float*>(sb::dmalloc(size_t(k) * 4));
-    sb::fill_random(x, size_t(k), 7, 50.0f);
-    sc::Nvfp4View sp{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
-                     static_cast<uint8_t*>(sb::dmalloc(k / 32)),
-                     static_cast<float*>(sb::dmalloc(4))};
-    sc::Nvfp4View rs{static_cast<uint8_t*>(sb::dmalloc(k / 2)),
-                     static_cast<uint8_t*>(sb::dmalloc(k / 16)),
-                     static_cast<float*>(sb::dmalloc(4))};
-    uint16_t* xh = static_cast<uint16_t*>(sb::dmalloc(size_t(k) * 2 * 2));
-    sc::prepare(sc::PrepareMode::kSharqNvfp4_24, x, 1, k, sp, rs, nullptr, scratch, nullptr, xh);
+    // The activation: prepare()'s planes of a random row.
+    const sb::PreparedRow act(k, scratch);
+    uint16_t* xh = act.planes;
     check(cudaDeviceSynchronize(), "setup");
 
     auto parts_of = [&](int r) {
@@ -144,8 +137,8 @@ int main() {
     auto gemm = [&](int r) {
       std::vector<sc::DecodeGemmPart> gp;
       for (size_t p = 0; p < pr.ns.size(); ++p) gp.push_back({w[r][p], pr.ns[p], ys[p]});
-      sc::gemm_decode_mma_group_f32(xh, 2, rs.tensor_scale, 1, gp.data(),
-                                    static_cast<int>(gp.size()), 32, k, s);
+      sc::gemm_decode_mma_group_f32(xh, 2, act.scale(), 1, gp.data(), static_cast<int>(gp.size()),
+                                    32, k, s);
     };
     // kind: 0 none, 1 bulk, 2 touch; mib: budget.
     auto chain = [&](int kind, int64_t mib, int64_t wait_ns, bool with_gemm) {
@@ -199,10 +192,7 @@ int main() {
         cudaFree(q.tensor_scale);
       }
     }
-    for (void* p :
-         {(void*)scratch, (void*)x, (void*)sp.codes, (void*)sp.scales, (void*)sp.tensor_scale,
-          (void*)rs.codes, (void*)rs.scales, (void*)rs.tensor_scale, (void*)xh})
-      cudaFree(p);
+    for (void* p : {(void*)scratch}) cudaFree(p);
     for (float* y : ys) cudaFree(y);
   }
   return 0;

@@ -301,18 +301,7 @@ bool g_force_sequential_rms = false;
 // Sum over the block in double (any order: prepare_rmsnorm certifies the result); valid in
 // thread 0. Leaves `sm` reusable.
 __device__ double block_sum(double v, double* sm) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if ((threadIdx.x & 31) == 0) sm[threadIdx.x / 32] = v;
-  __syncthreads();
-  double t = 0.0;
-  if (threadIdx.x < 32) {
-    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : 0.0;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t = __dadd_rn(t, __shfl_xor_sync(0xffffffffu, t, o));
-  }
-  __syncthreads();
-  return t;
+  return block_reduce(v, sm, 0.0, [](double x, double y) { return __dadd_rn(x, y); });
 }
 
 // Grid-wide barrier that also reduces the tensor max: every block arrives with its block max

@@ -21,20 +21,27 @@ constexpr int kRowInv = 4;      // prepare_rmsnorm: one float per row, rcp(rms) 
 
 using AtomicU32 = ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_device>;
 
-// Max over the block; valid in thread 0. Leaves `sm` reusable.
-__device__ float block_max(float v, float* sm) {
+// op-reduction over the block (warp shuffles, then the warps' results through `sm`, at least
+// 32 entries), valid in thread 0. Leaves `sm` reusable.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, T* sm, T identity, Op op) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   if ((threadIdx.x & 31) == 0) sm[threadIdx.x / 32] = v;
   __syncthreads();
-  float t = 0.0f;
+  T t = identity;
   if (threadIdx.x < 32) {
-    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : 0.0f;
+    t = threadIdx.x < blockDim.x / 32 ? sm[threadIdx.x] : identity;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
+    for (int o = 16; o > 0; o >>= 1) t = op(t, __shfl_xor_sync(0xffffffffu, t, o));
   }
   __syncthreads();
   return t;
+}
+
+// Max over the block; valid in thread 0. Leaves `sm` reusable.
+__device__ float block_max(float v, float* sm) {
+  return block_reduce(v, sm, 0.0f, [](float a, float b) { return fmaxf(a, b); });
 }
 
 __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
