@@ -2,7 +2,8 @@
 // One thread per code chunk issues one cp.async.bulk.prefetch.L2 and is done: the copy engine
 // fetches asynchronously, so the kernel's blocks leave their SMs within microseconds and the
 // fetch proceeds while the decode step's small kernels run.
-#include <algorithm>
+#include <cstdint>
+#include <string>
 
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/l2_prefetch_plan.h"
