@@ -22,8 +22,8 @@
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
 #   kernels  bench_gemm decode rows (issue 5), bench_group (grouped q/k/v and gate/up products)
-#   abm1     batch 1/8 decode with the M = 1 decode kernel on / off / at two blocks an SM / chosen
-#            per grid (and an
+#   abm1     batch 1/8 decode with the M = 1 decode kernel sized per grid (default) / off / at two
+#            / at three blocks an SM (and an
 #            older tree's binary, .device/pack/sharq_base, when carried)
 #   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
 #            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
@@ -143,10 +143,10 @@ phase_probes() {  # PROBE_LIST picks some
   done
 }
 
-phase_abm1() {  # batch 1/8 decode: the M = 1 kernel (default) vs off, sized for 2 blocks an SM, by grid;
+phase_abm1() {  # batch 1/8 decode: the M = 1 kernel (default: sized by grid) vs off, 2 / 3 blocks an SM;
   # with .device/pack/sharq_base (an older tree's sharq, stripped) also that binary, same call
   local s=(default:X=1 m1_off:SHARQ_CUDA_DECODE_M1=0 m1_minb2:SHARQ_CUDA_DECODE_M1=2
-    m1_by_grid:SHARQ_CUDA_DECODE_M1=1)
+    m1_minb3:SHARQ_CUDA_DECODE_M1=3)
   [ -x "$PACK/sharq_base" ] && s=(base:X=1 "${s[@]}" base:X=1)
   for v in "${s[@]}"; do
     local name=${v%%:*} bin="$B/bin/sharq"

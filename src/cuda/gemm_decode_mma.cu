@@ -343,13 +343,14 @@ int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
 }
 
-// The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 3 (default) sized for three
-// blocks an SM, 2 for two, 1 chosen per grid (two where the tiles fit in two blocks an SM, else
-// three: session 8 measured each shape's better one this way, but not yet the choice in the
-// engine), 0 off.
+// The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 1 (default) sized per grid,
+// for two blocks an SM where the tiles fit in two blocks an SM (o and down at 256 tiles), else
+// for three (q/k/v, gate/up); 3 always three, 2 always two, 0 off. Session 8 measured each
+// shape's better build this way; session 9 the engine: batch 1 277.7 / 281.7 / 282.0 tok/s
+// against 271.2 / 275.8 / 273.6 with 3 (H100, one call, alternating; docs/RESULTS.md).
 std::atomic<int> g_m1{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_M1");
-  return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : 3;
+  return e && e[0] >= '0' && e[0] <= '3' ? e[0] - '0' : 1;
 }()};
 
 // The M = 1 kernel's conditions; a forced row-tile or warp count (tests, probes) takes the
@@ -477,7 +478,7 @@ void decode_gemm_shared_x(int mode) {
   g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
 }
 void decode_gemm_m1(int mode) {
-  g_m1.store(mode >= 0 && mode <= 3 ? mode : 3, std::memory_order_relaxed);
+  g_m1.store(mode >= 0 && mode <= 3 ? mode : 1, std::memory_order_relaxed);
 }
 void decode_gemm_warps(int warps) {
   g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);

@@ -419,7 +419,7 @@ const std::tuple<int64_t, int64_t, int64_t> kPrefillShapes[] = {
 class CudaGemmDecodeM1 : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { sharq::cuda::testing::decode_gemm_m1(GetParam()); }
-  void TearDown() override { sharq::cuda::testing::decode_gemm_m1(3); }
+  void TearDown() override { sharq::cuda::testing::decode_gemm_m1(1); }
 };
 INSTANTIATE_TEST_SUITE_P(Build, CudaGemmDecodeM1, ::testing::Values(3, 2, 1));
 

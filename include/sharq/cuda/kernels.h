@@ -111,8 +111,9 @@ void decode_gemm_shared_x(int mode);
 // Warps per block of the per-tile decode kernel (they split K): 0 (default) chosen per launch,
 // else 2, 4 or 8 forced.
 void decode_gemm_warps(int warps);
-// The M = 1 SharQ decode kernel: 3 (default) built for three blocks an SM, 2 for two, 1 chosen by
-// grid size, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start value.
+// The M = 1 SharQ decode kernel: 1 (default) built for two or three blocks an SM by grid size, 3
+// always three, 2 always two, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start
+// value.
 void decode_gemm_m1(int mode);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
