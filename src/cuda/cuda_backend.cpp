@@ -595,11 +595,8 @@ class CudaBackend final : public Backend {
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                  const float* v_cache, float* out) override {
-    const size_t ws =
-        cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
-    grow(attn_ws_, ws);
-    cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
-                    ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev());
+    launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
+                     nullptr);
   }
   // The combine pass of split-key decode attention publishes the tensor max of its output, so
   // the o projection's prepare runs only its pass (one kernel less per layer); anything else:
@@ -619,11 +616,8 @@ class CudaBackend final : public Backend {
     const cuda::TensorMaxSink sink{
         sc, rule->prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
         o.residual.tensor_scale};
-    const size_t ws =
-        cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
-    grow(attn_ws_, ws);
-    if (cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
-                        out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), &sink)) {
+    if (launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+                         out, &sink)) {
       cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes);
     } else {
       quantize_activation(mode, out, rows, k, xq, name);
@@ -754,6 +748,17 @@ class CudaBackend final : public Backend {
     } else {
       cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
     }
+  }
+  // cuda::attention with the workspace grown to fit; returns whether it published the tensor
+  // max of out into `sink`.
+  bool launch_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                        int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                        const float* v_cache, float* out, const cuda::TensorMaxSink* sink) {
+    const size_t ws =
+        cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
+    grow(attn_ws_, ws);
+    return cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+                           out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), sink);
   }
   // Tells the next-product prefetch that the FP4 decode product of `ws` was just launched.
   void decode_product_launched(std::span<const LinearWeights* const> ws) {

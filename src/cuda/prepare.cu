@@ -791,6 +791,12 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
   check(cudaGetLastError(), "pack_weight_kernel");
 }
 
+// pass_kernel's grid: four lanes per 32-element block.
+unsigned pass_blocks(int64_t rows, int64_t k) {
+  return static_cast<unsigned>(
+      std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1));
+}
+
 // The two-kernel schedule on a source: max_publish_kernel, then pass_kernel (its programmatic
 // dependent under kTwoKernelPdl).
 template <int M, typename Src>
@@ -798,12 +804,11 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
                        uint32_t* scratch, cudaStream_t stream, __half* gh, float* decoded,
                        PrepareSchedule schedule) {
   const int64_t n = rows * k;
-  const int64_t need4 = std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1);
   const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
       (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<max_publish_kernel<Src>>()));
   launch_ex(max_publish_kernel<Src>, max_grid, stream, chain_attr(), "max_publish_kernel", src, n,
             scratch, M != 0 ? sparse.tensor_scale : nullptr, residual.tensor_scale);
-  launch_ex(pass_kernel<M, Src>, static_cast<unsigned>(need4), stream,
+  launch_ex(pass_kernel<M, Src>, pass_blocks(rows, k), stream,
             schedule == PrepareSchedule::kTwoKernelPdl
                 ? cudaLaunchAttributeProgrammaticStreamSerialization
                 : cudaLaunchAttributeIgnore,
@@ -841,9 +846,8 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16) {
   check_shape(rows, k, "cuda::prepare_pass");
-  const int64_t need4 = std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1);
   with_mode(mode, [&](auto m) {
-    launch_ex(pass_kernel<decltype(m)::value, LateSource>, static_cast<unsigned>(need4), stream,
+    launch_ex(pass_kernel<decltype(m)::value, LateSource>, pass_blocks(rows, k), stream,
               chain_attr(), "pass_kernel", LateSource{x}, rows, k, scratch, sparse, residual,
               static_cast<float*>(nullptr), reinterpret_cast<__half*>(gemm_f16));
   });
@@ -895,7 +899,6 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
-  const int64_t need4 = std::max<int64_t>((4 * chunks + kThreads - 1) / kThreads, 1);  // 4 lanes
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
@@ -918,7 +921,7 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
                 x, norm_w, eps, rows, k, scratch, ts_sparse, residual.tensor_scale, normed_out,
                 g_force_sequential_rms);
     }
-    launch_ex(pass_kernel<M, NormSource>, static_cast<unsigned>(need4), stream,
+    launch_ex(pass_kernel<M, NormSource>, pass_blocks(rows, k), stream,
               schedule == PrepareSchedule::kTwoKernelPdl
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,
