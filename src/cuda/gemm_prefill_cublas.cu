@@ -21,32 +21,37 @@
 namespace sharq::cuda {
 namespace {
 
-// One thread per 8 output values (row-major; one 32-bit word of codes, read from the tiled
-// weight layout): 8 FP16 values, 16 bytes stored. Block 0's thread 0 also writes the GEMM
-// scalars {s_x * s_w * 2^14, 0, 1}.
+// One thread per 8 output values (one 32-bit word of codes, read from the tiled weight layout):
+// 8 FP16 values, 16 bytes stored. A 2-D grid, rows on y (a grid-stride loop past 65535 rows) and
+// the row's words on x, so the row and window come from the block's coordinates instead of a
+// 64-bit division of a flat index per thread. The pass is bound by its bytes either way: the
+// division's removal measured 1-3% (H100, same call, docs/RESULTS.md issue 5, session 10).
+// Block (0, 0)'s thread 0 also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
 template <int WG>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
                                      uint4* __restrict__ out, const float* __restrict__ sx,
                                      const float* __restrict__ sw, float* __restrict__ scalars) {
-  const int64_t words = n * k / 8;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i == 0) {
+  const int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // word of the row
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
     scalars[1] = 0.0f;
     scalars[2] = 1.0f;
   }
-  if (i >= words) return;
-  const int64_t row = i * 8 / k, kk = i * 8 - row * k;
-  const int64_t c = weight_layout::code_offset(row, kk, n, k);
-  const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(codes + c));
-  const __half2 s =
-      __float2half2_rn(ue4m3_decode(__ldg(scales + weight_layout::scale_of_code(c, WG))));
-  uint32_t h[4];
-  e2m1x8_to_f16x2(w, h);
+  const int words = static_cast<int>(k / 8);
+  if (j >= words) return;
+  const int kk = 8 * j;
+  for (int64_t row = blockIdx.y; row < n; row += gridDim.y) {
+    const int64_t c = weight_layout::code_offset(row, kk, n, k);
+    const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(codes + c));
+    const __half2 s =
+        __float2half2_rn(ue4m3_decode(__ldg(scales + weight_layout::scale_of_code(c, WG))));
+    uint32_t h[4];
+    e2m1x8_to_f16x2(w, h);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], s);
-  out[i] = make_uint4(h[0], h[1], h[2], h[3]);
+    for (int i = 0; i < 4; ++i) h[i] = hmul2_u32(h[i], s);
+    out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
+  }
 }
 
 // The handle's pointer mode back to host scalars however the GEMMs end.
@@ -74,8 +79,10 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
     throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
   if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
     throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
-  const int64_t words = n * k / 8;
-  const auto blocks = static_cast<unsigned>((words + 255) / 256);
+  if (k / 8 > 0x7fffffff)
+    throw Error("cuda::decode_weight_f16: K = " + std::to_string(k) + " too large");
+  const dim3 blocks(static_cast<unsigned>((k / 8 + 255) / 256),
+                    static_cast<unsigned>(n < 65535 ? n : 65535));
   auto* o = reinterpret_cast<uint4*>(out);
   if (w_group == 32) {
     decode_weight_kernel<32><<<blocks, 256, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,

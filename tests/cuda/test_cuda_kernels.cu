@@ -4,6 +4,9 @@
 // for float32), with the output poisoned first and every element checked written. Fresh random
 // inputs per run.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp4.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -535,6 +538,52 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
     }
   }
   cublasDestroy(blas);
+}
+
+// The prefill's weight decode pass against CUDA's own host conversions (an oracle independent of
+// codecs.h): out[row][8q + i] is E2M1 x UE4M3 x 2^-14 of element 8q + (0,4,1,5,2,6,3,7)[i], from
+// the CPU's row-major codes. Shapes: a short last tile, a 64-wide last window, more rows than one
+// grid's 65535 (the row loop).
+TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
+  constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+  for (int g : {16, 32}) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{17, 192}, {40, 4096}, {65536 + 37, 64}}) {
+      const auto w = synthetic_weight(n, k, fresh_seed());
+      const PackedTensor ref =
+          quantize(g == 32 ? Format::kNvfp4G32 : Format::kNvfp4G16, w.data(), n, k, "w");
+      DeviceBuffer<float> dw(w.size()), sx(1), scalars(3);
+      dw.upload(w.data());
+      const float two = 2.0f;
+      sx.upload(&two);
+      DeviceNvfp4 wq(n, k, g);
+      DeviceBuffer<uint32_t> scratch(1);
+      DeviceBuffer<uint16_t> out(static_cast<size_t>(n * k));
+      check(cudaMemset(out.p, 0xFF, out.n * 2), "poison");
+      pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
+      decode_weight_f16(wq.view(), g, n, k, out.p, sx.p, scalars.p, nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      const auto got = out.download();
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < k; ++c) {
+          const int64_t e = (c & ~int64_t{7}) + kOrder[c & 7];  // element in row order
+          const uint8_t byte = ref.codes[static_cast<size_t>((r * k + e) / 2)];
+          const auto code = static_cast<__nv_fp4_storage_t>(e % 2 ? byte >> 4 : byte & 15);
+          const float v = __half2float(__half(__nv_cvt_fp4_to_halfraw(code, __NV_E2M1)));
+          const float s = __half2float(__half(__nv_cvt_fp8_to_halfraw(
+              ref.scales[static_cast<size_t>((r * k + e) / g)], __NV_E4M3)));
+          const __half want = __float2half(v * s * 0x1p-14f);
+          uint16_t bits;
+          std::memcpy(&bits, &want, 2);
+          ASSERT_EQ(got[static_cast<size_t>(r * k + c)], bits)
+              << "g" << g << " " << n << "x" << k << " row " << r << " col " << c;
+        }
+      }
+      const auto sc = scalars.download();
+      EXPECT_EQ(sc[0], two * ref.tensor_scale * 16384.0f);
+      EXPECT_EQ(sc[1], 0.0f);
+      EXPECT_EQ(sc[2], 1.0f);
+    }
+  }
 }
 
 TEST(CudaGemmPrefill, OtherWeightGroup) {
