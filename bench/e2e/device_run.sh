@@ -31,6 +31,8 @@
 #   layers   batch 1/8 decode at 2, 8 and 32 layers (the step's fixed and per-layer parts)
 #   abattn   batch 1/8 decode: the o projection's tensor max published by the attention combine
 #            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
+#   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
+#            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
@@ -136,7 +138,7 @@ phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs
 }
 
 phase_probes() {  # PROBE_LIST picks some
-  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe}; do
+  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe}; do
     if [ -x "$B/bin/$p" ]; then
       echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
     fi
@@ -168,6 +170,19 @@ phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weight
     timeout 150 env ${vars//,/ } "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
       --json "$OUT/abl2_${name}.json" 2>&1 | grep -v "^bench:" | tail -n 1
+  done
+}
+
+phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP,
+  # outputs wrong, timing only): the op's cost inside the recorded step; SKIP_MODES, SKIP_OPS pick
+  for mode in ${SKIP_MODES:-sharq-nvfp4-24}; do
+    for op in ${SKIP_OPS:-none norm qkv rope attn opass o gateup swiglu down lmhead none}; do
+      local v=""; [ "$op" != none ] && v="SHARQ_CUDA_PROFILE_SKIP=$op"
+      echo "-- $mode skip $op"
+      timeout 100 env $v "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+        --modes "$mode" --prefill 16 --batch 1 --ctx 1024 --steps 32 --repeat 5 \
+        --json "$OUT/skip_${mode}_${op}.json" 2>&1 | grep -v "^bench:" | tail -n 1
+    done
   done
 }
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -23,6 +24,7 @@
 #include "sharq/codecs.h"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/profile_skip.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
 #include "sharq/parallel.h"
@@ -190,6 +192,14 @@ class CudaBackend final : public Backend {
     fuse_attn_max_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
+    env = std::getenv("SHARQ_CUDA_PROFILE_SKIP");
+    skip_ = cuda::profile_skip::parse(env);
+    if (skip_) {
+      std::fprintf(stderr,
+                   "cuda backend: SHARQ_CUDA_PROFILE_SKIP=%s: those ops are not run, so every "
+                   "output is wrong; for timing only\n",
+                   env);
+    }
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     prefetch_ = std::make_shared<NextProductPrefetch>(stream_);
@@ -393,6 +403,7 @@ class CudaBackend final : public Backend {
   // RMSNorm fused into the FP4 prepare (h stays unwritten: the decoder reads only xq).
   void rms_norm_quantize(Mode mode, const float* x, const float* w, int64_t rows, int64_t d,
                          float eps, float* h, float* xq, std::string_view name) override {
+    if (skipped(cuda::profile_skip::kNorm)) return;
     const auto rule = fp4_rule(mode, d);
     if (!rule) return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
     const Fp4Out o = fp4_out(rows, d, xq);
@@ -403,6 +414,7 @@ class CudaBackend final : public Backend {
   // SwiGLU fused into the FP4 prepare of down_proj's input (out stays unwritten).
   void swiglu_quantize(Mode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                        float* out, float* xq, std::string_view name) override {
+    if (skipped(cuda::profile_skip::kSwiglu)) return;
     const auto rule = fp4_rule(mode, k);
     if (!rule || !fuse_swiglu_)
       return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
@@ -421,6 +433,7 @@ class CudaBackend final : public Backend {
         gemm(w, xq, CUDA_R_16BF, t, y);
         break;
       case Path::kLmHead: {
+        if (skipped(cuda::profile_skip::kLmHead)) return;
         x16_.grow(static_cast<size_t>(t * w.k) * 2);  // the LM head's: not in recorded steps
         cuda::round_to_bf16(xq, t * w.k, x16_.as<uint16_t>(), stream_);
         gemm(w, x16_.as<void>(), CUDA_R_16BF, t, y);
@@ -439,6 +452,7 @@ class CudaBackend final : public Backend {
   void matmul_add(const LinearWeights& lw, const float* xq, int64_t t, float* y,
                   float* tmp) override {
     const auto& w = static_cast<const CudaLinear&>(lw);
+    if (skipped(w.k > w.n ? cuda::profile_skip::kDown : cuda::profile_skip::kO)) return;
     if (!fuse_add_ || w.has_bias) return Backend::matmul_add(lw, xq, t, y, tmp);
     if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_))
       return fp4_product(w, xq, t, y, true);
@@ -482,6 +496,7 @@ class CudaBackend final : public Backend {
   // group_linears) through one cuBLAS product split into the outputs. Anything else: one by one.
   void matmul_group(std::span<const LinearWeights* const> ws, const float* xq, int64_t t,
                     std::span<float* const> ys) override {
+    if (skipped(ws.size() == 3 ? cuda::profile_skip::kQkv : cuda::profile_skip::kGateUp)) return;
     if (!group_launch_ || ws.size() < 2 || ws.size() > 4 || t > decode_rows())
       return Backend::matmul_group(ws, xq, t, ys);
     const auto& w0 = static_cast<const CudaLinear&>(*ws[0]);
@@ -585,6 +600,7 @@ class CudaBackend final : public Backend {
   void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
                      int64_t capacity, float* k_cache, float* v_cache) override {
+    if (skipped(cuda::profile_skip::kRope)) return;
     if (!fuse_rope_) {
       return Backend::rope_kv_store(q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq,
                                     capacity, k_cache, v_cache);
@@ -595,6 +611,7 @@ class CudaBackend final : public Backend {
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                  const float* v_cache, float* out) override {
+    if (skipped(cuda::profile_skip::kAttn)) return;
     launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out,
                      nullptr);
   }
@@ -616,8 +633,10 @@ class CudaBackend final : public Backend {
     const cuda::TensorMaxSink sink{
         sc, rule->prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
         o.residual.tensor_scale};
-    if (launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+    if (skipped(cuda::profile_skip::kAttn) ||
+        launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
                          out, &sink)) {
+      if (skipped(cuda::profile_skip::kOPass)) return;
       cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes);
     } else {
       quantize_activation(mode, out, rows, k, xq, name);
@@ -806,6 +825,8 @@ class CudaBackend final : public Backend {
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
   // SHARQ_CUDA_FUSE_ATTN_MAX=0: the o projection's prepare computes its own tensor max (A/B)
   bool fuse_attn_max_ = true;
+  uint32_t skip_ = 0;  // SHARQ_CUDA_PROFILE_SKIP: ops not run (profiling only)
+  bool skipped(cuda::profile_skip::Op op) const { return (skip_ & op) != 0; }
   std::shared_ptr<NextProductPrefetch> prefetch_;  // the next product's weights into L2
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
