@@ -33,6 +33,7 @@
 #            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
 #   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
+#   abbase   batch-1 decode, bf16 and sharq-nvfp4-24: this tree vs .device/pack/sharq_base.xz
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
@@ -182,6 +183,20 @@ phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ
       timeout 100 env $v "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
         --modes "$mode" --prefill 16 --batch 1 --ctx 1024 --steps 32 --repeat 5 \
         --json "$OUT/skip_${mode}_${op}.json" 2>&1 | grep -v "^bench:" | tail -n 1
+    done
+  done
+}
+
+phase_abbase() {  # batch-1 decode, bf16 and sharq-nvfp4-24: this tree against an older tree's sharq
+  # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
+  [ -f "$PACK/sharq_base.xz" ] || { echo "abbase: no $PACK/sharq_base.xz"; return; }
+  xz -dc "$PACK/sharq_base.xz" >"$B/bin/sharq_base" && chmod +x "$B/bin/sharq_base"
+  for r in 1 2; do
+    for bin in sharq_base sharq; do
+      echo "-- $bin run $r"
+      timeout 150 "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
+        --modes bf16,sharq-nvfp4-24 --prefill 16 --batch 1 --ctx 1024 --steps 32 --repeat 3 \
+        --json "$OUT/abbase_${bin}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 2
     done
   done
 }
