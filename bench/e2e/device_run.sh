@@ -187,7 +187,7 @@ phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ
   done
 }
 
-phase_abbase() {  # batch-1 decode, bf16 and sharq-nvfp4-24: this tree against an older tree's sharq
+phase_abbase() {  # decode (AB_BATCH, default 1), bf16 and sharq-nvfp4-24: this tree against an older tree's sharq
   # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
   [ -f "$PACK/sharq_base.xz" ] || { echo "abbase: no $PACK/sharq_base.xz"; return; }
   xz -dc "$PACK/sharq_base.xz" >"$B/bin/sharq_base" && chmod +x "$B/bin/sharq_base"
@@ -195,8 +195,8 @@ phase_abbase() {  # batch-1 decode, bf16 and sharq-nvfp4-24: this tree against a
     for bin in sharq_base sharq; do
       echo "-- $bin run $r"
       timeout 150 "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
-        --modes bf16,sharq-nvfp4-24 --prefill 16 --batch 1 --ctx 1024 --steps 32 --repeat 3 \
-        --json "$OUT/abbase_${bin}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 2
+        --modes bf16,sharq-nvfp4-24 --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
+        --json "$OUT/abbase_${bin}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
     done
   done
 }

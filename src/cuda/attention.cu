@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        float* __restrict__ out, float* __restrict__ ws_o,
                        float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
-  // are final before the kernel before this one started, so the block's key range is fetched
+  // are final before the kernel before this one started, so the block's first keys are fetched
   // into L2 before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
   // this step's rows: read only after the wait; L2 is coherent, so the prefetch cannot serve a
   // stale line). q is that kernel's output: read after the wait.
@@ -93,8 +93,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
   const float* kb = kc + (b * kv_heads + g) * capacity * D;
   const float* vb = vc + (b * kv_heads + g) * capacity * D;
+  // At most the first kSplitKeys keys: at batch 32 a block's range is ~350 keys, and all of
+  // them from every resident block would overflow L2 before the loop reads them.
   constexpr int kLines = D / 32;  // 128-byte lines per row
-  for (int64_t x = threadIdx.x; x < (k1 - k0) * kLines; x += kDecodeThreads) {
+  const int64_t pre_keys = k1 - k0 < kSplitKeys ? k1 - k0 : kSplitKeys;
+  for (int64_t x = threadIdx.x; x < pre_keys * kLines; x += kDecodeThreads) {
     const int64_t off = (k0 + x / kLines) * D + (x % kLines) * 32;
     asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + off));
     asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + off));
