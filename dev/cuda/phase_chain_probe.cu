@@ -9,7 +9,8 @@
 // written, and the block maxima are combined with atomicMax into the next phase's max. Each
 // variant runs 20 phases per timed call (graph-captured, like the engine's recorded step):
 //   chain:        one kernel per phase, stream order;
-//   chain PDL:    one kernel per phase, each a programmatic dependent of the one before it;
+//   chain PDL:    one kernel per phase, each a programmatic dependent of the one before it
+//                 (the library's launch_pdl; SHARQ_CUDA_PDL=0 would turn it into the chain);
 //   persistent:   one kernel, the 40 phases separated by a grid barrier (all blocks resident);
 // plus "empty" variants without the phase's work (boundary or barrier alone). Reported: us per
 // phase, for grids of 16, 132 and 264 blocks of 256 threads.
@@ -23,12 +24,13 @@
 #include <vector>
 
 #include "../../bench/cuda/bench_common.cuh"
+#include "../../src/cuda/launch.cuh"
 
 namespace {
 
-using sharq::cuda::check;
 using sharq::bench::dmalloc;
 using sharq::bench::median_graph_us;
+using sharq::cuda::check;
 
 constexpr int kThreads = 256, kPhases = 40, kN = 4096;
 
@@ -95,8 +97,8 @@ __global__ void __launch_bounds__(kThreads) phase_kernel(float* v, uint32_t* max
 }
 
 template <bool WORK>
-__global__ void __launch_bounds__(kThreads) persistent_kernel(float* v, uint32_t* maxes,
-                                                              uint32_t* bar) {
+__global__ void __launch_bounds__(kThreads)
+    persistent_kernel(float* v, uint32_t* maxes, uint32_t* bar) {
   for (int i = 0; i < kPhases; ++i) {
     if (WORK) phase(v + (i & 1) * kN, v + ((i + 1) & 1) * kN, maxes + i, maxes + i + 1);
     grid_barrier(bar, bar + 1, gridDim.x);
@@ -121,25 +123,23 @@ int main() {
   check(cudaMemset(bar, 0, 8), "bar");
   init_kernel<<<1, 256>>>(v, maxes);
   check(cudaDeviceSynchronize(), "init");
-  std::printf("%s, %d SMs: us per dependent phase (4096-vector rescale + max), %d phases a call\n\n",
-              prop.name, prop.multiProcessorCount, kPhases);
-  std::printf("| blocks | chain | chain PDL | persistent | chain PDL, empty | persistent, empty |\n"
-              "|---|---|---|---|---|---|\n");
+  std::printf(
+      "%s, %d SMs: us per dependent phase (4096-vector rescale + max), %d phases a call\n\n",
+      prop.name, prop.multiProcessorCount, kPhases);
+  std::printf(
+      "| blocks | chain | chain PDL | persistent | chain PDL, empty | persistent, empty |\n"
+      "|---|---|---|---|---|---|\n");
   for (int blocks : {16, 132, 264}) {
     auto chain = [&](auto kernel, bool pdl) {
       return median_graph_us(
           s,
           [&](int i) {
-            cudaLaunchConfig_t cfg = {};
-            cfg.gridDim = dim3(blocks);
-            cfg.blockDim = dim3(kThreads);
-            cfg.stream = s;
-            cudaLaunchAttribute attr = {};
-            attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-            attr.val.programmaticStreamSerializationAllowed = 1;
-            cfg.attrs = &attr;
-            cfg.numAttrs = pdl ? 1 : 0;
-            check(cudaLaunchKernelEx(&cfg, kernel, v, maxes, i), "phase");
+            if (pdl) {
+              sharq::cuda::launch_pdl(kernel, dim3(blocks), dim3(kThreads), 0, s, "phase", v, maxes,
+                                      i);
+            } else {
+              kernel<<<blocks, kThreads, 0, s>>>(v, maxes, i);
+            }
           },
           kPhases);
     };
