@@ -19,10 +19,10 @@ enum Op : uint32_t {
   kRope = 1u << 2,    // RoPE of q and k + KV cache store
   kAttn = 1u << 3,    // attention (split keys + combine)
   kOPass = 1u << 4,   // the o projection's prepare pass after the combine
-  kO = 1u << 5,       // the o product (+ residual add): square linears
+  kO = 1u << 5,       // the o product (+ residual add): residual linears with k <= n
   kGateUp = 1u << 6,  // the gate/up product (one grouped launch)
   kSwiglu = 1u << 7,  // SwiGLU fused into the down projection's prepare
-  kDown = 1u << 8,    // the down product (+ residual add): linears with k > n
+  kDown = 1u << 8,    // the down product (+ residual add): residual linears with k > n
   kLmHead = 1u << 9,  // the LM head
 };
 
