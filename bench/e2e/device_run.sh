@@ -33,7 +33,7 @@
 #            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
 #   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
-#   abbase   batch-1 decode, bf16 and sharq-nvfp4-24: this tree vs .device/pack/sharq_base.xz
+#   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
 #   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
 #            row-major vs tiled weights and through a bulk-copy ring)
 set -uo pipefail
@@ -191,12 +191,16 @@ phase_abbase() {  # decode (AB_BATCH, default 1), bf16 and sharq-nvfp4-24: this 
   # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
   [ -f "$PACK/sharq_base.xz" ] || { echo "abbase: no $PACK/sharq_base.xz"; return; }
   xz -dc "$PACK/sharq_base.xz" >"$B/bin/sharq_base" && chmod +x "$B/bin/sharq_base"
+  # AB_VARIANTS: also this tree with each VAR=value (e.g. a switch turned off), in the same rotation
   for r in 1 2; do
-    for bin in sharq_base sharq; do
-      echo "-- $bin run $r"
-      timeout 150 "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
-        --modes bf16,sharq-nvfp4-24 --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
-        --json "$OUT/abbase_${bin}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
+    for v in base new ${AB_VARIANTS:-}; do
+      local bin=sharq env_set=X=1
+      [ "$v" = base ] && bin=sharq_base
+      [ "$v" != base ] && [ "$v" != new ] && env_set="$v"
+      echo "-- $v run $r"
+      timeout 150 env "$env_set" "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
+        --modes "${AB_MODES:-bf16,sharq-nvfp4-24}" --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
+        --json "$OUT/abbase_${v//[^A-Za-z0-9_]/_}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
     done
   done
 }
