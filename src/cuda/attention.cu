@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "device_info.cuh"
@@ -21,19 +20,13 @@ namespace sharq::cuda {
 namespace {
 
 // ---- Decode: one block = one query row, one kv head, up to QH of its query heads, one key
-// range, walked in chunks of kChunkKeys: warp w takes keys [8w, 8w + 8) of each chunk, lane l the
-// D / 32 dimensions [l * D / 32, ...) of every one of them. So a warp's K and V rows for a chunk
-// are 16 independent loads per lane, in flight together; the next chunk's K rows load while this
-// chunk's scores go through the softmax, its V rows while the scores of the next are reduced.
-// Keys of earlier steps are loaded before the programmatic-dependent wait. Every warp keeps its
-// own online softmax, merged at the end. ----
+// range. A key row is read by L = D / 8 lanes (two float4 each), so a warp covers 32 / L keys per
+// step; every warp keeps its own online softmax, merged at the end. ----
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
-constexpr int kWarpKeys = 8;                                // keys per warp per chunk
-constexpr int64_t kChunkKeys = kDecodeWarps * kWarpKeys;    // keys per block per chunk
-constexpr int64_t kDecodeMaxT = 8;                          // t below this takes the decode path
-constexpr int64_t kSplitKeys = kChunkKeys;  // key ranges are multiples of this
-constexpr int kBlocksPerSm = 4;             // split target: this many decode blocks per SM
+constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
+constexpr int64_t kSplitKeys = 32;  // key ranges are multiples of this (16 measured slower)
+constexpr int kBlocksPerSm = 4;     // split target: this many decode blocks per SM
 constexpr int64_t kMaxCombineSplits = 1024;  // the combine kernel's shared weights
 
 struct DecodePlan {
@@ -62,204 +55,6 @@ DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads
   return p;
 }
 
-// A lane's V = D / 32 floats of a row (one 16- or 8-byte load).
-template <int V>
-__device__ __forceinline__ void load_lane(const float* p, float (&r)[V]) {
-  if constexpr (V == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
-  } else {
-    static_assert(V == 2, "head_dim 64 or 128");
-    const float2 a = *reinterpret_cast<const float2*>(p);
-    r[0] = a.x, r[1] = a.y;
-  }
-}
-
-// Rows key0 + j (j < kWarpKeys) of a (keys, D) cache into r, the lane's V floats of each; only
-// keys in [lo, hi) are loaded (the others are left as they are).
-template <int V>
-__device__ __forceinline__ void load_rows(const float* base, int64_t key0, int64_t lo, int64_t hi,
-                                          int lane, float (&r)[kWarpKeys][V]) {
-#pragma unroll
-  for (int j = 0; j < kWarpKeys; ++j) {
-    const int64_t key = key0 + j;
-    if (key >= lo && key < hi) load_lane<V>(base + key * (V * 32) + V * lane, r[j]);
-  }
-}
-
-// Sums N per-lane values over the warp and leaves them spread: afterwards lane l holds the full
-// sums of values [l * N / 32, (l + 1) * N / 32) in v[0..N/32) when N >= 32, or of value l >> (5 -
-// log2 N) in v[0] when N < 32. 31 shuffles for N = 32 instead of 5 per value.
-template <int N>
-__device__ __forceinline__ void warp_reduce_scatter(float (&v)[N], int lane) {
-#pragma unroll
-  for (int w = 16, n = N; w > 0; w >>= 1) {
-    if (n > 1) {
-      const bool upper = (lane & w) != 0;
-      const int half = n / 2;
-#pragma unroll
-      for (int i = 0; i < N / 2; ++i) {
-        if (i < half) {
-          const float send = upper ? v[i] : v[i + half];
-          const float keep = upper ? v[i + half] : v[i];
-          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, w);
-        }
-      }
-      n = half;
-    } else {
-      v[0] += __shfl_xor_sync(0xffffffffu, v[0], w);
-    }
-  }
-}
-
-// Partial results of split s for (row, head) when splits > 1:
-//   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
-template <int D, int QH>
-__global__ void __launch_bounds__(kDecodeThreads, QH >= 8 ? 2 : kBlocksPerSm)
-    attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
-                       int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
-                       const float* __restrict__ vc, float scale, int64_t per_split, int splits,
-                       float* __restrict__ out, float* __restrict__ ws_o,
-                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
-  constexpr int V = D / 32;               // floats per lane of a row
-  constexpr int NS = QH * kWarpKeys;      // a warp's scores per chunk, index h * 8 + j
-  constexpr int NL = NS >= 32 ? NS / 32 : 1;  // of them, full sums per lane after the scatter
-  // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
-  // are final before the kernel before this one started, so the first chunk's rows of those keys
-  // are loaded before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
-  // this step's rows and q: read only after the wait).
-  if (pos_dev) pos0 = *pos_dev;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int s = blockIdx.x;
-  const int g = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
-  const int64_t row = blockIdx.z;  // b * t + i
-  const int64_t b = row / t, i = row % t;
-  const int group = heads / kv_heads;
-  const int h0 = g * group + chunk * QH;
-  const int nh = min(QH, group - chunk * QH);
-  const int64_t ctx = pos0 + i + 1;
-  const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
-  const float* kb = kc + (b * kv_heads + g) * capacity * D;
-  const float* vb = vc + (b * kv_heads + g) * capacity * D;
-  const int64_t final_end = k1 < pos0 ? k1 : pos0;  // keys below this are earlier steps'
-
-  float kr[kWarpKeys][V] = {}, vr[kWarpKeys][V] = {};
-  const int64_t w0 = k0 + warp * kWarpKeys;
-  load_rows<V>(kb, w0, k0, final_end, lane, kr);
-  load_rows<V>(vb, w0, k0, final_end, lane, vr);
-  pdl_entry();
-  load_rows<V>(kb, w0, final_end, k1, lane, kr);
-  load_rows<V>(vb, w0, final_end, k1, lane, vr);
-
-  float qr[QH][V];
-#pragma unroll
-  for (int j = 0; j < QH; ++j) {
-    if (j < nh) {
-      load_lane<V>(q + (row * heads + h0 + j) * D + V * lane, qr[j]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < V; ++e) qr[j][e] = 0.0f;
-    }
-  }
-  float m[QH], l[QH], acc[QH][V];
-#pragma unroll
-  for (int j = 0; j < QH; ++j) {
-    m[j] = -INFINITY;
-    l[j] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[j][e] = 0.0f;
-  }
-
-  __shared__ __align__(16) float sc_s[kDecodeWarps][NS];
-  for (int64_t c0 = k0; c0 < k1; c0 += kChunkKeys) {
-    const int64_t kw = c0 + warp * kWarpKeys;  // this warp's first key of the chunk
-    float part[NS];
-#pragma unroll
-    for (int h = 0; h < QH; ++h) {
-#pragma unroll
-      for (int j = 0; j < kWarpKeys; ++j) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int e = 0; e < V; ++e) dot = __fmaf_rn(qr[h][e], kr[j][e], dot);
-        part[h * kWarpKeys + j] = dot;
-      }
-    }
-    warp_reduce_scatter<NS>(part, lane);
-    const int64_t next = c0 + kChunkKeys;
-    if (next < k1) load_rows<V>(kb, next + warp * kWarpKeys, next, k1, lane, kr);
-    // Scores to shared memory (a key past the range scores -inf), then every lane runs the
-    // softmax update of every head on them.
-    constexpr int kShift = NS >= 32 ? 0 : 5 - (NS == 16 ? 4 : 3);
-    if (NS >= 32 || (lane & ((1 << kShift) - 1)) == 0) {
-#pragma unroll
-      for (int x = 0; x < NL; ++x) {
-        const int idx = NS >= 32 ? lane * NL + x : lane >> kShift;
-        sc_s[warp][idx] = kw + idx % kWarpKeys < k1 ? part[x] * scale : -INFINITY;
-      }
-    }
-    __syncwarp();
-#pragma unroll
-    for (int h = 0; h < QH; ++h) {
-      float sv[kWarpKeys];
-      const float4 a = *reinterpret_cast<const float4*>(&sc_s[warp][h * kWarpKeys]);
-      const float4 c = *reinterpret_cast<const float4*>(&sc_s[warp][h * kWarpKeys + 4]);
-      sv[0] = a.x, sv[1] = a.y, sv[2] = a.z, sv[3] = a.w;
-      sv[4] = c.x, sv[5] = c.y, sv[6] = c.z, sv[7] = c.w;
-      float mn = m[h];
-#pragma unroll
-      for (int j = 0; j < kWarpKeys; ++j) mn = fmaxf(mn, sv[j]);
-      if (mn == -INFINITY) continue;  // no key of this chunk in range for this warp
-      const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn);
-      float ls = l[h] * corr;
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[h][e] *= corr;
-#pragma unroll
-      for (int j = 0; j < kWarpKeys; ++j) {
-        const float p = sv[j] == -INFINITY ? 0.0f : expf(sv[j] - mn);
-        ls += p;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[h][e] = __fmaf_rn(p, vr[j][e], acc[h][e]);
-      }
-      l[h] = ls;
-      m[h] = mn;
-    }
-    __syncwarp();  // sc_s is rewritten by the next chunk
-    if (next < k1) load_rows<V>(vb, next + warp * kWarpKeys, next, k1, lane, vr);
-  }
-
-  // Merge the warps through shared memory; thread x handles (j, d) pairs.
-  __shared__ float sm_acc[kDecodeWarps][QH][D];
-  __shared__ float sm_m[kDecodeWarps][QH], sm_l[kDecodeWarps][QH];
-#pragma unroll
-  for (int j = 0; j < QH; ++j) {
-#pragma unroll
-    for (int e = 0; e < V; ++e) sm_acc[warp][j][V * lane + e] = acc[j][e];
-    if (lane == 0) sm_m[warp][j] = m[j], sm_l[warp][j] = l[j];
-  }
-  __syncthreads();
-  for (int x = threadIdx.x; x < QH * D; x += kDecodeThreads) {
-    const int j = x / D, d = x % D;
-    if (j >= nh) break;
-    float mx = -INFINITY;
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][j]);
-    float sum = 0.0f, o = 0.0f;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      if (sm_m[w][j] == -INFINITY) continue;
-      const float c = expf(sm_m[w][j] - mx);
-      sum = __fmaf_rn(sm_l[w][j], c, sum);
-      o = __fmaf_rn(sm_acc[w][j][d], c, o);
-    }
-    const int64_t rh = row * heads + h0 + j;
-    if (splits == 1) {
-      out[rh * D + d] = o / sum;
-    } else {
-      ws_o[(rh * splits + s) * D + d] = o;
-      if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
-    }
-  }
-}
-
-// TEMPORARY A/B (SHARQ_CUDA_ATTN_V1=1): session 10's split kernel.
 __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (&r)[8]) {
   const float4 a = *reinterpret_cast<const float4*>(p + 4 * li);
   const float4 b = *reinterpret_cast<const float4*>(p + 4 * (li + lanes));
@@ -271,7 +66,7 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
 template <int D, int QH>
 __global__ void __launch_bounds__(kDecodeThreads)
-    attn_decode_kernel_v1(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+    attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
@@ -426,44 +221,53 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
-// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). Warp 0
-// alone turns the splits' (max, sum) pairs into weights (shuffles, one barrier), while every
-// thread's first partials are already loading.
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
+// splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
+// memory, so the output loop's loads do not wait on one another.
 // PUBLISH: also the tensor max of out for the FP4 prepare of the o projection's input
 // (TensorMaxSink; that prepare then runs only its pass, prepare_pass).
 template <int D, bool PUBLISH>
 __global__ void __launch_bounds__(D)
     attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
-                        int splits, float* __restrict__ out, const TensorMaxSink sink,
-                        bool early) {
-  pdl_entry_release_first(early);
+                        int splits, float* __restrict__ out, const TensorMaxSink sink) {
+  pdl_entry();
   __shared__ float c_s[kMaxCombineSplits];
   __shared__ float red[32];
-  __shared__ float sum_s;
+  __shared__ float mx_s, sum_s;
+  __shared__ float l_s[kMaxCombineSplits];
   const int64_t rh = blockIdx.x;
-  const int d = threadIdx.x, lane = d & 31;
+  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
   const float2* ml = ws_ml + rh * splits;
+  // The first kPre partials of this thread's output element load at once, with the (max, sum)
+  // pairs, instead of in the output loop's batches: one L2 round trip instead of four at the
+  // decode step's 32 splits. The sums below keep their order (the same bits).
   constexpr int kPre = 32;
   float pre[kPre];
 #pragma unroll
   for (int s = 0; s < kPre; ++s) pre[s] = s < splits ? ws_o[(rh * splits + s) * D + d] : 0.0f;
-  if (d < 32) {
-    float mx = -INFINITY;
-    for (int s = lane; s < splits; s += 32) mx = fmaxf(mx, ml[s].x);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.0f;
-    for (int s = lane; s < splits; s += 32) {
-      const float2 v = ml[s];
-      const float c = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
-      c_s[s] = c;
-      sum = __fmaf_rn(v.y, c, sum);
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) sum_s = sum;
+  float mx = -INFINITY;
+  for (int s = d; s < splits; s += D) mx = fmaxf(mx, ml[s].x);
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (d == 0) {
+    float m = red[0];
+    for (int w = 1; w < D / 32; ++w) m = fmaxf(m, red[w]);
+    mx_s = m;
   }
   __syncthreads();
+  mx = mx_s;
+  for (int s = d; s < splits; s += D) {
+    const float2 v = ml[s];
+    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
+    l_s[s] = v.y;
+  }
+  __syncthreads();
+  if (d == 0) {  // the softmax denominator, splits in order
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(l_s[s], c_s[s], sum);
+    sum_s = sum;
+  }
   float o = 0.0f;
 #pragma unroll
   for (int s = 0; s < kPre; ++s) {
@@ -471,6 +275,7 @@ __global__ void __launch_bounds__(D)
   }
 #pragma unroll 8
   for (int s = kPre; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
+  __syncthreads();
   const float r = o / sum_s;
   out[rh * D + d] = r;
   if (PUBLISH)
@@ -655,11 +460,7 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                    cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
-  static const bool v1 = [] {
-    const char* e = std::getenv("SHARQ_CUDA_ATTN_V2");
-    return !(e && e[0] == '1');
-  }();
-  launch_pdl(v1 ? attn_decode_kernel_v1<D, QH> : attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
+  launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
              q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
              kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   if (p.splits > 1) {
@@ -667,7 +468,7 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
     launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
                dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0, stream,
                "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out,
-               sink ? *sink : none, early_release_enabled());
+               sink ? *sink : none);
   }
 }
 

@@ -136,8 +136,8 @@ __global__ void rope_kv_store_kernel(float* q, float* k, const float* __restrict
                                      int64_t rows, int64_t pos0, int64_t heads, int64_t kv_heads,
                                      int64_t head_dim, const float* __restrict__ inv_freq,
                                      int64_t capacity, float* __restrict__ kc,
-                                     float* __restrict__ vc, const int64_t* pos_dev, bool early) {
-  pdl_entry_release_first(early);
+                                     float* __restrict__ vc, const int64_t* pos_dev) {
+  pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   const int64_t half = head_dim / 2, all = heads + kv_heads;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < rows * all * half;
@@ -306,8 +306,7 @@ void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t,
   const int64_t rows = batch * t;
   launch_pdl(rope_kv_store_kernel, dim3(grid_for(rows * (heads + kv_heads) * head_dim / 2)),
              dim3(kThreads), 0, stream, "rope_kv_store_kernel", q, k, v, t, rows, pos0, heads,
-             kv_heads, head_dim, inv_freq, capacity, k_cache, v_cache, pos_dev,
-             early_release_enabled());
+             kv_heads, head_dim, inv_freq, capacity, k_cache, v_cache, pos_dev);
 }
 
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {

@@ -194,8 +194,7 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // 87-92 allow two): 82% of the copy rate at 4096 x 28672 against 64-70% (H100, docs/RESULTS.md,
 // issue 5, session 8).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
-// RING: weight windows a warp has in flight (the first RING load before the dependency wait).
-template <int MINB, int RING, typename OutT>
+template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
@@ -221,17 +220,19 @@ __global__ void __launch_bounds__(256, MINB)
     load_act<1, 1, true>(xa, x, 1, k, w * kWin + 32 * t, true, g);
     window_mma<1, 1>(acc, sl, xa);
   };
-  WeightSlice<1> sl[RING];
+  WeightSlice<1> s0, s1, s2;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#pragma unroll
-  for (int r = 0; r < RING; ++r) load(sl[r], warp + r * kWarps);
+  load(s0, warp);
+  load(s1, warp + kWarps);
+  load(s2, warp + 2 * kWarps);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  for (int64_t w = warp; w < nwin; w += RING * kWarps) {
-#pragma unroll
-    for (int r = 0; r < RING; ++r) {
-      step(sl[r], w + r * kWarps);
-      load(sl[r], w + (r + RING) * kWarps);
-    }
+  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
+    step(s0, w);
+    load(s0, w + 3 * kWarps);
+    step(s1, w + kWarps);
+    load(s1, w + 4 * kWarps);
+    step(s2, w + 2 * kWarps);
+    load(s2, w + 5 * kWarps);
   }
 #pragma unroll
   for (int c = 0; c < 4; ++c) red[0][warp][0][c][lane] = acc[0][0][c];
@@ -373,14 +374,7 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
   const int64_t tiles = parts.tile0[parts.count];
   const int mode = g_m1.load(std::memory_order_relaxed);
   const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
-  static const int ring = [] {  // TEMPORARY A/B: SHARQ_CUDA_M1_RING=4 (both builds) or 2 (MINB 2)
-    const char* e = std::getenv("SHARQ_CUDA_M1_RING");
-    return e && (e[0] == '4' || e[0] == '2') ? e[0] - '0' : 0;
-  }();
-  const auto kernel = two ? (ring != 0 ? gemm_decode_m1_kernel<2, 4, OutT>
-                                       : gemm_decode_m1_kernel<2, 3, OutT>)
-                          : (ring == 4 ? gemm_decode_m1_kernel<3, 4, OutT>
-                                       : gemm_decode_m1_kernel<3, 3, OutT>);
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
   launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
              "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
@@ -471,14 +465,6 @@ void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const floa
 
 bool pdl_enabled() {
   return g_pdl.load(std::memory_order_relaxed);
-}
-
-bool early_release_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_EARLY_RELEASE");
-    return e && e[0] == '1';
-  }();
-  return on;
 }
 
 namespace testing {

@@ -14,24 +14,10 @@
 namespace sharq::cuda {
 
 bool pdl_enabled();
-// Whether pdl_entry_release_first releases first (default; SHARQ_CUDA_EARLY_RELEASE=0: after the
-// wait, as pdl_entry, for A/B timing).
-bool early_release_enabled();
 
 __device__ __forceinline__ void pdl_entry() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
-
-// pdl_entry with the dependents released before the wait, so that the next kernel launches (and
-// runs its pre-wait part) one kernel earlier. Only for a kernel whose dependents read nothing
-// before their own wait that this kernel or the one before it writes: RoPE + KV store (the
-// attention after it loads only earlier steps' keys early) and the attention combine (the o
-// projection's pass loads nothing early). `early` false: pdl_entry.
-__device__ __forceinline__ void pdl_entry_release_first(bool early) {
-  if (early) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (!early) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
 template <typename... KArgs, typename... Args>

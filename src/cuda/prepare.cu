@@ -2,7 +2,6 @@
 // block of a row: it holds the block in registers, so mask, backbone quantization, residual and
 // residual quantization are one pass over the activation after the tensor max (two launches).
 // Codes and scales are bit-identical to the CPU reference (tests/cuda). Not the GEMM.
-#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -679,150 +678,6 @@ struct NormSource {
   }
 };
 
-// ---- Cluster schedule (decode sizes): the whole prepare in one launch of at most 8 blocks in a
-// thread-block cluster; the blocks exchange their sums and maxima through distributed shared
-// memory (hardware cluster barriers, no atomics, no grid barrier, no second kernel). ----
-constexpr int kClusterMax = 8;      // portable cluster size
-constexpr int kClusterQuarters = 2;  // quarters (8 values) per thread, plain and SwiGLU sources
-
-enum class ClusterSource { kPlain, kNorm, kSwiglu };
-
-__device__ __forceinline__ void cluster_arrive() {
-  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() {
-  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-}
-// The value `v` (valid in thread 0 of every block) combined over the cluster's blocks in rank
-// order, returned to every thread of the block. `slot` is this block's shared word for it.
-template <typename T, typename Op>
-__device__ T cluster_combine(T v, T* slot, T* result, Op op) {
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const unsigned n = cluster.num_blocks();
-  if (threadIdx.x == 0) *slot = v;
-  if (n > 1) {
-    cluster_arrive();
-    cluster_wait();
-  }
-  if (threadIdx.x == 0) {
-    T acc = *cluster.map_shared_rank(slot, 0u);
-    for (unsigned r = 1; r < n; ++r) acc = op(acc, *cluster.map_shared_rank(slot, r));
-    *result = acc;
-  }
-  __syncthreads();
-  return *result;
-}
-
-// NORM: block r is row r (PER quarters a thread: k <= 8192); PLAIN / SWIGLU: block r holds
-// quarters [r * PER * kThreads, ...) of the whole tensor. x: the activation (PLAIN, NORM) or
-// gate (SWIGLU); aux: the norm weight (NORM) or up (SWIGLU). The same values, tensor max and
-// quantize_quarter as the two-kernel schedules, so the same bits.
-template <int MODE, ClusterSource S, int PER>
-__global__ void __launch_bounds__(kThreads)
-    prepare_cluster_kernel(const float* __restrict__ x, const float* __restrict__ aux, float eps,
-                           int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
-                           Nvfp4View residual, float* __restrict__ normed,
-                           float* __restrict__ decoded, __half* __restrict__ gemm_f16,
-                           bool force_sequential) {
-  // The GEMM that reads our output may launch now and stream its weights (it waits for our
-  // completion before it reads the activation).
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  __shared__ float red[32], m_slot, m_all;
-  __shared__ double redd[32];
-  const int64_t per_row = k / 32;
-  int64_t b[PER];
-  bool active[PER];
-  float v[PER][8], a[PER][8];
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    if (S == ClusterSource::kNorm) {
-      const int64_t qi = threadIdx.x + static_cast<int64_t>(j) * kThreads;
-      b[j] = blockIdx.x * per_row + qi / 4;
-      active[j] = qi / 4 < per_row;
-    } else {
-      const int64_t e = (blockIdx.x * static_cast<int64_t>(PER) + j) * kThreads + threadIdx.x;
-      b[j] = e / 4;
-      active[j] = b[j] < rows * per_row;
-    }
-  }
-  const int q = static_cast<int>(threadIdx.x % 4);
-  if (S == ClusterSource::kNorm) {  // the norm weight is constant: loaded before the wait
-#pragma unroll
-    for (int j = 0; j < PER; ++j)
-      if (active[j]) load8(aux + (b[j] % per_row) * 32 + 8 * q, a[j]);
-  }
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    if (!active[j]) continue;
-    load8(x + b[j] * 32 + 8 * q, v[j]);
-    if (S == ClusterSource::kSwiglu) load8(aux + b[j] * 32 + 8 * q, a[j]);
-  }
-  if (S == ClusterSource::kNorm) {
-    double ss = 0.0;
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      if (!active[j]) continue;
-      ss = add_squares4(ss, make_float4(v[j][0], v[j][1], v[j][2], v[j][3]));
-      ss = add_squares4(ss, make_float4(v[j][4], v[j][5], v[j][6], v[j][7]));
-    }
-    ss = block_sum(ss, redd);
-    __shared__ float inv_shared;
-    if (threadIdx.x == 0) {
-      const float inv = certified_rms_inv(ss, x + blockIdx.x * k, k, eps, force_sequential);
-      inv_shared = inv;
-      reinterpret_cast<float*>(scratch + kRowInv)[blockIdx.x] = inv;
-    }
-    __syncthreads();
-    const float inv = inv_shared;
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      if (!active[j]) continue;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[j][i] = __fmul_rn(__fmul_rn(v[j][i], inv), a[j][i]);
-      if (normed) {
-        float4* dst = reinterpret_cast<float4*>(normed + b[j] * 32 + 8 * q);
-        dst[0] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
-        dst[1] = make_float4(v[j][4], v[j][5], v[j][6], v[j][7]);
-      }
-    }
-  } else if (S == ClusterSource::kSwiglu) {
-#pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      if (!active[j]) continue;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[j][i] = swiglu1(v[j][i], a[j][i]);
-    }
-  }
-  float m = 0.0f;
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    if (!active[j]) continue;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) m = fmaxf(m, fabsf(v[j][i]));
-  }
-  const float mx = cluster_combine(block_max(m, red), &m_slot, &m_all,
-                                   [](float p, float r) { return fmaxf(p, r); });
-  // Every block has read the others' m_slot: they may exit once all arrive (waited at the end).
-  const bool clustered = cooperative_groups::this_cluster().num_blocks() > 1;
-  if (clustered) cluster_arrive();
-  const uint32_t bits = __float_as_uint(mx);
-  const float st = scale_of_max_bits(bits);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    scratch[kMaxFinal] = bits;
-    *residual.tensor_scale = st;
-    if (MODE != 0) *sparse.tensor_scale = st;
-  }
-  const float inv_st = __frcp_rn(st);
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    if (active[j])
-      quantize_quarter<MODE>(v[j], inv_st, b[j], q, rows, k, sparse, residual, decoded, gemm_f16);
-  }
-  if (clustered) cluster_wait();
-}
-
 // Blocks of `Kernel` (kThreads each) that fit on the device at once: the cooperative grid cap.
 template <auto Kernel>
 int coresident_blocks() {
@@ -872,21 +727,7 @@ void with_mode(PrepareMode mode, F&& f) {
 // to ~1M elements; past that the single launch's co-resident grid (2 blocks/SM at ~120
 // registers) leaves the memory system underused and plain two kernels win (2048 x 14336:
 // 170 us vs 199 us single launch).
-// The cluster schedule where it applies: on by default, SHARQ_CUDA_PREP_CLUSTER=0 turns it off
-// in kAuto (A/B).
-bool cluster_schedule_on() {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_PREP_CLUSTER");
-    return e && e[0] == '1';
-  }();
-  return on;
-}
-
-// Up to 32768 elements (8 blocks) the cluster schedule, where it applies (measured in the
-// engine, RESULTS.md issue 6 "Session 11").
 PrepareSchedule auto_schedule(int64_t elements) {
-  if (elements <= int64_t{kClusterMax} * kThreads * kClusterQuarters * 8 && cluster_schedule_on())
-    return PrepareSchedule::kCluster;
   return elements <= (int64_t{1} << 20) ? PrepareSchedule::kTwoKernelPdl
                                         : PrepareSchedule::kTwoKernel;
 }
@@ -974,59 +815,6 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
             "pass_kernel", src, rows, k, scratch, sparse, residual, decoded, gh);
 }
 
-// Blocks of prepare_cluster_kernel for a plain or SwiGLU source, or 0 if the tensor is too large.
-int64_t cluster_blocks(int64_t rows, int64_t k) {
-  const int64_t quarters = 4 * rows * (k / 32);
-  const int64_t blocks = (quarters + kThreads * kClusterQuarters - 1) / (kThreads * kClusterQuarters);
-  return blocks <= kClusterMax ? std::max<int64_t>(blocks, 1) : 0;
-}
-
-// Quarters a thread holds for the RMSNorm source (a row per block), or 0 if it does not apply.
-int cluster_norm_per(int64_t rows, int64_t k) {
-  if (rows < 1 || rows > kClusterMax) return 0;
-  const int64_t per = (k / 8 + kThreads - 1) / kThreads;
-  return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : 0;
-}
-
-// One cluster of `blocks` blocks, a programmatic dependent in the decode step's chain.
-template <typename... KArgs, typename... Args>
-void launch_cluster(void (*kernel)(KArgs...), int64_t blocks, cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = stream;
-  cudaLaunchAttribute attrs[2] = {};
-  unsigned n = 0;
-  if (blocks > 1) {
-    attrs[n].id = cudaLaunchAttributeClusterDimension;
-    attrs[n].val.clusterDim.x = static_cast<unsigned>(blocks);
-    attrs[n].val.clusterDim.y = 1;
-    attrs[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  if (pdl_enabled()) {
-    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  cfg.attrs = attrs;
-  cfg.numAttrs = n;
-  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), "prepare_cluster_kernel");
-}
-
-// prepare_cluster_kernel on a plain or SwiGLU source; false if the tensor is too large.
-template <int M, ClusterSource S>
-bool launch_cluster_source(const float* x, const float* aux, int64_t rows, int64_t k,
-                           Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
-                           cudaStream_t stream, __half* gh, float* decoded) {
-  const int64_t blocks = cluster_blocks(rows, k);
-  if (blocks == 0) return false;
-  launch_cluster(prepare_cluster_kernel<M, S, kClusterQuarters>, blocks, stream, x, aux, 0.0f,
-                 rows, k, scratch, sparse, residual, static_cast<float*>(nullptr), decoded, gh,
-                 false);
-  return true;
-}
-
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
                    float* decoded, PrepareSchedule schedule) {
@@ -1037,11 +825,6 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
-    if (schedule == PrepareSchedule::kCluster &&
-        launch_cluster_source<M, ClusterSource::kPlain>(x, nullptr, rows, k, sparse, residual,
-                                                         scratch, stream, gh, decoded)) {
-      return;
-    }
     if (schedule == PrepareSchedule::kSingleLaunch) {
       constexpr auto resident = prepare_single_kernel<M, true>;
       constexpr auto streaming = prepare_single_kernel<M, false>;
@@ -1056,8 +839,7 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
       return;
     }
     launch_two_kernel<M>(PlainSource{x}, rows, k, sparse, residual, scratch, stream, gh, decoded,
-                         schedule == PrepareSchedule::kCluster ? PrepareSchedule::kTwoKernelPdl
-                                                               : schedule);
+                         schedule);
   });
 }
 
@@ -1077,19 +859,10 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
   check_shape(rows, k, "cuda::prepare_swiglu");
   if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
-  auto* gh = reinterpret_cast<__half*>(gemm_f16);
-  const PrepareSchedule schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
-    constexpr int M = decltype(m)::value;
-    if (schedule == PrepareSchedule::kCluster &&
-        launch_cluster_source<M, ClusterSource::kSwiglu>(gate, up, rows, k, sparse, residual,
-                                                          scratch, stream, gh, decoded)) {
-      return;
-    }
-    launch_two_kernel<M>(SwigluSource{gate, up}, rows, k, sparse, residual, scratch, stream, gh,
-                         decoded, schedule == PrepareSchedule::kCluster
-                                      ? PrepareSchedule::kTwoKernelPdl
-                                      : schedule);
+    launch_two_kernel<decltype(m)::value>(SwigluSource{gate, up}, rows, k, sparse, residual,
+                                          scratch, stream, reinterpret_cast<__half*>(gemm_f16),
+                                          decoded, auto_schedule(rows * k));
   });
 }
 
@@ -1126,29 +899,9 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
-  if (schedule == PrepareSchedule::kAuto) {
-    schedule = cluster_norm_per(rows, k) != 0 && cluster_schedule_on()
-                   ? PrepareSchedule::kCluster
-                   : auto_schedule(rows * k);
-  }
+  if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
-    if (schedule == PrepareSchedule::kCluster) {
-      const auto go = [&](auto kernel) {
-        launch_cluster(kernel, rows, stream, x, norm_w, eps, rows, k, scratch, sparse, residual,
-                       normed_out, decoded, gh, g_force_sequential_rms);
-      };
-      switch (cluster_norm_per(rows, k)) {
-        case 1:
-          return go(prepare_cluster_kernel<M, ClusterSource::kNorm, 1>);
-        case 2:
-          return go(prepare_cluster_kernel<M, ClusterSource::kNorm, 2>);
-        case 4:
-          return go(prepare_cluster_kernel<M, ClusterSource::kNorm, 4>);
-        default:
-          schedule = PrepareSchedule::kTwoKernelPdl;  // too large for the cluster schedule
-      }
-    }
     if (schedule == PrepareSchedule::kSingleLaunch) {
       constexpr auto kernel = prepare_rmsnorm_kernel<M>;
       const auto grid = static_cast<unsigned>(

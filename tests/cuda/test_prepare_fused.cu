@@ -65,12 +65,9 @@ const std::pair<PrepareMode, Mode> kModes[] = {{PrepareMode::kNvfp4, Mode::kNvfp
 
 // Odd row counts; 2049 x 2048 is past the single launch's register-resident size (streaming).
 // Decode-sized rows (<= 64 rows, k <= 8192) take prepare_rmsnorm's register-resident row kernel:
-// one row (no atomics), several, and register depths 1, 4 and 8 (k 64..8192). The cluster
-// schedule: 1 to 8 blocks (8 x 4096 fills the largest cluster; 1 x 14336 leaves a block half
-// idle), RMSNorm rows of 1, 2 and 4 quarters a thread, and shapes past it (two kernels).
-const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},    {3, 128},    {17, 1024},
-                                               {1, 4096},  {5, 8192},   {8, 4096},
-                                               {1, 14336}, {100, 4096}, {2049, 2048}};
+// one row (no atomics), several, and register depths 1, 4 and 8 (k 64..8192).
+const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},   {3, 128},   {17, 1024},  {1, 4096},
+                                               {5, 8192}, {1, 14336}, {100, 4096}, {2049, 2048}};
 
 // For the compute-sanitizer runs: SHARQ_TEST_SMALL=1 keeps shapes up to 2^17 elements plus the
 // streaming shape in sharq-nvfp4-24; =2 only the shapes up to 2^17.
@@ -84,7 +81,6 @@ const std::pair<PrepareSchedule, const char*> kSchedules[] = {
     {PrepareSchedule::kSingleLaunch, "single"},
     {PrepareSchedule::kTwoKernel, "two-kernel"},
     {PrepareSchedule::kTwoKernelPdl, "two-kernel-pdl"},
-    {PrepareSchedule::kCluster, "cluster"},  // too large a tensor takes two kernels
     {PrepareSchedule::kAuto, "auto"}};
 
 // got (fused) vs CPU codes/scales/tensor scale and vs the existing prepare's planes/decodes.

@@ -44,11 +44,7 @@ void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4Vie
 //     the max kernel runs.
 //   kSingleLaunch: one cooperative kernel, a grid barrier between the max and the pass; up to
 //     ~264 x 256 x 32 elements each thread keeps its block in registers (x read once).
-//   kCluster: one launch of at most 8 blocks in a thread-block cluster, the max (and the RMSNorm
-//     sums, a row per block) exchanged through distributed shared memory; up to 32768 elements
-//     (prepare_rmsnorm: up to 8 rows of k <= 8192). Larger tensors take kTwoKernelPdl. kAuto
-//     picks it where it applies (SHARQ_CUDA_PREP_CLUSTER=0: never).
-enum class PrepareSchedule { kAuto, kTwoKernel, kTwoKernelPdl, kSingleLaunch, kCluster };
+enum class PrepareSchedule { kAuto, kTwoKernel, kTwoKernelPdl, kSingleLaunch };
 
 // Scratch (device memory) of prepare_fused and prepare_rmsnorm: zero it once when allocated
 // (cudaMemset); every call leaves it ready for the next. One stream at a time per scratch.
