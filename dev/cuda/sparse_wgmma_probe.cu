@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(128)
         }
       } else {
         const int r = second ? r1 : r0;
-        for (int q = 0; q < 8; ++q) meta |= static_cast<uint32_t>(idx[r * kChunks + c0 + q]) << (4 * q);
+        for (int q = 0; q < 8; ++q)
+          meta |= static_cast<uint32_t>(idx[r * kChunks + c0 + q]) << (4 * q);
       }
     }
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -146,7 +147,8 @@ bool run(const std::vector<__half>& ac, const std::vector<uint8_t>& idx,
   std::printf("AORD %d META %d sel %d: max |err| / sum|terms| %.3g, bad %d of %d", AORD, META, SEL,
               worst, bad, kM * kN);
   if (first >= 0)
-    std::printf(" (first at row %d col %d: %g vs %g)", first / kN, first % kN, c[first], ref[first]);
+    std::printf(" (first at row %d col %d: %g vs %g)", first / kN, first % kN, c[first],
+                ref[first]);
   std::printf(" -> %s\n", bad == 0 ? "PASS" : "FAIL");
   cudaFree(dac), cudaFree(db), cudaFree(didx), cudaFree(dc);
   return bad == 0;
