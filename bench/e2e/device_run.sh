@@ -34,8 +34,8 @@
 #   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
 #   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
-#   probes   the decode-GEMM dev probes (dev/cuda: weight loads alone; the M = 1 product on
-#            row-major vs tiled weights and through a bulk-copy ring)
+#   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
+#            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma layout)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -187,14 +187,14 @@ phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ
   done
 }
 
-phase_abbase() {  # decode (AB_BATCH, default 1), bf16 and sharq-nvfp4-24: this tree against an older tree's sharq
+phase_abbase() {  # decode (AB_BATCH, default 1; AB_MODES): this tree against an older tree's sharq
   # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
   [ -f "$PACK/sharq_base.xz" ] || { echo "abbase: no $PACK/sharq_base.xz"; return; }
   xz -dc "$PACK/sharq_base.xz" >"$B/bin/sharq_base" && chmod +x "$B/bin/sharq_base"
   # AB_VARIANTS: also this tree with each VAR=value (e.g. a switch turned off), in the same rotation
   for r in 1 2; do
     for v in base new ${AB_VARIANTS:-}; do
-      local bin=sharq env_set=X=1
+      local bin=sharq env_set=X=1  # X=1: a no-op assignment, so `env` runs the plain tree
       [ "$v" = base ] && bin=sharq_base
       [ "$v" != base ] && [ "$v" != new ] && env_set="$v"
       echo "-- $v run $r"
