@@ -10,7 +10,8 @@
 //   META 0: lane 2 sel holds chunks 0..3, lane 2 sel + 1 chunks 4..7; row g in bits 15:0, row
 //           g + 8 in bits 31:16, chunk c at nibble c  [derived]
 //   META 1: lane 2 sel holds row g, lane 2 sel + 1 row g + 8, chunk c at nibble c (8 nibbles)
-// for sp-sel 0 and 1. Prints max |error| / scale per candidate and PASS or FAIL.
+// for sp-sel 0 and 1. Prints max |error| / scale per candidate and PASS or FAIL; then the rate of
+// the sparse instruction against the dense one (m64n128, MMA-bound), dense-equivalent TFLOP/s.
 // Build: nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a dev/cuda/sparse_wgmma_probe.cu
 //        -o sparse_wgmma_probe
 #include <cuda_fp16.h>
@@ -154,6 +155,108 @@ bool run(const std::vector<__half>& ac, const std::vector<uint8_t>& idx,
   return bad == 0;
 }
 
+// ---- Rate: the same instruction at N = 128 against the dense one, MMA-bound (one accumulator
+// per warpgroup, two warpgroups an SM, B resident in shared memory, A in registers). ----
+__device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t b, uint32_t meta) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, %69, 0, 1, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(meta)
+      : "memory");
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
+      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+      : "memory");
+}
+
+// Each iteration covers K = 64 of the logical (dense) product: two sparse k32 or four dense k16.
+template <bool SPARSE>
+__global__ void __launch_bounds__(128)
+    rate_kernel(const __half* __restrict__ b, float* __restrict__ out, int iters) {
+  __shared__ __align__(1024) uint8_t bs[128 * 128];
+  const int tid = threadIdx.x;
+  for (int x = tid; x < 128 * 8; x += 128) {
+    const int r = x / 8, ch = x % 8;
+    *reinterpret_cast<uint4*>(bs + r * 128 + ((ch ^ (r & 7)) * 16)) =
+        *reinterpret_cast<const uint4*>(b + r * 64 + ch * 8);
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  __syncthreads();
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(bs));
+  const uint32_t a[4] = {0x3c003c00u ^ tid, 0x3800b800u, 0x3c00bc00u ^ (tid << 3), 0x34003400u};
+  const uint32_t meta = 0x44444444u;  // every chunk keeps positions 0 and 1
+  float d[64] = {};
+  for (int i = 0; i < iters; ++i) {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    if (SPARSE) {
+      wgmma_sp_m64n128k32(d, a, smem_desc(base), meta);
+      wgmma_sp_m64n128k32(d, a, smem_desc(base + 64), meta);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) wgmma_m64n128k16_rs(d, a, smem_desc(base + 32 * k));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) sum += d[i];
+  out[blockIdx.x * 128 + tid] = sum;
+}
+
+template <bool SPARSE>
+double rate_tflops(const __half* db, float* dout, int ctas, int iters) {
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  rate_kernel<SPARSE><<<ctas, 128>>>(db, dout, iters);  // warm-up
+  check(cudaEventRecord(e0), "record");
+  for (int r = 0; r < 5; ++r) rate_kernel<SPARSE><<<ctas, 128>>>(db, dout, iters);
+  check(cudaEventRecord(e1), "record");
+  check(cudaEventSynchronize(e1), "sync");
+  float ms = 0.0f;
+  check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  const double flops = 5.0 * ctas * iters * 2.0 * 64 * 128 * 64;  // logical (dense) work
+  return flops / (ms * 1e-3) * 1e-12;
+}
 }  // namespace
 
 int main() {
@@ -195,5 +298,21 @@ int main() {
   pass += run<0, 1, 0>(ac, idx, b, ref, mag);
   pass += run<1, 1, 0>(ac, idx, b, ref, mag);
   std::printf("%d of 5 candidates pass (the derived layout is AORD 0 META 0, both sel)\n", pass);
+  // The rate, in dense-equivalent TFLOP/s (a 2:4 product counts the work of the dense one).
+  std::vector<__half> b128(128 * 64);
+  for (auto& v : b128) v = __float2half(rng() % 2 ? 0.5f : -0.5f);
+  __half* db;
+  float* dout;
+  const int ctas = 2 * prop.multiProcessorCount, iters = 4096;
+  check(cudaMalloc(&db, b128.size() * 2), "malloc");
+  check(cudaMalloc(&dout, static_cast<size_t>(ctas) * 128 * 4), "malloc");
+  check(cudaMemcpy(db, b128.data(), b128.size() * 2, cudaMemcpyHostToDevice), "copy");
+  const double dense = rate_tflops<false>(db, dout, ctas, iters);
+  const double sparse = rate_tflops<true>(db, dout, ctas, iters);
+  std::printf(
+      "rate m64n128, A in registers, %d CTAs: dense k16 %.0f TFLOP/s, 2:4 sparse k32 %.0f "
+      "TFLOP/s dense-equivalent (%.2fx)\n",
+      ctas, dense, sparse, sparse / dense);
+  cudaFree(db), cudaFree(dout);
   return 0;
 }
