@@ -35,7 +35,7 @@
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
 #   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
-#            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma layout)
+#            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
@@ -139,7 +139,7 @@ phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs
 }
 
 phase_probes() {  # PROBE_LIST picks some
-  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe}; do
+  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe}; do
     if [ -x "$B/bin/$p" ]; then
       echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
     fi
