@@ -1,0 +1,69 @@
+// Sparse wgmma helpers shared by the 2:4 prefill ladder's probes (dev only): the K-major
+// 128-byte-swizzle shared-memory descriptor, and m64n128 MMAs with A in registers, dense (k16) and
+// 2:4 sparse (k32, the layouts verified by sparse_wgmma_probe.cu; docs/cuda_kernels.md).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+namespace sharq::dev {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart (as gemm_prefill.cu).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+// The 64 accumulator operands of an m64n128 MMA (operands %0..%63 of the asm).
+#define SHARQ_DEV_ACC64_STR                                                                    \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
+  "%56, %57, %58, %59, %60, %61, %62, %63"
+#define SHARQ_DEV_ACC64(d)                                                                        \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
+      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
+      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
+      "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),  \
+      "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),  \
+      "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),  \
+      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),  \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+// d += A_sp . B^T, K = 32: a the four b32 registers of kept values, b the descriptor of the k32
+// slice, meta the metadata register (sp-sel 0: lanes 4g and 4g + 1 supply it).
+__device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t b, uint32_t meta) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 {" SHARQ_DEV_ACC64_STR
+      "}, {%64, %65, %66, %67}, %68, %69, 0, 1, 1, 1, 0;\n}\n"
+      : SHARQ_DEV_ACC64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(meta)
+      : "memory");
+}
+
+// d += A . B^T, K = 16, A dense in registers (the fragment layout of mma.sync m16n8k16).
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" SHARQ_DEV_ACC64_STR
+      "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n}\n"
+      : SHARQ_DEV_ACC64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+      : "memory");
+}
+
+}  // namespace sharq::dev
