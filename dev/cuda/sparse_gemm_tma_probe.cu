@@ -28,12 +28,16 @@
 #include <random>
 #include <vector>
 
+#include "gemm_probe_host.cuh"
 #include "wgmma_sp.cuh"
 
 namespace {
 
 using sharq::dev::check;
+using sharq::dev::run_cublas;
 using sharq::dev::smem_desc;
+using sharq::dev::time_us;
+using sharq::dev::upload;
 using sharq::dev::wgmma_sp_m64n256k32;
 
 constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kConsumers = 2;
@@ -45,14 +49,6 @@ constexpr int kEBytes = (kBM / 16) * 2 * 16 * 4;          // 1 KB
 constexpr int kStageBytes = kWBytes + kABytes + kEBytes;  // 43 KB
 constexpr int kSmemBytes = kStages * kStageBytes + 1024;
 static_assert(kStageBytes % 1024 == 0, "stages 1024-aligned for the swizzle");
-
-void check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "sparse_gemm_tma_probe: %s: cuBLAS status %d\n", what,
-                 static_cast<int>(s));
-    std::exit(1);
-  }
-}
 
 // ---- mbarrier and bulk-copy wrappers (shared-memory addresses as 32-bit values) ----
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -228,40 +224,9 @@ Problem make_problem(int m, int n, int k, uint32_t seed) {
   return p;
 }
 
-template <typename T>
-T* upload(const std::vector<T>& v) {
-  T* d = nullptr;
-  check(cudaMalloc(&d, v.size() * sizeof(T)), "malloc");
-  check(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-  return d;
-}
-
 void run_sparse(const uint8_t* wt, const uint8_t* at, const uint8_t* et, float* c, int m, int n,
                 int k) {
   sparse_gemm_tma_kernel<<<(m / kBM) * (n / kBN), kThreads, kSmemBytes>>>(wt, at, et, c, m, n, k);
-}
-void run_cublas(cublasHandle_t h, const __half* a, const __half* w, float* c, int m, int n, int k) {
-  const float one = 1.0f, zero = 0.0f;
-  check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, CUDA_R_16F, k, a, CUDA_R_16F, k,
-                     &zero, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "cublasGemmEx");
-}
-
-template <typename F>
-double time_us(F&& f) {
-  cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "event");
-  check(cudaEventCreate(&e1), "event");
-  for (int i = 0; i < 3; ++i) f();
-  constexpr int kReps = 20;
-  check(cudaEventRecord(e0), "record");
-  for (int i = 0; i < kReps; ++i) f();
-  check(cudaEventRecord(e1), "record");
-  check(cudaEventSynchronize(e1), "sync");
-  float ms = 0.0f;
-  check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
-  return 1e3 * ms / kReps;
 }
 
 // Our product vs cuBLAS on the dense expansion, each element within 1e-6 of its sum of |terms|
