@@ -29,9 +29,8 @@
 namespace {
 
 using sharq::dev::check;
-using sharq::dev::run_cublas;
+using sharq::dev::compare_with_cublas;
 using sharq::dev::smem_desc;
-using sharq::dev::time_us;
 using sharq::dev::upload;
 using sharq::dev::wgmma_sp_m64n128k32;
 
@@ -212,47 +211,11 @@ int main() {
   for (const auto& s : shapes) {
     const int m = 2048, k = s[0], n = s[1];
     const Problem p = make_problem(m, n, k, 5 + k + n);
-    __half *da = upload(p.a_comp), *dad = upload(p.a_dense), *dw = upload(p.w);
+    __half *da = upload(p.a_comp), *dw = upload(p.w);
     uint32_t* de = upload(p.e);
-    float *dc, *dr;
-    check(cudaMalloc(&dc, sizeof(float) * m * n), "malloc");
-    check(cudaMalloc(&dr, sizeof(float) * m * n), "malloc");
-    check(cudaMemset(dc, 0xFF, sizeof(float) * m * n), "poison");
-    run_sparse(da, de, dw, dc, m, n, k);
-    run_cublas(h, dad, dw, dr, m, n, k);
-    check(cudaDeviceSynchronize(), "run");
-    // The scale of each element: sum |a| |w| (cuBLAS on the absolute values). Two FP32 sums of
-    // k terms in different orders differ by a small multiple of 2^-24 of it.
-    std::vector<__half> abs_a(p.a_dense), abs_w(p.w);
-    for (auto& v : abs_a) v = __habs(v);
-    for (auto& v : abs_w) v = __habs(v);
-    __half *daa = upload(abs_a), *daw = upload(abs_w);
-    float* dm;
-    check(cudaMalloc(&dm, sizeof(float) * m * n), "malloc");
-    run_cublas(h, daa, daw, dm, m, n, k);
-    check(cudaDeviceSynchronize(), "run");
-    std::vector<float> c(static_cast<size_t>(m) * n), r(c.size()), mag(c.size());
-    check(cudaMemcpy(c.data(), dc, c.size() * 4, cudaMemcpyDeviceToHost), "download");
-    check(cudaMemcpy(r.data(), dr, r.size() * 4, cudaMemcpyDeviceToHost), "download");
-    check(cudaMemcpy(mag.data(), dm, mag.size() * 4, cudaMemcpyDeviceToHost), "download");
-    cudaFree(daa), cudaFree(daw), cudaFree(dm);
-    size_t bad = 0;
-    double worst = 0.0;
-    for (size_t i = 0; i < c.size(); ++i) {
-      const double err = std::fabs(static_cast<double>(c[i]) - r[i]) / (mag[i] + 1e-30);
-      if (!(err <= 1e-6)) ++bad;
-      if (std::isfinite(err) && err > worst) worst = err;
-    }
-    const double us_sp = time_us([&] { run_sparse(da, de, dw, dc, m, n, k); });
-    const double us_cb = time_us([&] { run_cublas(h, dad, dw, dr, m, n, k); });
-    const double flop = 2.0 * m * n * static_cast<double>(k);
-    std::printf(
-        "M %d K %5d N %5d: vs cuBLAS max |diff| / sum|terms| %.2g, %zu wrong -> %s; sparse %.1f us "
-        "(%.0f TFLOP/s dense-eq), cuBLAS FP16 dense %.1f us (%.0f TFLOP/s): %.2fx\n",
-        m, k, n, worst, bad, bad == 0 ? "PASS" : "FAIL", us_sp, flop / us_sp * 1e-6, us_cb,
-        flop / us_cb * 1e-6, us_cb / us_sp);
-    failures += bad != 0;
-    cudaFree(da), cudaFree(dad), cudaFree(dw), cudaFree(de), cudaFree(dc), cudaFree(dr);
+    failures += !compare_with_cublas(
+        h, p.a_dense, p.w, m, n, k, [&](float* c) { run_sparse(da, de, dw, c, m, n, k); }, true);
+    cudaFree(da), cudaFree(dw), cudaFree(de);
   }
   cublasDestroy(h);
   std::printf("%s\n", failures == 0 ? "ALL PASS" : "FAILURES");

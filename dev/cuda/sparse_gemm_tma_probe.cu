@@ -20,7 +20,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -34,9 +33,8 @@
 namespace {
 
 using sharq::dev::check;
-using sharq::dev::run_cublas;
+using sharq::dev::compare_with_cublas;
 using sharq::dev::smem_desc;
-using sharq::dev::time_us;
 using sharq::dev::upload;
 using sharq::dev::wgmma_sp_m64n256k32;
 
@@ -229,55 +227,14 @@ void run_sparse(const uint8_t* wt, const uint8_t* at, const uint8_t* et, float* 
   sparse_gemm_tma_kernel<<<(m / kBM) * (n / kBN), kThreads, kSmemBytes>>>(wt, at, et, c, m, n, k);
 }
 
-// Our product vs cuBLAS on the dense expansion, each element within 1e-6 of its sum of |terms|
-// (cuBLAS on the absolute values); and the times.
+// Our product vs cuBLAS on the dense expansion (compare_with_cublas), timed with `time`.
 bool check_and_time(cublasHandle_t h, int m, int n, int k, uint32_t seed, bool time) {
   const Problem p = make_problem(m, n, k, seed);
   uint8_t *dwt = upload(p.wt), *dat = upload(p.at), *det = upload(p.et);
-  __half *dad = upload(p.a_dense), *dw = upload(p.w);
-  std::vector<__half> abs_a(p.a_dense), abs_w(p.w);
-  for (auto& v : abs_a) v = __habs(v);
-  for (auto& v : abs_w) v = __habs(v);
-  __half *daa = upload(abs_a), *daw = upload(abs_w);
-  float *dc, *dr, *dm;
-  const size_t cn = static_cast<size_t>(m) * n;
-  check(cudaMalloc(&dc, cn * 4), "malloc");
-  check(cudaMalloc(&dr, cn * 4), "malloc");
-  check(cudaMalloc(&dm, cn * 4), "malloc");
-  check(cudaMemset(dc, 0xFF, cn * 4), "poison");
-  run_sparse(dwt, dat, det, dc, m, n, k);
-  check(cudaGetLastError(), "launch");
-  run_cublas(h, dad, dw, dr, m, n, k);
-  run_cublas(h, daa, daw, dm, m, n, k);
-  check(cudaDeviceSynchronize(), "run");
-  std::vector<float> c(cn), r(cn), mag(cn);
-  check(cudaMemcpy(c.data(), dc, cn * 4, cudaMemcpyDeviceToHost), "download");
-  check(cudaMemcpy(r.data(), dr, cn * 4, cudaMemcpyDeviceToHost), "download");
-  check(cudaMemcpy(mag.data(), dm, cn * 4, cudaMemcpyDeviceToHost), "download");
-  size_t bad = 0;
-  double worst = 0.0;
-  for (size_t i = 0; i < cn; ++i) {
-    const double err = std::fabs(static_cast<double>(c[i]) - r[i]) / (mag[i] + 1e-30);
-    if (!(err <= 1e-6)) ++bad;
-    if (std::isfinite(err) && err > worst) worst = err;
-  }
-  std::printf("M %d K %5d N %5d: vs cuBLAS max |diff| / sum|terms| %.2g, %zu wrong -> %s", m, k, n,
-              worst, bad, bad == 0 ? "PASS" : "FAIL");
-  if (time) {
-    const double us_sp = time_us([&] { run_sparse(dwt, dat, det, dc, m, n, k); });
-    const double us_cb = time_us([&] { run_cublas(h, dad, dw, dr, m, n, k); });
-    const double flop = 2.0 * m * n * static_cast<double>(k);
-    std::printf("; sparse %.1f us (%.0f TFLOP/s dense-eq), cuBLAS FP16 dense %.1f us (%.0f): %.2fx",
-                us_sp, flop / us_sp * 1e-6, us_cb, flop / us_cb * 1e-6, us_cb / us_sp);
-  }
-  std::printf("\n");
-  for (void* q : {static_cast<void*>(dwt), static_cast<void*>(dat), static_cast<void*>(det),
-                  static_cast<void*>(dad), static_cast<void*>(dw), static_cast<void*>(daa),
-                  static_cast<void*>(daw), static_cast<void*>(dc), static_cast<void*>(dr),
-                  static_cast<void*>(dm)}) {
-    cudaFree(q);
-  }
-  return bad == 0;
+  const bool ok = compare_with_cublas(
+      h, p.a_dense, p.w, m, n, k, [&](float* c) { run_sparse(dwt, dat, det, c, m, n, k); }, time);
+  cudaFree(dwt), cudaFree(dat), cudaFree(det);
+  return ok;
 }
 
 }  // namespace
