@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -60,9 +61,9 @@ double time_us(F&& f) {
 
 // Checks our product against cuBLAS on the dense expansion of A (m, k) and W (n, k): `ours(c)`
 // launches our kernel writing C (m, n) into c, which is poisoned first. Each element must lie
-// within 1e-6 of its sum of |terms| (cuBLAS on the absolute values: two FP32 sums of k terms in
-// different orders differ by a small multiple of 2^-24 of it). With `time`, also times both
-// products. Prints one line; true if every element is within.
+// within 1e-6 (times k / 4096 above 4096 terms) of its sum of |terms| (cuBLAS on the absolute
+// values: two FP32 sums of k terms in different orders differ by a small multiple of 2^-24 of it).
+// With `time`, also times both products. Prints one line; true if every element is within.
 template <typename Run>
 bool compare_with_cublas(cublasHandle_t h, const std::vector<__half>& a_dense,
                          const std::vector<__half>& w, int m, int n, int k, Run&& ours, bool time) {
@@ -87,9 +88,10 @@ bool compare_with_cublas(cublasHandle_t h, const std::vector<__half>& a_dense,
   check(cudaMemcpy(mag.data(), dm, cn * 4, cudaMemcpyDeviceToHost), "download");
   size_t bad = 0;
   double worst = 0.0;
+  const double tol = 1e-6 * std::max(1.0, k / 4096.0);  // rounding grows with the terms summed
   for (size_t i = 0; i < cn; ++i) {
     const double err = std::fabs(static_cast<double>(c[i]) - r[i]) / (mag[i] + 1e-30);
-    if (!(err <= 1e-6)) ++bad;
+    if (!(err <= tol)) ++bad;
     if (std::isfinite(err) && err > worst) worst = err;
   }
   std::printf("M %d K %5d N %5d: vs cuBLAS max |diff| / sum|terms| %.2g, %zu wrong -> %s", m, k, n,

@@ -109,4 +109,15 @@ __device__ __forceinline__ void wgmma_sp_m64n256k32(float (&d)[128], const uint3
       : "memory");
 }
 
+// d += A . B^T, K = 16, both operands K-major in 128-byte-swizzled shared memory (descriptors).
+__device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" SHARQ_DEV_ACC128_STR
+      "}, %128, %129, 1, 1, 1, 0, 0;\n}\n"
+      : SHARQ_DEV_ACC128(d)
+      : "l"(a), "l"(b)
+      : "memory");
+}
+
 }  // namespace sharq::dev
