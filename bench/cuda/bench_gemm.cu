@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
         "sharq_gemm_us,sharq_linear_us,sharq_gemm_pct_bw,nvfp4_gemm_v3_us,nvfp4_linear_v3_us,"
         "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel,"
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
-        "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us\n");
+        "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
+        "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -329,7 +330,7 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
-            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1\n",
+            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1,-1,-1,-1\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
             t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2, g_bf16,
             g_fp8, g_gemm, g_lin, g_lin_pdl);
@@ -431,13 +432,38 @@ int main(int argc, char** argv) {
                 reinterpret_cast<float*>(static_cast<uint8_t*>(pws) + size_t(n) * k * 2), nullptr);
           },
           kInner, kReps);
+      // The engine's sharq-nvfp4-24 prefill: planes regrouped into stage images, then the
+      // warp-specialised 2:4 + dense kernel; the GEMM alone, the repack alone, and the whole
+      // linear (prepare + repack + GEMM).
+      auto* img = static_cast<uint8_t*>(dmalloc(sharq::cuda::prefill_ws_act_bytes(m, k)));
+      sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr);
+      const double t_ws = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill_ws_f32(img, rs.tensor_scale, m, wq32[i % rot], n, k, y32,
+                                             nullptr);
+          },
+          kInner, kReps);
+      const double t_repack = time_us(
+          [&](int) { sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr); }, kInner, kReps);
+      const double t_ws_lin = time_us(
+          [&](int i) {
+            sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch,
+                                 nullptr, xh);
+            sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr);
+            sharq::cuda::gemm_prefill_ws_f32(img, rs.tensor_scale, m, wq32[i % rot], n, k, y32,
+                                             nullptr);
+          },
+          kInner, kReps);
+      cudaFree(img);
       cudaFree(y32);
       cudaFree(pws);
-      char cbrow[256];
+      char cbrow[320];
       std::snprintf(cbrow, sizeof cbrow,
-                    "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f |\n",
+                    "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.1f | "
+                    "%.2fx | %.1f | %.1f |\n",
                     (long long)k, (long long)n, (long long)m, t_bf16, t_nvfp4_cb,
-                    t_nvfp4_cb / t_bf16, t_sharq_cb, t_sharq_cb / t_bf16, t_wdec);
+                    t_nvfp4_cb / t_bf16, t_sharq_cb, t_sharq_cb / t_bf16, t_wdec, t_ws,
+                    t_ws / t_bf16, t_repack, t_ws_lin);
       cublas_rows.emplace_back(cbrow);
       const double flop = 2.0 * double(m) * double(n) * double(k);
       char row[512];
@@ -456,9 +482,9 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
-            t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec);
+            t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_repack, t_ws_lin);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -511,7 +537,9 @@ int main(int argc, char** argv) {
       "\nPrefill through cuBLAS (the engine's path for M > 32): FP4 weight decoded once per call "
       "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out\n\n| K | N | M | cuBLAS "
       "BF16 | NVFP4 | NVFP4 vs BF16 | SharQ (2 paths) | SharQ vs BF16 | weight decode alone "
-      "|\n|---|---|---|---|---|---|---|---|---|\n");
+      "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its repack | "
+      "sharq-nvfp4-24 linear (prepare + repack + GEMM) |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "

@@ -15,6 +15,8 @@
 #            RoPE + KV store off (ABFUSE_VARS picks a subset); abfusebase the same bench, all on
 #   prefill  bench_gemm prefill rows (wgmma kernel, and decode pass + cuBLAS: the engine's path)
 #   abprefill  e2e prefill with the wgmma kernel instead (A/B)
+#   abws   prefill 1 x 2048, sharq-nvfp4-24: the one-launch 2:4 kernel (default) vs decode pass +
+#          cuBLAS
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
 #   abshared  batch 8/16/32 decode: the shared-activation decode GEMM (default above 8 rows) vs
 #             the per-tile kernel (SHARQ_CUDA_DECODE_SHARED=0)
@@ -81,6 +83,16 @@ phase_abprefill() {  # the A/B for phase e2e's prefill: the one-launch wgmma ker
   SHARQ_CUDA_PREFILL=wgmma "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
     --modes nvfp4,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 --steps 4 --repeat 3 \
     --json "$OUT/sharq_bench_wgmma_prefill.json" 2>&1 | grep -v "^bench:" | tail -n 4
+}
+
+phase_abws() {  # prefill 1 x 2048: sharq-nvfp4-24 on the one-launch 2:4 kernel (default) vs decode
+  # pass + cuBLAS (SHARQ_CUDA_PREFILL=cublas), bf16 alongside, same call
+  for v in ws:X=1 cublas:SHARQ_CUDA_PREFILL=cublas; do
+    echo "== prefill ${v%%:*}"
+    env "${v#*:}" "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+      --modes bf16,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 --steps 4 --repeat 3 \
+      --json "$OUT/sharq_bench_prefill_${v%%:*}.json" 2>&1 | grep -v "^bench:" | tail -n 4
+  done
 }
 
 phase_abgroup() {  # the A/B for phase e2e, same card: grouped linears (q/k/v, gate/up) off

@@ -12,9 +12,14 @@
 #include <cstdlib>
 #include <vector>
 
-#include "wgmma_sp.cuh"
-
 namespace sharq::dev {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
 
 inline void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) {

@@ -27,16 +27,16 @@
 #include <random>
 #include <vector>
 
+#include "../../src/cuda/wgmma_sp.cuh"
 #include "gemm_probe_host.cuh"
-#include "wgmma_sp.cuh"
 
 namespace {
 
+using sharq::cuda::sm90::smem_desc;
+using sharq::cuda::sm90::wgmma_sp_m64n256k32;
 using sharq::dev::check;
 using sharq::dev::compare_with_cublas;
-using sharq::dev::smem_desc;
 using sharq::dev::upload;
-using sharq::dev::wgmma_sp_m64n256k32;
 
 constexpr int kBM = 128, kBN = 256, kBK = 64, kStages = 4, kConsumers = 2;
 constexpr int kThreads = 128 * (kConsumers + 1);          // + one producer warpgroup

@@ -24,14 +24,15 @@
 #include <random>
 #include <vector>
 
-#include "wgmma_sp.cuh"
+#include "../../src/cuda/wgmma_sp.cuh"
+#include "gemm_probe_host.cuh"
 
 namespace {
 
+using sharq::cuda::sm90::smem_desc;
+using sharq::cuda::sm90::wgmma_m64n128k16_rs;
+using sharq::cuda::sm90::wgmma_sp_m64n128k32;
 using sharq::dev::check;
-using sharq::dev::smem_desc;
-using sharq::dev::wgmma_m64n128k16_rs;
-using sharq::dev::wgmma_sp_m64n128k32;
 
 constexpr int kM = 64, kN = 64, kK = 64, kChunks = kK / 4;
 

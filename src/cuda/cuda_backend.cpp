@@ -92,8 +92,9 @@ struct CudaLinear final : LinearWeights {
   std::shared_ptr<DeviceMem> shared;
   const void* data = nullptr;  // the bf16 / f32 weights wherever they live
   cuda::Nvfp4View fp4{};
-  int group = 0;  // FP4 scale group (32 SharQ, 16 nvfp4)
-  int paths = 1;  // activation paths the FP4 GEMM multiplies (2 for SharQ)
+  int group = 0;          // FP4 scale group (32 SharQ, 16 nvfp4)
+  int paths = 1;          // activation paths the FP4 GEMM multiplies (2 for SharQ)
+  bool sparse24 = false;  // sharq-nvfp4-24: the prefill runs its backbone on 2:4 sparse wgmma
   std::shared_ptr<NextProductPrefetch> prefetch;  // FP4: told when the weights go
 };
 
@@ -192,6 +193,8 @@ class CudaBackend final : public Backend {
     fuse_attn_max_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
+    prefill_ws_ = prefill_cublas_ && !(env && std::string(env) == "cublas");
+    prefill_ws_always_ = env && std::string(env) == "ws";
     env = std::getenv("SHARQ_CUDA_PROFILE_SKIP");
     skip_ = cuda::profile_skip::parse(env);
     if (skip_) {
@@ -328,6 +331,7 @@ class CudaBackend final : public Backend {
       out->path = Path::kFp4;
       out->paths = rule->paths;
       out->group = group;
+      out->sparse24 = rule->prepare == cuda::PrepareMode::kSharqNvfp4_24;
       // One block: codes (N, K/2), scales (N, K/group), then the tensor scale 4-aligned.
       const size_t codes = static_cast<size_t>(n * k / 2);
       const size_t scales = static_cast<size_t>(n * k / group);
@@ -454,7 +458,8 @@ class CudaBackend final : public Backend {
     const auto& w = static_cast<const CudaLinear&>(lw);
     if (skipped(w.k > w.n ? cuda::profile_skip::kDown : cuda::profile_skip::kO)) return;
     if (!fuse_add_ || w.has_bias) return Backend::matmul_add(lw, xq, t, y, tmp);
-    if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_))
+    if (w.path == Path::kFp4 &&
+        (t <= decode_rows() || prefill_cublas_ || (w.sparse24 && prefill_ws_)))
       return fp4_product(w, xq, t, y, true);
     if (w.path == Path::kBf16) return gemm(w.data, w.n, w.k, xq, CUDA_R_16BF, t, y, 1.0f);
     Backend::matmul_add(lw, xq, t, y, tmp);
@@ -694,6 +699,7 @@ class CudaBackend final : public Backend {
     uint16_t* planes;
   };
   Fp4Out fp4_out(int64_t t, int64_t k, float* xq) {
+    repacked_xq_ = nullptr;  // new planes: the 2:4 prefill's stage images are stale
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
     grow(packed_, 2 * (codes + scales));
@@ -749,8 +755,9 @@ class CudaBackend final : public Backend {
     out.data = out.w.as<void>();
   }
   // The FP4 product of a prepared activation (xq: the planes, then s_x): the decode GEMM up to
-  // decode_rows() rows, else the weight decode + cuBLAS (or the one-launch wgmma kernel, which
-  // cannot accumulate: matmul_add does not send it here). accumulate: y += the product.
+  // decode_rows() rows, else (sharq-nvfp4-24) the warp-specialised 2:4 kernel or the weight
+  // decode + cuBLAS (or the one-launch wgmma kernel, which cannot accumulate: matmul_add does not
+  // send it here). accumulate: y += the product.
   void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
     const auto* planes = reinterpret_cast<const uint16_t*>(xq);
     const float* sx = xq + t * w.k;
@@ -760,10 +767,23 @@ class CudaBackend final : public Backend {
                                       accumulate);
       const LinearWeights* one = &w;
       decode_product_launched({&one, 1});
+    } else if (w.sparse24 && prefill_ws_ &&
+               (prefill_ws_always_ || cuda::prefill_ws_fills_device(t, w.n))) {
+      // The planes regrouped into stage images (once for the products sharing them: q/k/v,
+      // gate/up), then the one-launch 2:4 + dense product.
+      if (repacked_xq_ != xq || repacked_t_ != t || repacked_k_ != w.k) {
+        grow(prefill_act_, cuda::prefill_ws_act_bytes(t, w.k));
+        cuda::prefill_ws_repack(planes, t, w.k, prefill_act_.as<uint8_t>(), stream_);
+        repacked_xq_ = xq;
+        repacked_t_ = t;
+        repacked_k_ = w.k;
+      }
+      cuda::gemm_prefill_ws_f32(prefill_act_.as<uint8_t>(), sx, t, w.fp4, w.n, w.k, y, stream_,
+                                accumulate);
     } else if (prefill_cublas_) {
-      grow(prefill_ws_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
+      grow(prefill_scratch_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
       cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
-                                    prefill_ws_.as<void>(), stream_, accumulate);
+                                    prefill_scratch_.as<void>(), stream_, accumulate);
     } else {
       cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
     }
@@ -809,7 +829,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<DeviceMem> resident_;
-  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_, prefill_ws_;
+  DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_, prefill_scratch_,
+      prefill_act_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
@@ -817,9 +838,16 @@ class CudaBackend final : public Backend {
   DeviceMem blas_ws_;         // cuBLAS's workspace, fixed so a recorded step can use it
   bool graphs_ = true;        // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
   bool group_launch_ = true;  // SHARQ_CUDA_GROUP=0: grouped linears one launch each (A/B)
-  // FP4 products of more than decode_rows() rows: weight decode + cuBLAS FP16 (default), or the
-  // one-launch wgmma kernel (SHARQ_CUDA_PREFILL=wgmma, A/B).
+  // FP4 products of more than decode_rows() rows: sharq-nvfp4-24 on the warp-specialised 2:4
+  // kernel where its tiles fill the device and everything else on weight decode + cuBLAS FP16
+  // (default); SHARQ_CUDA_PREFILL=cublas sends sharq-nvfp4-24 to cuBLAS too, =ws to the 2:4
+  // kernel at any size, =wgmma every mode to the one-launch dense kernel (A/B).
   bool prefill_cublas_ = true;
+  bool prefill_ws_ = true;
+  bool prefill_ws_always_ = false;  // SHARQ_CUDA_PREFILL=ws: also products of few tiles (tests)
+  // The planes whose stage images prefill_act_ holds (reset by every FP4 prepare, fp4_out).
+  const float* repacked_xq_ = nullptr;
+  int64_t repacked_t_ = 0, repacked_k_ = 0;
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels

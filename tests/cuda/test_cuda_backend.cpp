@@ -76,12 +76,11 @@ class CudaBackend : public ::testing::TestWithParam<Case> {
 
 // Prefill 40 tokens (the prefill GEMM) then 3 decode steps (the decode GEMM): logits close to the
 // CPU's (the GPU's LM head is bf16, its sums run in another order), same greedy tokens.
-TEST_P(CudaBackend, DecoderMatchesCpu) {
-  const Case c = GetParam();
+void check_decoder_matches_cpu(engine::Backend& gpu, const Case& c) {
   const auto lm = test::tiny_model(gpu_config(c.arch), 11);
   auto cpu = engine::make_cpu_backend(2);
   const Mode mode = mode_from_name(c.mode);
-  const Model mc(lm, mode, *cpu), mg(lm, mode, gpu());
+  const Model mc(lm, mode, *cpu), mg(lm, mode, gpu);
   Session sc(mc, 64), sg(mg, 64);
   const auto prompt = ids(40, lm.config.vocab_size, 1);
   const auto lc = sc.forward(prompt, true), lg = sg.forward(prompt, true);
@@ -93,6 +92,21 @@ TEST_P(CudaBackend, DecoderMatchesCpu) {
     const auto dc = sc.forward(next), dg = sg.forward(next);
     EXPECT_LT(rel_err(dg, dc), tol) << c.arch << " " << c.mode << " decode " << step;
   }
+}
+
+TEST_P(CudaBackend, DecoderMatchesCpu) {
+  check_decoder_matches_cpu(gpu(), GetParam());
+}
+
+// The same with every sharq-nvfp4-24 prefill product on the one-launch 2:4 kernel
+// (SHARQ_CUDA_PREFILL=ws: also the tiny model's few tiles, which the default sends to cuBLAS),
+// its residual adds (o, down) in the kernel's epilogue.
+TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
+  setenv("SHARQ_CUDA_PREFILL", "ws", 1);
+  auto be = engine::make_cuda_backend(0);
+  unsetenv("SHARQ_CUDA_PREFILL");
+  for (const Case c : {Case{"llama", "sharq-nvfp4-24"}, Case{"qwen3", "sharq-nvfp4-24"}})
+    check_decoder_matches_cpu(*be, c);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -540,6 +540,115 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
   cublasDestroy(blas);
 }
 
+// The 2:4 prefill (sharq-nvfp4-24, prefill_ws_repack + gemm_prefill_ws_f32): the same shapes,
+// float32 output at SPEC 8's float32 tolerance, then the residual add (y += the same product is
+// exactly 2y).
+TEST(CudaGemmPrefillWs, MatchesFloat64ReferenceAndWritesEverything) {
+  for (auto [m_, n_, k_] : kPrefillShapes) {
+    const int64_t m = m_, n = n_, k = k_;
+    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
+    DeviceBuffer<uint8_t> images(prefill_ws_act_bytes(m, k));
+    std::vector<float> first;
+    check_gemm_case(
+        Mode::kSharqNvfp4_24, 32, m, n, k,
+        [&](const GemmCaseBuffers& b) {
+          prepare(PrepareMode::kSharqNvfp4_24, b.x, m, k, b.sparse->view(), b.residual->view(),
+                  nullptr, b.scratch, nullptr, xh.p);
+          images.poison(0xFF);  // the repack writes every byte the GEMM reads
+          prefill_ws_repack(xh.p, m, k, images.p, nullptr);
+          gemm_prefill_ws_f32(images.p, b.residual->ts.p, m, b.weight->view(), n, k, b.y32,
+                              nullptr);
+          check(cudaDeviceSynchronize(), "sync");
+          first.resize(static_cast<size_t>(m * n));
+          check(cudaMemcpy(first.data(), b.y32, first.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+          std::vector<uint16_t> y16(first.size());
+          for (size_t i = 0; i < first.size(); ++i) y16[i] = bf16_bits(first[i]);
+          check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+          gemm_prefill_ws_f32(images.p, b.residual->ts.p, m, b.weight->view(), n, k, b.y32, nullptr,
+                              true);
+          check(cudaDeviceSynchronize(), "sync");
+          std::vector<float> twice(first.size());
+          check(cudaMemcpy(twice.data(), b.y32, twice.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+          size_t bad = 0;
+          for (size_t i = 0; i < first.size(); ++i) bad += twice[i] != 2.0f * first[i];
+          EXPECT_EQ(bad, 0u) << "accumulate, M=" << m << " N=" << n << " K=" << k;
+          check(cudaMemcpy(b.y32, first.data(), first.size() * 4, cudaMemcpyHostToDevice), "h2d");
+        },
+        true);
+  }
+}
+
+// The stage images hold exactly prepare's planes: expanded on the host (kept values placed by
+// their metadata, the residual unswizzled) they give back every backbone and residual element
+// (0,4,1,5,2,6,3,7 order undone); the last tile's padding rows are zeros with the pair (0, 1).
+TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
+  constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+  for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
+    const auto x = synthetic_activation(m, k, fresh_seed());
+    DeviceBuffer<float> dx(x.size());
+    dx.upload(x.data());
+    DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+    DeviceBuffer<uint32_t> scratch(1);
+    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
+    DeviceBuffer<uint8_t> images(prefill_ws_act_bytes(m, k));
+    images.poison(0xA5);
+    prepare(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p,
+            nullptr, xh.p);
+    prefill_ws_repack(xh.p, m, k, images.p, nullptr);
+    check(cudaDeviceSynchronize(), "sync");
+    const auto planes = xh.download();
+    const auto img = images.download();
+    const int64_t tiles = (m + 127) / 128, nk = k / 64, mpad = tiles * 128;
+    const uint8_t* rimg = img.data();
+    const uint8_t* simg = rimg + tiles * nk * 16384;
+    const uint8_t* eimg = simg + tiles * nk * 8192;
+    auto half_at = [](const uint8_t* p) {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      return h;
+    };
+    size_t bad = 0;
+    for (int64_t r = 0; r < mpad; ++r) {
+      const int64_t rr = r % 128;
+      for (int64_t e = 0; e < k; ++e) {
+        const int64_t img_i = (r / 128) * nk + e / 64, kk = e % 64;
+        const uint16_t res =
+            half_at(rimg + img_i * 16384 + rr * 128 + (((kk / 8) ^ (rr & 7)) << 4) + 2 * (kk % 8));
+        // Backbone: 4-chunk q of the step, its metadata nibble and kept values.
+        const int64_t q = kk / 4;
+        uint32_t word;
+        std::memcpy(
+            &word,
+            eimg + img_i * 1024 + 4 * ((rr / 16) * 32 + (q / 8) * 16 + (rr % 8) * 2 + (q % 8) / 4),
+            4);
+        const uint32_t nib = (word >> (4 * (q % 4) + (rr % 16 >= 8 ? 16 : 0))) & 15;
+        const int64_t i0 = nib & 3, i1 = nib >> 2;
+        uint16_t bb = 0;
+        for (int j = 0; j < 2; ++j) {
+          if ((j == 0 ? i0 : i1) != kk % 4) continue;
+          const int64_t h = 2 * q + j;
+          bb = half_at(simg + img_i * 8192 + rr * 64 + (((h / 8) ^ ((rr >> 1) & 3)) << 4) +
+                       2 * (h % 8));
+        }
+        if (r >= m) {
+          bad += res != 0 || bb != 0 || nib != 4;
+          continue;
+        }
+        const int64_t slot = (e & ~int64_t{7}) + [&] {
+          for (int i = 0; i < 8; ++i)
+            if (kOrder[i] == e % 8) return i;
+          return 0;
+        }();
+        const uint16_t want_b = planes[static_cast<size_t>(r * k + slot)];
+        const uint16_t want_r = planes[static_cast<size_t>(m * k + r * k + slot)];
+        const bool b_ok = bb == want_b || ((bb & 0x7FFF) == 0 && (want_b & 0x7FFF) == 0);
+        bad += res != want_r || !b_ok || i0 >= i1;
+      }
+    }
+    EXPECT_EQ(bad, 0u) << "M=" << m << " K=" << k;
+  }
+}
+
 // The prefill's weight decode pass against CUDA's own host conversions (an oracle independent of
 // codecs.h): out[row][8q + i] is E2M1 x UE4M3 x 2^-14 of element 8q + (0,4,1,5,2,6,3,7)[i], from
 // the CPU's row-major codes. Shapes: a short last tile, a 64-wide last window, more rows than one
@@ -612,6 +721,9 @@ TEST(CudaErrors, BadShapesAreErrors) {
   EXPECT_THROW(gemm_prefill(nullptr, 2, nullptr, 64, v, 32, 64, 96, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_prefill(nullptr, 3, nullptr, 64, v, 32, 64, 64, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_prefill_f32(nullptr, 1, nullptr, 64, v, 8, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(prefill_ws_act_bytes(64, 96), Error);
+  EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 0, v, 64, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 64, v, 63, 64, nullptr, nullptr), Error);
 }
 
 }  // namespace

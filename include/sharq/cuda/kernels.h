@@ -201,6 +201,25 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate = false);
+// Prefill for sharq-nvfp4-24 in one warp-specialised launch (any M; the engine's path for
+// M > 32): prefill_ws_repack regroups prepare()'s two gemm_f16 planes (m, k) into the GEMM's
+// stage images (`images`: prefill_ws_act_bytes(m, k), 16-byte aligned): per 128-row tile and
+// 64-wide K step, the residual as a 128-byte-swizzled FP16 tile, the 2:4 backbone compressed to
+// its two kept values per 4-chunk, and their metadata in the sparse MMA's register layout. Then
+// gemm_prefill_ws_f32: y (m, n) float32 = s_x * s_w * (X~_sp + R~) . W~^T for a g32 weight, the
+// backbone on 2:4 sparse wgmma and the residual on dense wgmma, fed by one decode of each FP4
+// weight tile. N even, N K / 2 < 2^31. accumulate: y += the product.
+size_t prefill_ws_act_bytes(int64_t m, int64_t k);
+// Whether an (m, n) product has the tiles (128 x 256, one CTA an SM) to fill at least two thirds
+// of the device: below that the kernel has no split-K and decode pass + cuBLAS is faster
+// (bench_gemm prefill, H100: M = 128 and 512 at N = 4096).
+bool prefill_ws_fills_device(int64_t m, int64_t n);
+void prefill_ws_repack(const uint16_t* x_gemm_f16, int64_t m, int64_t k, uint8_t* images,
+                       cudaStream_t stream);
+void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int64_t m,
+                         const Nvfp4View& w, int64_t n, int64_t k, float* y, cudaStream_t stream,
+                         bool accumulate = false);
+
 // The decode pass alone: out (n, k) FP16 = E2M1 x UE4M3 x 2^-14 in the planes' K order, and
 // scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas).
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,

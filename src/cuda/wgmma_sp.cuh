@@ -1,22 +1,14 @@
-// Sparse wgmma helpers shared by the 2:4 prefill ladder's probes (dev only): the K-major
-// 128-byte-swizzle shared-memory descriptor, and m64n128 MMAs with A in registers, dense (k16) and
-// 2:4 sparse (k32, the layouts verified by sparse_wgmma_probe.cu; docs/cuda_kernels.md).
+// wgmma wrappers of the warp-specialised prefill GEMM (gemm_prefill_ws.cuh) and the 2:4 prefill
+// ladder's probes (dev/cuda): the K-major 128-byte-swizzle shared-memory descriptor, m64n128 MMAs
+// with A in registers, dense (k16) and 2:4 sparse (k32, the layouts verified by
+// dev/cuda/sparse_wgmma_probe.cu; docs/cuda_kernels.md), and the m64n256 shapes the GEMM issues.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
-namespace sharq::dev {
-
-inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
+namespace sharq::cuda::sm90 {
 
 // K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart (as gemm_prefill.cu).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
@@ -25,12 +17,12 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
 }
 
 // The 64 accumulator operands of an m64n128 MMA (operands %0..%63 of the asm).
-#define SHARQ_DEV_ACC64_STR                                                                    \
+#define SHARQ_SM90_ACC64_STR                                                                   \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, " \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63"
-#define SHARQ_DEV_ACC64(d)                                                                        \
+#define SHARQ_SM90_ACC64(d)                                                                       \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
       "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
       "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
@@ -47,9 +39,9 @@ __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], const uint32
                                                     uint64_t b, uint32_t meta) {
   asm volatile(
       "{\n"
-      "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 {" SHARQ_DEV_ACC64_STR
+      "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 {" SHARQ_SM90_ACC64_STR
       "}, {%64, %65, %66, %67}, %68, %69, 0, 1, 1, 1, 0;\n}\n"
-      : SHARQ_DEV_ACC64(d)
+      : SHARQ_SM90_ACC64(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(meta)
       : "memory");
 }
@@ -59,15 +51,15 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
                                                     uint64_t b) {
   asm volatile(
       "{\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" SHARQ_DEV_ACC64_STR
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" SHARQ_SM90_ACC64_STR
       "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n}\n"
-      : SHARQ_DEV_ACC64(d)
+      : SHARQ_SM90_ACC64(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
       : "memory");
 }
 
 // The 128 accumulator operands of an m64n256 MMA (operands %0..%127 of the asm).
-#define SHARQ_DEV_ACC128_STR                                                                       \
+#define SHARQ_SM90_ACC128_STR                                                                      \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "     \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "     \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "     \
@@ -76,7 +68,7 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
   "%92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, " \
   "%109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, "     \
   "%124, %125, %126, %127"
-#define SHARQ_DEV_ACC128(d)                                                                       \
+#define SHARQ_SM90_ACC128(d)                                                                      \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
       "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
       "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
@@ -102,9 +94,9 @@ __device__ __forceinline__ void wgmma_sp_m64n256k32(float (&d)[128], const uint3
                                                     uint64_t b, uint32_t meta) {
   asm volatile(
       "{\n"
-      "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 {" SHARQ_DEV_ACC128_STR
+      "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 {" SHARQ_SM90_ACC128_STR
       "}, {%128, %129, %130, %131}, %132, %133, 0, 1, 1, 1, 0;\n}\n"
-      : SHARQ_DEV_ACC128(d)
+      : SHARQ_SM90_ACC128(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(meta)
       : "memory");
 }
@@ -113,11 +105,11 @@ __device__ __forceinline__ void wgmma_sp_m64n256k32(float (&d)[128], const uint3
 __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t a, uint64_t b) {
   asm volatile(
       "{\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" SHARQ_DEV_ACC128_STR
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {" SHARQ_SM90_ACC128_STR
       "}, %128, %129, 1, 1, 1, 0, 0;\n}\n"
-      : SHARQ_DEV_ACC128(d)
+      : SHARQ_SM90_ACC128(d)
       : "l"(a), "l"(b)
       : "memory");
 }
 
-}  // namespace sharq::dev
+}  // namespace sharq::cuda::sm90
