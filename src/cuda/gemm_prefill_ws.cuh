@@ -13,12 +13,19 @@
 
 #include <cstdint>
 
+#include "mbarrier.cuh"
 #include "sharq/cuda/weight_layout.h"
 #include "wgmma_sp.cuh"
 
 namespace sharq::cuda::prefill_ws {
 
+using sm90::bulk_copy;
+using sm90::mbar_arrive;
+using sm90::mbar_expect_tx;
+using sm90::mbar_init;
+using sm90::mbar_wait;
 using sm90::smem_desc;
+using sm90::su32;
 using sm90::wgmma_m64n256k16_ss;
 using sm90::wgmma_sp_m64n256k32;
 
@@ -52,38 +59,6 @@ struct Cfg {
   static constexpr int kLead = kStages - 2;
 };
 
-// ---- mbarrier and bulk-copy wrappers (shared-memory addresses as 32-bit values) ----
-__device__ __forceinline__ uint32_t su32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "SPIN:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra SPIN;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
-                                          uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
-      : "memory");
-}
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -254,20 +229,23 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
   if (wg == 2) {  // producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::kProducerRegs) : "memory");
     const int pt = tid - 256;
+    // Stage s's activation images of M tile mt, K step ks, counted on its full barrier.
+    auto copy_stage = [&](int s, int mt, int ks) {
+      const uint32_t st = sbase + s * C::kBytes, bar = su32(&full[s]);
+      mbar_expect_tx(bar, C::kAct);
+      const size_t img = static_cast<size_t>(mt) * nk + ks;
+      bulk_copy(st + kWdec, p.rimg + img * p.rpaths * kR, C::DP * kR, bar);
+      if (C::SP) {
+        bulk_copy(st + kWdec + C::DP * kR, p.simg + img * kS, kS, bar);
+        bulk_copy(st + kWdec + C::DP * kR + kS, p.eimg + img * kE, kE, bar);
+      }
+    };
     if (C::CD) {  // the consumers decode: only the bulk copies are left here
       if (pt != 0) return;
-      const int mt = blockIdx.x % m_tiles;
       for (int ks = 0; ks < nk; ++ks) {
         const int s = ks % S;
         if (ks >= S) mbar_wait(su32(&empty[s]), ((ks / S) & 1) ^ 1);
-        const uint32_t st = sbase + s * C::kBytes, bar = su32(&full[s]);
-        mbar_expect_tx(bar, C::kAct);
-        const size_t img = static_cast<size_t>(mt) * nk + ks;
-        bulk_copy(st + kWdec, p.rimg + img * p.rpaths * kR, C::DP * kR, bar);
-        if (C::SP) {
-          bulk_copy(st + kWdec + C::DP * kR, p.simg + img * kS, kS, bar);
-          bulk_copy(st + kWdec + C::DP * kR + kS, p.eimg + img * kE, kE, bar);
-        }
+        copy_stage(s, blockIdx.x % m_tiles, ks);
       }
       return;
     }
@@ -281,17 +259,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
       auto step = [&](int ks, RawRows<2>& raw) {
         const int s = it % S;
         if (it >= S) mbar_wait(su32(&empty[s]), ((it / S) & 1) ^ 1);
-        const uint32_t st = sbase + s * C::kBytes;
-        if (pt == 0) {
-          const uint32_t bar = su32(&full[s]);
-          mbar_expect_tx(bar, C::kAct);
-          const size_t img = static_cast<size_t>(mt) * nk + ks;
-          bulk_copy(st + kWdec, p.rimg + img * p.rpaths * kR, C::DP * kR, bar);
-          if (C::SP) {
-            bulk_copy(st + kWdec + C::DP * kR, p.simg + img * kS, kS, bar);
-            bulk_copy(st + kWdec + C::DP * kR + kS, p.eimg + img * kE, kE, bar);
-          }
-        }
+        if (pt == 0) copy_stage(s, mt, ks);
         decode_raw<2, C::ABL>(raw, smem + s * C::kBytes, pt);
         if (ks + 2 < nk) load_raw(p, addr, ks + 2, raw);
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
