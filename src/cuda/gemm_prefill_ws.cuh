@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "codecs.cuh"
+#include "fp4_decode.cuh"
 #include "mbarrier.cuh"
 #include "sharq/cuda/weight_layout.h"
 #include "wgmma_sp.cuh"
@@ -70,12 +72,6 @@ __device__ __forceinline__ void fence_acc(float (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-__device__ __forceinline__ float ue4m3(uint32_t c) {
-  const uint32_t e = (c >> 3) & 0xFu, m = c & 0x7u;
-  if (e == 0) return static_cast<float>(m) * 0.001953125f;
-  return __uint_as_float(((e + 120u) << 23) | (m << 20));
-}
-
 // Four FP16 pairs, natural order (pair j = elements 2j, 2j + 1), from 8 E2M1 codes (element i in
 // nibble i), each half code x 2^-14, i.e. its high byte sign << 7 | (exponent, mantissa) << 1 and
 // its low byte zero. lo / hi hold those high bytes for the low / high nibble of each byte of w;
@@ -90,11 +86,6 @@ __device__ __forceinline__ void e2m1x8_natural(uint32_t w, uint32_t (&h)[4]) {
   h[1] = __byte_perm(lo8, hi, 0x5020);  // 0, lo.1, 0, hi.1
   h[2] = __byte_perm(lo8, hi, 0x6030);  // 0, lo.2, 0, hi.2
   h[3] = __byte_perm(lo, hi8, 0x6737);  // 0 (hi8.3), lo.3, 0, hi.3 (hi8.2)
-}
-__device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
-  __half2 v = *reinterpret_cast<__half2*>(&a);
-  v = __hmul2(v, s);
-  return *reinterpret_cast<uint32_t*>(&v);
 }
 
 struct Params {
@@ -168,8 +159,8 @@ __device__ __forceinline__ void decode_raw(const RawRows<R>& raw, uint8_t* wdec,
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     const int r = r0 + 128 * i;
-    const __half2 s0 = __float2half2_rn(ue4m3(raw.s[i] & 0xFFu));
-    const __half2 s1 = __float2half2_rn(ue4m3(raw.s[i] >> 8));
+    const __half2 s0 = __float2half2_rn(ue4m3_decode(raw.s[i] & 0xFFu));
+    const __half2 s1 = __float2half2_rn(ue4m3_decode(raw.s[i] >> 8));
     const uint32_t w[8] = {raw.q[i][0].x, raw.q[i][0].y, raw.q[i][0].z, raw.q[i][0].w,
                            raw.q[i][1].x, raw.q[i][1].y, raw.q[i][1].z, raw.q[i][1].w};
 #pragma unroll
