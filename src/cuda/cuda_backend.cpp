@@ -458,8 +458,8 @@ class CudaBackend final : public Backend {
     const auto& w = static_cast<const CudaLinear&>(lw);
     if (skipped(w.k > w.n ? cuda::profile_skip::kDown : cuda::profile_skip::kO)) return;
     if (!fuse_add_ || w.has_bias) return Backend::matmul_add(lw, xq, t, y, tmp);
-    if (w.path == Path::kFp4 &&
-        (t <= decode_rows() || prefill_cublas_ || (w.sparse24 && prefill_ws_)))
+    // (prefill_ws_ implies prefill_cublas_: both of those prefill paths add into y.)
+    if (w.path == Path::kFp4 && (t <= decode_rows() || prefill_cublas_))
       return fp4_product(w, xq, t, y, true);
     if (w.path == Path::kBf16) return gemm(w.data, w.n, w.k, xq, CUDA_R_16BF, t, y, 1.0f);
     Backend::matmul_add(lw, xq, t, y, tmp);

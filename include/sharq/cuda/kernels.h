@@ -202,10 +202,11 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate = false);
 // Prefill for sharq-nvfp4-24 in one warp-specialised launch (any M; the engine's path for
-// M > 32): prefill_ws_repack regroups prepare()'s two gemm_f16 planes (m, k) into the GEMM's
-// stage images (`images`: prefill_ws_act_bytes(m, k), 16-byte aligned): per 128-row tile and
-// 64-wide K step, the residual as a 128-byte-swizzled FP16 tile, the 2:4 backbone compressed to
-// its two kept values per 4-chunk, and their metadata in the sparse MMA's register layout. Then
+// M > 32): prefill_ws_repack regroups prepare(kSharqNvfp4_24)'s two gemm_f16 planes (m, k; at
+// most two non-zeros in each backbone 4-chunk, the 2:4 mask) into the GEMM's stage images
+// (`images`: prefill_ws_act_bytes(m, k), 16-byte aligned): per 128-row tile and 64-wide K step,
+// the residual as a 128-byte-swizzled FP16 tile, the 2:4 backbone compressed to its two kept
+// values per 4-chunk, and their metadata in the sparse MMA's register layout. Then
 // gemm_prefill_ws_f32: y (m, n) float32 = s_x * s_w * (X~_sp + R~) . W~^T for a g32 weight, the
 // backbone on 2:4 sparse wgmma and the residual on dense wgmma, fed by one decode of each FP4
 // weight tile. N even, N K / 2 < 2^31. accumulate: y += the product.
