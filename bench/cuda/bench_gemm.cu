@@ -8,8 +8,10 @@
 // Decode rows also time, as the engine issues them (each loop captured once as a CUDA graph on a
 // stream, so host launch cost is off the clock): cuBLAS BF16, cuBLASLt FP8, and the SharQ whole
 // linear = prepare_fused (kAuto) + gemm_decode_mma with and without programmatic dependent
-// launch of the GEMM. Prefill rows also time the engine's prefill path (weight decode pass +
-// cuBLAS FP16 GEMM per path). Usage: bench_gemm [csv_path] [decode|prefill] (only those rows)
+// launch of the GEMM. Prefill rows also time the engine's prefill paths: weight decode pass +
+// cuBLAS FP16 GEMM per path, and for sharq-nvfp4-24 the one-launch 2:4 kernel (gemm_prefill_ws:
+// the GEMM, the planes' repack, and prepare + repack + GEMM; the last three CSV columns).
+// Usage: bench_gemm [csv_path] [decode|prefill] (only those rows)
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
