@@ -22,14 +22,20 @@
 namespace sharq::cuda::prefill_ws {
 
 using sm90::bulk_copy;
+using sm90::fence_acc;
+using sm90::fence_proxy_async;
+using sm90::ldmatrix_x4;
 using sm90::mbar_arrive;
 using sm90::mbar_expect_tx;
 using sm90::mbar_init;
 using sm90::mbar_wait;
 using sm90::smem_desc;
 using sm90::su32;
+using sm90::wgmma_commit;
+using sm90::wgmma_fence;
 using sm90::wgmma_m64n256k16_ss;
 using sm90::wgmma_sp_m64n256k32;
+using sm90::wgmma_wait;
 
 constexpr int kBM = 128, kBN = 256, kBK = 64;
 constexpr int kWdec = kBN * 128;
@@ -60,17 +66,6 @@ struct Cfg {
   // after the decode).
   static constexpr int kLead = kStages - 2;
 };
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-template <int N>
-__device__ __forceinline__ void fence_acc(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
 
 // Four FP16 pairs, natural order (pair j = elements 2j, 2j + 1), from 8 E2M1 codes (element i in
 // nibble i), each half code x 2^-14, i.e. its high byte sign << 7 | (exponent, mantissa) << 1 and
@@ -253,7 +248,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
         if (pt == 0) copy_stage(s, mt, ks);
         decode_raw<2, C::ABL>(raw, smem + s * C::kBytes, pt);
         if (ks + 2 < nk) load_raw(p, addr, ks + 2, raw);
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        fence_proxy_async();
         mbar_arrive(su32(&full[s]));
         ++it;
       };
@@ -281,7 +276,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
       const int s = j % S;
       if (j >= S) mbar_wait(su32(&empty[s]), ((j / S) & 1) ^ 1);
       decode_raw<1, C::ABL>(raw, smem + s * C::kBytes, tid);
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      fence_proxy_async();
       mbar_arrive(su32(&full[s]));
       if (j + 2 < nk) load_raw(p, caddr, j + 2, raw);
     };
@@ -311,7 +306,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
         }
       }
       fence_acc(d);
-      asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+      wgmma_fence();
       if (C::SP) {
         wgmma_sp_m64n256k32(d, a[0], smem_desc(st), meta[0]);
         wgmma_sp_m64n256k32(d, a[1], smem_desc(st + 64), meta[1]);
@@ -323,9 +318,9 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
         for (int kk = 0; kk < 4; ++kk)
           wgmma_m64n256k16_ss(d, smem_desc(rimg + kk * 32), smem_desc(st + kk * 32));
       }
-      asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+      wgmma_commit();
       if (C::CD && ks + C::kLead < nk) produce(ks + C::kLead, next_raw);
-      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      wgmma_wait<1>();
       fence_acc(d);
       // The step before this one (same tile) has completed: its stage goes back.
       if (ks > 0 && tid % 128 == 0) mbar_arrive(su32(&empty[(it + S - 1) % S]));
@@ -338,7 +333,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) sharq_prefill_ws_kernel(Params
       step(ks + 1, a1, m1, craw[(C::kLead + 1) & 1]);
     }
     if (ks < nk) step(ks, a0, m0, craw[C::kLead & 1]);
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    wgmma_wait<0>();
     fence_acc(d);
     if (tid % 128 == 0) mbar_arrive(su32(&empty[(it + S - 1) % S]));  // the tile's last stage
 

@@ -10,6 +10,33 @@
 
 namespace sharq::cuda::sm90 {
 
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+// Waits until at most N of this warpgroup's committed MMA groups are still in flight.
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads/writes across the async MMA boundary.
+template <int N>
+__device__ __forceinline__ void fence_acc(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// Generic-proxy shared writes (cp.async, st.shared) made visible to wgmma's async proxy.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
 // K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart (as gemm_prefill.cu).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
   return static_cast<uint64_t>((addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1) << 16) |
@@ -58,6 +85,17 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
       : "memory");
 }
 
+// d += A . B^T, K = 16, both operands K-major in 128-byte-swizzled shared memory (descriptors).
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {" SHARQ_SM90_ACC64_STR
+      "}, %64, %65, 1, 1, 1, 0, 0;\n}\n"
+      : SHARQ_SM90_ACC64(d)
+      : "l"(a), "l"(b)
+      : "memory");
+}
+
 // The 128 accumulator operands of an m64n256 MMA (operands %0..%127 of the asm).
 #define SHARQ_SM90_ACC128_STR                                                                      \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "     \
@@ -101,7 +139,7 @@ __device__ __forceinline__ void wgmma_sp_m64n256k32(float (&d)[128], const uint3
       : "memory");
 }
 
-// d += A . B^T, K = 16, both operands K-major in 128-byte-swizzled shared memory (descriptors).
+// wgmma_m64n128k16_ss at N = 256.
 __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t a, uint64_t b) {
   asm volatile(
       "{\n"
