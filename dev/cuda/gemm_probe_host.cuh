@@ -28,6 +28,20 @@ inline void check(cublasStatus_t s, const char* what) {
   }
 }
 
+// The probes' start: names the device, lets `kernel` use `smem` bytes of dynamic shared memory,
+// returns a cuBLAS handle.
+template <typename Kernel>
+cublasHandle_t start_probe(const char* name, Kernel kernel, int smem) {
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "device");
+  std::printf("%s on %s\n", name, prop.name);
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+        "smem attribute");
+  cublasHandle_t h;
+  check(cublasCreate(&h), "cublasCreate");
+  return h;
+}
+
 template <typename T>
 T* upload(const std::vector<T>& v) {
   T* d = nullptr;

@@ -161,14 +161,7 @@ void run_sparse(const __half* a, const uint32_t* e, const __half* w, float* c, i
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, 0), "device");
-  std::printf("sparse_gemm_probe on %s\n", prop.name);
-  check(cudaFuncSetAttribute(sparse_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kSmemBytes),
-        "smem attribute");
-  cublasHandle_t h;
-  check(cublasCreate(&h), "cublasCreate");
+  cublasHandle_t h = sharq::dev::start_probe("sparse_gemm_probe", sparse_gemm_kernel, kSmemBytes);
   int failures = 0;
   // Small: float64 reference, every element.
   {

@@ -219,14 +219,8 @@ bool check_and_time(cublasHandle_t h, int m, int n, int k, uint32_t seed, bool t
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, 0), "device");
-  std::printf("sparse_gemm_tma_probe on %s\n", prop.name);
-  check(cudaFuncSetAttribute(sparse_gemm_tma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kSmemBytes),
-        "smem attribute");
-  cublasHandle_t h;
-  check(cublasCreate(&h), "cublasCreate");
+  cublasHandle_t h =
+      sharq::dev::start_probe("sparse_gemm_tma_probe", sparse_gemm_tma_kernel, kSmemBytes);
   int failures = 0;
   failures += !check_and_time(h, 128, 256, 64, 3, false);   // one tile, one K step
   failures += !check_and_time(h, 256, 512, 448, 4, false);  // an odd number of K steps

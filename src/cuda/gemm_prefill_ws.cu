@@ -24,6 +24,15 @@ using prefill_ws::kS;
 __host__ __device__ int64_t m_tiles(int64_t m) {
   return (m + kBM - 1) / kBM;
 }
+// Stage images per region: one per (128-row tile, 64-wide K step); the residual images come
+// first, then the backbone's kept values, then the metadata.
+int64_t image_count(int64_t m, int64_t k) {
+  return m_tiles(m) * (k / kBK);
+}
+// CTAs of the GEMM: 128 x 256 output tiles.
+int64_t output_tiles(int64_t m, int64_t n) {
+  return m_tiles(m) * ((n + prefill_ws::kBN - 1) / prefill_ws::kBN);
+}
 
 // Natural-order FP16 pairs from a plane's 16 bytes: pair word j holds elements (j, j + 4) of the
 // 8-group (prepare's 0,4,1,5,2,6,3,7 order).
@@ -120,13 +129,12 @@ void check_shape(const char* who, int64_t m, int64_t k) {
 }  // namespace
 
 bool prefill_ws_fills_device(int64_t m, int64_t n) {
-  const int64_t tiles = m_tiles(m) * ((n + prefill_ws::kBN - 1) / prefill_ws::kBN);
-  return 3 * tiles >= 2 * static_cast<int64_t>(sm_count());
+  return 3 * output_tiles(m, n) >= 2 * static_cast<int64_t>(sm_count());
 }
 
 size_t prefill_ws_act_bytes(int64_t m, int64_t k) {
   check_shape("prefill_ws_act_bytes", m, k);
-  return static_cast<size_t>(m_tiles(m) * (k / kBK)) * (kR + kS + kE);
+  return static_cast<size_t>(image_count(m, k)) * (kR + kS + kE);
 }
 
 void prefill_ws_repack(const uint16_t* x_gemm_f16, int64_t m, int64_t k, uint8_t* images,
@@ -134,8 +142,8 @@ void prefill_ws_repack(const uint16_t* x_gemm_f16, int64_t m, int64_t k, uint8_t
   check_shape("prefill_ws_repack", m, k);
   if ((reinterpret_cast<uintptr_t>(x_gemm_f16) & 15) || (reinterpret_cast<uintptr_t>(images) & 15))
     throw Error("cuda::prefill_ws_repack: misaligned planes or images (16 bytes)");
-  const int64_t imgs = m_tiles(m) * (k / kBK);
-  const int64_t units = m_tiles(m) * kBM / 2 * (k / 16);
+  const int64_t imgs = image_count(m, k);
+  const int64_t units = m_tiles(m) * kBM / 2 * (k / 16);  // as repack_kernel counts them
   const int blocks = static_cast<int>(std::min<int64_t>((units + 255) / 256, 65535));
   repack_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const uint4*>(x_gemm_f16), m, k,
                                             images, images + imgs * kR,
@@ -162,7 +170,7 @@ void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int
           "gemm_prefill_ws smem");
     configured = true;
   }
-  const int64_t imgs = m_tiles(m) * (k / kBK);
+  const int64_t imgs = image_count(m, k);
   prefill_ws::Params p{w.codes,
                        w.scales,
                        images,
@@ -176,7 +184,7 @@ void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int
                        x_tensor_scale,
                        w.tensor_scale,
                        accumulate ? 1 : 0};
-  const int64_t tiles = m_tiles(m) * ((n + prefill_ws::kBN - 1) / prefill_ws::kBN);
+  const int64_t tiles = output_tiles(m, n);
   if (tiles > (int64_t{1} << 31) - 1) throw Error("cuda::gemm_prefill_ws_f32: too many tiles");
   kernel<<<static_cast<unsigned>(tiles), C::kThreads, C::kSmem, stream>>>(p);
   check(cudaGetLastError(), "gemm_prefill_ws_f32");

@@ -582,7 +582,6 @@ TEST(CudaGemmPrefillWs, MatchesFloat64ReferenceAndWritesEverything) {
 // their metadata, the residual unswizzled) they give back every backbone and residual element
 // (0,4,1,5,2,6,3,7 order undone); the last tile's padding rows are zeros with the pair (0, 1).
 TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
-  constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
   for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
     const auto x = synthetic_activation(m, k, fresh_seed());
     DeviceBuffer<float> dx(x.size());
@@ -634,11 +633,8 @@ TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
           bad += res != 0 || bb != 0 || nib != 4;
           continue;
         }
-        const int64_t slot = (e & ~int64_t{7}) + [&] {
-          for (int i = 0; i < 8; ++i)
-            if (kOrder[i] == e % 8) return i;
-          return 0;
-        }();
+        // prepare's planes hold element j of an 8-group at slot 2j (j < 4) or 2(j - 4) + 1.
+        const int64_t j = e % 8, slot = (e & ~int64_t{7}) + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
         const uint16_t want_b = planes[static_cast<size_t>(r * k + slot)];
         const uint16_t want_r = planes[static_cast<size_t>(m * k + r * k + slot)];
         const bool b_ok = bb == want_b || ((bb & 0x7FFF) == 0 && (want_b & 0x7FFF) == 0);
