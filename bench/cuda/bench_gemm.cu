@@ -10,7 +10,10 @@
 // linear = prepare_fused (kAuto) + gemm_decode_mma with and without programmatic dependent
 // launch of the GEMM. Prefill rows also time the engine's prefill paths: weight decode pass +
 // cuBLAS FP16 GEMM per path, and for sharq-nvfp4-24 the one-launch 2:4 kernel (gemm_prefill_ws:
-// the GEMM, the planes' repack, and prepare + repack + GEMM; the last three CSV columns).
+// the GEMM; the stage images expanded from prepare's packed outputs, CSV column
+// sharq24_ws_repack_us, which until session 12 timed a repack of the FP16 planes; the engine's
+// prepare_fused (no planes) + images + GEMM; that prepare alone), then cuBLAS BF16 once more
+// (clock drift).
 // Usage: bench_gemm [csv_path] [decode|prefill] (only those rows)
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -96,7 +99,8 @@ int main(int argc, char** argv) {
         "sharq_gemm_v3_us,sharq_linear_v3_us,sharq_gemm_v3_pct_bw,gemm_kernel,"
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
         "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
-        "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us\n");
+        "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us,sharq24_ws_prepare_us,"
+        "cublas_bf16_after_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -434,38 +438,58 @@ int main(int argc, char** argv) {
                 reinterpret_cast<float*>(static_cast<uint8_t*>(pws) + size_t(n) * k * 2), nullptr);
           },
           kInner, kReps);
-      // The engine's sharq-nvfp4-24 prefill: planes regrouped into stage images, then the
-      // warp-specialised 2:4 + dense kernel; the GEMM alone, the repack alone, and the whole
-      // linear (prepare + repack + GEMM).
+      // The engine's sharq-nvfp4-24 prefill: prepare without the FP16 planes, its packed
+      // outputs expanded into stage images, then the warp-specialised 2:4 + dense kernel; the
+      // GEMM alone, that prepare alone, the expansion alone, and the whole linear.
       auto* img = static_cast<uint8_t*>(dmalloc(sharq::cuda::prefill_ws_act_bytes(m, k)));
-      sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr);
+      sharq::cuda::prefill_ws_images(sp, rs, m, k, img, nullptr);
       const double t_ws = time_us(
           [&](int i) {
             sharq::cuda::gemm_prefill_ws_f32(img, rs.tensor_scale, m, wq32[i % rot], n, k, y32,
                                              nullptr);
           },
           kInner, kReps);
-      const double t_repack = time_us(
-          [&](int) { sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr); }, kInner, kReps);
+      // The engine's prepare (prepare_fused, kAuto: max kernel publishing s_t, then the pass).
+      auto* pscratch = static_cast<uint32_t*>(dmalloc(sharq::cuda::prepare_scratch_bytes(0)));
+      check(cudaMemset(pscratch, 0, sharq::cuda::prepare_scratch_bytes(0)), "memset");
+      const double t_ws_prep = time_us(
+          [&](int) {
+            sharq::cuda::prepare_fused(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, pscratch,
+                                       nullptr);
+          },
+          kInner, kReps);
+      const double t_images = time_us(
+          [&](int) { sharq::cuda::prefill_ws_images(sp, rs, m, k, img, nullptr); }, kInner, kReps);
       const double t_ws_lin = time_us(
           [&](int i) {
-            sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch,
-                                 nullptr, xh);
-            sharq::cuda::prefill_ws_repack(xh, m, k, img, nullptr);
+            sharq::cuda::prepare_fused(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, pscratch,
+                                       nullptr);
+            sharq::cuda::prefill_ws_images(sp, rs, m, k, img, nullptr);
             sharq::cuda::gemm_prefill_ws_f32(img, rs.tensor_scale, m, wq32[i % rot], n, k, y32,
                                              nullptr);
           },
           kInner, kReps);
+      // The baseline again after ours: the card's clocks drift with its temperature over a row's
+      // runs (docs/RESULTS.md, issue 5, session 13).
+      const double t_bf16_after = time_us(
+          [&](int i) {
+            CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
+                                   wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
+                                   &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+          },
+          kInner, kReps);
       cudaFree(img);
+      cudaFree(pscratch);
       cudaFree(y32);
       cudaFree(pws);
-      char cbrow[320];
+      char cbrow[400];
       std::snprintf(cbrow, sizeof cbrow,
                     "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.1f | "
-                    "%.2fx | %.1f | %.1f |\n",
+                    "%.2fx | %.1f | %.1f | %.1f | %.2fx | %.1f |\n",
                     (long long)k, (long long)n, (long long)m, t_bf16, t_nvfp4_cb,
                     t_nvfp4_cb / t_bf16, t_sharq_cb, t_sharq_cb / t_bf16, t_wdec, t_ws,
-                    t_ws / t_bf16, t_repack, t_ws_lin);
+                    t_ws / t_bf16, t_ws_prep, t_images, t_ws_lin, t_ws_lin / t_bf16, t_bf16_after);
       cublas_rows.emplace_back(cbrow);
       const double flop = 2.0 * double(m) * double(n) * double(k);
       char row[512];
@@ -484,9 +508,10 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
-            t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_repack, t_ws_lin);
+            t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_images, t_ws_lin,
+            t_ws_prep, t_bf16_after);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -539,9 +564,10 @@ int main(int argc, char** argv) {
       "\nPrefill through cuBLAS (the engine's path for M > 32): FP4 weight decoded once per call "
       "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out\n\n| K | N | M | cuBLAS "
       "BF16 | NVFP4 | NVFP4 vs BF16 | SharQ (2 paths) | SharQ vs BF16 | weight decode alone "
-      "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its repack | "
-      "sharq-nvfp4-24 linear (prepare + repack + GEMM) |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its prepare (no "
+      "planes) | its stage images from the packed activation | sharq-nvfp4-24 linear (prepare + "
+      "images + GEMM) | linear vs BF16 | cuBLAS BF16 again, after ours |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "

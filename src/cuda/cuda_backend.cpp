@@ -80,6 +80,16 @@ enum class Path {
   kF32,     // float32 weights, cuBLAS SGEMM (reference modes and the float32 model)
 };
 
+// An FP4 prepare's outputs and which expansions of them exist (CudaBackend::fp4_out).
+struct PreparedAct {
+  float* xq = nullptr;  // where prepare wrote (or skipped) the planes
+  int64_t t = 0, k = 0;
+  cuda::PrepareMode mode = cuda::PrepareMode::kNvfp4;
+  cuda::Nvfp4View sparse{}, residual{};
+  bool planes = false;  // xq holds the FP16 GEMM planes
+  bool images = false;  // prefill_act_ holds the 2:4 stage images
+};
+
 struct CudaLinear final : LinearWeights {
   ~CudaLinear() override {
     if (prefetch) prefetch->forget(this);
@@ -195,6 +205,7 @@ class CudaBackend final : public Backend {
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     prefill_ws_ = prefill_cublas_ && !(env && std::string(env) == "cublas");
     prefill_ws_always_ = env && std::string(env) == "ws";
+    prefill_images_always_ = env && std::string(env) == "expand";
     env = std::getenv("SHARQ_CUDA_PROFILE_SKIP");
     skip_ = cuda::profile_skip::parse(env);
     if (skip_) {
@@ -386,7 +397,7 @@ class CudaBackend final : public Backend {
                            std::string_view name) override {
     const ModeTraits& mt = mode_traits(mode);
     if (const auto rule = fp4_rule(mode, k)) {
-      const Fp4Out o = fp4_out(t, k, xq);
+      const Fp4Out o = fp4_out(t, k, xq, rule->prepare);
       cuda::prepare_fused(rule->prepare, x, t, k, o.sparse, o.residual, scratch(t), stream_,
                           o.planes);
     } else if (mt.act == ActRule::kBf16Round) {
@@ -410,7 +421,7 @@ class CudaBackend final : public Backend {
     if (skipped(cuda::profile_skip::kNorm)) return;
     const auto rule = fp4_rule(mode, d);
     if (!rule) return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
-    const Fp4Out o = fp4_out(rows, d, xq);
+    const Fp4Out o = fp4_out(rows, d, xq, rule->prepare);
     cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
                           stream_, o.planes);
   }
@@ -422,7 +433,7 @@ class CudaBackend final : public Backend {
     const auto rule = fp4_rule(mode, k);
     if (!rule || !fuse_swiglu_)
       return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
-    const Fp4Out o = fp4_out(rows, k, xq);
+    const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
     cuda::prepare_swiglu(rule->prepare, gate, up, rows, k, o.sparse, o.residual, scratch(rows),
                          stream_, o.planes);
   }
@@ -633,7 +644,7 @@ class CudaBackend final : public Backend {
       return Backend::attention_quantize(mode, q, batch, t, pos0, heads, kv_heads, head_dim,
                                          capacity, k_cache, v_cache, out, xq, name);
     }
-    const Fp4Out o = fp4_out(rows, k, xq);
+    const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
     uint32_t* sc = scratch(rows);
     const cuda::TensorMaxSink sink{
         sc, rule->prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
@@ -691,23 +702,60 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // prepare's outputs for a (t, k) activation: the FP16 GEMM planes and the tensor scale in xq
-  // (quantized_activation_floats), the packed codes and scales of both paths in scratch (the
-  // GEMMs do not read them). The kernels store 16 bytes at a time: regions are 256-aligned.
+  // prepare's outputs for a (t, k) activation: the tensor scale in xq (after t * k floats,
+  // quantized_activation_floats), the packed codes and scales of both paths in packed_, and the
+  // FP16 GEMM planes in xq's first t * k floats, except for a sharq-nvfp4-24 prefill that takes
+  // the 2:4 kernel: its products read stage images expanded from the packed outputs, and a product
+  // that needs the planes after all expands them (fp4_planes). The kernels store 16 bytes at a
+  // time: regions are 256-aligned.
   struct Fp4Out {
     cuda::Nvfp4View sparse, residual;
     uint16_t* planes;
   };
-  Fp4Out fp4_out(int64_t t, int64_t k, float* xq) {
-    repacked_xq_ = nullptr;  // new planes: the 2:4 prefill's stage images are stale
+  Fp4Out fp4_out(int64_t t, int64_t k, float* xq, cuda::PrepareMode mode) {
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
     grow(packed_, 2 * (codes + scales));
     uint8_t* p = packed_.as<uint8_t>();
     float* ts = xq + t * k;
-    return {{p, p + codes, ts},
-            {p + codes + scales, p + 2 * codes + scales, ts},
-            reinterpret_cast<uint16_t*>(xq)};
+    // Whether the products will want the images: their N is not known here, K stands in for it
+    // (q, o, gate/up have N >= K; a wrong guess costs one expansion, not a wrong product).
+    const bool images =
+        mode == cuda::PrepareMode::kSharqNvfp4_24 && prefill_ws_ && t > decode_rows() &&
+        (prefill_ws_always_ || prefill_images_always_ || cuda::prefill_ws_fills_device(t, k));
+    const bool planes = !images;
+    act_ = PreparedAct{
+        xq,     t,    k, mode, {p, p + codes, ts}, {p + codes + scales, p + 2 * codes + scales, ts},
+        planes, false};
+    return {act_.sparse, act_.residual, planes ? reinterpret_cast<uint16_t*>(xq) : nullptr};
+  }
+  // The last FP4 prepare's activation, as the products of xq need it: its FP16 planes (written by
+  // prepare or expanded here from the packed outputs) or its 2:4 stage images (expanded into
+  // prefill_act_ once for the products sharing them: q/k/v, gate/up).
+  const PreparedAct& prepared(const float* xq, int64_t t, int64_t k, const char* what) const {
+    if (act_.xq != xq || act_.t != t || act_.k != k)
+      throw Error(std::string("cuda backend: ") + what + " of a " + shape_str(t, k) +
+                  " activation that is not the last FP4 prepare's (" + shape_str(act_.t, act_.k) +
+                  ")");
+    return act_;
+  }
+  const uint16_t* fp4_planes(const float* xq, int64_t t, int64_t k) {
+    const PreparedAct& a = prepared(xq, t, k, "FP16 planes");
+    if (!a.planes) {
+      cuda::expand_activation_planes(a.mode, a.sparse, a.residual, t, k,
+                                     reinterpret_cast<uint16_t*>(a.xq), stream_);
+      act_.planes = true;
+    }
+    return reinterpret_cast<const uint16_t*>(xq);
+  }
+  const uint8_t* fp4_images(const float* xq, int64_t t, int64_t k) {
+    const PreparedAct& a = prepared(xq, t, k, "2:4 stage images");
+    if (!a.images) {
+      grow(prefill_act_, cuda::prefill_ws_act_bytes(t, k));
+      cuda::prefill_ws_images(a.sparse, a.residual, t, k, prefill_act_.as<uint8_t>(), stream_);
+      act_.images = true;
+    }
+    return prefill_act_.as<uint8_t>();
   }
   // The fused prepares' scratch: zeroed when (re)allocated, left zeroed by every call.
   uint32_t* scratch(int64_t rows) {
@@ -759,26 +807,18 @@ class CudaBackend final : public Backend {
   // decode + cuBLAS (or the one-launch wgmma kernel, which cannot accumulate: matmul_add does not
   // send it here). accumulate: y += the product.
   void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
-    const auto* planes = reinterpret_cast<const uint16_t*>(xq);
     const float* sx = xq + t * w.k;
+    const bool ws = w.sparse24 && prefill_ws_ && t > decode_rows() &&
+                    (prefill_ws_always_ || cuda::prefill_ws_fills_device(t, w.n));
+    const uint16_t* planes = ws ? nullptr : fp4_planes(xq, t, w.k);
     if (t <= decode_rows()) {
       const cuda::DecodeGemmPart part{w.fp4, w.n, y};
       cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
                                       accumulate);
       const LinearWeights* one = &w;
       decode_product_launched({&one, 1});
-    } else if (w.sparse24 && prefill_ws_ &&
-               (prefill_ws_always_ || cuda::prefill_ws_fills_device(t, w.n))) {
-      // The planes regrouped into stage images (once for the products sharing them: q/k/v,
-      // gate/up), then the one-launch 2:4 + dense product.
-      if (repacked_xq_ != xq || repacked_t_ != t || repacked_k_ != w.k) {
-        grow(prefill_act_, cuda::prefill_ws_act_bytes(t, w.k));
-        cuda::prefill_ws_repack(planes, t, w.k, prefill_act_.as<uint8_t>(), stream_);
-        repacked_xq_ = xq;
-        repacked_t_ = t;
-        repacked_k_ = w.k;
-      }
-      cuda::gemm_prefill_ws_f32(prefill_act_.as<uint8_t>(), sx, t, w.fp4, w.n, w.k, y, stream_,
+    } else if (ws) {  // the one-launch 2:4 + dense product
+      cuda::gemm_prefill_ws_f32(fp4_images(xq, t, w.k), sx, t, w.fp4, w.n, w.k, y, stream_,
                                 accumulate);
     } else if (prefill_cublas_) {
       grow(prefill_scratch_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
@@ -845,9 +885,10 @@ class CudaBackend final : public Backend {
   bool prefill_cublas_ = true;
   bool prefill_ws_ = true;
   bool prefill_ws_always_ = false;  // SHARQ_CUDA_PREFILL=ws: also products of few tiles (tests)
-  // The planes whose stage images prefill_act_ holds (reset by every FP4 prepare, fp4_out).
-  const float* repacked_xq_ = nullptr;
-  int64_t repacked_t_ = 0, repacked_k_ = 0;
+  // SHARQ_CUDA_PREFILL=expand: sharq-nvfp4-24 prefill prepares skip the FP16 planes at any size,
+  // and products of few tiles expand them (tests)
+  bool prefill_images_always_ = false;
+  PreparedAct act_;          // the last FP4 prepare (fp4_out)
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels

@@ -2,7 +2,7 @@
 //   Y (m, n) = s_x s_w 2^14 [ A_sp . W~^T + sum_p R_p . W~^T ]
 // with W~ the FP4 weight (tiled layout, g32) decoded once per tile to FP16 (E2M1 x UE4M3 x
 // 2^-14, exact) in the producer warpgroup, A_sp the 2:4 backbone on sparse wgmma and R_p the dense
-// paths, all into one FP32 accumulator. Activations arrive as stage images (prefill_ws_repack).
+// paths, all into one FP32 accumulator. Activations arrive as stage images (prefill_ws_images).
 // The library runs Cfg<1, 1, 0> (sharq-nvfp4-24); dev/cuda/sharq_prefill_ws_probe.cu times every
 // variant. Layouts and measurements: docs/cuda_kernels.md, docs/RESULTS.md (issue 5, session 12).
 #pragma once
@@ -42,6 +42,15 @@ constexpr int kWdec = kBN * 128;
 constexpr int kR = kBM * 128;  // one dense path's stage image
 constexpr int kS = kBM * 64;   // backbone kept values
 constexpr int kE = 1024;       // backbone metadata: 8 row blocks x 2 k32 x 16 words
+
+// 128-row tiles of an M-row activation; its stage images per region (one per tile and 64-wide K
+// step: the residual images first, then the backbone's kept values, then the metadata).
+__host__ __device__ inline int64_t m_tiles(int64_t m) {
+  return (m + kBM - 1) / kBM;
+}
+__host__ __device__ inline int64_t image_count(int64_t m, int64_t k) {
+  return m_tiles(m) * (k / kBK);
+}
 
 // A kernel configuration: SP backbone on sparse MMA; DP dense paths; PERSIST one CTA an SM walking
 // the tiles (the producer fills the next tile's stages during the epilogue); ABL bit 0 skips the

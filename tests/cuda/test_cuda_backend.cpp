@@ -109,6 +109,16 @@ TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
     check_decoder_matches_cpu(*be, c);
 }
 
+// Prepares that skip the FP16 planes, products that need them (the cuBLAS path): the planes
+// expanded from the packed activation.
+TEST(CudaBackendPrefillExpand, DecoderMatchesCpu) {
+  setenv("SHARQ_CUDA_PREFILL", "expand", 1);
+  auto be = engine::make_cuda_backend(0);
+  unsetenv("SHARQ_CUDA_PREFILL");
+  for (const Case c : {Case{"llama", "sharq-nvfp4-24"}, Case{"qwen3", "sharq-nvfp4-24"}})
+    check_decoder_matches_cpu(*be, c);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Modes, CudaBackend,
     ::testing::Values(Case{"llama", "bf16"}, Case{"llama", "nvfp4"}, Case{"llama", "sharq-nvfp4"},

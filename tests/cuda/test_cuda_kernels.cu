@@ -540,22 +540,21 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
   cublasDestroy(blas);
 }
 
-// The 2:4 prefill (sharq-nvfp4-24, prefill_ws_repack + gemm_prefill_ws_f32): the same shapes,
-// float32 output at SPEC 8's float32 tolerance, then the residual add (y += the same product is
-// exactly 2y).
+// The 2:4 prefill (sharq-nvfp4-24, prepare without planes, prefill_ws_images +
+// gemm_prefill_ws_f32): the same shapes, float32 output at SPEC 8's float32 tolerance, then the
+// residual add (y += the same product is exactly 2y).
 TEST(CudaGemmPrefillWs, MatchesFloat64ReferenceAndWritesEverything) {
   for (auto [m_, n_, k_] : kPrefillShapes) {
     const int64_t m = m_, n = n_, k = k_;
-    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
     DeviceBuffer<uint8_t> images(prefill_ws_act_bytes(m, k));
     std::vector<float> first;
     check_gemm_case(
         Mode::kSharqNvfp4_24, 32, m, n, k,
         [&](const GemmCaseBuffers& b) {
           prepare(PrepareMode::kSharqNvfp4_24, b.x, m, k, b.sparse->view(), b.residual->view(),
-                  nullptr, b.scratch, nullptr, xh.p);
-          images.poison(0xFF);  // the repack writes every byte the GEMM reads
-          prefill_ws_repack(xh.p, m, k, images.p, nullptr);
+                  nullptr, b.scratch, nullptr, nullptr);
+          images.poison(0xFF);  // the expansion writes every byte the GEMM reads
+          prefill_ws_images(b.sparse->view(), b.residual->view(), m, k, images.p, nullptr);
           gemm_prefill_ws_f32(images.p, b.residual->ts.p, m, b.weight->view(), n, k, b.y32,
                               nullptr);
           check(cudaDeviceSynchronize(), "sync");
@@ -578,10 +577,11 @@ TEST(CudaGemmPrefillWs, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
-// The stage images hold exactly prepare's planes: expanded on the host (kept values placed by
-// their metadata, the residual unswizzled) they give back every backbone and residual element
-// (0,4,1,5,2,6,3,7 order undone); the last tile's padding rows are zeros with the pair (0, 1).
-TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
+// The stage images expanded from prepare's packed outputs hold exactly prepare's planes: expanded
+// on the host (kept values placed by their metadata, the residual unswizzled) they give back
+// every backbone and residual element (0,4,1,5,2,6,3,7 order undone); the last tile's padding
+// rows are zeros with the pair (0, 1).
+TEST(CudaPrefillWsImages, ImagesExpandToThePlanes) {
   for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
     const auto x = synthetic_activation(m, k, fresh_seed());
     DeviceBuffer<float> dx(x.size());
@@ -593,7 +593,7 @@ TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
     images.poison(0xA5);
     prepare(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p,
             nullptr, xh.p);
-    prefill_ws_repack(xh.p, m, k, images.p, nullptr);
+    prefill_ws_images(sp.view(), rs.view(), m, k, images.p, nullptr);
     check(cudaDeviceSynchronize(), "sync");
     const auto planes = xh.download();
     const auto img = images.download();
@@ -642,6 +642,32 @@ TEST(CudaPrefillWsRepack, ImagesExpandToThePlanes) {
       }
     }
     EXPECT_EQ(bad, 0u) << "M=" << m << " K=" << k;
+  }
+}
+
+// The planes expanded from prepare's packed outputs equal the planes prepare writes, bit for bit,
+// in every mode (nvfp4: one plane); shapes with odd rows and a 64-wide K tail.
+TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
+  for (PrepareMode pm :
+       {PrepareMode::kNvfp4, PrepareMode::kSharqNvfp4, PrepareMode::kSharqNvfp4_24}) {
+    const int paths = pm == PrepareMode::kNvfp4 ? 1 : 2;
+    for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 64}, {17, 1088}, {100, 4096}}) {
+      const auto x = synthetic_activation(m, k, fresh_seed());
+      DeviceBuffer<float> dx(x.size());
+      dx.upload(x.data());
+      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+      DeviceBuffer<uint32_t> scratch(1);
+      DeviceBuffer<uint16_t> want(static_cast<size_t>(paths * m * k)),
+          got(static_cast<size_t>(paths * m * k));
+      got.poison(0xA5);
+      prepare(pm, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, want.p);
+      expand_activation_planes(pm, sp.view(), rs.view(), m, k, got.p, nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      const auto a = want.download(), b = got.download();
+      size_t bad = 0;
+      for (size_t i = 0; i < a.size(); ++i) bad += a[i] != b[i];
+      EXPECT_EQ(bad, 0u) << "mode " << static_cast<int>(pm) << " M=" << m << " K=" << k;
+    }
   }
 }
 
@@ -720,6 +746,11 @@ TEST(CudaErrors, BadShapesAreErrors) {
   EXPECT_THROW(prefill_ws_act_bytes(64, 96), Error);
   EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 0, v, 64, 64, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 64, v, 63, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(prefill_ws_images(v, v, 64, 96, nullptr, nullptr), Error);  // K % 64
+  EXPECT_THROW(prefill_ws_images(v, v, 64, 64, nullptr, nullptr), Error);  // no codes
+  EXPECT_THROW(expand_activation_planes(PrepareMode::kNvfp4, v, v, 0, 64, nullptr, nullptr), Error);
+  EXPECT_THROW(expand_activation_planes(PrepareMode::kSharqNvfp4, v, v, 4, 64, nullptr, nullptr),
+               Error);
 }
 
 }  // namespace

@@ -201,12 +201,17 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate = false);
+// The FP16 GEMM planes prepare writes into gemm_f16 (backbone then residual; nvfp4: one plane),
+// bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and `residual` (m, k; codes
+// 4-byte aligned). For products that need the planes after a prepare that skipped them.
+void expand_activation_planes(PrepareMode mode, const Nvfp4View& sparse, const Nvfp4View& residual,
+                              int64_t m, int64_t k, uint16_t* planes, cudaStream_t stream);
 // Prefill for sharq-nvfp4-24 in one warp-specialised launch (any M; the engine's path for
-// M > 32): prefill_ws_repack regroups prepare(kSharqNvfp4_24)'s two gemm_f16 planes (m, k; at
-// most two non-zeros in each backbone 4-chunk, the 2:4 mask) into the GEMM's stage images
-// (`images`: prefill_ws_act_bytes(m, k), 16-byte aligned): per 128-row tile and 64-wide K step,
-// the residual as a 128-byte-swizzled FP16 tile, the 2:4 backbone compressed to its two kept
-// values per 4-chunk, and their metadata in the sparse MMA's register layout. Then
+// M > 32): prefill_ws_images expands prepare(kSharqNvfp4_24)'s packed backbone and residual
+// (m, k; at most two non-zeros in each backbone 4-chunk, the 2:4 mask) into the GEMM's stage
+// images (`images`: prefill_ws_act_bytes(m, k), 16-byte aligned): per 128-row tile and 64-wide K
+// step, the residual as a 128-byte-swizzled FP16 tile, the 2:4 backbone compressed to its two
+// kept values per 4-chunk, and their metadata in the sparse MMA's register layout. Then
 // gemm_prefill_ws_f32: y (m, n) float32 = s_x * s_w * (X~_sp + R~) . W~^T for a g32 weight, the
 // backbone on 2:4 sparse wgmma and the residual on dense wgmma, fed by one decode of each FP4
 // weight tile. N even, N K / 2 < 2^31. accumulate: y += the product.
@@ -215,8 +220,8 @@ size_t prefill_ws_act_bytes(int64_t m, int64_t k);
 // of the device: below that the kernel has no split-K and decode pass + cuBLAS is faster
 // (bench_gemm prefill, H100: M = 128 and 512 at N = 4096).
 bool prefill_ws_fills_device(int64_t m, int64_t n);
-void prefill_ws_repack(const uint16_t* x_gemm_f16, int64_t m, int64_t k, uint8_t* images,
-                       cudaStream_t stream);
+void prefill_ws_images(const Nvfp4View& sparse, const Nvfp4View& residual, int64_t m, int64_t k,
+                       uint8_t* images, cudaStream_t stream);
 void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int64_t m,
                          const Nvfp4View& w, int64_t n, int64_t k, float* y, cudaStream_t stream,
                          bool accumulate = false);
