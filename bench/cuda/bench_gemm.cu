@@ -12,8 +12,8 @@
 // cuBLAS FP16 GEMM per path, and for sharq-nvfp4-24 the one-launch 2:4 kernel (gemm_prefill_ws:
 // the GEMM; the stage images expanded from prepare's packed outputs, CSV column
 // sharq24_ws_repack_us, which until session 12 timed a repack of the FP16 planes; the engine's
-// prepare_fused (no planes) + images + GEMM; that prepare alone), then cuBLAS BF16 once more
-// (clock drift).
+// prepare_fused writing the stage images (no planes) + GEMM; that prepare alone), then cuBLAS
+// BF16 once more (clock drift).
 // Usage: bench_gemm [csv_path] [decode|prefill] (only those rows)
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -438,9 +438,10 @@ int main(int argc, char** argv) {
                 reinterpret_cast<float*>(static_cast<uint8_t*>(pws) + size_t(n) * k * 2), nullptr);
           },
           kInner, kReps);
-      // The engine's sharq-nvfp4-24 prefill: prepare without the FP16 planes, its packed
-      // outputs expanded into stage images, then the warp-specialised 2:4 + dense kernel; the
-      // GEMM alone, that prepare alone, the expansion alone, and the whole linear.
+      // The engine's sharq-nvfp4-24 prefill: prepare writing the stage images (no FP16 planes),
+      // then the warp-specialised 2:4 + dense kernel; the GEMM alone, that prepare alone, the
+      // images expanded from the packed outputs instead (the engine's path when a prepare did
+      // not write them) alone, and the whole linear.
       auto* img = static_cast<uint8_t*>(dmalloc(sharq::cuda::prefill_ws_act_bytes(m, k)));
       sharq::cuda::prefill_ws_images(sp, rs, m, k, img, nullptr);
       const double t_ws = time_us(
@@ -455,7 +456,8 @@ int main(int argc, char** argv) {
       const double t_ws_prep = time_us(
           [&](int) {
             sharq::cuda::prepare_fused(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, pscratch,
-                                       nullptr);
+                                       nullptr, nullptr, nullptr,
+                                       sharq::cuda::PrepareSchedule::kAuto, img);
           },
           kInner, kReps);
       const double t_images = time_us(
@@ -463,8 +465,8 @@ int main(int argc, char** argv) {
       const double t_ws_lin = time_us(
           [&](int i) {
             sharq::cuda::prepare_fused(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, pscratch,
-                                       nullptr);
-            sharq::cuda::prefill_ws_images(sp, rs, m, k, img, nullptr);
+                                       nullptr, nullptr, nullptr,
+                                       sharq::cuda::PrepareSchedule::kAuto, img);
             sharq::cuda::gemm_prefill_ws_f32(img, rs.tensor_scale, m, wq32[i % rot], n, k, y32,
                                              nullptr);
           },
@@ -564,9 +566,10 @@ int main(int argc, char** argv) {
       "\nPrefill through cuBLAS (the engine's path for M > 32): FP4 weight decoded once per call "
       "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out\n\n| K | N | M | cuBLAS "
       "BF16 | NVFP4 | NVFP4 vs BF16 | SharQ (2 paths) | SharQ vs BF16 | weight decode alone "
-      "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its prepare (no "
-      "planes) | its stage images from the packed activation | sharq-nvfp4-24 linear (prepare + "
-      "images + GEMM) | linear vs BF16 | cuBLAS BF16 again, after ours |\n"
+      "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its prepare (writing "
+      "the stage images) | stage images expanded from the packed activation instead | "
+      "sharq-nvfp4-24 linear (prepare + GEMM) | linear vs BF16 | cuBLAS BF16 again, after ours "
+      "|\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(

@@ -15,15 +15,10 @@
 #include "gemm_prefill_ws.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
+#include "stage_images.cuh"
 
 namespace sharq::cuda {
 namespace {
-
-using prefill_ws::kBK;
-using prefill_ws::kBM;
-using prefill_ws::kE;
-using prefill_ws::kR;
-using prefill_ws::kS;
 
 // The 8 values of lane q (elements 8q .. 8q + 7) of 32-block b of one path, element i in nibble
 // i of the lane's code word, as 4 FP16 pairs: in prepare's plane order (pair j = elements j,
@@ -69,76 +64,23 @@ __global__ void planes_kernel(const uint8_t* __restrict__ sp_codes,
   }
 }
 
-// The two kept values of 4-chunk c (elements 4c .. 4c + 3) of a natural-order 8-group v, and its
-// metadata nibble (first index | second << 2, first < second), from the chunk's codes (a value is
-// non-zero when its code's magnitude bits are and the block scale is). The backbone holds at most
-// two non-zeros a chunk (its 2:4 mask); with fewer, the pair is completed with index 0 or 1,
-// whose value is then zero. kPairs: the nibble for each 4-bit non-zero pattern (with more than
-// two, the first and the last, which the 2:4 mask never leaves).
-constexpr uint64_t kPairs = 0xCDCECDCC89884444ull;
-__device__ __forceinline__ uint32_t compress4(const uint4& v, uint32_t word, bool scaled, int c,
-                                              uint32_t& nibble) {
-  const uint32_t x = word >> (16 * c);
-  const uint32_t any = (x | (x >> 1) | (x >> 2)) & 0x1111u;  // bit 4i: element i is non-zero
-  const uint32_t nz =
-      scaled ? (any & 1u) | ((any >> 3) & 2u) | ((any >> 6) & 4u) | ((any >> 9) & 8u) : 0u;
-  nibble = static_cast<uint32_t>(kPairs >> (4 * nz)) & 15u;
-  const uint32_t i0 = nibble & 3u, i1 = nibble >> 2;
-  // Bytes 2i, 2i + 1 of (hi:lo) hold element i of the chunk.
-  const uint32_t sel = (2 * i0) | ((2 * i0 + 1) << 4) | ((2 * i1) << 8) | ((2 * i1 + 1) << 12);
-  return c == 0 ? __byte_perm(v.x, v.y, sel) : __byte_perm(v.z, v.w, sel);
-}
-
-// One thread: rows r0 and r0 + 8 of a 16-row block, 16 consecutive K elements (two 8-groups) of
-// one 64-wide step, i.e. one metadata word. Rows past m (the last tile's padding) get zeros and
-// the pair (0, 1).
+// One thread per 8-group (32-block b, lane q), rows below m; the last tile's padding rows are
+// cleared before (stage_images::clear_padding).
 __global__ void images_kernel(const uint8_t* __restrict__ sp_codes,
                               const uint8_t* __restrict__ sp_scales,
                               const uint8_t* __restrict__ rs_codes,
                               const uint8_t* __restrict__ rs_scales, int64_t m, int64_t k,
-                              uint8_t* __restrict__ rimg, uint8_t* __restrict__ simg,
-                              uint32_t* __restrict__ eimg) {
-  const int64_t units = prefill_ws::m_tiles(m) * kBM / 2 * (k / 16);
-  const int nk = static_cast<int>(k / kBK);
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t h16 = u % (k / 16), pair = u / (k / 16);  // pair: (16-row block, row in 8)
-    const int64_t r0 = (pair / 8) * 16 + pair % 8;
-    const int ks = static_cast<int>(h16 / 4), gl = static_cast<int>(h16 % 4) * 2;
-    const int64_t img = (r0 / kBM) * nk + ks;
-    uint32_t word = 0;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t r = r0 + 8 * half;
-      const int rr = static_cast<int>(r % kBM);
-      uint32_t kept[4];
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {  // 8-group gl + e: lane q of 32-block b
-        const int g = gl + e;
-        uint4 bb = make_uint4(0, 0, 0, 0), rs = make_uint4(0, 0, 0, 0);
-        uint32_t codes = 0, sp_scale = 0;
-        if (r < m) {
-          const int64_t col = int64_t{ks} * kBK + 8 * g, b = r * (k / 32) + col / 32;
-          const int q = static_cast<int>(col % 32) / 8;
-          uint32_t unused;
-          sp_scale = __ldg(sp_scales + b);
-          bb = decode_lane<true>(sp_codes, sp_scale, b, q, codes);
-          rs = decode_lane<true>(rs_codes, __ldg(rs_scales + 2 * b + q / 2), b, q, unused);
-        }
-        *reinterpret_cast<uint4*>(rimg + img * kR + rr * 128 + ((g ^ (rr & 7)) << 4)) = rs;
-#pragma unroll
-        for (int c4 = 0; c4 < 2; ++c4) {
-          uint32_t nib;
-          kept[2 * e + c4] = compress4(bb, codes, sp_scale != 0, c4, nib);
-          word |= nib << (4 * (2 * e + c4) + 16 * half);
-        }
-      }
-      *reinterpret_cast<uint4*>(simg + img * kS + rr * 64 + (((gl >> 1) ^ ((rr >> 1) & 3)) << 4)) =
-          make_uint4(kept[0], kept[1], kept[2], kept[3]);
-    }
-    // Word (row block, k32 step, row in 8, half of the k32 step): docs/cuda_kernels.md.
-    const int rb = static_cast<int>((r0 % kBM) / 16), j32 = gl / 4, hf = (gl % 4) / 2;
-    eimg[img * (kE / 4) + rb * 32 + j32 * 16 + (r0 % 8) * 2 + hf] = word;
+                              stage_images::Regions img) {
+  const int64_t lanes = m * k / 8;  // even: pairs (e, e ^ 1) stay together in the loop
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < lanes;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = e / 4;
+    const int q = static_cast<int>(e % 4);
+    const uint32_t sp_scale = __ldg(sp_scales + b);
+    uint32_t sp_word, rs_word;
+    const uint4 bb = decode_lane<true>(sp_codes, sp_scale, b, q, sp_word);
+    const uint4 rs = decode_lane<true>(rs_codes, __ldg(rs_scales + 2 * b + q / 2), b, q, rs_word);
+    stage_images::write_group(img, k, b, q, bb, rs, sp_word, sp_scale != 0);
   }
 }
 
@@ -177,10 +119,10 @@ void prefill_ws_images(const Nvfp4View& sparse, const Nvfp4View& residual, int64
   check_views("prefill_ws_images", sparse, residual, true);
   if (reinterpret_cast<uintptr_t>(images) & 15)
     throw Error("cuda::prefill_ws_images: images not 16-byte aligned");
-  const int64_t imgs = prefill_ws::image_count(m, k);
-  images_kernel<<<grid_for(prefill_ws::m_tiles(m) * kBM / 2 * (k / 16)), 256, 0, stream>>>(
-      sparse.codes, sparse.scales, residual.codes, residual.scales, m, k, images,
-      images + imgs * kR, reinterpret_cast<uint32_t*>(images + imgs * (kR + kS)));
+  check(stage_images::clear_padding(images, m, k, stream), "prefill_ws_images padding");
+  images_kernel<<<grid_for(m * k / 8), 256, 0, stream>>>(sparse.codes, sparse.scales,
+                                                         residual.codes, residual.scales, m, k,
+                                                         stage_images::regions(images, m, k));
   check(cudaGetLastError(), "prefill_ws_images");
 }
 

@@ -399,7 +399,7 @@ class CudaBackend final : public Backend {
     if (const auto rule = fp4_rule(mode, k)) {
       const Fp4Out o = fp4_out(t, k, xq, rule->prepare);
       cuda::prepare_fused(rule->prepare, x, t, k, o.sparse, o.residual, scratch(t), stream_,
-                          o.planes);
+                          o.planes, nullptr, cuda::PrepareSchedule::kAuto, o.images);
     } else if (mt.act == ActRule::kBf16Round) {
       cuda::round_to_bf16(x, t * k, reinterpret_cast<uint16_t*>(xq), stream_);
     } else if (mt.act == ActRule::kIdentity) {
@@ -423,7 +423,8 @@ class CudaBackend final : public Backend {
     if (!rule) return Backend::rms_norm_quantize(mode, x, w, rows, d, eps, h, xq, name);
     const Fp4Out o = fp4_out(rows, d, xq, rule->prepare);
     cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
-                          stream_, o.planes);
+                          stream_, o.planes, nullptr, nullptr, cuda::PrepareSchedule::kAuto,
+                          o.images);
   }
 
   // SwiGLU fused into the FP4 prepare of down_proj's input (out stays unwritten).
@@ -435,7 +436,7 @@ class CudaBackend final : public Backend {
       return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
     const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
     cuda::prepare_swiglu(rule->prepare, gate, up, rows, k, o.sparse, o.residual, scratch(rows),
-                         stream_, o.planes);
+                         stream_, o.planes, nullptr, o.images);
   }
 
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
@@ -653,7 +654,8 @@ class CudaBackend final : public Backend {
         launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
                          out, &sink)) {
       if (skipped(cuda::profile_skip::kOPass)) return;
-      cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes);
+      cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes,
+                         o.images);
     } else {
       quantize_activation(mode, out, rows, k, xq, name);
     }
@@ -705,12 +707,13 @@ class CudaBackend final : public Backend {
   // prepare's outputs for a (t, k) activation: the tensor scale in xq (after t * k floats,
   // quantized_activation_floats), the packed codes and scales of both paths in packed_, and the
   // FP16 GEMM planes in xq's first t * k floats, except for a sharq-nvfp4-24 prefill that takes
-  // the 2:4 kernel: its products read stage images expanded from the packed outputs, and a product
-  // that needs the planes after all expands them (fp4_planes). The kernels store 16 bytes at a
-  // time: regions are 256-aligned.
+  // the 2:4 kernel: its prepare writes the kernel's stage images into prefill_act_ instead, and a
+  // product that wants the other form after all expands it from the packed outputs (fp4_planes,
+  // fp4_images). The kernels store 16 bytes at a time: regions are 256-aligned.
   struct Fp4Out {
     cuda::Nvfp4View sparse, residual;
     uint16_t* planes;
+    uint8_t* images;
   };
   Fp4Out fp4_out(int64_t t, int64_t k, float* xq, cuda::PrepareMode mode) {
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
@@ -720,14 +723,17 @@ class CudaBackend final : public Backend {
     float* ts = xq + t * k;
     // Whether the products will want the images: their N is not known here, K stands in for it
     // (q, o, gate/up have N >= K; a wrong guess costs one expansion, not a wrong product).
-    const bool images =
+    const bool ws =
         mode == cuda::PrepareMode::kSharqNvfp4_24 && prefill_ws_ && t > decode_rows() &&
         (prefill_ws_always_ || prefill_images_always_ || cuda::prefill_ws_fills_device(t, k));
-    const bool planes = !images;
+    // SHARQ_CUDA_PREFILL=expand (tests): neither, so that the products expand what they need.
+    const bool images = ws && !prefill_images_always_;
+    if (images) grow(prefill_act_, cuda::prefill_ws_act_bytes(t, k));
     act_ = PreparedAct{
-        xq,     t,    k, mode, {p, p + codes, ts}, {p + codes + scales, p + 2 * codes + scales, ts},
-        planes, false};
-    return {act_.sparse, act_.residual, planes ? reinterpret_cast<uint16_t*>(xq) : nullptr};
+        xq,  t,     k, mode, {p, p + codes, ts}, {p + codes + scales, p + 2 * codes + scales, ts},
+        !ws, images};
+    return {act_.sparse, act_.residual, ws ? nullptr : reinterpret_cast<uint16_t*>(xq),
+            images ? prefill_act_.as<uint8_t>() : nullptr};
   }
   // The last FP4 prepare's activation, as the products of xq need it: its FP16 planes (written by
   // prepare or expanded here from the packed outputs) or its 2:4 stage images (expanded into
@@ -885,8 +891,9 @@ class CudaBackend final : public Backend {
   bool prefill_cublas_ = true;
   bool prefill_ws_ = true;
   bool prefill_ws_always_ = false;  // SHARQ_CUDA_PREFILL=ws: also products of few tiles (tests)
-  // SHARQ_CUDA_PREFILL=expand: sharq-nvfp4-24 prefill prepares skip the FP16 planes at any size,
-  // and products of few tiles expand them (tests)
+  // SHARQ_CUDA_PREFILL=expand: sharq-nvfp4-24 prefill prepares write neither the FP16 planes nor
+  // the stage images, at any size; each product expands what it reads from the packed outputs
+  // (tests)
   bool prefill_images_always_ = false;
   PreparedAct act_;          // the last FP4 prepare (fp4_out)
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cuda/atomic>
+#include <string>
 #include <type_traits>
 
 #include "codecs.cuh"
@@ -16,6 +17,7 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
+#include "stage_images.cuh"
 #include "tensor_max.cuh"
 
 namespace sharq::cuda {
@@ -194,15 +196,29 @@ __device__ __forceinline__ void store_gemm_f16_8(__half* dst, const float* d) {
 // not yet scaled. The same operations on every element as quantize_chunk (so the same bits): the
 // 2:4 and 4:8p groups lie inside one lane, the block maxima are shuffles. A quarter of the
 // dependent chain per thread: the small (decode) prepares are latency-bound on it.
+// 8 scaled-domain decodes -> four natural-order FP16 pairs (exact).
+__device__ __forceinline__ uint4 natural_f16_8(const float* d) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const __half2 h = __floats2half2_rn(d[2 * j], d[2 * j + 1]);
+    w[j] = *reinterpret_cast<const uint32_t*>(&h);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// With images.r not null (sharq-nvfp4-24 only), the lane also writes its 8-group into the 2:4
+// prefill kernel's stage images (stage_images.cuh).
 template <int MODE>
 __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b, int q,
                                                  int64_t rows, int64_t k, const Nvfp4View& sparse,
                                                  const Nvfp4View& residual, float* decoded,
-                                                 __half* gemm_f16) {
+                                                 __half* gemm_f16,
+                                                 const stage_images::Regions& images) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], inv);
   float dsp[8], r[8], dr[8];
-  uint32_t codes;
+  uint32_t codes, sp_codes = 0, sp_scale = 0;
   if (MODE == 0) {
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -215,6 +231,8 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
     const uint32_t sc = nvfp4_block_part<32>(xsp, &codes, dsp);
     if (q == 0) sparse.scales[b] = static_cast<uint8_t>(sc);
     reinterpret_cast<uint32_t*>(sparse.codes + b * 16)[q] = codes;
+    sp_codes = codes;
+    sp_scale = sc;
 #pragma unroll
     for (int i = 0; i < 8; ++i) r[i] = __fsub_rn(v[i], dsp[i]);  // vs the *quantized* backbone
   }
@@ -230,6 +248,9 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
       store_gemm_f16_8(gemm_f16 + plane + b * 32 + 8 * q, dr);
     }
   }
+  if (MODE == 2 && images.r)
+    stage_images::write_group(images, k, b, q, natural_f16_8(dsp), natural_f16_8(dr), sp_codes,
+                              sp_scale != 0);
   if (decoded) {
     float4* out = reinterpret_cast<float4*>(decoded + b * 32 + 8 * q);
 #pragma unroll
@@ -458,7 +479,8 @@ __global__ void __launch_bounds__(kThreads)
 template <int MODE, typename Src>
 __global__ void __launch_bounds__(kThreads)
     pass_kernel(Src src, int64_t rows, int64_t k, const uint32_t* scratch, Nvfp4View sparse,
-                Nvfp4View residual, float* __restrict__ decoded, __half* __restrict__ gemm_f16) {
+                Nvfp4View residual, float* __restrict__ decoded, __half* __restrict__ gemm_f16,
+                stage_images::Regions images) {
   // The GEMM that reads our output may launch now and stream its weights (it waits for our
   // completion before it reads the activation).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -474,7 +496,8 @@ __global__ void __launch_bounds__(kThreads)
   if (!active) return;
   src.finish(v, aux, scratch, b, q);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16);
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16,
+                         images);
 }
 
 // 1 / sqrt(ss / d + eps) rounded to float, in the CPU reference's exact operation sequence
@@ -802,7 +825,7 @@ unsigned pass_blocks(int64_t rows, int64_t k) {
 template <int M, typename Src>
 void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4View residual,
                        uint32_t* scratch, cudaStream_t stream, __half* gh, float* decoded,
-                       PrepareSchedule schedule) {
+                       PrepareSchedule schedule, stage_images::Regions images) {
   const int64_t n = rows * k;
   const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
       (n / 4 + kThreads - 1) / kThreads, 1, coresident_blocks<max_publish_kernel<Src>>()));
@@ -812,17 +835,36 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
             schedule == PrepareSchedule::kTwoKernelPdl
                 ? cudaLaunchAttributeProgrammaticStreamSerialization
                 : cudaLaunchAttributeIgnore,
-            "pass_kernel", src, rows, k, scratch, sparse, residual, decoded, gh);
+            "pass_kernel", src, rows, k, scratch, sparse, residual, decoded, gh, images);
+}
+
+// The stage images a prepare writes besides its other outputs (none when ws_images is null):
+// checked, the last tile's padding rows cleared first.
+stage_images::Regions images_for(const char* who, PrepareMode mode, uint8_t* ws_images,
+                                 int64_t rows, int64_t k, PrepareSchedule schedule,
+                                 cudaStream_t stream) {
+  if (!ws_images) return {nullptr, nullptr, nullptr};
+  const std::string w = std::string("cuda::") + who;
+  if (mode != PrepareMode::kSharqNvfp4_24)
+    throw Error(w + ": stage images are the sharq-nvfp4-24 prefill kernel's");
+  if (schedule == PrepareSchedule::kSingleLaunch)
+    throw Error(w + ": stage images come from the two-kernel schedules only");
+  if (rows < 1) throw Error(w + ": stage images need at least one row");
+  if (reinterpret_cast<uintptr_t>(ws_images) & 15)
+    throw Error(w + ": stage images not 16-byte aligned");
+  check(stage_images::clear_padding(ws_images, rows, k, stream), who);
+  return stage_images::regions(ws_images, rows, k);
 }
 
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                   float* decoded, PrepareSchedule schedule) {
+                   float* decoded, PrepareSchedule schedule, uint8_t* ws_images) {
   check_shape(rows, k, "cuda::prepare_fused");
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
+  const auto images = images_for("prepare_fused", mode, ws_images, rows, k, schedule, stream);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
     if (schedule == PrepareSchedule::kSingleLaunch) {
@@ -839,30 +881,35 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
       return;
     }
     launch_two_kernel<M>(PlainSource{x}, rows, k, sparse, residual, scratch, stream, gh, decoded,
-                         schedule);
+                         schedule, images);
   });
 }
 
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
-                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16) {
+                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
+                  uint8_t* ws_images) {
   check_shape(rows, k, "cuda::prepare_pass");
+  const auto images =
+      images_for("prepare_pass", mode, ws_images, rows, k, PrepareSchedule::kTwoKernel, stream);
   with_mode(mode, [&](auto m) {
     launch_ex(pass_kernel<decltype(m)::value, LateSource>, pass_blocks(rows, k), stream,
               chain_attr(), "pass_kernel", LateSource{x}, rows, k, scratch, sparse, residual,
-              static_cast<float*>(nullptr), reinterpret_cast<__half*>(gemm_f16));
+              static_cast<float*>(nullptr), reinterpret_cast<__half*>(gemm_f16), images);
   });
 }
 
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
-                    uint16_t* gemm_f16, float* decoded) {
+                    uint16_t* gemm_f16, float* decoded, uint8_t* ws_images) {
   check_shape(rows, k, "cuda::prepare_swiglu");
   if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
+  const PrepareSchedule schedule = auto_schedule(rows * k);
+  const auto images = images_for("prepare_swiglu", mode, ws_images, rows, k, schedule, stream);
   with_mode(mode, [&](auto m) {
     launch_two_kernel<decltype(m)::value>(SwigluSource{gate, up}, rows, k, sparse, residual,
                                           scratch, stream, reinterpret_cast<__half*>(gemm_f16),
-                                          decoded, auto_schedule(rows * k));
+                                          decoded, schedule, images);
   });
 }
 
@@ -894,12 +941,13 @@ bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int6
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16, float* normed_out, float* decoded,
-                     PrepareSchedule schedule) {
+                     PrepareSchedule schedule, uint8_t* ws_images) {
   check_shape(rows, k, "cuda::prepare_rmsnorm");
   auto* gh = reinterpret_cast<__half*>(gemm_f16);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
+  const auto images = images_for("prepare_rmsnorm", mode, ws_images, rows, k, schedule, stream);
   with_mode(mode, [&](auto m) {
     constexpr int M = decltype(m)::value;
     if (schedule == PrepareSchedule::kSingleLaunch) {
@@ -926,7 +974,7 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
                   ? cudaLaunchAttributeProgrammaticStreamSerialization
                   : cudaLaunchAttributeIgnore,
               "pass_kernel", NormSource{x, norm_w, k / 32}, rows, k, scratch, sparse, residual,
-              decoded, gh);
+              decoded, gh, images);
   });
 }
 

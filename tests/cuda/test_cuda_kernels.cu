@@ -645,6 +645,44 @@ TEST(CudaPrefillWsImages, ImagesExpandToThePlanes) {
   }
 }
 
+// The stage images the prepare passes write themselves (prepare_fused, prepare_rmsnorm) equal the
+// ones expanded from their packed outputs, byte for byte, padding rows included (the images test
+// above ties those to the planes).
+TEST(CudaPrefillWsImages, PrepareWritesTheExpandedBytes) {
+  for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
+    const auto x = synthetic_activation(m, k, fresh_seed());
+    std::vector<float> norm_w(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) norm_w[static_cast<size_t>(i)] = 0.5f + 0.01f * (i % 97);
+    DeviceBuffer<float> dx(x.size()), dw(norm_w.size());
+    dx.upload(x.data());
+    dw.upload(norm_w.data());
+    DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+    DeviceBuffer<uint32_t> scratch(prepare_scratch_bytes(m) / 4);
+    check(cudaMemset(scratch.p, 0, prepare_scratch_bytes(m)), "memset");
+    const size_t bytes = prefill_ws_act_bytes(m, k);
+    DeviceBuffer<uint8_t> written(bytes), expanded(bytes);
+    for (int which = 0; which < 2; ++which) {
+      written.poison(0xA5);
+      expanded.poison(0x5A);
+      if (which == 0) {
+        prepare_fused(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), scratch.p,
+                      nullptr, nullptr, nullptr, PrepareSchedule::kAuto, written.p);
+      } else {
+        prepare_rmsnorm(PrepareMode::kSharqNvfp4_24, dx.p, dw.p, 1e-5f, m, k, sp.view(), rs.view(),
+                        scratch.p, nullptr, nullptr, nullptr, nullptr, PrepareSchedule::kAuto,
+                        written.p);
+      }
+      prefill_ws_images(sp.view(), rs.view(), m, k, expanded.p, nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      const auto a = written.download(), b = expanded.download();
+      size_t bad = 0;
+      for (size_t i = 0; i < a.size(); ++i) bad += a[i] != b[i];
+      EXPECT_EQ(bad, 0u) << (which ? "prepare_rmsnorm" : "prepare_fused") << " M=" << m
+                         << " K=" << k;
+    }
+  }
+}
+
 // The planes expanded from prepare's packed outputs equal the planes prepare writes, bit for bit,
 // in every mode (nvfp4: one plane); shapes with odd rows and a 64-wide K tail.
 TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
@@ -746,6 +784,16 @@ TEST(CudaErrors, BadShapesAreErrors) {
   EXPECT_THROW(prefill_ws_act_bytes(64, 96), Error);
   EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 0, v, 64, 64, nullptr, nullptr), Error);
   EXPECT_THROW(gemm_prefill_ws_f32(nullptr, nullptr, 64, v, 63, 64, nullptr, nullptr), Error);
+  alignas(16) uint8_t host_bytes[32];  // never written: each call throws before launching
+  EXPECT_THROW(prepare_fused(PrepareMode::kNvfp4, nullptr, 4, 64, v, v, nullptr, nullptr, nullptr,
+                             nullptr, PrepareSchedule::kAuto, host_bytes),
+               Error);  // images are sharq-nvfp4-24's
+  EXPECT_THROW(prepare_fused(PrepareMode::kSharqNvfp4_24, nullptr, 4, 64, v, v, nullptr, nullptr,
+                             nullptr, nullptr, PrepareSchedule::kSingleLaunch, host_bytes),
+               Error);
+  EXPECT_THROW(prepare_pass(PrepareMode::kSharqNvfp4_24, nullptr, 4, 64, v, v, nullptr, nullptr,
+                            nullptr, host_bytes + 1),
+               Error);                                                     // misaligned
   EXPECT_THROW(prefill_ws_images(v, v, 64, 96, nullptr, nullptr), Error);  // K % 64
   EXPECT_THROW(prefill_ws_images(v, v, 64, 64, nullptr, nullptr), Error);  // no codes
   EXPECT_THROW(expand_activation_planes(PrepareMode::kNvfp4, v, v, 0, 64, nullptr, nullptr), Error);

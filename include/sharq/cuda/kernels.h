@@ -56,10 +56,13 @@ constexpr size_t prepare_scratch_bytes(int64_t rows) {
 // prepare() without the memset launch: same outputs, bit for bit (codes, scales, tensor scales,
 // gemm_f16 planes, decoded), in one or two launches (`schedule`). scratch:
 // prepare_scratch_bytes(0) bytes, zeroed once.
+// ws_images (sharq-nvfp4-24, two-kernel schedules): also the 2:4 prefill kernel's stage images
+// (prefill_ws_act_bytes(rows, k), 16-byte aligned), the same bytes as prefill_ws_images makes
+// from the packed outputs; the same parameter on prepare_pass, prepare_swiglu, prepare_rmsnorm.
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
-                   PrepareSchedule schedule = PrepareSchedule::kAuto);
+                   PrepareSchedule schedule = PrepareSchedule::kAuto, uint8_t* ws_images = nullptr);
 
 // Where a producer kernel publishes the tensor max of the activation it writes, so that the
 // prepare after it runs only its pass (prepare_pass): that prepare's scratch
@@ -74,14 +77,16 @@ struct TensorMaxSink {
 // `scratch` (TensorMaxSink): the same codes, scales and planes as prepare_fused. Launched as the
 // producer's programmatic dependent, it reads x only after the producer completes.
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
-                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16);
+                  Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
+                  uint8_t* ws_images = nullptr);
 
 // h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
 // prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
 // prepare_fused. scratch: prepare_scratch_bytes(0), zeroed once.
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
-                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr);
+                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
+                    uint8_t* ws_images = nullptr);
 
 // RMSNorm fused in front of prepare: h = (x * inv_rms) * norm_w with
 // inv_rms = float(1 / sqrt(sum_j x_j^2 / k + eps)) summed in double exactly as the CPU
@@ -91,7 +96,8 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16 = nullptr, float* normed_out = nullptr,
-                     float* decoded = nullptr, PrepareSchedule schedule = PrepareSchedule::kAuto);
+                     float* decoded = nullptr, PrepareSchedule schedule = PrepareSchedule::kAuto,
+                     uint8_t* ws_images = nullptr);
 
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
