@@ -368,14 +368,17 @@ int main(int argc, char** argv) {
                                 static_cast<uint8_t*>(dmalloc(m * k / 16)),
                                 static_cast<float*>(dmalloc(4))};
       const float one = 1.0f, zero = 0.0f;
-      const double t_bf16 = time_us(
-          [&](int i) {
-            CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
-                                   wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
-                                   &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT));
-          },
-          kInner, kReps);
+      auto time_bf16 = [&] {
+        return time_us(
+            [&](int i) {
+              CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
+                                     wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
+                                     &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+            },
+            kInner, kReps);
+      };
+      const double t_bf16 = time_bf16();
       const double t_fp8 = time_fp8(m, x8, y, kInner, kReps);
       using sharq::cuda::PrepareMode;
       sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr, xh);
@@ -473,14 +476,7 @@ int main(int argc, char** argv) {
           kInner, kReps);
       // The baseline again after ours: the card's clocks drift with its temperature over a row's
       // runs (docs/RESULTS.md, issue 5, session 13).
-      const double t_bf16_after = time_us(
-          [&](int i) {
-            CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
-                                   wb[i % rot_bf16], CUDA_R_16BF, int(k), xb, CUDA_R_16BF, int(k),
-                                   &zero, y, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT));
-          },
-          kInner, kReps);
+      const double t_bf16_after = time_bf16();
       cudaFree(img);
       cudaFree(pscratch);
       cudaFree(y32);

@@ -101,22 +101,22 @@ TEST_P(CudaBackend, DecoderMatchesCpu) {
 // The same with every sharq-nvfp4-24 prefill product on the one-launch 2:4 kernel
 // (SHARQ_CUDA_PREFILL=ws: also the tiny model's few tiles, which the default sends to cuBLAS),
 // its residual adds (o, down) in the kernel's epilogue.
-TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
-  setenv("SHARQ_CUDA_PREFILL", "ws", 1);
+void check_sharq24_decoders_with_prefill(const char* prefill) {
+  setenv("SHARQ_CUDA_PREFILL", prefill, 1);
   auto be = engine::make_cuda_backend(0);
   unsetenv("SHARQ_CUDA_PREFILL");
   for (const Case c : {Case{"llama", "sharq-nvfp4-24"}, Case{"qwen3", "sharq-nvfp4-24"}})
     check_decoder_matches_cpu(*be, c);
 }
 
+TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
+  check_sharq24_decoders_with_prefill("ws");
+}
+
 // Prepares that skip the FP16 planes, products that need them (the cuBLAS path): the planes
 // expanded from the packed activation.
 TEST(CudaBackendPrefillExpand, DecoderMatchesCpu) {
-  setenv("SHARQ_CUDA_PREFILL", "expand", 1);
-  auto be = engine::make_cuda_backend(0);
-  unsetenv("SHARQ_CUDA_PREFILL");
-  for (const Case c : {Case{"llama", "sharq-nvfp4-24"}, Case{"qwen3", "sharq-nvfp4-24"}})
-    check_decoder_matches_cpu(*be, c);
+  check_sharq24_decoders_with_prefill("expand");
 }
 
 INSTANTIATE_TEST_SUITE_P(

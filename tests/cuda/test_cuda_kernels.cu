@@ -577,23 +577,30 @@ TEST(CudaGemmPrefillWs, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
+// A fresh synthetic activation (m, k) on the device and room for prepare's packed outputs.
+struct PrepareCase {
+  PrepareCase(int64_t m, int64_t k) : x(static_cast<size_t>(m * k)), sp(m, k, 32), rs(m, k, 16) {
+    const auto h = synthetic_activation(m, k, fresh_seed());
+    x.upload(h.data());
+  }
+  DeviceBuffer<float> x;
+  DeviceNvfp4 sp, rs;
+};
+
 // The stage images expanded from prepare's packed outputs hold exactly prepare's planes: expanded
 // on the host (kept values placed by their metadata, the residual unswizzled) they give back
 // every backbone and residual element (0,4,1,5,2,6,3,7 order undone); the last tile's padding
 // rows are zeros with the pair (0, 1).
 TEST(CudaPrefillWsImages, ImagesExpandToThePlanes) {
   for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
-    const auto x = synthetic_activation(m, k, fresh_seed());
-    DeviceBuffer<float> dx(x.size());
-    dx.upload(x.data());
-    DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+    PrepareCase c(m, k);
     DeviceBuffer<uint32_t> scratch(1);
     DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
     DeviceBuffer<uint8_t> images(prefill_ws_act_bytes(m, k));
     images.poison(0xA5);
-    prepare(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p,
+    prepare(PrepareMode::kSharqNvfp4_24, c.x.p, m, k, c.sp.view(), c.rs.view(), nullptr, scratch.p,
             nullptr, xh.p);
-    prefill_ws_images(sp.view(), rs.view(), m, k, images.p, nullptr);
+    prefill_ws_images(c.sp.view(), c.rs.view(), m, k, images.p, nullptr);
     check(cudaDeviceSynchronize(), "sync");
     const auto planes = xh.download();
     const auto img = images.download();
@@ -650,13 +657,11 @@ TEST(CudaPrefillWsImages, ImagesExpandToThePlanes) {
 // above ties those to the planes).
 TEST(CudaPrefillWsImages, PrepareWritesTheExpandedBytes) {
   for (auto [m, k] : {std::pair<int64_t, int64_t>{200, 192}, {17, 1088}, {256, 4096}}) {
-    const auto x = synthetic_activation(m, k, fresh_seed());
+    PrepareCase c(m, k);
     std::vector<float> norm_w(static_cast<size_t>(k));
     for (int64_t i = 0; i < k; ++i) norm_w[static_cast<size_t>(i)] = 0.5f + 0.01f * (i % 97);
-    DeviceBuffer<float> dx(x.size()), dw(norm_w.size());
-    dx.upload(x.data());
+    DeviceBuffer<float> dw(norm_w.size());
     dw.upload(norm_w.data());
-    DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
     DeviceBuffer<uint32_t> scratch(prepare_scratch_bytes(m) / 4);
     check(cudaMemset(scratch.p, 0, prepare_scratch_bytes(m)), "memset");
     const size_t bytes = prefill_ws_act_bytes(m, k);
@@ -665,14 +670,14 @@ TEST(CudaPrefillWsImages, PrepareWritesTheExpandedBytes) {
       written.poison(0xA5);
       expanded.poison(0x5A);
       if (which == 0) {
-        prepare_fused(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), scratch.p,
+        prepare_fused(PrepareMode::kSharqNvfp4_24, c.x.p, m, k, c.sp.view(), c.rs.view(), scratch.p,
                       nullptr, nullptr, nullptr, PrepareSchedule::kAuto, written.p);
       } else {
-        prepare_rmsnorm(PrepareMode::kSharqNvfp4_24, dx.p, dw.p, 1e-5f, m, k, sp.view(), rs.view(),
-                        scratch.p, nullptr, nullptr, nullptr, nullptr, PrepareSchedule::kAuto,
-                        written.p);
+        prepare_rmsnorm(PrepareMode::kSharqNvfp4_24, c.x.p, dw.p, 1e-5f, m, k, c.sp.view(),
+                        c.rs.view(), scratch.p, nullptr, nullptr, nullptr, nullptr,
+                        PrepareSchedule::kAuto, written.p);
       }
-      prefill_ws_images(sp.view(), rs.view(), m, k, expanded.p, nullptr);
+      prefill_ws_images(c.sp.view(), c.rs.view(), m, k, expanded.p, nullptr);
       check(cudaDeviceSynchronize(), "sync");
       const auto a = written.download(), b = expanded.download();
       size_t bad = 0;
@@ -690,16 +695,13 @@ TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
        {PrepareMode::kNvfp4, PrepareMode::kSharqNvfp4, PrepareMode::kSharqNvfp4_24}) {
     const int paths = pm == PrepareMode::kNvfp4 ? 1 : 2;
     for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 64}, {17, 1088}, {100, 4096}}) {
-      const auto x = synthetic_activation(m, k, fresh_seed());
-      DeviceBuffer<float> dx(x.size());
-      dx.upload(x.data());
-      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+      PrepareCase c(m, k);
       DeviceBuffer<uint32_t> scratch(1);
       DeviceBuffer<uint16_t> want(static_cast<size_t>(paths * m * k)),
           got(static_cast<size_t>(paths * m * k));
       got.poison(0xA5);
-      prepare(pm, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, want.p);
-      expand_activation_planes(pm, sp.view(), rs.view(), m, k, got.p, nullptr);
+      prepare(pm, c.x.p, m, k, c.sp.view(), c.rs.view(), nullptr, scratch.p, nullptr, want.p);
+      expand_activation_planes(pm, c.sp.view(), c.rs.view(), m, k, got.p, nullptr);
       check(cudaDeviceSynchronize(), "sync");
       const auto a = want.download(), b = got.download();
       size_t bad = 0;
