@@ -192,10 +192,6 @@ __device__ __forceinline__ void store_gemm_f16_8(__half* dst, const float* d) {
   *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// quantize_chunk over four lanes: lane q (0..3) of 32-block b holds elements [8q, 8q + 8) in v,
-// not yet scaled. The same operations on every element as quantize_chunk (so the same bits): the
-// 2:4 and 4:8p groups lie inside one lane, the block maxima are shuffles. A quarter of the
-// dependent chain per thread: the small (decode) prepares are latency-bound on it.
 // 8 scaled-domain decodes -> four natural-order FP16 pairs (exact).
 __device__ __forceinline__ uint4 natural_f16_8(const float* d) {
   uint32_t w[4];
@@ -207,6 +203,10 @@ __device__ __forceinline__ uint4 natural_f16_8(const float* d) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// quantize_chunk over four lanes: lane q (0..3) of 32-block b holds elements [8q, 8q + 8) in v,
+// not yet scaled. The same operations on every element as quantize_chunk (so the same bits): the
+// 2:4 and 4:8p groups lie inside one lane, the block maxima are shuffles. A quarter of the
+// dependent chain per thread: the small (decode) prepares are latency-bound on it.
 // With images.r not null (sharq-nvfp4-24 only), the lane also writes its 8-group into the 2:4
 // prefill kernel's stage images (stage_images.cuh).
 template <int MODE>

@@ -7,10 +7,9 @@
 //   element order;
 // - S (backbone kept values, kS bytes): 64-byte rows, the two kept values of each 4-chunk, the
 //   16-byte chunk of 8-groups (g & ~1, g | 1) at (g >> 1) ^ ((rr >> 1) & 3), 8 bytes a group;
-// - E (metadata, kE bytes): the sparse MMA's register layout, word rb * 32 + j32 * 16 + (rr % 8) *
-// 2
-//   + hf for 16-row block rb, k32 half j32 and 16-element half hf of it; rows rr % 16 < 8 in bits
-//   0-15, the others in bits 16-31; a 4-bit nibble a 4-chunk.
+// - E (metadata, kE bytes): the sparse MMA's register layout, word
+//   rb * 32 + j32 * 16 + (rr % 8) * 2 + hf for 16-row block rb, k32 half j32 and 16-element half
+//   hf of it; rows rr % 16 < 8 in bits 0-15, the others in bits 16-31; a 4-bit nibble a 4-chunk.
 // Rows past m in the last tile read as zeros with the pair (0, 1) (clear_padding).
 #pragma once
 
