@@ -98,9 +98,8 @@ TEST_P(CudaBackend, DecoderMatchesCpu) {
   check_decoder_matches_cpu(gpu(), GetParam());
 }
 
-// The same with every sharq-nvfp4-24 prefill product on the one-launch 2:4 kernel
-// (SHARQ_CUDA_PREFILL=ws: also the tiny model's few tiles, which the default sends to cuBLAS),
-// its residual adds (o, down) in the kernel's epilogue.
+// check_decoder_matches_cpu on the llama and qwen3 sharq-nvfp4-24 decoders of a backend made
+// under SHARQ_CUDA_PREFILL=prefill.
 void check_sharq24_decoders_with_prefill(const char* prefill) {
   setenv("SHARQ_CUDA_PREFILL", prefill, 1);
   auto be = engine::make_cuda_backend(0);
@@ -109,12 +108,15 @@ void check_sharq24_decoders_with_prefill(const char* prefill) {
     check_decoder_matches_cpu(*be, c);
 }
 
+// Every sharq-nvfp4-24 prefill product on the one-launch 2:4 kernel (also the tiny model's few
+// tiles, which the default sends to cuBLAS), its input's stage images written by the prepare,
+// its residual adds (o, down) in the kernel's epilogue.
 TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
   check_sharq24_decoders_with_prefill("ws");
 }
 
-// Prepares that skip the FP16 planes, products that need them (the cuBLAS path): the planes
-// expanded from the packed activation.
+// Prepares that write neither the FP16 planes nor the stage images: each prefill product (the
+// cuBLAS path here) expands what it reads from the packed activation.
 TEST(CudaBackendPrefillExpand, DecoderMatchesCpu) {
   check_sharq24_decoders_with_prefill("expand");
 }
