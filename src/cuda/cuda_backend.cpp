@@ -723,9 +723,8 @@ class CudaBackend final : public Backend {
     float* ts = xq + t * k;
     // Whether the products will want the images: their N is not known here, K stands in for it
     // (q, o, gate/up have N >= K; a wrong guess costs one expansion, not a wrong product).
-    const bool ws =
-        mode == cuda::PrepareMode::kSharqNvfp4_24 && prefill_ws_ && t > decode_rows() &&
-        (prefill_ws_always_ || prefill_images_always_ || cuda::prefill_ws_fills_device(t, k));
+    const bool ws = mode == cuda::PrepareMode::kSharqNvfp4_24 &&
+                    on_ws_kernel(t, k, prefill_ws_always_ || prefill_images_always_);
     // SHARQ_CUDA_PREFILL=expand (tests): neither, so that the products expand what they need.
     const bool images = ws && !prefill_images_always_;
     if (images) grow(prefill_act_, cuda::prefill_ws_act_bytes(t, k));
@@ -734,6 +733,11 @@ class CudaBackend final : public Backend {
         !ws, images};
     return {act_.sparse, act_.residual, ws ? nullptr : reinterpret_cast<uint16_t*>(xq),
             images ? prefill_act_.as<uint8_t>() : nullptr};
+  }
+  // Whether a sharq-nvfp4-24 product of t rows and N = n takes the 2:4 prefill kernel (always:
+  // at any size past the decode rows); fp4_out asks it of K before the products are known.
+  bool on_ws_kernel(int64_t t, int64_t n, bool always) const {
+    return prefill_ws_ && t > decode_rows() && (always || cuda::prefill_ws_fills_device(t, n));
   }
   // The last FP4 prepare's activation, as the products of xq need it: its FP16 planes (written by
   // prepare or expanded here from the packed outputs) or its 2:4 stage images (expanded into
@@ -814,8 +818,7 @@ class CudaBackend final : public Backend {
   // send it here). accumulate: y += the product.
   void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
     const float* sx = xq + t * w.k;
-    const bool ws = w.sparse24 && prefill_ws_ && t > decode_rows() &&
-                    (prefill_ws_always_ || cuda::prefill_ws_fills_device(t, w.n));
+    const bool ws = w.sparse24 && on_ws_kernel(t, w.n, prefill_ws_always_);
     const uint16_t* planes = ws ? nullptr : fp4_planes(xq, t, w.k);
     if (t <= decode_rows()) {
       const cuda::DecodeGemmPart part{w.fp4, w.n, y};
