@@ -36,6 +36,8 @@
 #   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
 #   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
+#   abprefillbase  prefill 1 x 2048 + batch-1 decode, this tree vs .device/pack/sharq_base.xz
+#   abprepare  bench_prepare, this tree vs .device/pack/bench_prepare_base.xz
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -199,10 +201,14 @@ phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ
   done
 }
 
+unpack_base() {  # .device/pack/<name>.xz (an older tree's binary, stripped, xz) -> $B/bin/<name>
+  [ -f "$PACK/$1.xz" ] || { echo "no $PACK/$1.xz"; return 1; }
+  [ -x "$B/bin/$1" ] || { xz -dc "$PACK/$1.xz" >"$B/bin/$1" && chmod +x "$B/bin/$1"; }
+}
+
 phase_abbase() {  # decode (AB_BATCH, default 1; AB_MODES): this tree against an older tree's sharq
   # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
-  [ -f "$PACK/sharq_base.xz" ] || { echo "abbase: no $PACK/sharq_base.xz"; return; }
-  xz -dc "$PACK/sharq_base.xz" >"$B/bin/sharq_base" && chmod +x "$B/bin/sharq_base"
+  unpack_base sharq_base || return
   # AB_VARIANTS: also this tree with each VAR=value (e.g. a switch turned off), in the same rotation
   for r in 1 2; do
     for v in base new ${AB_VARIANTS:-}; do
@@ -214,6 +220,31 @@ phase_abbase() {  # decode (AB_BATCH, default 1; AB_MODES): this tree against an
         --modes "${AB_MODES:-bf16,sharq-nvfp4-24}" --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
         --json "$OUT/abbase_${v//[^A-Za-z0-9_]/_}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
     done
+  done
+}
+
+phase_abprefillbase() {  # prefill 1 x 2048 and batch-1 decode (bf16, sharq-nvfp4-24): this tree
+  # against an older tree's sharq (.device/pack/sharq_base.xz), alternating, same call
+  unpack_base sharq_base || return
+  for r in 1 2; do
+    for v in base new; do
+      local bin=sharq; [ "$v" = base ] && bin=sharq_base
+      echo "-- $v run $r"
+      timeout 150 "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
+        --modes bf16,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 --steps 4 --repeat 3 \
+        --json "$OUT/abprefill_${v}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
+    done
+  done
+}
+
+phase_abprepare() {  # bench_prepare (every schedule, rows 1-2048): this tree, an older tree's
+  # (.device/pack/bench_prepare_base.xz), this tree again
+  unpack_base bench_prepare_base || return
+  for v in new base new2; do
+    local bin=bench_prepare; [ "$v" = base ] && bin=bench_prepare_base
+    echo "-- bench_prepare $v"
+    timeout 200 "$B/bin/$bin" "$OUT/bench_prepare_$v.csv" >"$OUT/bench_prepare_$v.log" 2>&1
+    echo "rc=$?"; grep "^|" "$OUT/bench_prepare_$v.log" | head -40
   done
 }
 

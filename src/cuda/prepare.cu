@@ -85,19 +85,18 @@ __device__ __forceinline__ void store_gemm_f16(__half* dst, const float* d) {
 // become 0.
 template <int MODE>
 __device__ __forceinline__ void backbone8(const float* v, float* xsp) {
+  bool keep[4];
   if (MODE == 1) {
-    const uint32_t keep =
-        keep_two_of_four(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])),
-                         fmaxf(fabsf(v[4]), fabsf(v[5])), fmaxf(fabsf(v[6]), fabsf(v[7])));
+    keep_two_of_four(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])),
+                     fmaxf(fabsf(v[4]), fabsf(v[5])), fmaxf(fabsf(v[6]), fabsf(v[7])), keep);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) xsp[i] = ((keep >> (i / 2)) & 1u) ? v[i] : 0.0f;
+    for (int i = 0; i < 8; ++i) xsp[i] = keep[i / 2] ? v[i] : 0.0f;
   } else {
 #pragma unroll
     for (int g = 0; g < 8; g += 4) {
-      const uint32_t keep =
-          keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]));
+      keep_two_of_four(fabsf(v[g]), fabsf(v[g + 1]), fabsf(v[g + 2]), fabsf(v[g + 3]), keep);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) xsp[g + i] = ((keep >> i) & 1u) ? v[g + i] : 0.0f;
+      for (int i = 0; i < 4; ++i) xsp[g + i] = keep[i] ? v[g + i] : 0.0f;
     }
   }
 }
@@ -166,16 +165,16 @@ __device__ __forceinline__ uint32_t nvfp4_block_part(const float* v, uint32_t* c
   const unsigned group = 0xFu << (threadIdx.x & 28u);
 #pragma unroll
   for (int off = 1; off < G / 8; off <<= 1) m = fmaxf(m, __shfl_xor_sync(group, m, off));
-  const float s = fminf(fmaxf(__fdiv_rn(m, 6.0f), 0x1p-9f), 448.0f);
-  const uint32_t sc = e4m3_encode(s);
-  const float S = ue4m3_decode(sc);
-  const float r = __frcp_rn(S);
+  const uint32_t sc = nvfp4_scale_code(m);
+  const float S = ue4m3_value(sc);
+  const float r = scale_rcp(S);
   uint32_t c = 0;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    const uint32_t q = e2m1_encode(__fmul_rn(v[i], r));
-    c |= q << (4 * i);
-    deq[i] = __fmul_rn(e2m1_decode(q), S);
+    const float y = __fmul_rn(v[i], r);
+    float e;
+    c |= e2m1_nibble(e2m1_round(y, e), y, i);
+    deq[i] = __fmul_rn(e, S);
   }
   *codes = c;
   return sc;

@@ -1,0 +1,111 @@
+// GPU tests of the device codecs (src/cuda/codecs.cuh) on every float32 they can see: the
+// one-add E2M1 quantizer, the division by 6 and the hardware UE4M3 block-scale encode against
+// the SPEC 2 definitions written the slow way here (the midpoint compare chain, IEEE division,
+// E4M3 rounding on the bit pattern), and against CUDA's own FP4 conversion as a second oracle.
+// The prepare tests (test_cuda_kernels.cu) then check whole blocks against the CPU reference.
+#include <cuda_fp4.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include "codecs.cuh"
+#include "cuda_test_util.cuh"
+
+namespace sharq::cuda {
+namespace {
+
+// SPEC 2's E2M1 rule as the CPU writes it (codecs.h): midpoints, ties to the even mantissa.
+__device__ uint32_t e2m1_by_midpoints(float y) {
+  const float a = fabsf(y);
+  const uint32_t index = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+                         (a >= 3.5f) + (a > 5.0f);
+  return index | ((__float_as_uint(y) >> 28) & 0x8u);
+}
+
+// SPEC 2's E4M3 rule (RNE on the bit pattern, subnormals k 2^-9, saturating to 448) for a >= 0.
+__device__ uint32_t e4m3_by_bits(float a) {
+  if (a < 0.015625f) return static_cast<uint32_t>(__float2int_rn(__fmul_rn(a, 512.0f)));
+  if (a >= 464.0f) return 0x7Eu;
+  uint32_t bits = __float_as_uint(a);
+  bits += 0x7FFFFu + ((bits >> 20) & 1u);
+  bits &= ~0xFFFFFu;
+  const uint32_t code = (((bits >> 23) - 120u) << 3) | ((bits >> 20) & 0x7u);
+  return code > 0x7Eu ? 0x7Eu : code;
+}
+
+// Counts of disagreements and the first bit pattern that disagreed (0xFFFFFFFF if none).
+struct Tally {
+  unsigned long long wrong;
+  uint32_t first;
+};
+
+__device__ void record(Tally* t, uint32_t bits) {
+  atomicAdd(&t->wrong, 1ull);
+  atomicMin(&t->first, bits);
+}
+
+// Every finite float y, both signs: code and value of e2m1_round against the compare chain,
+// e2m1_decode and CUDA's __nv_cvt_float_to_fp4.
+__global__ void e2m1_round_every_float(Tally* t) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < 0xFF000000ull;
+       i += stride) {
+    const uint32_t bits =
+        static_cast<uint32_t>(i < 0x7F800000ull ? i : i - 0x7F800000ull + 0x80000000ull);
+    const float y = __uint_as_float(bits);
+    float value;
+    const uint32_t code = e2m1_nibble(e2m1_round(y, value), y, 0);
+    // The nibble in place 7 of a packed word is the same code.
+    if (e2m1_nibble(e2m1_round(y, value), y, 7) != code << 28) record(t, bits);
+    const uint32_t want = e2m1_by_midpoints(y);
+    const uint32_t cuda = __nv_cvt_float_to_fp4(y, __NV_E2M1, cudaRoundNearest) & 0xFu;
+    if (code != want || cuda != want ||
+        __float_as_uint(value) != __float_as_uint(e2m1_decode(want)))
+      record(t, bits);
+  }
+}
+
+// Every finite m >= 0: div6 against IEEE division from 2^-125 on, and the scale code against
+// the clamp and the bit-pattern E4M3 rounding everywhere.
+__global__ void scale_code_every_float(Tally* div, Tally* scale) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < 0x7F800000ull;
+       i += stride) {
+    const uint32_t bits = static_cast<uint32_t>(i);
+    const float m = __uint_as_float(bits);
+    const float q = __fdiv_rn(m, 6.0f);
+    if (m >= 0x1p-125f && __float_as_uint(div6(m)) != __float_as_uint(q)) record(div, bits);
+    if (nvfp4_scale_code(m) != e4m3_by_bits(fminf(fmaxf(q, 0x1p-9f), 448.0f))) record(scale, bits);
+  }
+}
+
+Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
+  test_util::DeviceBuf<Tally> t(2);
+  const Tally clean{0, 0xFFFFFFFFu};
+  t.upload(std::vector<Tally>{clean, clean});
+  launch(t.p, t.p + 1);
+  check(cudaGetLastError(), "codec kernel");
+  check(cudaDeviceSynchronize(), "codec kernel");
+  return t.download()[which];
+}
+
+TEST(CudaCodecs, E2m1RoundMatchesTheMidpointRuleOnEveryFloat) {
+  const Tally t = run_tally([](Tally* a, Tally*) { e2m1_round_every_float<<<1056, 256>>>(a); }, 0);
+  EXPECT_EQ(t.wrong, 0u) << "first disagreement at float bits 0x" << std::hex << t.first;
+}
+
+TEST(CudaCodecs, Div6IsIeeeDivisionOnEveryFloat) {
+  const Tally t =
+      run_tally([](Tally* a, Tally* b) { scale_code_every_float<<<1056, 256>>>(a, b); }, 0);
+  EXPECT_EQ(t.wrong, 0u) << "first disagreement at float bits 0x" << std::hex << t.first;
+}
+
+TEST(CudaCodecs, ScaleCodeMatchesClampThenE4m3OnEveryFloat) {
+  const Tally t =
+      run_tally([](Tally* a, Tally* b) { scale_code_every_float<<<1056, 256>>>(a, b); }, 1);
+  EXPECT_EQ(t.wrong, 0u) << "first disagreement at float bits 0x" << std::hex << t.first;
+}
+
+}  // namespace
+}  // namespace sharq::cuda
