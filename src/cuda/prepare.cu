@@ -486,7 +486,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t b = e / 4;
   const int q = static_cast<int>(e % 4);
-  // Whole lane groups of 4 are active or not together (kThreads is a multiple of 4), so the
+  // Whole lane groups of 4 are active or not together (the block size is a multiple of 4), so the
   // shuffles in quantize_quarter see only active lanes.
   const bool active = b < rows * (k / 32);
   float v[8], aux[8];
@@ -706,12 +706,18 @@ int coresident_blocks() {
   return std::max(1, resident_blocks<Kernel, kThreads>());
 }
 
+// A launch of `kernel`: `grid` blocks of kThreads, or of `grid.threads` for the pass (PassGrid).
+struct Grid {
+  Grid(unsigned blocks, unsigned threads = kThreads) : blocks(blocks), threads(threads) {}
+  unsigned blocks, threads;
+};
+
 template <typename... KArgs, typename... Args>
-void launch_ex(void (*kernel)(KArgs...), unsigned grid, cudaStream_t stream,
+void launch_ex(void (*kernel)(KArgs...), Grid grid, cudaStream_t stream,
                cudaLaunchAttributeID attr_id, const char* what, Args... args) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreads);
+  cfg.gridDim = dim3(grid.blocks);
+  cfg.blockDim = dim3(grid.threads);
   cfg.stream = stream;
   cudaLaunchAttribute attr = {};
   attr.id = attr_id;
@@ -813,10 +819,19 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
   check(cudaGetLastError(), "pack_weight_kernel");
 }
 
-// pass_kernel's grid: four lanes per 32-element block.
-unsigned pass_blocks(int64_t rows, int64_t k) {
-  return static_cast<unsigned>(
-      std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1));
+// pass_kernel's grid: four lanes per 32-element block. A grid of full blocks that leaves SMs idle
+// (decode sizes: 2 blocks at 1 x 4096) runs each SM's share as a longer issue queue; blocks of 64
+// spread the same lanes over 4x the SMs, so each lane's chain issues with less sharing.
+// SHARQ_CUDA_PASS_THREADS=256 keeps full blocks everywhere (A/B).
+Grid pass_blocks(int64_t rows, int64_t k) {
+  static const int small = [] {
+    const char* e = std::getenv("SHARQ_CUDA_PASS_THREADS");
+    return e && std::atoi(e) == kThreads ? kThreads : 64;
+  }();
+  const int64_t lanes = 4 * rows * (k / 32);
+  const int threads = lanes < int64_t{kThreads} * sm_count() ? small : kThreads;
+  return {static_cast<unsigned>(std::max<int64_t>((lanes + threads - 1) / threads, 1)),
+          static_cast<unsigned>(threads)};
 }
 
 // The two-kernel schedule on a source: max_publish_kernel, then pass_kernel (its programmatic
@@ -842,7 +857,7 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
 stage_images::Regions images_for(const char* who, PrepareMode mode, uint8_t* ws_images,
                                  int64_t rows, int64_t k, PrepareSchedule schedule,
                                  cudaStream_t stream) {
-  if (!ws_images) return {nullptr, nullptr, nullptr};
+  if (!ws_images) return {nullptr, nullptr, nullptr, {0, 0, 0}};
   const std::string w = std::string("cuda::") + who;
   if (mode != PrepareMode::kSharqNvfp4_24)
     throw Error(w + ": stage images are the sharq-nvfp4-24 prefill kernel's");

@@ -21,14 +21,34 @@
 
 namespace sharq::cuda::stage_images {
 
+// Row of 32-block b (k / 32 blocks a row) as umulhi(b, mul) >> shift, the round-up method
+// (Hacker's Delight 10-9), exact for b < 2^31 and a divisor d >= 2: shift = ceil(log2 d) - 1,
+// mul = ceil(2^(32 + shift) / d) < 2^32. mul = 0 (more than 2^31 blocks) falls back to a
+// division. The prepare pass is issue-bound and a 64-bit division is ~25 instructions a lane.
+struct RowDiv {
+  uint32_t per_row, mul, shift;
+};
+inline RowDiv row_div(int64_t m, int64_t k) {
+  const int64_t d = k / 32;
+  if (d < 2 || d >= (int64_t{1} << 31) || m * d > (int64_t{1} << 31)) return {0, 0, 0};
+  uint32_t l = 0;
+  while ((int64_t{1} << l) < d) ++l;
+  const uint32_t shift = l - 1;
+  const uint64_t mul =
+      ((uint64_t{1} << (32 + shift)) + static_cast<uint64_t>(d) - 1) / static_cast<uint64_t>(d);
+  return {static_cast<uint32_t>(d), static_cast<uint32_t>(mul), shift};
+}
+
 struct Regions {
   uint8_t* r;
   uint8_t* s;
   uint8_t* e;
+  RowDiv row;
 };
-__host__ __device__ inline Regions regions(uint8_t* images, int64_t m, int64_t k) {
+inline Regions regions(uint8_t* images, int64_t m, int64_t k) {
   const int64_t n = prefill_ws::image_count(m, k);
-  return {images, images + n * prefill_ws::kR, images + n * (prefill_ws::kR + prefill_ws::kS)};
+  return {images, images + n * prefill_ws::kR, images + n * (prefill_ws::kR + prefill_ws::kS),
+          row_div(m, k)};
 }
 // The image of row r's 64-wide K step holding column col, and byte offsets inside it.
 __device__ __forceinline__ int64_t image_of(int64_t r, int64_t col, int64_t k) {
@@ -74,7 +94,10 @@ __device__ __forceinline__ uint32_t compress4(const uint4& v, uint32_t word, boo
 __device__ __forceinline__ void write_group(const Regions& img, int64_t k, int64_t b, int q,
                                             const uint4& backbone, const uint4& residual,
                                             uint32_t sp_codes, bool scaled) {
-  const int64_t per_row = k / 32, r = b / per_row, col = (b % per_row) * 32 + 8 * q;
+  const int64_t per_row = k / 32;
+  const int64_t r =
+      img.row.mul ? __umulhi(static_cast<uint32_t>(b), img.row.mul) >> img.row.shift : b / per_row;
+  const int64_t col = (b - r * per_row) * 32 + 8 * q;
   const int rr = static_cast<int>(r % prefill_ws::kBM), g = static_cast<int>(col % 64) / 8;
   const int64_t i = image_of(r, col, k);
   *reinterpret_cast<uint4*>(img.r + i * prefill_ws::kR + r_offset(rr, g)) = residual;
