@@ -706,18 +706,12 @@ int coresident_blocks() {
   return std::max(1, resident_blocks<Kernel, kThreads>());
 }
 
-// A launch of `kernel`: `grid` blocks of kThreads, or of `grid.threads` for the pass (PassGrid).
-struct Grid {
-  Grid(unsigned blocks, unsigned threads = kThreads) : blocks(blocks), threads(threads) {}
-  unsigned blocks, threads;
-};
-
 template <typename... KArgs, typename... Args>
-void launch_ex(void (*kernel)(KArgs...), Grid grid, cudaStream_t stream,
+void launch_ex(void (*kernel)(KArgs...), unsigned grid, cudaStream_t stream,
                cudaLaunchAttributeID attr_id, const char* what, Args... args) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid.blocks);
-  cfg.blockDim = dim3(grid.threads);
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreads);
   cfg.stream = stream;
   cudaLaunchAttribute attr = {};
   attr.id = attr_id;
@@ -819,19 +813,10 @@ void pack_weight(const float* w, int64_t n, int64_t k, int group, Nvfp4View out,
   check(cudaGetLastError(), "pack_weight_kernel");
 }
 
-// pass_kernel's grid: four lanes per 32-element block. A grid of full blocks that leaves SMs idle
-// (decode sizes: 2 blocks at 1 x 4096) runs each SM's share as a longer issue queue; blocks of 64
-// spread the same lanes over 4x the SMs, so each lane's chain issues with less sharing.
-// SHARQ_CUDA_PASS_THREADS=256 keeps full blocks everywhere (A/B).
-Grid pass_blocks(int64_t rows, int64_t k) {
-  static const int small = [] {
-    const char* e = std::getenv("SHARQ_CUDA_PASS_THREADS");
-    return e && std::atoi(e) == kThreads ? kThreads : 64;
-  }();
-  const int64_t lanes = 4 * rows * (k / 32);
-  const int threads = lanes < int64_t{kThreads} * sm_count() ? small : kThreads;
-  return {static_cast<unsigned>(std::max<int64_t>((lanes + threads - 1) / threads, 1)),
-          static_cast<unsigned>(threads)};
+// pass_kernel's grid: four lanes per 32-element block.
+unsigned pass_blocks(int64_t rows, int64_t k) {
+  return static_cast<unsigned>(
+      std::max<int64_t>((4 * rows * (k / 32) + kThreads - 1) / kThreads, 1));
 }
 
 // The two-kernel schedule on a source: max_publish_kernel, then pass_kernel (its programmatic
