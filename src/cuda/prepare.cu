@@ -842,7 +842,7 @@ void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4
 stage_images::Regions images_for(const char* who, PrepareMode mode, uint8_t* ws_images,
                                  int64_t rows, int64_t k, PrepareSchedule schedule,
                                  cudaStream_t stream) {
-  if (!ws_images) return {nullptr, nullptr, nullptr, {0, 0, 0}};
+  if (!ws_images) return {nullptr, nullptr, nullptr, {0, 0}};
   const std::string w = std::string("cuda::") + who;
   if (mode != PrepareMode::kSharqNvfp4_24)
     throw Error(w + ": stage images are the sharq-nvfp4-24 prefill kernel's");

@@ -26,17 +26,17 @@ namespace sharq::cuda::stage_images {
 // mul = ceil(2^(32 + shift) / d) < 2^32. mul = 0 (more than 2^31 blocks) falls back to a
 // division. The prepare pass is issue-bound and a 64-bit division is ~25 instructions a lane.
 struct RowDiv {
-  uint32_t per_row, mul, shift;
+  uint32_t mul, shift;
 };
 inline RowDiv row_div(int64_t m, int64_t k) {
   const int64_t d = k / 32;
-  if (d < 2 || d >= (int64_t{1} << 31) || m * d > (int64_t{1} << 31)) return {0, 0, 0};
+  if (d < 2 || d >= (int64_t{1} << 31) || m * d > (int64_t{1} << 31)) return {0, 0};
   uint32_t l = 0;
   while ((int64_t{1} << l) < d) ++l;
   const uint32_t shift = l - 1;
   const uint64_t mul =
       ((uint64_t{1} << (32 + shift)) + static_cast<uint64_t>(d) - 1) / static_cast<uint64_t>(d);
-  return {static_cast<uint32_t>(d), static_cast<uint32_t>(mul), shift};
+  return {static_cast<uint32_t>(mul), shift};
 }
 
 struct Regions {

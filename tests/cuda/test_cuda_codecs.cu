@@ -80,6 +80,16 @@ __global__ void scale_code_every_float(Tally* div, Tally* scale) {
   }
 }
 
+// Every UE4M3 block-scale code the quantizer can produce (1..126: the scale is clamped to
+// [2^-9, 448]): ue4m3_value against the bit-built ue4m3_decode, scale_rcp against __frcp_rn.
+__global__ void scale_codes_every_code(Tally* value, Tally* rcp) {
+  const uint32_t code = threadIdx.x + 1;
+  if (code > 126) return;
+  const float S = ue4m3_decode(code);
+  if (__float_as_uint(ue4m3_value(code)) != __float_as_uint(S)) record(value, code);
+  if (__float_as_uint(scale_rcp(S)) != __float_as_uint(__frcp_rn(S))) record(rcp, code);
+}
+
 Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
   test_util::DeviceBuf<Tally> t(2);
   const Tally clean{0, 0xFFFFFFFFu};
@@ -105,6 +115,13 @@ TEST(CudaCodecs, ScaleCodeMatchesClampThenE4m3OnEveryFloat) {
   const Tally t =
       run_tally([](Tally* a, Tally* b) { scale_code_every_float<<<1056, 256>>>(a, b); }, 1);
   EXPECT_EQ(t.wrong, 0u) << "first disagreement at float bits 0x" << std::hex << t.first;
+}
+
+TEST(CudaCodecs, ScaleValueAndReciprocalOnEveryCode) {
+  const auto launch = [](Tally* a, Tally* b) { scale_codes_every_code<<<1, 128>>>(a, b); };
+  const Tally value = run_tally(launch, 0), rcp = run_tally(launch, 1);
+  EXPECT_EQ(value.wrong, 0u) << "first wrong value at code 0x" << std::hex << value.first;
+  EXPECT_EQ(rcp.wrong, 0u) << "first wrong reciprocal at code 0x" << std::hex << rcp.first;
 }
 
 }  // namespace
