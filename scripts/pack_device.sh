@@ -26,7 +26,7 @@ for l in libopenblas.so.0 libpcre2-8.so.0 libutf8proc.so.2 libgfortran.so.5 libq
 done
 tar -cJf "$D/pack/bin.tar.xz" -C "$D/stage" bin lib
 rm -rf "$D/stage"
-cp "$ROOT/data/devil.txt" "$D/pack/"
+cp "$("$ROOT/scripts/fetch_text.sh")" "$D/pack/"
 GGUF="$("$ROOT/scripts/fetch_model.sh")"
 rm -rf "$D/m1" "$D/m2" && mkdir -p "$D/m1" "$D/m2"
 half=$(( ($(stat -c %s "$GGUF") + 1) / 2 ))
