@@ -71,7 +71,7 @@ __device__ __forceinline__ float div6(float m) {
 }
 
 // UE4M3 code of the block scale for block max m >= 0: UE4M3(clamp(m / 6, 2^-9, 448)) (SPEC 3
-// step 2). sm_89's FP8 convert is RNE and saturating, as e4m3_encode.
+// step 2). sm_89's FP8 convert is RNE and saturating, as the CPU's e4m3_encode (codecs.h).
 __device__ __forceinline__ uint32_t nvfp4_scale_code(float m) {
   const float s = fminf(fmaxf(div6(m), 0x1p-9f), 448.0f);
   return __nv_cvt_float_to_fp8(s, __NV_SATFINITE, __NV_E4M3);
