@@ -25,7 +25,8 @@
 // Checked against cuBLAS on [A_sp | R_1 | R_2] . [W~ | W~ | W~]^T (every element within 1e-6 of
 // its sum of |terms|, scaled by K / 4096 past 4096 terms); timed against cuBLAS BF16 (BF16 out).
 // `--profile` launches six variants once on 2048 x 6144 x 4096 for ncu
-// (dev/cuda/profile_prefill_ws.sh).
+// (dev/cuda/profile_prefill_ws.sh); `--profile-shapes` the engine's configuration once at o's and
+// at gate/up's shape.
 // Build: nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude
 //        dev/cuda/sharq_prefill_ws_probe.cu -lcublas -o sharq_prefill_ws_probe
 #include <cublas_v2.h>
@@ -269,6 +270,24 @@ int main(int argc, char** argv) {
     launch<Cfg<0, 1, 0, 1>, bf>(prm);
     launch<Cfg<0, 1, 0, 2>, bf>(prm);
     check(cudaDeviceSynchronize(), "profile");
+    std::printf("profile launches done\n");
+    return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "--profile-shapes") == 0) {  // the engine's kernel, for ncu
+    // One launch at o's shape (2048 x 4096 x 4096) and one at gate/up's (2048 x 28672 x 4096):
+    // gate/up times 2.07x cuBLAS BF16 where o times 1.74x (issue 5, session 14).
+    for (const int n : {4096, 28672}) {
+      const int m = 2048, k = 4096;
+      const Problem pr = make_problem(m, n, k, 2, 9);
+      const Device dev(pr);
+      __nv_bfloat16* cb;
+      check(cudaMalloc(&cb, static_cast<size_t>(m) * n * 2), "malloc");
+      Params prm = dev.params(pr, nullptr);
+      prm.c = cb;
+      launch<Cfg<1, 1, 0>, __nv_bfloat16>(prm);
+      check(cudaDeviceSynchronize(), "profile");
+      cudaFree(cb);
+    }
     std::printf("profile launches done\n");
     return 0;
   }
