@@ -26,7 +26,8 @@
 // its sum of |terms|, scaled by K / 4096 past 4096 terms); timed against cuBLAS BF16 (BF16 out).
 // `--profile` launches six variants once on 2048 x 6144 x 4096 for ncu
 // (dev/cuda/profile_prefill_ws.sh); `--profile-shapes` the engine's configuration once at o's and
-// at gate/up's shape.
+// at gate/up's shape; `--sustain` times both cuBLAS BF16 and that kernel at gate/up's shape under
+// sustained load.
 // Build: nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude
 //        dev/cuda/sharq_prefill_ws_probe.cu -lcublas -o sharq_prefill_ws_probe
 #include <cublas_v2.h>
@@ -35,12 +36,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "../../src/cuda/gemm_prefill_ws.cuh"
@@ -289,6 +292,52 @@ int main(int argc, char** argv) {
       cudaFree(cb);
     }
     std::printf("profile launches done\n");
+    return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "--sustain") == 0) {  // times under sustained load
+    // gate/up's shape (2048 x 28672 x 4096): cuBLAS BF16 and the engine's kernel, each after 3 s
+    // idle, 400 launches back to back timed in batches of 20 (us a launch): how much a heating
+    // card slows each (run with nvidia-smi sampling clocks.sm and power.draw beside it).
+    const int m = 2048, n = 28672, k = 4096;
+    const Problem pr = make_problem(m, n, k, 2, 9);
+    const Device dev(pr);
+    __half *dw = upload(pr.w_cat), *da = upload(pr.a_cat);  // bit patterns as BF16 operands
+    __nv_bfloat16* cb;
+    check(cudaMalloc(&cb, static_cast<size_t>(m) * n * 2), "malloc");
+    Params prm = dev.params(pr, nullptr);
+    prm.c = cb;
+    const float one = 1.0f, zero = 0.0f;
+    const int kc = 3 * k;  // a_cat / w_cat rows hold [backbone | residual | residual] of K each
+    auto cublas = [&] {
+      sharq::dev::check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, dw, CUDA_R_16BF,
+                                     kc, da, CUDA_R_16BF, kc, &zero, cb, CUDA_R_16BF, n,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                        "bf16 gemm");
+    };
+    auto ours = [&] { launch<Cfg<1, 1, 0>, __nv_bfloat16>(prm); };
+    cudaEvent_t a, b;
+    check(cudaEventCreate(&a), "event");
+    check(cudaEventCreate(&b), "event");
+    for (int which = 0; which < 2; ++which) {
+      check(cudaDeviceSynchronize(), "sync");
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      std::printf("SUSTAIN %s (t = %lld ms):", which ? "sharq-24 one launch" : "cuBLAS BF16",
+                  static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count() %
+                                         100000));
+      for (int batch = 0; batch < 20; ++batch) {
+        check(cudaEventRecord(a), "record");
+        for (int i = 0; i < 20; ++i) which ? ours() : cublas();
+        check(cudaEventRecord(b), "record");
+        check(cudaEventSynchronize(b), "sync");
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+        std::printf(" %.0f", ms * 1000.0f / 20);
+      }
+      std::printf("\n");
+    }
+    cudaFree(cb), cudaFree(dw), cudaFree(da);
     return 0;
   }
   int failures = 0;
