@@ -21,36 +21,47 @@
 namespace sharq::cuda {
 namespace {
 
-// One thread per 8 output values (one 32-bit word of codes, read from the tiled weight layout):
-// 8 FP16 values, 16 bytes stored. A 2-D grid, rows on y (a grid-stride loop past 65535 rows) and
-// the row's words on x, so the row and window come from the block's coordinates instead of a
-// 64-bit division of a flat index per thread. The pass is bound by its bytes either way: the
-// division's removal measured 1-3% (H100, same call, docs/RESULTS.md issue 5, session 10).
+// One thread per 32-element block of a row (its 16 code bytes are contiguous in the tiled weight
+// layout): 32 FP16 values, 64 bytes stored. The pass is bound by its bytes, and with one 4-byte
+// word a thread too few were in flight to reach the copy rate (19.3 us for 43 MB at 4096 x 4096,
+// 2.2 TB/s: docs/RESULTS.md issue 5, session 14), so each thread loads a block's four words at
+// once. A 2-D grid, rows on y (a grid-stride loop past 65535 rows) and the row's blocks on x, so
+// the row comes from the block's coordinates, not a 64-bit division per thread.
 // Block (0, 0)'s thread 0 also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
+constexpr int kDecodeThreads = 128;
+
 template <int WG>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
                                      uint4* __restrict__ out, const float* __restrict__ sx,
                                      const float* __restrict__ sw, float* __restrict__ scalars) {
-  const int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // word of the row
+  const int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // 32-block of the row
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
     scalars[1] = 0.0f;
     scalars[2] = 1.0f;
   }
-  const int words = static_cast<int>(k / 8);
-  if (j >= words) return;
-  const int kk = 8 * j;
+  if (j >= static_cast<int>(k / 32)) return;
+  const int64_t words = k / 8;
   for (int64_t row = blockIdx.y; row < n; row += gridDim.y) {
-    const int64_t c = weight_layout::code_offset(row, kk, n, k);
-    const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(codes + c));
-    const __half2 s =
-        __float2half2_rn(ue4m3_decode(__ldg(scales + weight_layout::scale_of_code(c, WG))));
-    uint32_t h[4];
-    e2m1x8_to_f16x2(w, h);
+    const int64_t c = weight_layout::code_offset(row, 32 * j, n, k);
+    const auto* wp = reinterpret_cast<const uint32_t*>(codes + c);
+    uint32_t w[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) h[i] = hmul2_u32(h[i], s);
-    out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
+    for (int i = 0; i < 4; ++i) w[i] = __ldg(wp + i);
+    const uint8_t* sp = scales + weight_layout::scale_of_code(c, WG);
+    const __half2 s0 = __float2half2_rn(ue4m3_decode(__ldg(sp)));
+    const __half2 s1 = WG == 32 ? s0 : __float2half2_rn(ue4m3_decode(__ldg(sp + 1)));
+    uint4* o = out + row * words + 4 * j;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t h[4];
+      e2m1x8_to_f16x2(w[i], h);
+      const __half2 s = i < 2 ? s0 : s1;
+#pragma unroll
+      for (int t = 0; t < 4; ++t) h[t] = hmul2_u32(h[t], s);
+      o[i] = make_uint4(h[0], h[1], h[2], h[3]);
+    }
   }
 }
 
@@ -79,17 +90,17 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
     throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
   if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
     throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
-  if (k / 8 > 0x7fffffff)
+  if (k / 32 > 0x7fffffff)
     throw Error("cuda::decode_weight_f16: K = " + std::to_string(k) + " too large");
-  const dim3 blocks(static_cast<unsigned>((k / 8 + 255) / 256),
+  const dim3 blocks(static_cast<unsigned>((k / 32 + kDecodeThreads - 1) / kDecodeThreads),
                     static_cast<unsigned>(n < 65535 ? n : 65535));
   auto* o = reinterpret_cast<uint4*>(out);
   if (w_group == 32) {
-    decode_weight_kernel<32><<<blocks, 256, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
-                                                         w.tensor_scale, scalars);
+    decode_weight_kernel<32><<<blocks, kDecodeThreads, 0, stream>>>(
+        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
   } else {
-    decode_weight_kernel<16><<<blocks, 256, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
-                                                         w.tensor_scale, scalars);
+    decode_weight_kernel<16><<<blocks, kDecodeThreads, 0, stream>>>(
+        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
   }
   check(cudaGetLastError(), "decode_weight_kernel");
 }
