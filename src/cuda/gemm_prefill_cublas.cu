@@ -21,46 +21,51 @@
 namespace sharq::cuda {
 namespace {
 
-// One thread per 32-element block of a row (its 16 code bytes are contiguous in the tiled weight
-// layout): 32 FP16 values, 64 bytes stored. The pass is bound by its bytes, and with one 4-byte
-// word a thread too few were in flight to reach the copy rate (19.3 us for 43 MB at 4096 x 4096,
-// 2.2 TB/s: docs/RESULTS.md issue 5, session 14), so each thread loads a block's four words at
-// once. A 2-D grid, rows on y (a grid-stride loop past 65535 rows) and the row's blocks on x, so
-// the row comes from the block's coordinates, not a 64-bit division per thread.
+// Each thread decodes kWordsPerThread words of 8 codes (8 FP16 values, 16 bytes stored each),
+// kDecodeThreads apart, so every load and store instruction of a warp covers one contiguous run
+// (128 bytes of codes, 512 of output). The pass is bound by its bytes; one word a thread kept too
+// few loads in flight (19.3 us for 43 MB at 4096 x 4096, 2.2 TB/s), and one 32-block a thread
+// (four adjacent words) scattered each store over 64-byte strides and ran 1.6-1.8x slower
+// (docs/RESULTS.md, issue 5, session 14). A 2-D grid, rows on y (a grid-stride loop past 65535
+// rows), so the row comes from the block's coordinates, not a 64-bit division per thread.
 // Block (0, 0)'s thread 0 also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
-constexpr int kDecodeThreads = 128;
+constexpr int kDecodeThreads = 128, kWordsPerThread = 4;
 
 template <int WG>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
                                      uint4* __restrict__ out, const float* __restrict__ sx,
                                      const float* __restrict__ sw, float* __restrict__ scalars) {
-  const int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);  // 32-block of the row
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
     scalars[1] = 0.0f;
     scalars[2] = 1.0f;
   }
-  if (j >= static_cast<int>(k / 32)) return;
-  const int64_t words = k / 8;
+  const int words = static_cast<int>(k / 8);
+  const int first = static_cast<int>(blockIdx.x) * kDecodeThreads * kWordsPerThread +
+                    static_cast<int>(threadIdx.x);
   for (int64_t row = blockIdx.y; row < n; row += gridDim.y) {
-    const int64_t c = weight_layout::code_offset(row, 32 * j, n, k);
-    const auto* wp = reinterpret_cast<const uint32_t*>(codes + c);
-    uint32_t w[4];
+    uint32_t w[kWordsPerThread];
+    uint8_t sc[kWordsPerThread];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = __ldg(wp + i);
-    const uint8_t* sp = scales + weight_layout::scale_of_code(c, WG);
-    const __half2 s0 = __float2half2_rn(ue4m3_decode(__ldg(sp)));
-    const __half2 s1 = WG == 32 ? s0 : __float2half2_rn(ue4m3_decode(__ldg(sp + 1)));
-    uint4* o = out + row * words + 4 * j;
+    for (int i = 0; i < kWordsPerThread; ++i) {
+      const int j = first + i * kDecodeThreads;
+      if (j < words) {
+        const int64_t c = weight_layout::code_offset(row, 8 * j, n, k);
+        w[i] = __ldg(reinterpret_cast<const uint32_t*>(codes + c));
+        sc[i] = __ldg(scales + weight_layout::scale_of_code(c, WG));
+      }
+    }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kWordsPerThread; ++i) {
+      const int j = first + i * kDecodeThreads;
+      if (j >= words) break;
+      const __half2 s = __float2half2_rn(ue4m3_decode(sc[i]));
       uint32_t h[4];
       e2m1x8_to_f16x2(w[i], h);
-      const __half2 s = i < 2 ? s0 : s1;
 #pragma unroll
       for (int t = 0; t < 4; ++t) h[t] = hmul2_u32(h[t], s);
-      o[i] = make_uint4(h[0], h[1], h[2], h[3]);
+      out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
     }
   }
 }
@@ -90,9 +95,10 @@ void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, ui
     throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
   if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
     throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
-  if (k / 32 > 0x7fffffff)
+  if (k / 8 > 0x7fffffff)
     throw Error("cuda::decode_weight_f16: K = " + std::to_string(k) + " too large");
-  const dim3 blocks(static_cast<unsigned>((k / 32 + kDecodeThreads - 1) / kDecodeThreads),
+  const int64_t per_block = kDecodeThreads * kWordsPerThread;
+  const dim3 blocks(static_cast<unsigned>((k / 8 + per_block - 1) / per_block),
                     static_cast<unsigned>(n < 65535 ? n : 65535));
   auto* o = reinterpret_cast<uint4*>(out);
   if (w_group == 32) {
