@@ -167,6 +167,22 @@ struct Device {
   }
 };
 
+// A problem on the device with a BF16 output, its launch parameters ready (the profile modes).
+struct Bf16Run {
+  Bf16Run(int m, int n, int k) : pr(make_problem(m, n, k, 2, 9)), dev(pr) {
+    check(cudaMalloc(&c, static_cast<size_t>(m) * n * 2), "malloc");
+    prm = dev.params(pr, nullptr);
+    prm.c = c;
+  }
+  ~Bf16Run() { cudaFree(c); }
+  Bf16Run(const Bf16Run&) = delete;
+  Bf16Run& operator=(const Bf16Run&) = delete;
+  Problem pr;
+  Device dev;
+  __nv_bfloat16* c = nullptr;
+  Params prm{};
+};
+
 template <class C>
 bool check_variant(cublasHandle_t h, const Problem& pr, const Device& dev, const char* name) {
   std::printf("  %-34s ", name);
@@ -258,13 +274,8 @@ int main(int argc, char** argv) {
   cublasHandle_t h;
   check(cublasCreate(&h), "cublasCreate");
   if (argc > 1 && std::strcmp(argv[1], "--profile") == 0) {  // one launch of each, for ncu
-    const int m = 2048, n = 6144, k = 4096;
-    const Problem p1 = make_problem(m, n, k, 2, 9);
-    const Device dev(p1);
-    __nv_bfloat16* cb;
-    check(cudaMalloc(&cb, static_cast<size_t>(m) * n * 2), "malloc");
-    Params prm = dev.params(p1, nullptr);
-    prm.c = cb;
+    const Bf16Run run(2048, 6144, 4096);
+    const Params& prm = run.prm;
     using bf = __nv_bfloat16;
     launch<Cfg<1, 1, 0>, bf>(prm);
     launch<Cfg<1, 1, 0, 1>, bf>(prm);
@@ -280,16 +291,9 @@ int main(int argc, char** argv) {
     // One launch at o's shape (2048 x 4096 x 4096) and one at gate/up's (2048 x 28672 x 4096):
     // gate/up times 2.07x cuBLAS BF16 where o times 1.74x (issue 5, session 14).
     for (const int n : {4096, 28672}) {
-      const int m = 2048, k = 4096;
-      const Problem pr = make_problem(m, n, k, 2, 9);
-      const Device dev(pr);
-      __nv_bfloat16* cb;
-      check(cudaMalloc(&cb, static_cast<size_t>(m) * n * 2), "malloc");
-      Params prm = dev.params(pr, nullptr);
-      prm.c = cb;
-      launch<Cfg<1, 1, 0>, __nv_bfloat16>(prm);
+      const Bf16Run run(2048, n, 4096);
+      launch<Cfg<1, 1, 0>, __nv_bfloat16>(run.prm);
       check(cudaDeviceSynchronize(), "profile");
-      cudaFree(cb);
     }
     std::printf("profile launches done\n");
     return 0;
@@ -299,13 +303,11 @@ int main(int argc, char** argv) {
     // idle, 400 launches back to back timed in batches of 20 (us a launch): how much a heating
     // card slows each (run with nvidia-smi sampling clocks.sm and power.draw beside it).
     const int m = 2048, n = 28672, k = 4096;
-    const Problem pr = make_problem(m, n, k, 2, 9);
-    const Device dev(pr);
+    const Bf16Run run(m, n, k);
+    const Problem& pr = run.pr;
     __half *dw = upload(pr.w_cat), *da = upload(pr.a_cat);  // bit patterns as BF16 operands
-    __nv_bfloat16* cb;
-    check(cudaMalloc(&cb, static_cast<size_t>(m) * n * 2), "malloc");
-    Params prm = dev.params(pr, nullptr);
-    prm.c = cb;
+    __nv_bfloat16* cb = run.c;
+    const Params& prm = run.prm;
     const float one = 1.0f, zero = 0.0f;
     const int kc = 3 * k;  // a_cat / w_cat rows hold [backbone | residual | residual] of K each
     auto cublas = [&] {
@@ -337,7 +339,7 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    cudaFree(cb), cudaFree(dw), cudaFree(da);
+    cudaFree(dw), cudaFree(da);
     return 0;
   }
   int failures = 0;
