@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
         "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
         "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us,sharq24_ws_prepare_us,"
-        "cublas_bf16_after_us,nvfp4_cublas_one_block_us,nvfp4_cublas_again_us,"
-        "cublas_bf16_after_dense_us\n");
+        "cublas_bf16_after_us,nvfp4_cublas_one_block_us,nvfp4_cublas_bf16_us,"
+        "nvfp4_cublas_bf16_one_block_us,cublas_bf16_after_dense_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -424,26 +424,32 @@ int main(int argc, char** argv) {
       float* y32 = static_cast<float*>(dmalloc(size_t(m) * n * 4));
       void* pws = dmalloc(sharq::cuda::prefill_cublas_scratch_bytes(m, n, k, -1));
       sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr, xh);
-      auto time_nvfp4_cb = [&](int64_t chunk) {
+      auto time_nvfp4_cb = [&](bool bf16_out, int64_t chunk) {
         return time_us(
             [&](int i) {
-              sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 1, rs.tensor_scale, m, wq16[i % rot],
-                                                   16, n, k, y32, pws, nullptr, false, chunk);
+              if (bf16_out) {
+                sharq::cuda::gemm_prefill_cublas_bf16(blas, xh, rs.tensor_scale, m, wq16[i % rot],
+                                                      16, n, k, y16, pws, nullptr, chunk);
+              } else {
+                sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 1, rs.tensor_scale, m, wq16[i % rot],
+                                                     16, n, k, y32, pws, nullptr, false, chunk);
+              }
             },
             kInner, kReps);
       };
-      const double t_nvfp4_cb = time_nvfp4_cb(0);
-      const double t_nvfp4_cb_whole = time_nvfp4_cb(-1);
-      const double t_nvfp4_cb_again = time_nvfp4_cb(0);
+      const double t_nvfp4_cb = time_nvfp4_cb(false, 0);
+      const double t_nvfp4_cb_whole = time_nvfp4_cb(false, -1);
+      const double t_nvfp4_bf16 = time_nvfp4_cb(true, 0);
+      const double t_nvfp4_bf16_whole = time_nvfp4_cb(true, -1);
       const double t_bf16_dense_after = time_bf16();
       char dense_row[320];
       std::snprintf(dense_row, sizeof dense_row,
-                    "| %lld | %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | "
+                    "| %lld | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | "
                     "%.2fx | %.1f |\n",
                     (long long)k, (long long)n, (long long)m,
                     (long long)sharq::cuda::prefill_cublas_chunk_rows(m, n, k), t_bf16,
-                    t_nvfp4_cb_whole, t_nvfp4_cb_whole / t_bf16, t_nvfp4_cb, t_nvfp4_cb / t_bf16,
-                    t_nvfp4_cb_again, t_nvfp4_cb_again / t_bf16_dense_after, t_bf16_dense_after);
+                    t_nvfp4_cb_whole, t_nvfp4_cb, t_nvfp4_bf16_whole, t_nvfp4_bf16,
+                    t_nvfp4_bf16 / t_bf16, t_nvfp4_bf16 / t_bf16_dense_after, t_bf16_dense_after);
       dense_rows.emplace_back(dense_row);
       sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch, nullptr,
                            xh);
@@ -525,10 +531,11 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
             t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_images, t_ws_lin,
-            t_ws_prep, t_bf16_after, t_nvfp4_cb_whole, t_nvfp4_cb_again, t_bf16_dense_after);
+            t_ws_prep, t_bf16_after, t_nvfp4_cb_whole, t_nvfp4_bf16, t_nvfp4_bf16_whole,
+            t_bf16_dense_after);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -588,11 +595,11 @@ int main(int argc, char** argv) {
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(
-      "\nDense NVFP4 (weight decode pass + cuBLAS FP16 GEMM, float32 out): the weight decoded "
-      "and multiplied in one block, or in blocks of `rows` weight rows (prefill_cublas_chunk_rows: "
-      "each block's FP16 copy stays in L2 for its GEMM), then blocks again, then cuBLAS BF16 "
-      "again\n\n| K | N | M | rows | cuBLAS BF16 | one block | vs BF16 | blocks | vs BF16 | "
-      "blocks again | vs BF16 again | cuBLAS BF16 again |\n"
+      "\nDense NVFP4 (weight decode pass + cuBLAS FP16 GEMM): the weight decoded and multiplied "
+      "in one block or in blocks of `rows` weight rows (prefill_cublas_chunk_rows: each block's "
+      "FP16 copy stays in L2 for its GEMM), float32 or BF16 out\n\n| K | N | M | rows | cuBLAS "
+      "BF16 | f32 out, one block | f32 out, blocks | BF16 out, one block | BF16 out, blocks | vs "
+      "BF16 | vs BF16 again | cuBLAS BF16 again |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : dense_rows) std::printf("%s", r.c_str());
   std::printf(

@@ -125,10 +125,11 @@ int64_t resolve_chunk_rows(int64_t m, int64_t n, int64_t k, int64_t chunk_rows) 
   return c < n ? c : n;
 }
 
+template <typename Out>
 void prefill_cublas(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                     const float* x_tensor_scale, int64_t m, const Nvfp4View& w, int w_group,
-                    int64_t n, int64_t k, float* y, void* scratch, cudaStream_t stream,
-                    bool accumulate, int64_t chunk_rows) {
+                    int64_t n, int64_t k, Out* y, cudaDataType_t y_type, void* scratch,
+                    cudaStream_t stream, bool accumulate, int64_t chunk_rows) {
   if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
     throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
                 " is outside cuBLAS's int range");
@@ -149,7 +150,7 @@ void prefill_cublas(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
       check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nc), M, K, scalars,
                               wdec, CUDA_R_16F, K, x_gemm_f16 + static_cast<int64_t>(p) * m * k,
                               CUDA_R_16F, K, scalars + (p == 0 && !accumulate ? 1 : 2), y + row0,
-                              CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                              y_type, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx");
     }
   }
@@ -179,8 +180,16 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate, int64_t chunk_rows) {
-  prefill_cublas(blas, x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, scratch, stream,
-                 accumulate, chunk_rows);
+  prefill_cublas(blas, x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, CUDA_R_32F,
+                 scratch, stream, accumulate, chunk_rows);
+}
+
+void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_gemm_f16,
+                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                              int w_group, int64_t n, int64_t k, uint16_t* y, void* scratch,
+                              cudaStream_t stream, int64_t chunk_rows) {
+  prefill_cublas(blas, x_gemm_f16, 1, x_tensor_scale, m, w, w_group, n, k, y, CUDA_R_16BF, scratch,
+                 stream, false, chunk_rows);
 }
 
 }  // namespace sharq::cuda

@@ -509,7 +509,7 @@ TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
 // Prefill through cuBLAS (weight decode pass + one FP16 GEMM per path): the same shapes and
 // modes, float32 output at SPEC 8's float32 tolerance (the bf16 check reads it rounded), with the
 // weight in one block, in the automatic blocks, and in 40-row blocks (a short last block, y's
-// columns offset by a non-multiple of 16 bytes).
+// columns offset by a non-multiple of 16 bytes); nvfp4 also with BF16 output.
 TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
   cublasHandle_t blas = nullptr;
   ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
@@ -539,6 +539,13 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
               check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
             },
             true);
+        if (paths != 1) continue;
+        check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
+          prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch, nullptr,
+                  xh.p);
+          gemm_prefill_cublas_bf16(blas, xh.p, b.residual->ts.p, m, b.weight->view(), g, n, k, b.y,
+                                   ws.p, nullptr, chunk);
+        });
       }
     }
   }

@@ -211,6 +211,11 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate = false, int64_t chunk_rows = 0);
+// One path (dense NVFP4), BF16 output: y (m, n) = bf16(s_x * s_w * X~ . W~^T).
+void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_gemm_f16,
+                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                              int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
+                              cudaStream_t stream, int64_t chunk_rows = 0);
 // The FP16 GEMM planes prepare writes into gemm_f16 (backbone then residual; nvfp4: one plane),
 // bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and `residual` (m, k; codes
 // 4-byte aligned). For products that need the planes after a prepare that skipped them.
