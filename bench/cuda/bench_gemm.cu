@@ -100,8 +100,7 @@ int main(int argc, char** argv) {
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
         "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
         "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us,sharq24_ws_prepare_us,"
-        "cublas_bf16_after_us,nvfp4_cublas_one_block_us,nvfp4_cublas_bf16_us,"
-        "nvfp4_cublas_bf16_one_block_us,cublas_bf16_after_dense_us\n");
+        "cublas_bf16_after_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -114,7 +113,7 @@ int main(int argc, char** argv) {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
   const int64_t prefill_ms[] = {128, 512, 2048, 8192};
-  std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows, dense_rows;
+  std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -417,40 +416,16 @@ int main(int argc, char** argv) {
                                       nullptr);
           },
           kInner, kReps);
-      // The engine's prefill: weight decode pass + one cuBLAS FP16 GEMM per path, float32 out,
-      // the weight in L2-sized blocks where they fill the device (prefill_cublas_chunk_rows);
-      // then the dense NVFP4 product in one block, and with the issue's BF16 output, and cuBLAS
-      // BF16 again right after these (the clock drifts within a row).
+      // The engine's prefill: weight decode pass + one cuBLAS FP16 GEMM per path, float32 out.
       float* y32 = static_cast<float*>(dmalloc(size_t(m) * n * 4));
-      void* pws = dmalloc(sharq::cuda::prefill_cublas_scratch_bytes(m, n, k, -1));
+      void* pws = dmalloc(sharq::cuda::prefill_cublas_scratch_bytes(n, k));
       sharq::cuda::prepare(PrepareMode::kNvfp4, x, m, k, sp, rs, nullptr, scratch, nullptr, xh);
-      auto time_nvfp4_cb = [&](bool bf16_out, int64_t chunk) {
-        return time_us(
-            [&](int i) {
-              if (bf16_out) {
-                sharq::cuda::gemm_prefill_cublas_bf16(blas, xh, rs.tensor_scale, m, wq16[i % rot],
-                                                      16, n, k, y16, pws, nullptr, chunk);
-              } else {
-                sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 1, rs.tensor_scale, m, wq16[i % rot],
-                                                     16, n, k, y32, pws, nullptr, false, chunk);
-              }
-            },
-            kInner, kReps);
-      };
-      const double t_nvfp4_cb = time_nvfp4_cb(false, 0);
-      const double t_nvfp4_cb_whole = time_nvfp4_cb(false, -1);
-      const double t_nvfp4_bf16 = time_nvfp4_cb(true, 0);
-      const double t_nvfp4_bf16_whole = time_nvfp4_cb(true, -1);
-      const double t_bf16_dense_after = time_bf16();
-      char dense_row[320];
-      std::snprintf(dense_row, sizeof dense_row,
-                    "| %lld | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | "
-                    "%.2fx | %.1f |\n",
-                    (long long)k, (long long)n, (long long)m,
-                    (long long)sharq::cuda::prefill_cublas_chunk_rows(m, n, k), t_bf16,
-                    t_nvfp4_cb_whole, t_nvfp4_cb, t_nvfp4_bf16_whole, t_nvfp4_bf16,
-                    t_nvfp4_bf16 / t_bf16, t_nvfp4_bf16 / t_bf16_dense_after, t_bf16_dense_after);
-      dense_rows.emplace_back(dense_row);
+      const double t_nvfp4_cb = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill_cublas_f32(blas, xh, 1, rs.tensor_scale, m, wq16[i % rot], 16,
+                                                 n, k, y32, pws, nullptr);
+          },
+          kInner, kReps);
       sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch, nullptr,
                            xh);
       const double t_sharq_cb = time_us(
@@ -531,11 +506,10 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
             t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_images, t_ws_lin,
-            t_ws_prep, t_bf16_after, t_nvfp4_cb_whole, t_nvfp4_bf16, t_nvfp4_bf16_whole,
-            t_bf16_dense_after);
+            t_ws_prep, t_bf16_after);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -594,14 +568,6 @@ int main(int argc, char** argv) {
       "|\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
-  std::printf(
-      "\nDense NVFP4 (weight decode pass + cuBLAS FP16 GEMM): the weight decoded and multiplied "
-      "in one block or in blocks of `rows` weight rows (prefill_cublas_chunk_rows: each block's "
-      "FP16 copy stays in L2 for its GEMM), float32 or BF16 out\n\n| K | N | M | rows | cuBLAS "
-      "BF16 | f32 out, one block | f32 out, blocks | BF16 out, one block | BF16 out, blocks | vs "
-      "BF16 | vs BF16 again | cuBLAS BF16 again |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto& r : dense_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "
       "better).\n");

@@ -830,7 +830,7 @@ class CudaBackend final : public Backend {
       cuda::gemm_prefill_ws_f32(fp4_images(xq, t, w.k), sx, t, w.fp4, w.n, w.k, y, stream_,
                                 accumulate);
     } else if (prefill_cublas_) {
-      grow(prefill_scratch_, cuda::prefill_cublas_scratch_bytes(t, w.n, w.k));
+      grow(prefill_scratch_, cuda::prefill_cublas_scratch_bytes(w.n, w.k));
       cuda::gemm_prefill_cublas_f32(blas_, planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y,
                                     prefill_scratch_.as<void>(), stream_, accumulate);
     } else {

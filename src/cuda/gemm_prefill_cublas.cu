@@ -1,22 +1,18 @@
-// Prefill through cuBLAS (the engine's default for M > 32): the FP4 weight is decoded into an FP16
-// scratch, then each activation path is one FP16 tensor-core GEMM (FP32 accumulation) into the
-// same output, the second with beta = 1. Exact operands: E2M1 x UE4M3 x 2^-14 is an FP16 value
-// (the decode trick of gemm_decode_mma, same 0,4,1,5,2,6,3,7 order inside each 8-group as
-// prepare's planes, so A and B are permuted alike along K).
+// Prefill through cuBLAS (the engine's default for M > 32): the FP4 weight is decoded once per
+// call into an FP16 scratch, then each activation path is one FP16 tensor-core GEMM (FP32
+// accumulation) into the same float32 output, the second with beta = 1. Exact operands: E2M1 x
+// UE4M3 x 2^-14 is an FP16 value (the decode trick of gemm_decode_mma, same 0,4,1,5,2,6,3,7
+// order inside each 8-group as prepare's planes, so A and B are permuted alike along K).
 // Why: Hopper has no FP4 MMA, so at large M the product is an FP16 GEMM whatever the kernel; the
 // one-launch gemm_prefill pays its in-loop decode on every token tile (M / 128 times per weight
 // tile) and measured 2.8-2.95x cuBLAS BF16, where a decode pass per call costs one stream over
 // the weight.
-// Chunks: where the product has the tiles, the weight is decoded and multiplied a block of rows
-// (output columns) at a time, each block's FP16 copy small enough to stay in L2 between its
-// decode and its GEMM; the scratch then holds one block instead of the whole decoded weight.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
 #include <string>
 
 #include "codecs.cuh"
-#include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
@@ -38,9 +34,8 @@ constexpr int kDecodeThreads = 128, kWordsPerThread = 4;
 template <int WG>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
-                                     int64_t row0, int64_t rows, uint4* __restrict__ out,
-                                     const float* __restrict__ sx, const float* __restrict__ sw,
-                                     float* __restrict__ scalars) {
+                                     uint4* __restrict__ out, const float* __restrict__ sx,
+                                     const float* __restrict__ sw, float* __restrict__ scalars) {
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
     scalars[1] = 0.0f;
@@ -49,8 +44,7 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
   const int words = static_cast<int>(k / 8);
   const int first = static_cast<int>(blockIdx.x) * kDecodeThreads * kWordsPerThread +
                     static_cast<int>(threadIdx.x);
-  for (int64_t i_row = blockIdx.y; i_row < rows; i_row += gridDim.y) {
-    const int64_t row = row0 + i_row;
+  for (int64_t row = blockIdx.y; row < n; row += gridDim.y) {
     uint32_t w[kWordsPerThread];
     uint8_t sc[kWordsPerThread];
 #pragma unroll
@@ -71,7 +65,7 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
       e2m1x8_to_f16x2(w[i], h);
 #pragma unroll
       for (int t = 0; t < 4; ++t) h[t] = hmul2_u32(h[t], s);
-      out[i_row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
+      out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
     }
   }
 }
@@ -87,109 +81,58 @@ struct DevicePointerMode {
   cublasHandle_t h;
 };
 
-// Rows [row0, row0 + rows) of the weight into out (rows, k); the checks are the callers'.
-void launch_decode(const Nvfp4View& w, int w_group, int64_t n, int64_t k, int64_t row0,
-                   int64_t rows, uint16_t* out, const float* x_tensor_scale, float* scalars,
-                   cudaStream_t stream) {
-  const int64_t per_block = kDecodeThreads * kWordsPerThread;
-  const dim3 blocks(static_cast<unsigned>((k / 8 + per_block - 1) / per_block),
-                    static_cast<unsigned>(rows < 65535 ? rows : 65535));
-  auto* o = reinterpret_cast<uint4*>(out);
-  if (w_group == 32) {
-    decode_weight_kernel<32><<<blocks, kDecodeThreads, 0, stream>>>(
-        w.codes, w.scales, n, k, row0, rows, o, x_tensor_scale, w.tensor_scale, scalars);
-  } else {
-    decode_weight_kernel<16><<<blocks, kDecodeThreads, 0, stream>>>(
-        w.codes, w.scales, n, k, row0, rows, o, x_tensor_scale, w.tensor_scale, scalars);
-  }
-  check(cudaGetLastError(), "decode_weight_kernel");
-}
-
-void check_decode_args(const Nvfp4View& w, int w_group, int64_t n, int64_t k, const void* out,
-                       const char* who) {
-  const std::string f = std::string("cuda::") + who;
-  if (k <= 0 || k % 64 != 0 || n <= 0) throw Error(f + ": bad shape N x K = " + shape_str(n, k));
-  if (w_group != 16 && w_group != 32) throw Error(f + ": weight group must be 16 or 32");
-  if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
-    throw Error(f + ": misaligned codes (4 bytes) or output/scratch (16 bytes)");
-  if (k / 8 > 0x7fffffff) throw Error(f + ": K = " + std::to_string(k) + " too large");
-}
-
-// The decoded block's budget: small enough that the block, written by the decode, is still in L2
-// when its GEMM reads it (H100: 50 MB of L2, shared with the activation and the output).
-constexpr int64_t kChunkBytes = int64_t{16} << 20;
-
-int64_t resolve_chunk_rows(int64_t m, int64_t n, int64_t k, int64_t chunk_rows) {
-  if (chunk_rows < 0) return n;
-  const int64_t c = chunk_rows > 0 ? chunk_rows : prefill_cublas_chunk_rows(m, n, k);
-  return c < n ? c : n;
-}
-
-template <typename Out>
-void prefill_cublas(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
-                    const float* x_tensor_scale, int64_t m, const Nvfp4View& w, int w_group,
-                    int64_t n, int64_t k, Out* y, cudaDataType_t y_type, void* scratch,
-                    cudaStream_t stream, bool accumulate, int64_t chunk_rows) {
-  if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
-    throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
-                " is outside cuBLAS's int range");
-  if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill_cublas: paths must be 1 or 2");
-  check_decode_args(w, w_group, n, k, scratch, "gemm_prefill_cublas");
-  const int64_t rows = resolve_chunk_rows(m, n, k, chunk_rows);
-  auto* wdec = static_cast<uint16_t*>(scratch);
-  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + rows * k * 2);
-  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
-  const DevicePointerMode mode(blas);
-  const auto M = static_cast<int>(m), K = static_cast<int>(k), N = static_cast<int>(n);
-  for (int64_t row0 = 0; row0 < n; row0 += rows) {
-    const int64_t nc = n - row0 < rows ? n - row0 : rows;
-    launch_decode(w, w_group, n, k, row0, nc, wdec, x_tensor_scale, scalars, stream);
-    for (int p = 0; p < paths; ++p) {
-      // y^T (n, m) column-major = W~ (n, k) . X~_p^T: y is (m, n) row-major; this block is
-      // y's columns [row0, row0 + nc).
-      check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nc), M, K, scalars,
-                              wdec, CUDA_R_16F, K, x_gemm_f16 + static_cast<int64_t>(p) * m * k,
-                              CUDA_R_16F, K, scalars + (p == 0 && !accumulate ? 1 : 2), y + row0,
-                              y_type, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmEx");
-    }
-  }
-}
-
 }  // namespace
 
-int64_t prefill_cublas_chunk_rows(int64_t m, int64_t n, int64_t k) {
-  const int64_t rows = kChunkBytes / (2 * k) / 256 * 256;
-  // A block's GEMM must still fill the device (128 x 256 output tiles, two thirds of the SMs, as
-  // prefill_ws_fills_device), or the launches of a thin GEMM cost more than L2 saves.
-  const bool fills = rows >= 256 && 3 * ((m + 127) / 128) * (rows / 256) >= 2 * sm_count();
-  return fills && rows < n ? rows : n;
-}
-
-size_t prefill_cublas_scratch_bytes(int64_t m, int64_t n, int64_t k, int64_t chunk_rows) {
-  return static_cast<size_t>(resolve_chunk_rows(m, n, k, chunk_rows) * k) * 2 + 256;
+size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
+  return static_cast<size_t>(n * k) * 2 + 256;
 }
 
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
                        const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
-  check_decode_args(w, w_group, n, k, out, "decode_weight_f16");
-  launch_decode(w, w_group, n, k, 0, n, out, x_tensor_scale, scalars, stream);
+  if (k <= 0 || k % 64 != 0 || n <= 0)
+    throw Error("cuda::decode_weight_f16: bad shape N x K = " + shape_str(n, k));
+  if (w_group != 16 && w_group != 32)
+    throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
+  if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
+    throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
+  if (k / 8 > 0x7fffffff)
+    throw Error("cuda::decode_weight_f16: K = " + std::to_string(k) + " too large");
+  const int64_t per_block = kDecodeThreads * kWordsPerThread;
+  const dim3 blocks(static_cast<unsigned>((k / 8 + per_block - 1) / per_block),
+                    static_cast<unsigned>(n < 65535 ? n : 65535));
+  auto* o = reinterpret_cast<uint4*>(out);
+  if (w_group == 32) {
+    decode_weight_kernel<32><<<blocks, kDecodeThreads, 0, stream>>>(
+        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
+  } else {
+    decode_weight_kernel<16><<<blocks, kDecodeThreads, 0, stream>>>(
+        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
+  }
+  check(cudaGetLastError(), "decode_weight_kernel");
 }
 
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
-                             cudaStream_t stream, bool accumulate, int64_t chunk_rows) {
-  prefill_cublas(blas, x_gemm_f16, paths, x_tensor_scale, m, w, w_group, n, k, y, CUDA_R_32F,
-                 scratch, stream, accumulate, chunk_rows);
-}
-
-void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_gemm_f16,
-                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
-                              int w_group, int64_t n, int64_t k, uint16_t* y, void* scratch,
-                              cudaStream_t stream, int64_t chunk_rows) {
-  prefill_cublas(blas, x_gemm_f16, 1, x_tensor_scale, m, w, w_group, n, k, y, CUDA_R_16BF, scratch,
-                 stream, false, chunk_rows);
+                             cudaStream_t stream, bool accumulate) {
+  if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
+    throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
+                " is outside cuBLAS's int range");
+  if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill_cublas: paths must be 1 or 2");
+  auto* wdec = static_cast<uint16_t*>(scratch);
+  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
+  decode_weight_f16(w, w_group, n, k, wdec, x_tensor_scale, scalars, stream);
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  const DevicePointerMode mode(blas);
+  const auto N = static_cast<int>(n), M = static_cast<int>(m), K = static_cast<int>(k);
+  for (int p = 0; p < paths; ++p) {
+    // y^T (n, m) column-major = W~ (n, k) . X~_p^T: y is (m, n) row-major.
+    check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, scalars, wdec, CUDA_R_16F, K,
+                            x_gemm_f16 + static_cast<int64_t>(p) * m * k, CUDA_R_16F, K,
+                            scalars + (p == 0 && !accumulate ? 1 : 2), y, CUDA_R_32F, N,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
+  }
 }
 
 }  // namespace sharq::cuda

@@ -507,9 +507,7 @@ TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
 }
 
 // Prefill through cuBLAS (weight decode pass + one FP16 GEMM per path): the same shapes and
-// modes, float32 output at SPEC 8's float32 tolerance (the bf16 check reads it rounded), with the
-// weight in one block, in the automatic blocks, and in 40-row blocks (a short last block, y's
-// columns offset by a non-multiple of 16 bytes); nvfp4 also with BF16 output.
+// modes, float32 output at SPEC 8's float32 tolerance (the bf16 check reads it rounded).
 TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
   cublasHandle_t blas = nullptr;
   ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
@@ -520,48 +518,26 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
     const int paths = mode == Mode::kNvfp4 ? 1 : 2;
     for (auto [m_, n_, k_] : kPrefillShapes) {
       const int64_t m = m_, n = n_, k = k_;
-      for (const int64_t chunk : {int64_t{-1}, int64_t{0}, int64_t{40}}) {
-        SCOPED_TRACE("chunk_rows " + std::to_string(chunk));
-        DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
-        DeviceBuffer<uint8_t> ws(prefill_cublas_scratch_bytes(m, n, k, chunk));
-        check_gemm_case(
-            mode, g, m, n, k,
-            [&](const GemmCaseBuffers& b) {
-              prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
-                      nullptr, xh.p);
-              gemm_prefill_cublas_f32(blas, xh.p, paths, b.residual->ts.p, m, b.weight->view(), g,
-                                      n, k, b.y32, ws.p, nullptr, false, chunk);
-              check(cudaDeviceSynchronize(), "sync");
-              std::vector<float> y32(static_cast<size_t>(m * n));
-              check(cudaMemcpy(y32.data(), b.y32, y32.size() * 4, cudaMemcpyDeviceToHost), "d2h");
-              std::vector<uint16_t> y16(y32.size());
-              for (size_t i = 0; i < y32.size(); ++i) y16[i] = bf16_bits(y32[i]);
-              check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
-            },
-            true);
-        if (paths != 1) continue;
-        check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
-          prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch, nullptr,
-                  xh.p);
-          gemm_prefill_cublas_bf16(blas, xh.p, b.residual->ts.p, m, b.weight->view(), g, n, k, b.y,
-                                   ws.p, nullptr, chunk);
-        });
-      }
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      DeviceBuffer<uint8_t> ws(prefill_cublas_scratch_bytes(n, k));
+      check_gemm_case(
+          mode, g, m, n, k,
+          [&](const GemmCaseBuffers& b) {
+            prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
+                    nullptr, xh.p);
+            gemm_prefill_cublas_f32(blas, xh.p, paths, b.residual->ts.p, m, b.weight->view(), g, n,
+                                    k, b.y32, ws.p, nullptr);
+            check(cudaDeviceSynchronize(), "sync");
+            std::vector<float> y32(static_cast<size_t>(m * n));
+            check(cudaMemcpy(y32.data(), b.y32, y32.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+            std::vector<uint16_t> y16(y32.size());
+            for (size_t i = 0; i < y32.size(); ++i) y16[i] = bf16_bits(y32[i]);
+            check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+          },
+          true);
     }
   }
   cublasDestroy(blas);
-}
-
-// The automatic blocks: the whole weight unless a block's GEMM fills the device, 16 MiB of FP16
-// a block otherwise (the scratch then holds one block).
-TEST(CudaGemmPrefillCublas, ChunkRows) {
-  EXPECT_EQ(prefill_cublas_chunk_rows(2048, 4096, 4096), 2048);
-  EXPECT_EQ(prefill_cublas_chunk_rows(2048, 28672, 4096), 2048);
-  EXPECT_EQ(prefill_cublas_chunk_rows(2048, 2048, 4096), 2048);
-  EXPECT_EQ(prefill_cublas_chunk_rows(2048, 4096, 14336), 4096);  // 512-row blocks: too thin
-  EXPECT_EQ(prefill_cublas_chunk_rows(128, 4096, 4096), 4096);
-  EXPECT_EQ(prefill_cublas_scratch_bytes(2048, 28672, 4096), size_t{2048} * 4096 * 2 + 256);
-  EXPECT_EQ(prefill_cublas_scratch_bytes(2048, 28672, 4096, -1), size_t{28672} * 4096 * 2 + 256);
 }
 
 // The 2:4 prefill (sharq-nvfp4-24, prepare without planes, prefill_ws_images +

@@ -196,26 +196,17 @@ void gemm_prefill_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tens
                       cudaStream_t stream);
 
 // Prefill through cuBLAS (the engine's choice for M > 32, measured in bench_gemm): the FP4
-// weight decoded into FP16 scratch (exact, the planes' K order), then one cuBLAS FP16 GEMM per
-// path (FP32 accumulation), the second accumulating into y (beta = 1):
-// y (m, n) float32 = s_x * s_w * sum over paths of X~_p . W~^T. The weight goes through in blocks
-// of chunk_rows rows (output columns): 0 picks prefill_cublas_chunk_rows, -1 the whole weight at
-// once. `scratch`: prefill_cublas_scratch_bytes(m, n, k, chunk_rows), 16-byte aligned. Sets
-// `blas` to `stream`; leaves its pointer mode on host.
-// prefill_cublas_chunk_rows: rows whose FP16 copy stays in L2 between its decode and its GEMM
-// when such a block's GEMM still fills the device, else n (one block).
-int64_t prefill_cublas_chunk_rows(int64_t m, int64_t n, int64_t k);
-size_t prefill_cublas_scratch_bytes(int64_t m, int64_t n, int64_t k, int64_t chunk_rows = 0);
+// weight decoded once per call into FP16 scratch (exact, the planes' K order), then one cuBLAS
+// FP16 GEMM per path (FP32 accumulation), the second accumulating into y (beta = 1):
+// y (m, n) float32 = s_x * s_w * sum over paths of X~_p . W~^T. `scratch`:
+// prefill_cublas_scratch_bytes(n, k), 16-byte aligned. Sets `blas` to `stream`; leaves its
+// pointer mode on host.
+size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k);
 // accumulate: y += the product (beta = 1 from the first path on).
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
-                             cudaStream_t stream, bool accumulate = false, int64_t chunk_rows = 0);
-// One path (dense NVFP4), BF16 output: y (m, n) = bf16(s_x * s_w * X~ . W~^T).
-void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_gemm_f16,
-                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
-                              int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
-                              cudaStream_t stream, int64_t chunk_rows = 0);
+                             cudaStream_t stream, bool accumulate = false);
 // The FP16 GEMM planes prepare writes into gemm_f16 (backbone then residual; nvfp4: one plane),
 // bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and `residual` (m, k; codes
 // 4-byte aligned). For products that need the planes after a prepare that skipped them.
