@@ -1,14 +1,16 @@
-// Causal GQA attention over the float32 KV cache, FP32 CUDA cores (explicit FMAs) with an online
-// softmax: a split-key decode kernel (flash-decoding: key ranges over blocks, then a combine
-// pass) for t < 8, and a tiled flash kernel for prefill. Not tensor cores: a 3xTF32 mma.sync
-// prefill (fp32-accurate) measured only 8% faster on H100 without a cp.async pipeline.
+// Causal GQA attention over the float32 KV cache with an online softmax: a split-key decode
+// kernel on FP32 CUDA cores (flash-decoding: key ranges over blocks, then a combine pass) for
+// t < 8, and for prefill a tiled flash kernel on tensor cores in 3xTF32 (float32-grade products;
+// the FP32 CUDA-core flash kernel stays for A/B, SHARQ_CUDA_ATTN_PREFILL=fp32).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
+#include "cp_async.cuh"
 #include "device_info.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/engine_ops.h"
@@ -433,6 +435,194 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
   }
 }
 
+// ---- Prefill on tensor cores: one block = one (sequence, head, tile of 64 query rows), four
+// warps of 16 rows; key tiles of 64 rows, K and V each in their own buffer so that V's copy
+// overlaps the scores and the next K's copy overlaps P.V (cp.async). Products on mma.sync
+// m16n8k8 TF32 in 3xTF32: each operand x = hi + lo, hi = tf32(x), lo = tf32(x - hi), and a
+// product is lo.hi + hi.lo + hi.hi into FP32 accumulators; the dropped lo.lo term is about 2^-22
+// of it, so scores and P.V stay float32-grade (the CPU reference is float32) at several times
+// the FP32 FMA rate. Row strides of D + 4 floats make every fragment load conflict-free. ----
+constexpr int kTcBM = 64, kTcBN = 64, kTcThreads = 128;
+
+template <int D>
+constexpr size_t prefill_tc_smem_bytes() {
+  return sizeof(float) * size_t{kTcBM + 2 * kTcBN} * (D + 4);
+}
+
+__device__ __forceinline__ uint32_t tf32_rna(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+// x - hi is exact in float32 (hi is x rounded to 11 significant bits).
+__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  hi = tf32_rna(x);
+  lo = tf32_rna(x - __uint_as_float(hi));
+}
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// c += a . b, the small terms first.
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const uint32_t (&ahi)[4],
+                                           const uint32_t (&alo)[4], const uint32_t (&bhi)[2],
+                                           const uint32_t (&blo)[2]) {
+  mma_tf32(c, alo, bhi);
+  mma_tf32(c, ahi, blo);
+  mma_tf32(c, ahi, bhi);
+}
+
+// Starts copying rows [r0, r0 + R) of a (rows, ld) matrix into smem (R, D + 4); rows >= r_end
+// are zero-filled.
+template <int D, int R>
+__device__ __forceinline__ void copy_tile_async(float* smem, const float* src, int64_t ld,
+                                                int64_t r0, int64_t r_end) {
+  constexpr int kV = D / 4;
+  for (int x = threadIdx.x; x < R * kV; x += kTcThreads) {
+    const int r = x / kV, c = x % kV;
+    const bool in = r0 + r < r_end;
+    cp_async16(smem_u32(smem + r * (D + 4) + 4 * c), in ? src + (r0 + r) * ld + 4 * c : src,
+               in ? 16 : 0);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kTcThreads, 2)
+    attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+                           int kv_heads, int64_t capacity, const float* __restrict__ kc,
+                           const float* __restrict__ vc, float scale, float* __restrict__ out,
+                           const int64_t* pos_dev) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  constexpr int LD = D + 4, NT = D / 8;
+  extern __shared__ float4 smem4[];
+  float* qs = reinterpret_cast<float*>(smem4);  // (BM, LD)
+  float* ks = qs + kTcBM * LD;                  // (BN, LD)
+  float* vs = ks + kTcBN * LD;                  // (BN, LD)
+  const int lane = threadIdx.x % 32, g = lane / 4, tg = lane % 4;
+  const int qr = (threadIdx.x / 32) * 16 + g;  // this lane's rows: qr and qr + 8 of the tile
+  const int64_t m0 = int64_t{gridDim.x - 1 - blockIdx.x} * kTcBM;  // heaviest tiles first
+  const int h = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const int kvh = h / (heads / kv_heads);
+  const int64_t ld = int64_t{heads} * D;
+  const float* kb = kc + (b * kv_heads + kvh) * capacity * D;
+  const float* vb = vc + (b * kv_heads + kvh) * capacity * D;
+  const int64_t n_end = pos0 + (m0 + kTcBM < t ? m0 + kTcBM : t);  // keys the last row sees
+  const int64_t qpos[2] = {pos0 + m0 + qr, pos0 + m0 + qr + 8};
+
+  copy_tile_async<D, kTcBM>(qs, q + b * t * ld + h * D, ld, m0, t);
+  copy_tile_async<D, kTcBN>(ks, kb, D, 0, n_end);
+  cp_async_commit();
+
+  float o[NT][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's share of the sum
+  for (int64_t n0 = 0; n0 < n_end; n0 += kTcBN) {
+    copy_tile_async<D, kTcBN>(vs, vb, D, n0, n_end);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q and this K tile
+    __syncthreads();
+    // S (16 x 64 a warp) = Q . K^T; element e of n-tile nt: row qr + 8 (e / 2), key
+    // n0 + 8 nt + 2 tg + e % 2.
+    float s[8][4] = {};
+#pragma unroll 2
+    for (int kk = 0; kk < D; kk += 8) {
+      uint32_t ahi[4], alo[4];
+      const float* qa = qs + qr * LD + kk + tg;
+      split_tf32(qa[0], ahi[0], alo[0]);
+      split_tf32(qa[8 * LD], ahi[1], alo[1]);
+      split_tf32(qa[4], ahi[2], alo[2]);
+      split_tf32(qa[8 * LD + 4], ahi[3], alo[3]);
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float* kp = ks + (8 * nt + g) * LD + kk + tg;
+        uint32_t bhi[2], blo[2];
+        split_tf32(kp[0], bhi[0], blo[0]);
+        split_tf32(kp[4], bhi[1], blo[1]);
+        mma_3xtf32(s[nt], ahi, alo, bhi, blo);
+      }
+    }
+    // Scale, causal mask, online softmax; a row's 64 scores lie in the 4 lanes sharing g.
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = n0 + 8 * nt + 2 * tg + (e & 1);
+        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * scale : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+      }
+    }
+    float corr[2], rs[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      corr[r] = expf(m[r] - mx[r]);  // 0 on the first tile (key 0 is never masked)
+      m[r] = mx[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] = expf(s[nt][e] - mx[e >> 1]);
+        rs[e >> 1] += s[nt][e];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * corr[r] + rs[r];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      o[nt][0] *= corr[0];
+      o[nt][1] *= corr[0];
+      o[nt][2] *= corr[1];
+      o[nt][3] *= corr[1];
+    }
+    __syncthreads();  // every warp is done with K
+    if (n0 + kTcBN < n_end) copy_tile_async<D, kTcBN>(ks, kb, D, n0 + kTcBN, n_end);
+    cp_async_commit();   // possibly empty: keeps the group count uniform
+    cp_async_wait<1>();  // V
+    __syncthreads();
+    // O += P . V with the keys of each 8-step taken in the order 0,2,4,6,1,3,5,7: then the A
+    // fragment of P is the lane's own S accumulator (a0, a1, a2, a3 = c0, c2, c1, c3) and V's
+    // B fragment is rows 2 tg and 2 tg + 1.
+#pragma unroll
+    for (int kt = 0; kt < 8; ++kt) {
+      uint32_t ahi[4], alo[4];
+      split_tf32(s[kt][0], ahi[0], alo[0]);
+      split_tf32(s[kt][2], ahi[1], alo[1]);
+      split_tf32(s[kt][1], ahi[2], alo[2]);
+      split_tf32(s[kt][3], ahi[3], alo[3]);
+      const float* vp = vs + (8 * kt + 2 * tg) * LD + g;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t bhi[2], blo[2];
+        split_tf32(vp[8 * nt], bhi[0], blo[0]);
+        split_tf32(vp[LD + 8 * nt], bhi[1], blo[1]);
+        mma_3xtf32(o[nt], ahi, alo, bhi, blo);
+      }
+    }
+    __syncthreads();  // every warp is done with V
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int64_t row = m0 + qr + 8 * r;
+    if (row >= t) continue;
+    float* dst = out + (b * t + row) * ld + h * D + 2 * tg;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      *reinterpret_cast<float2*>(dst + 8 * nt) =
+          make_float2(o[nt][2 * r] / sum, o[nt][2 * r + 1] / sum);
+    }
+  }
+}
+
 void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
                            int64_t head_dim, int64_t capacity) {
   if (head_dim != 64 && head_dim != 128) {
@@ -493,26 +683,56 @@ void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t
   }
 }
 
+bool& prefill_fp32() {
+  static bool on = [] {
+    const char* e = std::getenv("SHARQ_CUDA_ATTN_PREFILL");
+    return e != nullptr && std::string(e) == "fp32";
+  }();
+  return on;
+}
+
+// Sets the dynamic shared memory limit once per kernel.
+template <auto Kernel>
+void allow_smem(size_t smem, const char* what) {
+  static const bool configured = [&] {
+    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)),
+          what);
+    return true;
+  }();
+  (void)configured;
+}
+
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
                     float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
-  constexpr size_t smem = prefill_smem_bytes<D>();
-  static const bool configured = [] {
-    check(cudaFuncSetAttribute(attn_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(smem)),
-          "attn_prefill_kernel smem");
-    return true;
-  }();
-  (void)configured;
-  const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
+  if (prefill_fp32()) {
+    constexpr size_t smem = prefill_smem_bytes<D>();
+    allow_smem<attn_prefill_kernel<D>>(smem, "attn_prefill_kernel smem");
+    const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
+                    static_cast<unsigned>(batch));
+    launch_pdl(attn_prefill_kernel<D>, grid, dim3(kPrefillThreads), smem, stream,
+               "attn_prefill_kernel", q, t, pos0, static_cast<int>(heads),
+               static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
+    return;
+  }
+  constexpr size_t smem = prefill_tc_smem_bytes<D>();
+  allow_smem<attn_prefill_tc_kernel<D>>(smem, "attn_prefill_tc_kernel smem");
+  const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
-  launch_pdl(attn_prefill_kernel<D>, grid, dim3(kPrefillThreads), smem, stream,
-             "attn_prefill_kernel", q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads),
-             capacity, kc, vc, scale, out, pos_dev);
+  launch_pdl(attn_prefill_tc_kernel<D>, grid, dim3(kTcThreads), smem, stream,
+             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
+             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
 }
 
 }  // namespace
+
+namespace testing {
+void attention_prefill_fp32(bool on) {
+  prefill_fp32() = on;
+}
+}  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity) {

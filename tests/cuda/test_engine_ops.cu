@@ -339,7 +339,18 @@ TEST(CudaOpsAttention, Decode) {
   }
 }
 
-TEST(CudaOpsAttention, Prefill) {
+// The prefill kernels: the 3xTF32 tensor-core one (default) and the FP32 CUDA-core one.
+class CudaOpsAttentionPrefill : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { testing::attention_prefill_fp32(GetParam()); }
+  void TearDown() override { testing::attention_prefill_fp32(false); }
+};
+INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Fp32Cores") : std::string("Tf32x3");
+                         });
+
+TEST_P(CudaOpsAttentionPrefill, MatchesCpu) {
   for (const AttnCase& c : std::vector<AttnCase>{
            {2, 100, 0, 8, 2, 128, 100},
            {1, 300, 37, 6, 3, 64, 400, 3.0f},
@@ -348,6 +359,8 @@ TEST(CudaOpsAttention, Prefill) {
            {1, 200, 1000, 4, 1, 128, 1200, 4.0f},
            {1, 1000, 0, 8, 2, 128, 1000},
            {1, 2048, 0, 32, 8, 128, 2048},
+           {1, 130, 0, 4, 2, 64, 130, 6.0f},  // a peaky softmax, a 2-row last tile
+           {3, 65, 900, 2, 1, 128, 1000},
        }) {
     check_attention(c);
   }
@@ -363,7 +376,8 @@ TEST(CudaOpsAttention, RejectsUnsupported) {
 }
 
 // Llama-3.1-8B attention shapes (32 heads, 8 kv heads, head_dim 128): decode at 1024 context for
-// batch 1, 8, 32 and a 2048-token prefill. Prints the mean time over 20 runs.
+// batch 1, 8, 32 and a 2048-token prefill (both prefill kernels). Prints the mean time over 20
+// runs.
 TEST(CudaOpsTiming, Attention) {
   const int64_t heads = 32, kvh = 8, hd = 128;
   struct Shape {
@@ -386,26 +400,33 @@ TEST(CudaOpsTiming, Attention) {
       attention(dq.p, s.batch, s.t, s.pos0, heads, kvh, hd, s.cap, dk.p, dv.p, out.p,
                 ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
     };
-    for (int i = 0; i < 3; ++i) once();
-    constexpr int kReps = 20;
-    check(cudaEventRecord(e0), "record");
-    for (int i = 0; i < kReps; ++i) once();
-    check(cudaEventRecord(e1), "record");
-    check(cudaEventSynchronize(e1), "sync");
-    float ms = 0.0f;
-    check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
-    const double us = 1e3 * ms / kReps;
-    const double ctx = static_cast<double>(s.pos0 + s.t);
-    if (s.t == 1) {
-      const double bytes = 2.0 * s.batch * kvh * ctx * hd * 4;
-      std::printf("TIMING decode batch %ld ctx %.0f: %.1f us, KV read %.0f GB/s\n",
-                  static_cast<long>(s.batch), ctx, us, bytes / us * 1e-3);
-    } else {
-      const double flops = 4.0 * heads * hd * (static_cast<double>(s.t) * (s.t + 1) / 2);
-      std::printf("TIMING prefill batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
-                  static_cast<long>(s.batch), static_cast<long>(s.t), us,
-                  flops / us * 1e-6 * s.batch);
+    // Prefill: the tensor-core kernel, the FP32 CUDA-core one, the tensor-core one again.
+    const std::vector<bool> kernels =
+        s.t == 1 ? std::vector<bool>{false} : std::vector<bool>{false, true, false};
+    for (const bool fp32 : kernels) {
+      testing::attention_prefill_fp32(fp32);
+      for (int i = 0; i < 3; ++i) once();
+      constexpr int kReps = 20;
+      check(cudaEventRecord(e0), "record");
+      for (int i = 0; i < kReps; ++i) once();
+      check(cudaEventRecord(e1), "record");
+      check(cudaEventSynchronize(e1), "sync");
+      float ms = 0.0f;
+      check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+      const double us = 1e3 * ms / kReps;
+      const double ctx = static_cast<double>(s.pos0 + s.t);
+      if (s.t == 1) {
+        const double bytes = 2.0 * s.batch * kvh * ctx * hd * 4;
+        std::printf("TIMING decode batch %ld ctx %.0f: %.1f us, KV read %.0f GB/s\n",
+                    static_cast<long>(s.batch), ctx, us, bytes / us * 1e-3);
+      } else {
+        const double flops = 4.0 * heads * hd * (static_cast<double>(s.t) * (s.t + 1) / 2);
+        std::printf("TIMING prefill (%s) batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
+                    fp32 ? "FP32 cores" : "3xTF32 tensor cores", static_cast<long>(s.batch),
+                    static_cast<long>(s.t), us, flops / us * 1e-6 * s.batch);
+      }
     }
+    testing::attention_prefill_fp32(false);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

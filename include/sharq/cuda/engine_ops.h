@@ -48,7 +48,15 @@ void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t,
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity);
 
-// Causal GQA attention over the caches, float32 throughout (FP32 CUDA cores, online softmax).
+namespace testing {
+// Prefill attention (t >= 8) on the FP32 CUDA-core flash kernel instead of the 3xTF32
+// tensor-core one (default off; SHARQ_CUDA_ATTN_PREFILL=fp32 starts it on), for A/B.
+void attention_prefill_fp32(bool on);
+}  // namespace testing
+
+// Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
+// CUDA cores, prefill on tensor cores in 3xTF32: every product as three TF32 products of the
+// operands' high and low parts, float32-grade).
 // q, out: (batch * t, heads * head_dim); row b * t + i (position pos0 + i) attends to cache rows
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
