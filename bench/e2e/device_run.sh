@@ -38,6 +38,8 @@
 #   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
 #   abprefillbase  prefill 1 x 2048 + batch-1 decode, this tree vs .device/pack/sharq_base.xz
 #   abprepare  bench_prepare, this tree vs .device/pack/bench_prepare_base.xz
+#   abattnprefill  prefill 1 x 2048 (bf16, nvfp4, sharq-nvfp4-24): the 3xTF32 tensor-core
+#            attention (default) vs the FP32 CUDA-core kernel (SHARQ_CUDA_ATTN_PREFILL=fp32)
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -233,6 +235,19 @@ phase_abprefillbase() {  # prefill 1 x 2048 and batch-1 decode (bf16, sharq-nvfp
       timeout 150 "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
         --modes bf16,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 --steps 4 --repeat 3 \
         --json "$OUT/abprefill_${v}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
+    done
+  done
+}
+
+phase_abattnprefill() {  # prefill 1 x 2048: tensor-core attention (default) vs FP32 cores,
+  # alternating, same call
+  for r in 1 2; do
+    for v in tc fp32; do
+      echo "-- attention $v run $r"
+      SHARQ_CUDA_ATTN_PREFILL=$v timeout 150 "$B/bin/sharq" bench --synthetic llama-3.1-8b \
+        --device cuda --modes bf16,nvfp4,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 \
+        --steps 4 --repeat 3 --json "$OUT/abattnprefill_${v}_$r.json" 2>&1 | grep -v "^bench:" |
+        tail -n 4
     done
   done
 }
