@@ -489,7 +489,9 @@ __device__ __forceinline__ void copy_tile_async(float* smem, const float* src, i
   }
 }
 
-template <int D>
+// VAR (measurement only): bit 0 the softmax in base 2 (scale * log2 e folded into the scores,
+// exp2f), bit 1 the scores' K loop fully unrolled.
+template <int D, int VAR>
 __global__ void __launch_bounds__(kTcThreads, 2)
     attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                            int kv_heads, int64_t capacity, const float* __restrict__ kc,
@@ -528,7 +530,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     // S (16 x 64 a warp) = Q . K^T; element e of n-tile nt: row qr + 8 (e / 2), key
     // n0 + 8 nt + 2 tg + e % 2.
     float s[8][4] = {};
-#pragma unroll 2
+#pragma unroll(VAR & 2 ? D / 8 : 2)
     for (int kk = 0; kk < D; kk += 8) {
       uint32_t ahi[4], alo[4];
       const float* qa = qs + qr * LD + kk + tg;
@@ -546,13 +548,14 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       }
     }
     // Scale, causal mask, online softmax; a row's 64 scores lie in the 4 lanes sharing g.
+    const float sc = VAR & 1 ? scale * 1.44269504088896341f : scale;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + 8 * nt + 2 * tg + (e & 1);
-        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * scale : -INFINITY;
+        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * sc : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
     }
@@ -561,14 +564,14 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      corr[r] = expf(m[r] - mx[r]);  // 0 on the first tile (key 0 is never masked)
+      corr[r] = VAR & 1 ? exp2f(m[r] - mx[r]) : expf(m[r] - mx[r]);  // 0 on the first tile
       m[r] = mx[r];
     }
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = expf(s[nt][e] - mx[e >> 1]);
+        s[nt][e] = VAR & 1 ? exp2f(s[nt][e] - mx[e >> 1]) : expf(s[nt][e] - mx[e >> 1]);
         rs[e >> 1] += s[nt][e];
       }
     }
@@ -703,6 +706,27 @@ void allow_smem(size_t smem, const char* what) {
   (void)configured;
 }
 
+int& prefill_tc_variant() {
+  static int v = [] {
+    const char* e = std::getenv("SHARQ_CUDA_ATTN_TC_VARIANT");
+    return e != nullptr ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+
+template <int D, int VAR>
+void launch_prefill_tc(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                       int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
+                       float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
+  constexpr size_t smem = prefill_tc_smem_bytes<D>();
+  allow_smem<attn_prefill_tc_kernel<D, VAR>>(smem, "attn_prefill_tc_kernel smem");
+  const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(batch));
+  launch_pdl(attn_prefill_tc_kernel<D, VAR>, grid, dim3(kTcThreads), smem, stream,
+             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
+             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
+}
+
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
@@ -717,13 +741,20 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
                static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
     return;
   }
-  constexpr size_t smem = prefill_tc_smem_bytes<D>();
-  allow_smem<attn_prefill_tc_kernel<D>>(smem, "attn_prefill_tc_kernel smem");
-  const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
-                  static_cast<unsigned>(batch));
-  launch_pdl(attn_prefill_tc_kernel<D>, grid, dim3(kTcThreads), smem, stream,
-             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
-             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
+  switch (prefill_tc_variant()) {
+    case 1:
+      return launch_prefill_tc<D, 1>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, stream, pos_dev);
+    case 2:
+      return launch_prefill_tc<D, 2>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, stream, pos_dev);
+    case 3:
+      return launch_prefill_tc<D, 3>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, stream, pos_dev);
+    default:
+      return launch_prefill_tc<D, 0>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, stream, pos_dev);
+  }
 }
 
 }  // namespace
@@ -731,6 +762,9 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
 namespace testing {
 void attention_prefill_fp32(bool on) {
   prefill_fp32() = on;
+}
+void attention_prefill_tc_variant(int v) {
+  prefill_tc_variant() = v;
 }
 }  // namespace testing
 
