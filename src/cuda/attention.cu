@@ -438,26 +438,31 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
 // ---- Prefill on tensor cores: one block = one (sequence, head, tile of 64 query rows), four
 // warps of 16 rows; key tiles of 64 rows, K and V each in their own buffer so that V's copy
 // overlaps the scores and the next K's copy overlaps P.V (cp.async). Products on mma.sync
-// m16n8k8 TF32 in 3xTF32: each operand x = hi + lo, hi = tf32(x), lo = tf32(x - hi), and a
-// product is lo.hi + hi.lo + hi.hi into FP32 accumulators; the dropped lo.lo term is about 2^-22
-// of it, so scores and P.V stay float32-grade (the CPU reference is float32) at several times
-// the FP32 FMA rate. Row strides of D + 4 floats make every fragment load conflict-free. ----
-constexpr int kTcBM = 64, kTcBN = 64, kTcThreads = 128;
+// m16n8k8 TF32 in 3xTF32: each operand x = hi + lo (split_tf32), and a product is
+// lo.hi + hi.lo + hi.hi into FP32 accumulators; the dropped lo.lo term and lo's own truncation
+// are about 2^-21 of it, so scores and P.V stay float32-grade (the CPU reference is float32).
+// Row strides of D + 4 floats make every fragment load conflict-free. ----
+constexpr int kTcBM = 64, kTcThreads = 128;
 
-template <int D>
+// VAR (measurement only): bit 0 the softmax in base 2 (scale * log2 e folded into the scores,
+// exp2f), bit 1 key tiles of 32 rows (three blocks an SM) instead of 64 (two).
+template <int VAR>
+__host__ __device__ constexpr int tc_bn() {
+  return VAR & 2 ? 32 : 64;
+}
+template <int D, int VAR>
 constexpr size_t prefill_tc_smem_bytes() {
-  return sizeof(float) * size_t{kTcBM + 2 * kTcBN} * (D + 4);
+  return sizeof(float) * size_t{kTcBM + 2 * tc_bn<VAR>()} * (D + 4);
 }
 
-__device__ __forceinline__ uint32_t tf32_rna(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-// x - hi is exact in float32 (hi is x rounded to 11 significant bits).
+// hi: x rounded to TF32 (10 mantissa bits, ties away from zero) on its bits, two integer
+// operations where cvt.rna.tf32.f32 takes four (guards for NaN and infinity, which the scores
+// and values here are not; SASS of the first version: the splits were 3/4 of the instructions).
+// lo = x - hi is exact in float32, |lo| <= 2^-11 |x|; the MMA reads lo's top 10 mantissa bits, so
+// hi + lo carries x to about 2^-21.
 __device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
-  hi = tf32_rna(x);
-  lo = tf32_rna(x - __uint_as_float(hi));
+  hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+  lo = __float_as_uint(x - __uint_as_float(hi));
 }
 __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4],
                                          const uint32_t (&b)[2]) {
@@ -489,21 +494,19 @@ __device__ __forceinline__ void copy_tile_async(float* smem, const float* src, i
   }
 }
 
-// VAR (measurement only): bit 0 the softmax in base 2 (scale * log2 e folded into the scores,
-// exp2f), bit 1 the scores' K loop fully unrolled.
 template <int D, int VAR>
-__global__ void __launch_bounds__(kTcThreads, 2)
+__global__ void __launch_bounds__(kTcThreads, VAR & 2 ? 3 : 2)
     attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                            int kv_heads, int64_t capacity, const float* __restrict__ kc,
                            const float* __restrict__ vc, float scale, float* __restrict__ out,
                            const int64_t* pos_dev) {
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
-  constexpr int LD = D + 4, NT = D / 8;
+  constexpr int LD = D + 4, NT = D / 8, BN = tc_bn<VAR>(), KT = BN / 8;
   extern __shared__ float4 smem4[];
   float* qs = reinterpret_cast<float*>(smem4);  // (BM, LD)
   float* ks = qs + kTcBM * LD;                  // (BN, LD)
-  float* vs = ks + kTcBN * LD;                  // (BN, LD)
+  float* vs = ks + BN * LD;                     // (BN, LD)
   const int lane = threadIdx.x % 32, g = lane / 4, tg = lane % 4;
   const int qr = (threadIdx.x / 32) * 16 + g;  // this lane's rows: qr and qr + 8 of the tile
   const int64_t m0 = int64_t{gridDim.x - 1 - blockIdx.x} * kTcBM;  // heaviest tiles first
@@ -517,20 +520,20 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   const int64_t qpos[2] = {pos0 + m0 + qr, pos0 + m0 + qr + 8};
 
   copy_tile_async<D, kTcBM>(qs, q + b * t * ld + h * D, ld, m0, t);
-  copy_tile_async<D, kTcBN>(ks, kb, D, 0, n_end);
+  copy_tile_async<D, BN>(ks, kb, D, 0, n_end);
   cp_async_commit();
 
   float o[NT][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's share of the sum
-  for (int64_t n0 = 0; n0 < n_end; n0 += kTcBN) {
-    copy_tile_async<D, kTcBN>(vs, vb, D, n0, n_end);
+  for (int64_t n0 = 0; n0 < n_end; n0 += BN) {
+    copy_tile_async<D, BN>(vs, vb, D, n0, n_end);
     cp_async_commit();
     cp_async_wait<1>();  // Q and this K tile
     __syncthreads();
     // S (16 x 64 a warp) = Q . K^T; element e of n-tile nt: row qr + 8 (e / 2), key
     // n0 + 8 nt + 2 tg + e % 2.
-    float s[8][4] = {};
-#pragma unroll(VAR & 2 ? D / 8 : 2)
+    float s[KT][4] = {};
+#pragma unroll 2
     for (int kk = 0; kk < D; kk += 8) {
       uint32_t ahi[4], alo[4];
       const float* qa = qs + qr * LD + kk + tg;
@@ -539,7 +542,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       split_tf32(qa[4], ahi[2], alo[2]);
       split_tf32(qa[8 * LD + 4], ahi[3], alo[3]);
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < KT; ++nt) {
         const float* kp = ks + (8 * nt + g) * LD + kk + tg;
         uint32_t bhi[2], blo[2];
         split_tf32(kp[0], bhi[0], blo[0]);
@@ -551,7 +554,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     const float sc = VAR & 1 ? scale * 1.44269504088896341f : scale;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < KT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + 8 * nt + 2 * tg + (e & 1);
@@ -568,7 +571,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       m[r] = mx[r];
     }
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < KT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[nt][e] = VAR & 1 ? exp2f(s[nt][e] - mx[e >> 1]) : expf(s[nt][e] - mx[e >> 1]);
@@ -585,7 +588,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       o[nt][3] *= corr[1];
     }
     __syncthreads();  // every warp is done with K
-    if (n0 + kTcBN < n_end) copy_tile_async<D, kTcBN>(ks, kb, D, n0 + kTcBN, n_end);
+    if (n0 + BN < n_end) copy_tile_async<D, BN>(ks, kb, D, n0 + BN, n_end);
     cp_async_commit();   // possibly empty: keeps the group count uniform
     cp_async_wait<1>();  // V
     __syncthreads();
@@ -593,7 +596,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     // fragment of P is the lane's own S accumulator (a0, a1, a2, a3 = c0, c2, c1, c3) and V's
     // B fragment is rows 2 tg and 2 tg + 1.
 #pragma unroll
-    for (int kt = 0; kt < 8; ++kt) {
+    for (int kt = 0; kt < KT; ++kt) {
       uint32_t ahi[4], alo[4];
       split_tf32(s[kt][0], ahi[0], alo[0]);
       split_tf32(s[kt][2], ahi[1], alo[1]);
@@ -718,7 +721,7 @@ template <int D, int VAR>
 void launch_prefill_tc(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                        int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
                        float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
-  constexpr size_t smem = prefill_tc_smem_bytes<D>();
+  constexpr size_t smem = prefill_tc_smem_bytes<D, VAR>();
   allow_smem<attn_prefill_tc_kernel<D, VAR>>(smem, "attn_prefill_tc_kernel smem");
   const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
