@@ -442,17 +442,11 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
 // lo.hi + hi.lo + hi.hi into FP32 accumulators; the dropped lo.lo term and lo's own truncation
 // are about 2^-21 of it, so scores and P.V stay float32-grade (the CPU reference is float32).
 // Row strides of D + 4 floats make every fragment load conflict-free. ----
-constexpr int kTcBM = 64, kTcThreads = 128;
+constexpr int kTcBM = 64, kTcBN = 64, kTcThreads = 128;
 
-// VAR (measurement only): bit 0 the softmax in base 2 (scale * log2 e folded into the scores,
-// exp2f), bit 1 key tiles of 32 rows (three blocks an SM) instead of 64 (two).
-template <int VAR>
-__host__ __device__ constexpr int tc_bn() {
-  return VAR & 2 ? 32 : 64;
-}
-template <int D, int VAR>
+template <int D>
 constexpr size_t prefill_tc_smem_bytes() {
-  return sizeof(float) * size_t{kTcBM + 2 * tc_bn<VAR>()} * (D + 4);
+  return sizeof(float) * size_t{kTcBM + 2 * kTcBN} * (D + 4);
 }
 
 // hi: x rounded to TF32 (10 mantissa bits, ties away from zero) on its bits, two integer
@@ -494,15 +488,15 @@ __device__ __forceinline__ void copy_tile_async(float* smem, const float* src, i
   }
 }
 
-template <int D, int VAR>
-__global__ void __launch_bounds__(kTcThreads, VAR & 2 ? 3 : 2)
+template <int D>
+__global__ void __launch_bounds__(kTcThreads, 2)
     attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                            int kv_heads, int64_t capacity, const float* __restrict__ kc,
                            const float* __restrict__ vc, float scale, float* __restrict__ out,
                            const int64_t* pos_dev) {
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
-  constexpr int LD = D + 4, NT = D / 8, BN = tc_bn<VAR>(), KT = BN / 8;
+  constexpr int LD = D + 4, NT = D / 8, BN = kTcBN, KT = BN / 8;
   extern __shared__ float4 smem4[];
   float* qs = reinterpret_cast<float*>(smem4);  // (BM, LD)
   float* ks = qs + kTcBM * LD;                  // (BN, LD)
@@ -551,14 +545,13 @@ __global__ void __launch_bounds__(kTcThreads, VAR & 2 ? 3 : 2)
       }
     }
     // Scale, causal mask, online softmax; a row's 64 scores lie in the 4 lanes sharing g.
-    const float sc = VAR & 1 ? scale * 1.44269504088896341f : scale;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int nt = 0; nt < KT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + 8 * nt + 2 * tg + (e & 1);
-        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * sc : -INFINITY;
+        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * scale : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
     }
@@ -567,14 +560,14 @@ __global__ void __launch_bounds__(kTcThreads, VAR & 2 ? 3 : 2)
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      corr[r] = VAR & 1 ? exp2f(m[r] - mx[r]) : expf(m[r] - mx[r]);  // 0 on the first tile
+      corr[r] = expf(m[r] - mx[r]);  // 0 on the first tile (key 0 is never masked)
       m[r] = mx[r];
     }
 #pragma unroll
     for (int nt = 0; nt < KT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = VAR & 1 ? exp2f(s[nt][e] - mx[e >> 1]) : expf(s[nt][e] - mx[e >> 1]);
+        s[nt][e] = expf(s[nt][e] - mx[e >> 1]);
         rs[e >> 1] += s[nt][e];
       }
     }
@@ -709,27 +702,6 @@ void allow_smem(size_t smem, const char* what) {
   (void)configured;
 }
 
-int& prefill_tc_variant() {
-  static int v = [] {
-    const char* e = std::getenv("SHARQ_CUDA_ATTN_TC_VARIANT");
-    return e != nullptr ? std::atoi(e) : 0;
-  }();
-  return v;
-}
-
-template <int D, int VAR>
-void launch_prefill_tc(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                       int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
-                       float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
-  constexpr size_t smem = prefill_tc_smem_bytes<D, VAR>();
-  allow_smem<attn_prefill_tc_kernel<D, VAR>>(smem, "attn_prefill_tc_kernel smem");
-  const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
-                  static_cast<unsigned>(batch));
-  launch_pdl(attn_prefill_tc_kernel<D, VAR>, grid, dim3(kTcThreads), smem, stream,
-             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
-             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
-}
-
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
@@ -744,20 +716,13 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
                static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
     return;
   }
-  switch (prefill_tc_variant()) {
-    case 1:
-      return launch_prefill_tc<D, 1>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, stream, pos_dev);
-    case 2:
-      return launch_prefill_tc<D, 2>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, stream, pos_dev);
-    case 3:
-      return launch_prefill_tc<D, 3>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, stream, pos_dev);
-    default:
-      return launch_prefill_tc<D, 0>(q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, stream, pos_dev);
-  }
+  constexpr size_t smem = prefill_tc_smem_bytes<D>();
+  allow_smem<attn_prefill_tc_kernel<D>>(smem, "attn_prefill_tc_kernel smem");
+  const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(batch));
+  launch_pdl(attn_prefill_tc_kernel<D>, grid, dim3(kTcThreads), smem, stream,
+             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
+             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
 }
 
 }  // namespace
@@ -766,9 +731,7 @@ namespace testing {
 void attention_prefill_fp32(bool on) {
   prefill_fp32() = on;
 }
-void attention_prefill_tc_variant(int v) {
-  prefill_tc_variant() = v;
-}
+
 }  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,

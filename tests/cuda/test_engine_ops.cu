@@ -339,23 +339,15 @@ TEST(CudaOpsAttention, Decode) {
   }
 }
 
-// The prefill kernels: the 3xTF32 tensor-core one (default; its measured variants 1-3) and the
-// FP32 CUDA-core one (-1).
-class CudaOpsAttentionPrefill : public ::testing::TestWithParam<int> {
+// The prefill kernels: the 3xTF32 tensor-core one (default) and the FP32 CUDA-core one.
+class CudaOpsAttentionPrefill : public ::testing::TestWithParam<bool> {
  protected:
-  void SetUp() override {
-    testing::attention_prefill_fp32(GetParam() < 0);
-    testing::attention_prefill_tc_variant(GetParam() < 0 ? 0 : GetParam());
-  }
-  void TearDown() override {
-    testing::attention_prefill_fp32(false);
-    testing::attention_prefill_tc_variant(0);
-  }
+  void SetUp() override { testing::attention_prefill_fp32(GetParam()); }
+  void TearDown() override { testing::attention_prefill_fp32(false); }
 };
-INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill, ::testing::Values(0, 1, 2, 3, -1),
-                         [](const ::testing::TestParamInfo<int>& i) {
-                           return i.param < 0 ? std::string("Fp32Cores")
-                                              : "Tf32x3Variant" + std::to_string(i.param);
+INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Fp32Cores") : std::string("Tf32x3");
                          });
 
 TEST_P(CudaOpsAttentionPrefill, MatchesCpu) {
@@ -408,14 +400,11 @@ TEST(CudaOpsTiming, Attention) {
       attention(dq.p, s.batch, s.t, s.pos0, heads, kvh, hd, s.cap, dk.p, dv.p, out.p,
                 ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
     };
-    // Prefill: the tensor-core kernel's variants, the FP32 CUDA-core one, the tensor-core one
-    // again (-1: FP32 cores).
-    const std::vector<int> kernels =
-        s.t == 1 ? std::vector<int>{0} : std::vector<int>{0, 1, 2, 3, -1, 0};
-    for (const int kernel : kernels) {
-      const bool fp32 = kernel < 0;
+    // Prefill: the tensor-core kernel, the FP32 CUDA-core one, the tensor-core one again.
+    const std::vector<bool> kernels =
+        s.t == 1 ? std::vector<bool>{false} : std::vector<bool>{false, true, false};
+    for (const bool fp32 : kernels) {
       testing::attention_prefill_fp32(fp32);
-      testing::attention_prefill_tc_variant(fp32 ? 0 : kernel);
       for (int i = 0; i < 3; ++i) once();
       constexpr int kReps = 20;
       check(cudaEventRecord(e0), "record");
@@ -432,13 +421,12 @@ TEST(CudaOpsTiming, Attention) {
                     static_cast<long>(s.batch), ctx, us, bytes / us * 1e-3);
       } else {
         const double flops = 4.0 * heads * hd * (static_cast<double>(s.t) * (s.t + 1) / 2);
-        std::printf("TIMING prefill (%s %d) batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
-                    fp32 ? "FP32 cores" : "3xTF32 tensor cores", kernel, static_cast<long>(s.batch),
+        std::printf("TIMING prefill (%s) batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
+                    fp32 ? "FP32 cores" : "3xTF32 tensor cores", static_cast<long>(s.batch),
                     static_cast<long>(s.t), us, flops / us * 1e-6 * s.batch);
       }
     }
     testing::attention_prefill_fp32(false);
-    testing::attention_prefill_tc_variant(0);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

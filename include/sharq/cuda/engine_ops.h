@@ -52,8 +52,6 @@ namespace testing {
 // Prefill attention (t >= 8) on the FP32 CUDA-core flash kernel instead of the 3xTF32
 // tensor-core one (default off; SHARQ_CUDA_ATTN_PREFILL=fp32 starts it on), for A/B.
 void attention_prefill_fp32(bool on);
-// The tensor-core kernel's variant (measurement only; SHARQ_CUDA_ATTN_TC_VARIANT).
-void attention_prefill_tc_variant(int v);
 }  // namespace testing
 
 // Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
