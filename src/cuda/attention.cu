@@ -306,6 +306,26 @@ __device__ __forceinline__ void load_tile(float* smem, const float* src, int64_t
   }
 }
 
+// The (sequence, head, tile of query rows) a prefill block works on, heaviest tiles (the last
+// rows, which see the most keys) first, and its kv head's cache rows.
+template <int D>
+struct PrefillBlock {
+  int64_t m0, b, ld;  // first query row, sequence, q/out row stride
+  int h;
+  const float* kb;
+  const float* vb;
+  __device__ PrefillBlock(int bm, int heads, int kv_heads, int64_t capacity, const float* kc,
+                          const float* vc)
+      : m0(int64_t{gridDim.x - 1 - blockIdx.x} * bm),
+        b(blockIdx.z),
+        ld(int64_t{heads} * D),
+        h(static_cast<int>(blockIdx.y)) {
+    const int64_t kvh = h / (heads / kv_heads);
+    kb = kc + (b * kv_heads + kvh) * capacity * D;
+    vb = vc + (b * kv_heads + kvh) * capacity * D;
+  }
+};
+
 template <int D>
 __global__ void __launch_bounds__(kPrefillThreads, 2)
     attn_prefill_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
@@ -320,13 +340,11 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
   float* ps = kvs + kBN * (D + 4);              // (BM, BN + 4)
   constexpr int NC = D / 64;                    // float4 output columns per thread
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int64_t m0 = int64_t{gridDim.x - 1 - blockIdx.x} * kBM;  // heaviest tiles first
-  const int h = blockIdx.y;
-  const int64_t b = blockIdx.z;
-  const int g = h / (heads / kv_heads);
-  const int64_t ld = int64_t{heads} * D;
-  const float* kb = kc + (b * kv_heads + g) * capacity * D;
-  const float* vb = vc + (b * kv_heads + g) * capacity * D;
+  const PrefillBlock<D> blk(kBM, heads, kv_heads, capacity, kc, vc);
+  const int64_t m0 = blk.m0, b = blk.b, ld = blk.ld;
+  const int h = blk.h;
+  const float* kb = blk.kb;
+  const float* vb = blk.vb;
 
   load_tile<D, kBM>(qs, q + b * t * ld + h * D, ld, m0, t);
 
@@ -503,13 +521,11 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   float* vs = ks + BN * LD;                     // (BN, LD)
   const int lane = threadIdx.x % 32, g = lane / 4, tg = lane % 4;
   const int qr = (threadIdx.x / 32) * 16 + g;  // this lane's rows: qr and qr + 8 of the tile
-  const int64_t m0 = int64_t{gridDim.x - 1 - blockIdx.x} * kTcBM;  // heaviest tiles first
-  const int h = blockIdx.y;
-  const int64_t b = blockIdx.z;
-  const int kvh = h / (heads / kv_heads);
-  const int64_t ld = int64_t{heads} * D;
-  const float* kb = kc + (b * kv_heads + kvh) * capacity * D;
-  const float* vb = vc + (b * kv_heads + kvh) * capacity * D;
+  const PrefillBlock<D> blk(kTcBM, heads, kv_heads, capacity, kc, vc);
+  const int64_t m0 = blk.m0, b = blk.b, ld = blk.ld;
+  const int h = blk.h;
+  const float* kb = blk.kb;
+  const float* vb = blk.vb;
   const int64_t n_end = pos0 + (m0 + kTcBM < t ? m0 + kTcBM : t);  // keys the last row sees
   const int64_t qpos[2] = {pos0 + m0 + qr, pos0 + m0 + qr + 8};
 
