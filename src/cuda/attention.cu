@@ -747,7 +747,6 @@ namespace testing {
 void attention_prefill_fp32(bool on) {
   prefill_fp32() = on;
 }
-
 }  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
