@@ -706,25 +706,13 @@ bool& prefill_fp32() {
   return on;
 }
 
-// Sets the dynamic shared memory limit once per kernel.
-template <auto Kernel>
-void allow_smem(size_t smem, const char* what) {
-  static const bool configured = [&] {
-    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(smem)),
-          what);
-    return true;
-  }();
-  (void)configured;
-}
-
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
                     float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
   if (prefill_fp32()) {
     constexpr size_t smem = prefill_smem_bytes<D>();
-    allow_smem<attn_prefill_kernel<D>>(smem, "attn_prefill_kernel smem");
+    opt_in_smem<attn_prefill_kernel<D>, smem>("attn_prefill_kernel smem");
     const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
                     static_cast<unsigned>(batch));
     launch_pdl(attn_prefill_kernel<D>, grid, dim3(kPrefillThreads), smem, stream,
@@ -733,7 +721,7 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
     return;
   }
   constexpr size_t smem = prefill_tc_smem_bytes<D>();
-  allow_smem<attn_prefill_tc_kernel<D>>(smem, "attn_prefill_tc_kernel smem");
+  opt_in_smem<attn_prefill_tc_kernel<D>, smem>("attn_prefill_tc_kernel smem");
   const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
   launch_pdl(attn_prefill_tc_kernel<D>, grid, dim3(kTcThreads), smem, stream,

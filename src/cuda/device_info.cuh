@@ -30,4 +30,17 @@ int resident_blocks() {
   return n;
 }
 
+// Opts `Kernel` into `Bytes` of dynamic shared memory, once per process (the attribute belongs
+// to the function, so every launch after the first needs nothing).
+template <auto Kernel, size_t Bytes>
+void opt_in_smem(const char* what) {
+  static const bool done = [what] {
+    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(Bytes)),
+          what);
+    return true;
+  }();
+  (void)done;
+}
+
 }  // namespace sharq::cuda

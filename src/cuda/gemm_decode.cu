@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "codecs.cuh"
+#include "device_info.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
@@ -191,21 +192,17 @@ void launch_small(const float* x, const float* sx, int64_t m, const Nvfp4View& w
 template <int MT, int ROWS>
 void launch(const float* x, const float* sx, int64_t m, const Nvfp4View& w, int group, int64_t n,
             int64_t k, uint16_t* y, cudaStream_t stream) {
-  const size_t smem = sizeof(float) * MT * kPadded;
+  constexpr size_t smem = sizeof(float) * MT * kPadded;
   const unsigned grid = static_cast<unsigned>((n + kWarps * ROWS - 1) / (kWarps * ROWS));
   auto* y16 = reinterpret_cast<__nv_bfloat16*>(y);
   if (group == 32) {
     auto kern = gemm_decode_kernel<MT, ROWS, 32>;
-    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(smem)),
-          "smem attr");
+    opt_in_smem<gemm_decode_kernel<MT, ROWS, 32>, smem>("gemm_decode_kernel smem");
     kern<<<grid, kWarps * 32, smem, stream>>>(x, sx, static_cast<int>(m), w.codes, w.scales,
                                               w.tensor_scale, n, k, y16);
   } else {
     auto kern = gemm_decode_kernel<MT, ROWS, 16>;
-    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(smem)),
-          "smem attr");
+    opt_in_smem<gemm_decode_kernel<MT, ROWS, 16>, smem>("gemm_decode_kernel smem");
     kern<<<grid, kWarps * 32, smem, stream>>>(x, sx, static_cast<int>(m), w.codes, w.scales,
                                               w.tensor_scale, n, k, y16);
   }

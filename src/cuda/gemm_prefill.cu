@@ -24,6 +24,7 @@
 
 #include "codecs.cuh"
 #include "cp_async.cuh"
+#include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
@@ -339,12 +340,8 @@ void launch_cfg(const uint16_t* x, const float* sx, int64_t m, const Nvfp4View& 
   constexpr int BM = 128;
   using L = Layout<BM, BN, PATHS, LEAD>;
   auto kernel = gemm_prefill_kernel<BM, BN, PATHS, WG, LEAD, MMA, OutT, ABL>;
-  static bool configured = false;  // per instantiation; the attribute is per function
-  if (!configured) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes),
-          "gemm_prefill smem");
-    configured = true;
-  }
+  opt_in_smem<gemm_prefill_kernel<BM, BN, PATHS, WG, LEAD, MMA, OutT, ABL>, L::kBytes>(
+      "gemm_prefill smem");
   Params p;
   p.x = reinterpret_cast<const __half*>(x);
   p.sx = sx;

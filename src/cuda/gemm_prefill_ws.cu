@@ -53,12 +53,7 @@ void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int
         "cuda::gemm_prefill_ws_f32: misaligned operand (images, codes: 16 bytes; scales: 2; y: 8)");
   using C = prefill_ws::Cfg<1, 1, 0>;
   auto kernel = prefill_ws::sharq_prefill_ws_kernel<C, float>;
-  static bool configured = false;  // the attribute is per function
-  if (!configured) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem),
-          "gemm_prefill_ws smem");
-    configured = true;
-  }
+  opt_in_smem<prefill_ws::sharq_prefill_ws_kernel<C, float>, C::kSmem>("gemm_prefill_ws smem");
   const int64_t imgs = image_count(m, k);
   prefill_ws::Params p{w.codes,
                        w.scales,
