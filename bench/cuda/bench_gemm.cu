@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
         "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
         "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us,sharq24_ws_prepare_us,"
-        "cublas_bf16_after_us\n");
+        "cublas_bf16_after_us,nvfp4_cublas_bf16out_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -112,7 +113,23 @@ int main(int argc, char** argv) {
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
   const int64_t ms[] = {1, 4, 8, 16, 32};
-  const int64_t prefill_ms[] = {128, 512, 2048, 8192};
+  // BENCH_PREFILL_MS (e.g. "2048,8192") picks the prefill rows: the acceptance rows alone fit
+  // one device call with other work.
+  std::vector<int64_t> prefill_ms = {128, 512, 2048, 8192};
+  if (const char* env = std::getenv("BENCH_PREFILL_MS")) {
+    prefill_ms.clear();
+    for (const char* p = env; *p;) {
+      char* end = nullptr;
+      const long long v = std::strtoll(p, &end, 10);
+      if (end == p || v < 1) {
+        std::fprintf(stderr, "bench_gemm: BENCH_PREFILL_MS=\"%s\" is not a list of M values\n",
+                     env);
+        return 2;
+      }
+      prefill_ms.push_back(v);
+      p = *end == ',' ? end + 1 : end;
+    }
+  }
   std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
@@ -336,7 +353,7 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
-            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1,-1,-1,-1\n",
+            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1,-1,-1,-1,-1\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
             t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2, g_bf16,
             g_fp8, g_gemm, g_lin, g_lin_pdl);
@@ -426,6 +443,15 @@ int main(int argc, char** argv) {
                                                  n, k, y32, pws, nullptr);
           },
           kInner, kReps);
+      // The same product in the issue's output type, BF16 (BF16 planes, BF16 weight decode, the
+      // baseline's own cuBLAS call), from the same nvfp4 prepare.
+      sharq::cuda::expand_activation_planes_bf16(PrepareMode::kNvfp4, sp, rs, m, k, xh, nullptr);
+      const double t_nvfp4_cb16 = time_us(
+          [&](int i) {
+            sharq::cuda::gemm_prefill_cublas_bf16(blas, xh, rs.tensor_scale, m, wq16[i % rot], 16,
+                                                  n, k, y16, pws, nullptr);
+          },
+          kInner, kReps);
       sharq::cuda::prepare(PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr, scratch, nullptr,
                            xh);
       const double t_sharq_cb = time_us(
@@ -483,11 +509,12 @@ int main(int argc, char** argv) {
       cudaFree(pws);
       char cbrow[400];
       std::snprintf(cbrow, sizeof cbrow,
-                    "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.1f | "
-                    "%.2fx | %.1f | %.1f | %.1f | %.2fx | %.1f |\n",
+                    "| %lld | %lld | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.2fx | "
+                    "%.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx | %.1f |\n",
                     (long long)k, (long long)n, (long long)m, t_bf16, t_nvfp4_cb,
-                    t_nvfp4_cb / t_bf16, t_sharq_cb, t_sharq_cb / t_bf16, t_wdec, t_ws,
-                    t_ws / t_bf16, t_ws_prep, t_images, t_ws_lin, t_ws_lin / t_bf16, t_bf16_after);
+                    t_nvfp4_cb / t_bf16, t_nvfp4_cb16, t_nvfp4_cb16 / t_bf16, t_sharq_cb,
+                    t_sharq_cb / t_bf16, t_wdec, t_ws, t_ws / t_bf16, t_ws_prep, t_images, t_ws_lin,
+                    t_ws_lin / t_bf16, t_bf16_after);
       cublas_rows.emplace_back(cbrow);
       const double flop = 2.0 * double(m) * double(n) * double(k);
       char row[512];
@@ -506,10 +533,10 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
             t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_images, t_ws_lin,
-            t_ws_prep, t_bf16_after);
+            t_ws_prep, t_bf16_after, t_nvfp4_cb16);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -560,13 +587,15 @@ int main(int argc, char** argv) {
   for (const auto& r : prefill_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill through cuBLAS (the engine's path for M > 32): FP4 weight decoded once per call "
-      "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out\n\n| K | N | M | cuBLAS "
-      "BF16 | NVFP4 | NVFP4 vs BF16 | SharQ (2 paths) | SharQ vs BF16 | weight decode alone "
+      "to FP16 scratch, then one cuBLAS FP16 GEMM per path, float32 out; NVFP4 BF16 out: BF16 "
+      "decode and planes, the baseline's cuBLAS BF16 call\n\n| K | N | M | cuBLAS "
+      "BF16 | NVFP4 | NVFP4 vs BF16 | NVFP4 BF16 out | vs BF16 | SharQ (2 paths) | SharQ vs BF16 | "
+      "weight decode alone "
       "| sharq-nvfp4-24 one launch (2:4 sparse + dense wgmma) | vs BF16 | its prepare (writing "
       "the stage images) | stage images expanded from the packed activation instead | "
       "sharq-nvfp4-24 linear (prepare + GEMM) | linear vs BF16 | cuBLAS BF16 again, after ours "
       "|\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "

@@ -43,7 +43,9 @@ __device__ __forceinline__ uint4 decode_lane(const uint8_t* __restrict__ codes, 
 }
 
 // One thread per (32-block b, lane q): the planes of every path (backbone first, then residual;
-// nvfp4 has the residual only, which holds the whole activation).
+// nvfp4 has the residual only, which holds the whole activation). BF16: the same values and
+// layout in BF16 (gemm_prefill_cublas_bf16).
+template <bool BF16>
 __global__ void planes_kernel(const uint8_t* __restrict__ sp_codes,
                               const uint8_t* __restrict__ sp_scales,
                               const uint8_t* __restrict__ rs_codes,
@@ -56,11 +58,18 @@ __global__ void planes_kernel(const uint8_t* __restrict__ sp_codes,
     const int q = static_cast<int>(e % 4);
     int64_t at = e;  // the lane's 16 bytes in the first plane
     uint32_t word;
+    auto store = [&](uint4 v) {
+      if (BF16) {
+        v = make_uint4(f16x2_to_bf16x2(v.x, 1.0f), f16x2_to_bf16x2(v.y, 1.0f),
+                       f16x2_to_bf16x2(v.z, 1.0f), f16x2_to_bf16x2(v.w, 1.0f));
+      }
+      planes[at] = v;
+    };
     if (sp_codes) {
-      planes[at] = decode_lane<false>(sp_codes, __ldg(sp_scales + b), b, q, word);
+      store(decode_lane<false>(sp_codes, __ldg(sp_scales + b), b, q, word));
       at += lanes;
     }
-    planes[at] = decode_lane<false>(rs_codes, __ldg(rs_scales + 2 * b + q / 2), b, q, word);
+    store(decode_lane<false>(rs_codes, __ldg(rs_scales + 2 * b + q / 2), b, q, word));
   }
 }
 
@@ -97,20 +106,34 @@ unsigned grid_for(int64_t threads) {
   return static_cast<unsigned>(std::clamp<int64_t>((threads + 255) / 256, 1, 65535));
 }
 
+void expand_planes(const char* who, bool bf16, PrepareMode mode, const Nvfp4View& sparse,
+                   const Nvfp4View& residual, int64_t m, int64_t k, uint16_t* planes,
+                   cudaStream_t stream) {
+  if (m < 1 || k <= 0 || k % 64 != 0 || m > (int64_t{1} << 24) || k > (int64_t{1} << 24))
+    throw Error(std::string("cuda::") + who + ": bad shape M x K = " + shape_str(m, k));
+  const bool sharq = mode != PrepareMode::kNvfp4;
+  check_views(who, sparse, residual, sharq);
+  if (reinterpret_cast<uintptr_t>(planes) & 15)
+    throw Error(std::string("cuda::") + who + ": planes not 16-byte aligned");
+  auto kernel = bf16 ? planes_kernel<true> : planes_kernel<false>;
+  kernel<<<grid_for(m * k / 8), 256, 0, stream>>>(
+      sharq ? sparse.codes : nullptr, sharq ? sparse.scales : nullptr, residual.codes,
+      residual.scales, m, k, reinterpret_cast<uint4*>(planes));
+  check(cudaGetLastError(), who);
+}
+
 }  // namespace
 
 void expand_activation_planes(PrepareMode mode, const Nvfp4View& sparse, const Nvfp4View& residual,
                               int64_t m, int64_t k, uint16_t* planes, cudaStream_t stream) {
-  if (m < 1 || k <= 0 || k % 64 != 0 || m > (int64_t{1} << 24) || k > (int64_t{1} << 24))
-    throw Error("cuda::expand_activation_planes: bad shape M x K = " + shape_str(m, k));
-  const bool sharq = mode != PrepareMode::kNvfp4;
-  check_views("expand_activation_planes", sparse, residual, sharq);
-  if (reinterpret_cast<uintptr_t>(planes) & 15)
-    throw Error("cuda::expand_activation_planes: planes not 16-byte aligned");
-  planes_kernel<<<grid_for(m * k / 8), 256, 0, stream>>>(
-      sharq ? sparse.codes : nullptr, sharq ? sparse.scales : nullptr, residual.codes,
-      residual.scales, m, k, reinterpret_cast<uint4*>(planes));
-  check(cudaGetLastError(), "expand_activation_planes");
+  expand_planes("expand_activation_planes", false, mode, sparse, residual, m, k, planes, stream);
+}
+
+void expand_activation_planes_bf16(PrepareMode mode, const Nvfp4View& sparse,
+                                   const Nvfp4View& residual, int64_t m, int64_t k,
+                                   uint16_t* planes, cudaStream_t stream) {
+  expand_planes("expand_activation_planes_bf16", true, mode, sparse, residual, m, k, planes,
+                stream);
 }
 
 void prefill_ws_images(const Nvfp4View& sparse, const Nvfp4View& residual, int64_t m, int64_t k,

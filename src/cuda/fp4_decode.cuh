@@ -3,6 +3,7 @@
 // m16n8k16 wrapper.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -23,6 +24,16 @@ __device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
   __half2 v = *reinterpret_cast<__half2*>(&a);
   v = __hmul2(v, s);  // exact: E2M1 x UE4M3 x 2^-14 has <= 6 significant bits and is >= 2^-24
   return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// An FP16 pair of E2M1 x UE4M3 values times `up` (a power of two) as a BF16 pair: exact, since the
+// values have at most 6 significant bits and BF16 keeps 8 and FP16's whole exponent range.
+__device__ __forceinline__ uint32_t f16x2_to_bf16x2(uint32_t h, float up) {
+  float2 f = __half22float2(*reinterpret_cast<__half2*>(&h));
+  f.x *= up;
+  f.y *= up;
+  const __nv_bfloat162 b = __float22bfloat162_rn(f);
+  return *reinterpret_cast<const uint32_t*>(&b);
 }
 
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,

@@ -6,7 +6,8 @@
 // Why: Hopper has no FP4 MMA, so at large M the product is an FP16 GEMM whatever the kernel; the
 // one-launch gemm_prefill pays its in-loop decode on every token tile (M / 128 times per weight
 // tile) and measured 2.8-2.95x cuBLAS BF16, where a decode pass per call costs one stream over
-// the weight.
+// the weight. gemm_prefill_cublas_bf16 is the one-path product in BF16 out (the issue's output
+// type): BF16 decode, BF16 planes, the BF16 baseline's own GEMM call.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -28,16 +29,17 @@ namespace {
 // (four adjacent words) scattered each store over 64-byte strides and ran 1.6-1.8x slower
 // (docs/RESULTS.md, issue 5, session 14). A 2-D grid, rows on y (a grid-stride loop past 65535
 // rows), so the row comes from the block's coordinates, not a 64-bit division per thread.
-// Block (0, 0)'s thread 0 also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1}.
+// Block (0, 0)'s thread 0 also writes the GEMM scalars {s_x * s_w * 2^14, 0, 1} (BF16: the
+// values themselves, E2M1 x UE4M3, and {s_x * s_w, 0, 1}).
 constexpr int kDecodeThreads = 128, kWordsPerThread = 4;
 
-template <int WG>
+template <int WG, bool BF16>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
                                      uint4* __restrict__ out, const float* __restrict__ sx,
                                      const float* __restrict__ sw, float* __restrict__ scalars) {
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
-    scalars[0] = *sx * *sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+    scalars[0] = BF16 ? *sx * *sw : *sx * *sw * 16384.0f;  // 2^14: the subnormal placement
     scalars[1] = 0.0f;
     scalars[2] = 1.0f;
   }
@@ -64,7 +66,10 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
       uint32_t h[4];
       e2m1x8_to_f16x2(w[i], h);
 #pragma unroll
-      for (int t = 0; t < 4; ++t) h[t] = hmul2_u32(h[t], s);
+      for (int t = 0; t < 4; ++t) {
+        h[t] = hmul2_u32(h[t], s);
+        if (BF16) h[t] = f16x2_to_bf16x2(h[t], 16384.0f);
+      }
       out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
     }
   }
@@ -81,6 +86,32 @@ struct DevicePointerMode {
   cublasHandle_t h;
 };
 
+template <bool BF16>
+void decode_weight(const char* who, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
+                   uint16_t* out, const float* x_tensor_scale, float* scalars,
+                   cudaStream_t stream) {
+  const std::string name = std::string("cuda::") + who;
+  if (k <= 0 || k % 64 != 0 || n <= 0) throw Error(name + ": bad shape N x K = " + shape_str(n, k));
+  if (w_group != 16 && w_group != 32) throw Error(name + ": weight group must be 16 or 32");
+  if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
+    throw Error(name + ": misaligned codes (4 bytes) or output (16 bytes)");
+  if (k / 8 > 0x7fffffff) throw Error(name + ": K = " + std::to_string(k) + " too large");
+  const int64_t per_block = kDecodeThreads * kWordsPerThread;
+  const dim3 blocks(static_cast<unsigned>((k / 8 + per_block - 1) / per_block),
+                    static_cast<unsigned>(n < 65535 ? n : 65535));
+  auto* o = reinterpret_cast<uint4*>(out);
+  auto kernel = w_group == 32 ? decode_weight_kernel<32, BF16> : decode_weight_kernel<16, BF16>;
+  kernel<<<blocks, kDecodeThreads, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
+                                                w.tensor_scale, scalars);
+  check(cudaGetLastError(), who);
+}
+
+void check_cublas_range(const char* who, int64_t m, int64_t n, int64_t k) {
+  if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
+    throw Error(std::string("cuda::") + who + ": shape " + std::to_string(m) + " x " +
+                shape_str(n, k) + " is outside cuBLAS's int range");
+}
+
 }  // namespace
 
 size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
@@ -89,35 +120,19 @@ size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
 
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
                        const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
-  if (k <= 0 || k % 64 != 0 || n <= 0)
-    throw Error("cuda::decode_weight_f16: bad shape N x K = " + shape_str(n, k));
-  if (w_group != 16 && w_group != 32)
-    throw Error("cuda::decode_weight_f16: weight group must be 16 or 32");
-  if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
-    throw Error("cuda::decode_weight_f16: misaligned codes (4 bytes) or output (16 bytes)");
-  if (k / 8 > 0x7fffffff)
-    throw Error("cuda::decode_weight_f16: K = " + std::to_string(k) + " too large");
-  const int64_t per_block = kDecodeThreads * kWordsPerThread;
-  const dim3 blocks(static_cast<unsigned>((k / 8 + per_block - 1) / per_block),
-                    static_cast<unsigned>(n < 65535 ? n : 65535));
-  auto* o = reinterpret_cast<uint4*>(out);
-  if (w_group == 32) {
-    decode_weight_kernel<32><<<blocks, kDecodeThreads, 0, stream>>>(
-        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
-  } else {
-    decode_weight_kernel<16><<<blocks, kDecodeThreads, 0, stream>>>(
-        w.codes, w.scales, n, k, o, x_tensor_scale, w.tensor_scale, scalars);
-  }
-  check(cudaGetLastError(), "decode_weight_kernel");
+  decode_weight<false>("decode_weight_f16", w, w_group, n, k, out, x_tensor_scale, scalars, stream);
+}
+
+void decode_weight_bf16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
+                        const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
+  decode_weight<true>("decode_weight_bf16", w, w_group, n, k, out, x_tensor_scale, scalars, stream);
 }
 
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate) {
-  if (m < 1 || m > 0x7fffffff || n > 0x7fffffff || k > 0x7fffffff)
-    throw Error("cuda::gemm_prefill_cublas: shape " + std::to_string(m) + " x " + shape_str(n, k) +
-                " is outside cuBLAS's int range");
+  check_cublas_range("gemm_prefill_cublas_f32", m, n, k);
   if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill_cublas: paths must be 1 or 2");
   auto* wdec = static_cast<uint16_t*>(scratch);
   auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
@@ -133,6 +148,24 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
   }
+}
+
+void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_bf16,
+                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                              int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
+                              cudaStream_t stream) {
+  check_cublas_range("gemm_prefill_cublas_bf16", m, n, k);
+  auto* wdec = static_cast<uint16_t*>(scratch);
+  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
+  decode_weight_bf16(w, w_group, n, k, wdec, x_tensor_scale, scalars, stream);
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  const DevicePointerMode mode(blas);
+  const auto N = static_cast<int>(n), M = static_cast<int>(m), K = static_cast<int>(k);
+  // The same call as the BF16 baseline: FP32 accumulation, one rounding to BF16 at the end.
+  check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, scalars, wdec, CUDA_R_16BF, K,
+                          x_bf16, CUDA_R_16BF, K, scalars + 1, y_bf16, CUDA_R_16BF, N,
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "cublasGemmEx");
 }
 
 }  // namespace sharq::cuda

@@ -540,6 +540,32 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
   cublasDestroy(blas);
 }
 
+// Dense NVFP4 in BF16 out (BF16 planes expanded from prepare's packed output, BF16 weight decode,
+// cuBLAS BF16): the same shapes at SPEC 8's bf16 tolerance, every output written; the g32
+// payload too (the weight group is the decode's only difference).
+TEST(CudaGemmPrefillCublasBf16, MatchesFloat64ReferenceAndWritesEverything) {
+  cublasHandle_t blas = nullptr;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  for (int g_ : {16, 32}) {
+    for (auto [m_, n_, k_] : kPrefillShapes) {
+      const int64_t m = m_, n = n_, k = k_;
+      const int g = g_;
+      DeviceBuffer<uint16_t> xb(static_cast<size_t>(m * k));
+      DeviceBuffer<uint8_t> ws(prefill_cublas_scratch_bytes(n, k));
+      check_gemm_case(Mode::kNvfp4, g, m, n, k, [&](const GemmCaseBuffers& b) {
+        prepare(PrepareMode::kNvfp4, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr,
+                b.scratch, nullptr, nullptr);
+        xb.poison(0xFF);
+        expand_activation_planes_bf16(PrepareMode::kNvfp4, b.sparse->view(), b.residual->view(), m,
+                                      k, xb.p, nullptr);
+        gemm_prefill_cublas_bf16(blas, xb.p, b.residual->ts.p, m, b.weight->view(), g, n, k, b.y,
+                                 ws.p, nullptr);
+      });
+    }
+  }
+  cublasDestroy(blas);
+}
+
 // The 2:4 prefill (sharq-nvfp4-24, prepare without planes, prefill_ws_images +
 // gemm_prefill_ws_f32): the same shapes, float32 output at SPEC 8's float32 tolerance, then the
 // residual add (y += the same product is exactly 2y).
@@ -702,11 +728,24 @@ TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
       got.poison(0xA5);
       prepare(pm, c.x.p, m, k, c.sp.view(), c.rs.view(), nullptr, scratch.p, nullptr, want.p);
       expand_activation_planes(pm, c.sp.view(), c.rs.view(), m, k, got.p, nullptr);
+      DeviceBuffer<uint16_t> got_bf16(want.n);
+      got_bf16.poison(0xA5);
+      expand_activation_planes_bf16(pm, c.sp.view(), c.rs.view(), m, k, got_bf16.p, nullptr);
       check(cudaDeviceSynchronize(), "sync");
-      const auto a = want.download(), b = got.download();
-      size_t bad = 0;
-      for (size_t i = 0; i < a.size(); ++i) bad += a[i] != b[i];
+      const auto a = want.download(), b = got.download(), h = got_bf16.download();
+      size_t bad = 0, bad_bf16 = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        bad += a[i] != b[i];
+        // The BF16 planes hold the same values: FP16 -> float -> BF16 is exact for them.
+        __half_raw hr;
+        hr.x = a[i];
+        const __nv_bfloat16 want_bf16 = __float2bfloat16(__half2float(__half(hr)));
+        uint16_t bits;
+        std::memcpy(&bits, &want_bf16, 2);
+        bad_bf16 += bits != h[i];
+      }
       EXPECT_EQ(bad, 0u) << "mode " << static_cast<int>(pm) << " M=" << m << " K=" << k;
+      EXPECT_EQ(bad_bf16, 0u) << "bf16, mode " << static_cast<int>(pm) << " M=" << m << " K=" << k;
     }
   }
 }
@@ -715,9 +754,10 @@ TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
 // codecs.h): out[row][8q + i] is E2M1 x UE4M3 x 2^-14 of element 8q + (0,4,1,5,2,6,3,7)[i], from
 // the CPU's row-major codes. Shapes: a short last tile, a 64-wide last window, more rows than one
 // grid's 65535 (the row loop).
+// decode_weight_bf16: the same elements in BF16 without the 2^-14.
 TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
   constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
-  for (int g : {16, 32}) {
+  for (auto [g, bf16] : {std::pair<int, bool>{16, false}, {32, false}, {16, true}, {32, true}}) {
     for (auto [n, k] : {std::pair<int64_t, int64_t>{17, 192}, {40, 4096}, {65536 + 37, 64}}) {
       const auto w = synthetic_weight(n, k, fresh_seed());
       const PackedTensor ref =
@@ -731,7 +771,8 @@ TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
       DeviceBuffer<uint16_t> out(static_cast<size_t>(n * k));
       check(cudaMemset(out.p, 0xFF, out.n * 2), "poison");
       pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
-      decode_weight_f16(wq.view(), g, n, k, out.p, sx.p, scalars.p, nullptr);
+      (bf16 ? decode_weight_bf16 : decode_weight_f16)(wq.view(), g, n, k, out.p, sx.p, scalars.p,
+                                                      nullptr);
       check(cudaDeviceSynchronize(), "sync");
       const auto got = out.download();
       for (int64_t r = 0; r < n; ++r) {
@@ -742,15 +783,21 @@ TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
           const float v = __half2float(__half(__nv_cvt_fp4_to_halfraw(code, __NV_E2M1)));
           const float s = __half2float(__half(__nv_cvt_fp8_to_halfraw(
               ref.scales[static_cast<size_t>((r * k + e) / g)], __NV_E4M3)));
-          const __half want = __float2half(v * s * 0x1p-14f);
           uint16_t bits;
-          std::memcpy(&bits, &want, 2);
+          if (bf16) {
+            const __nv_bfloat16 want = __float2bfloat16(v * s);
+            std::memcpy(&bits, &want, 2);
+          } else {
+            const __half want = __float2half(v * s * 0x1p-14f);
+            std::memcpy(&bits, &want, 2);
+          }
           ASSERT_EQ(got[static_cast<size_t>(r * k + c)], bits)
-              << "g" << g << " " << n << "x" << k << " row " << r << " col " << c;
+              << "g" << g << (bf16 ? " bf16 " : " f16 ") << n << "x" << k << " row " << r << " col "
+              << c;
         }
       }
       const auto sc = scalars.download();
-      EXPECT_EQ(sc[0], two * ref.tensor_scale * 16384.0f);
+      EXPECT_EQ(sc[0], two * ref.tensor_scale * (bf16 ? 1.0f : 16384.0f));
       EXPECT_EQ(sc[1], 0.0f);
       EXPECT_EQ(sc[2], 1.0f);
     }

@@ -207,11 +207,25 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate = false);
+// Dense NVFP4 in the output type (one path, nvfp4): y (m, n) BF16 = RN(s_x * s_w *
+// X~ . W~^T), the weight decoded into BF16 scratch (prefill_cublas_scratch_bytes(n, k)) and one
+// cuBLAS BF16 GEMM with FP32 accumulation, the same call as the BF16 baseline. cuBLAS has no
+// FP16-input, BF16-output GEMM, so the activation comes as BF16 planes
+// (expand_activation_planes_bf16; E2M1 x UE4M3 is exact in BF16 as in FP16). Sets `blas` to
+// `stream`; leaves its pointer mode on host.
+void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_bf16,
+                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                              int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
+                              cudaStream_t stream);
 // The FP16 GEMM planes prepare writes into gemm_f16 (backbone then residual; nvfp4: one plane),
 // bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and `residual` (m, k; codes
 // 4-byte aligned). For products that need the planes after a prepare that skipped them.
 void expand_activation_planes(PrepareMode mode, const Nvfp4View& sparse, const Nvfp4View& residual,
                               int64_t m, int64_t k, uint16_t* planes, cudaStream_t stream);
+// The same planes with BF16 elements (the same values, exactly).
+void expand_activation_planes_bf16(PrepareMode mode, const Nvfp4View& sparse,
+                                   const Nvfp4View& residual, int64_t m, int64_t k,
+                                   uint16_t* planes, cudaStream_t stream);
 // Prefill for sharq-nvfp4-24 in one warp-specialised launch (any M; the engine's path for
 // M > 32): prefill_ws_images expands prepare(kSharqNvfp4_24)'s packed backbone and residual
 // (m, k; at most two non-zeros in each backbone 4-chunk, the 2:4 mask) into the GEMM's stage
@@ -236,6 +250,9 @@ void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int
 // scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas).
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
                        const float* x_tensor_scale, float* scalars, cudaStream_t stream);
+// The same in BF16 without the 2^-14 (E2M1 x UE4M3 itself); scalars = {s_x * s_w, 0, 1}.
+void decode_weight_bf16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
+                        const float* x_tensor_scale, float* scalars, cudaStream_t stream);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
