@@ -38,8 +38,9 @@
 #   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
 #   abprefillbase  prefill 1 x 2048 + batch-1 decode, this tree vs .device/pack/sharq_base.xz
 #   abprepare  bench_prepare, this tree vs .device/pack/bench_prepare_base.xz
-#   abattnprefill  prefill 1 x 2048 (bf16, nvfp4, sharq-nvfp4-24): the 3xTF32 tensor-core
-#            attention (default) vs the FP32 CUDA-core kernel (SHARQ_CUDA_ATTN_PREFILL=fp32)
+#   abattnprefill  prefill 1 x 2048 (bf16, nvfp4, sharq-nvfp4-24): the tensor-core attention on
+#            FP16 halves (default), on TF32 halves (SHARQ_CUDA_ATTN_PREFILL=tf32) and the FP32
+#            CUDA-core kernel (=fp32)
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -155,7 +156,7 @@ phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs
 }
 
 phase_probes() {  # PROBE_LIST picks some
-  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe attn_f16x3_probe}; do
+  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe}; do
     if [ -x "$B/bin/$p" ]; then
       echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
     fi
@@ -239,10 +240,10 @@ phase_abprefillbase() {  # prefill 1 x 2048 and batch-1 decode (bf16, sharq-nvfp
   done
 }
 
-phase_abattnprefill() {  # prefill 1 x 2048: tensor-core attention (default) vs FP32 cores,
-  # alternating, same call
+phase_abattnprefill() {  # prefill 1 x 2048: tensor-core attention on FP16 halves (default), on
+  # TF32 halves, FP32 cores, alternating, same call (AB_ATTN picks the variants)
   for r in 1 2; do
-    for v in tc fp32; do
+    for v in ${AB_ATTN:-f16 tf32 fp32}; do
       echo "-- attention $v run $r"
       SHARQ_CUDA_ATTN_PREFILL=$v timeout 150 "$B/bin/sharq" bench --synthetic llama-3.1-8b \
         --device cuda --modes bf16,nvfp4,sharq-nvfp4-24 --prefill 2048 --batch 1 --ctx 1024 \

@@ -2,6 +2,7 @@
 // kernel on FP32 CUDA cores (flash-decoding: key ranges over blocks, then a combine pass) for
 // t < 8, and for prefill a tiled flash kernel on tensor cores in 3xTF32 (float32-grade products;
 // the FP32 CUDA-core flash kernel stays for A/B, SHARQ_CUDA_ATTN_PREFILL=fp32).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -455,16 +456,111 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
 
 // ---- Prefill on tensor cores: one block = one (sequence, head, tile of 64 query rows), four
 // warps of 16 rows; key tiles of 64 rows, K and V each in their own buffer so that V's copy
-// overlaps the scores and the next K's copy overlaps P.V (cp.async). Products on mma.sync
-// m16n8k8 TF32 in 3xTF32: each operand x = hi + lo (split_tf32), and a product is
-// lo.hi + hi.lo + hi.hi into FP32 accumulators; the dropped lo.lo term and lo's own truncation
-// are about 2^-21 of it, so scores and P.V stay float32-grade (the CPU reference is float32).
-// Row strides of D + 4 floats make every fragment load conflict-free. ----
+// overlaps the scores and the next K's copy overlaps P.V (cp.async). Every product is split into
+// three: each operand x = hi + lo, and a product is lo.hi + hi.lo + hi.hi into FP32 accumulators.
+// The dropped lo.lo term and lo's own rounding are about 2^-21 of it, so scores and P.V stay
+// float32-grade (the CPU reference is float32). Two forms of the split:
+// - FP16 halves on mma.sync m16n8k16 (the default): half the MMA instructions and tensor-pipe
+//   cycles per FLOP of TF32 (docs/RESULTS.md, issue 6, session 16). FP16's range is small:
+//   an operand (q, k or v, per sequence and kv head) whose largest magnitude, from
+//   attn_range_kernel, lies outside [2^-4, 2^15) is scaled in shared memory by the power of two
+//   that puts it in [2^14, 2^15): nothing overflows, and every value within 2^-17 of that maximum
+//   keeps a normal FP16 lo, hence a relative error. Power-of-two scales are exact and come back
+//   out exactly (scores before the softmax, outputs at the end), so the results are those of an
+//   FP16 without range limits. P lies in [0, 1] with a row maximum of 1 and needs no scale.
+// - TF32 halves on m16n8k8: float32's range, no scales (SHARQ_CUDA_ATTN_PREFILL=tf32, A/B).
+// Q and K rows are FP16's float2 stride D + 8, V's D + 4: conflict-free for the FP16 form's
+// fragment loads (the TF32 form's Q/K loads are 2-way there). ----
 constexpr int kTcBM = 64, kTcBN = 64, kTcThreads = 128;
 
 template <int D>
-constexpr size_t prefill_tc_smem_bytes() {
-  return sizeof(float) * size_t{kTcBM + 2 * kTcBN} * (D + 4);
+struct TcLayout {
+  static constexpr int LQ = D + 8, LV = D + 4;
+  static constexpr size_t smem_bytes =
+      sizeof(float) * (size_t{kTcBM + kTcBN} * LQ + size_t{kTcBN} * LV);
+};
+
+// The range pass: block (x, y) takes sequence y / kv_heads, kv head y % kv_heads and writes the
+// largest |q| (the rows of the heads reading that kv head), |k| and |v| (cache rows 0 .. pos0 +
+// t) over its share to partials[(y * kRangeBlocks + x) * 3 + {0, 1, 2}]. No atomics, no memset:
+// the attention's blocks reduce the kRangeBlocks partials of their own (sequence, kv head).
+constexpr int kRangeBlocks = 32, kRangeThreads = 256;
+
+__device__ __forceinline__ float max_abs4(float m, float4 v) {
+  return fmaxf(fmaxf(m, fmaxf(fabsf(v.x), fabsf(v.y))), fmaxf(fabsf(v.z), fabsf(v.w)));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kRangeThreads)
+    attn_range_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads, int kv_heads,
+                      int64_t capacity, const float* __restrict__ kc, const float* __restrict__ vc,
+                      float* __restrict__ partials, const int64_t* pos_dev) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  const int y = static_cast<int>(blockIdx.y);
+  const int64_t b = y / kv_heads, kvh = y % kv_heads, group = heads / kv_heads;
+  const int64_t stride = int64_t{kRangeBlocks} * kRangeThreads;
+  const int64_t first = int64_t{blockIdx.x} * kRangeThreads + threadIdx.x;
+  // K and V rows 0 .. pos0 + t of this (sequence, kv head): contiguous.
+  const int64_t kv4 = (pos0 + t) * D / 4;
+  const auto* k4 = reinterpret_cast<const float4*>(kc + (b * kv_heads + kvh) * capacity * D);
+  const auto* v4 = reinterpret_cast<const float4*>(vc + (b * kv_heads + kvh) * capacity * D);
+  float mk = 0.0f, mv = 0.0f, mq = 0.0f;
+  for (int64_t i = first; i < kv4; i += stride) {
+    mk = max_abs4(mk, __ldg(k4 + i));
+    mv = max_abs4(mv, __ldg(v4 + i));
+  }
+  // q: each of the t rows holds this kv head's group of heads as group * D contiguous floats.
+  const int64_t row4 = group * D / 4, ld4 = int64_t{heads} * D / 4;
+  const auto* q4 = reinterpret_cast<const float4*>(q + b * t * heads * D + kvh * group * D);
+  for (int64_t i = first; i < t * row4; i += stride)
+    mq = max_abs4(mq, __ldg(q4 + (i / row4) * ld4 + i % row4));
+  __shared__ float red[3][kRangeThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) {
+    mq = fmaxf(mq, __shfl_xor_sync(0xffffffffu, mq, off));
+    mk = fmaxf(mk, __shfl_xor_sync(0xffffffffu, mk, off));
+    mv = fmaxf(mv, __shfl_xor_sync(0xffffffffu, mv, off));
+  }
+  const int warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) red[0][warp] = mq, red[1][warp] = mk, red[2][warp] = mv;
+  __syncthreads();
+  if (threadIdx.x < 3) {
+    float m = 0.0f;
+    for (int w = 0; w < kRangeThreads / 32; ++w) m = fmaxf(m, red[threadIdx.x][w]);
+    partials[(int64_t{y} * kRangeBlocks + blockIdx.x) * 3 + threadIdx.x] = m;
+  }
+}
+
+// 2^e as a float, e in [-126, 127].
+__device__ __forceinline__ float exp2i(int e) {
+  return __uint_as_float(static_cast<uint32_t>(e + 127) << 23);
+}
+// The power-of-two exponent for an operand whose largest magnitude is m: 0 (no scaling) for m in
+// [2^-4, 2^15), where nothing overflows and a value whose lo is an FP16 subnormal errs by at most
+// 2^-25 absolute, 2^-21 of m; otherwise the one that puts m in [2^14, 2^15). 0 too for m zero,
+// subnormal or not finite (nothing to scale, or the result is not finite anyway). Clamped to +-60
+// so that every scale and its inverse, and their products with the softmax scale, are normal.
+__device__ __forceinline__ int fp16_exponent(float m) {
+  const int e = static_cast<int>((__float_as_uint(m) >> 23) & 0xff);
+  if (e == 0 || e == 0xff || (e >= 127 - 4 && e < 127 + 15)) return 0;
+  return min(60, max(-60, 14 - (e - 127)));
+}
+
+// Multiplies rows [0, R) of a shared tile (R, LD; D columns) by s, in place: the FP16 form's
+// scaling, done once a tile where the fragments would do it once a warp. Barrier after.
+template <int D, int R, int LD>
+__device__ __forceinline__ void scale_tile(float* smem, float s) {
+  constexpr int kV = D / 4;
+  for (int x = threadIdx.x; x < R * kV; x += kTcThreads) {
+    float4* p = reinterpret_cast<float4*>(smem + (x / kV) * LD + 4 * (x % kV));
+    float4 v = *p;
+    v.x *= s;
+    v.y *= s;
+    v.z *= s;
+    v.w *= s;
+    *p = v;
+  }
+  __syncthreads();
 }
 
 // hi: x rounded to TF32 (10 mantissa bits, ties away from zero) on its bits, two integer
@@ -476,98 +572,201 @@ __device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) 
   hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
   lo = __float_as_uint(x - __uint_as_float(hi));
 }
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4],
-                                         const uint32_t (&b)[2]) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+// (x0, x1) = hi + lo, each an FP16 pair (x0 in the low half); x - hi is exact in float32.
+__device__ __forceinline__ void split_f16x2(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(x0, x1);
+  const float2 f = __half22float2(h);
+  const __half2 l = __floats2half2_rn(x0 - f.x, x1 - f.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+template <bool F16>
+__device__ __forceinline__ void mma_tc(float (&c)[4], const uint32_t (&a)[4],
+                                       const uint32_t (&b)[2]) {
+  if constexpr (F16) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
 }
 // c += a . b, the small terms first.
-__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const uint32_t (&ahi)[4],
+template <bool F16>
+__device__ __forceinline__ void mma_split3(float (&c)[4], const uint32_t (&ahi)[4],
                                            const uint32_t (&alo)[4], const uint32_t (&bhi)[2],
                                            const uint32_t (&blo)[2]) {
-  mma_tf32(c, alo, bhi);
-  mma_tf32(c, ahi, blo);
-  mma_tf32(c, ahi, bhi);
+  mma_tc<F16>(c, alo, bhi);
+  mma_tc<F16>(c, ahi, blo);
+  mma_tc<F16>(c, ahi, bhi);
 }
 
-// Starts copying rows [r0, r0 + R) of a (rows, ld) matrix into smem (R, D + 4); rows >= r_end
-// are zero-filled.
-template <int D, int R>
+// Starts copying rows [r0, r0 + R) of a (rows, ld) matrix into smem (R, LD); rows >= r_end are
+// zero-filled.
+template <int D, int R, int LD>
 __device__ __forceinline__ void copy_tile_async(float* smem, const float* src, int64_t ld,
                                                 int64_t r0, int64_t r_end) {
   constexpr int kV = D / 4;
   for (int x = threadIdx.x; x < R * kV; x += kTcThreads) {
     const int r = x / kV, c = x % kV;
     const bool in = r0 + r < r_end;
-    cp_async16(smem_u32(smem + r * (D + 4) + 4 * c), in ? src + (r0 + r) * ld + 4 * c : src,
+    cp_async16(smem_u32(smem + r * LD + 4 * c), in ? src + (r0 + r) * ld + 4 * c : src,
                in ? 16 : 0);
   }
 }
 
+// What a prefill block works on, and its shared-memory tiles.
 template <int D>
-__global__ void __launch_bounds__(kTcThreads, 2)
-    attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
-                           int kv_heads, int64_t capacity, const float* __restrict__ kc,
-                           const float* __restrict__ vc, float scale, float* __restrict__ out,
-                           const int64_t* pos_dev) {
-  pdl_entry();
-  if (pos_dev) pos0 = *pos_dev;
-  constexpr int LD = D + 4, NT = D / 8, BN = kTcBN, KT = BN / 8;
-  extern __shared__ float4 smem4[];
-  float* qs = reinterpret_cast<float*>(smem4);  // (BM, LD)
-  float* ks = qs + kTcBM * LD;                  // (BN, LD)
-  float* vs = ks + BN * LD;                     // (BN, LD)
-  const int lane = threadIdx.x % 32, g = lane / 4, tg = lane % 4;
-  const int qr = (threadIdx.x / 32) * 16 + g;  // this lane's rows: qr and qr + 8 of the tile
-  const PrefillBlock<D> blk(kTcBM, heads, kv_heads, capacity, kc, vc);
-  const int64_t m0 = blk.m0, b = blk.b, ld = blk.ld;
-  const int h = blk.h;
-  const float* kb = blk.kb;
-  const float* vb = blk.vb;
-  const int64_t n_end = pos0 + (m0 + kTcBM < t ? m0 + kTcBM : t);  // keys the last row sees
-  const int64_t qpos[2] = {pos0 + m0 + qr, pos0 + m0 + qr + 8};
+struct TcBlock {
+  const float* qg;  // the block's first query row
+  const float* kb;
+  const float* vb;
+  int64_t ld, t, m0, n_end;
+  float* qs;  // (BM, LQ)
+  float* ks;  // (BN, LQ)
+  float* vs;  // (BN, LV)
+  int qr, g, tg;
+  int64_t qpos[2];
+  float sq, sk, sv;  // the FP16 form's power-of-two scales of q, k and v (1 in the TF32 form)
+  bool scaled;       // any of them is not 1: the tiles are scaled in shared memory
+};
 
-  copy_tile_async<D, kTcBM>(qs, q + b * t * ld + h * D, ld, m0, t);
-  copy_tile_async<D, BN>(ks, kb, D, 0, n_end);
-  cp_async_commit();
-
-  float o[NT][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's share of the sum
-  for (int64_t n0 = 0; n0 < n_end; n0 += BN) {
-    copy_tile_async<D, BN>(vs, vb, D, n0, n_end);
-    cp_async_commit();
-    cp_async_wait<1>();  // Q and this K tile
-    __syncthreads();
-    // S (16 x 64 a warp) = Q . K^T; element e of n-tile nt: row qr + 8 (e / 2), key
-    // n0 + 8 nt + 2 tg + e % 2.
-    float s[KT][4] = {};
+// S (16 x 64 a warp) = Q . K^T for one key tile; element e of n-tile nt: row qr + 8 (e / 2), key
+// n0 + 8 nt + 2 tg + e % 2.
+template <int D, bool F16>
+__device__ __forceinline__ void tile_scores(const TcBlock<D>& k, float (&s)[kTcBN / 8][4]) {
+  constexpr int LQ = TcLayout<D>::LQ, KT = kTcBN / 8;
+  if constexpr (F16) {
+    // m16n8k16: A rows g, g + 8, columns 2 tg, 2 tg + 1 and those + 8; B column g, the same rows.
+#pragma unroll 2
+    for (int kk = 0; kk < D; kk += 16) {
+      uint32_t ahi[4], alo[4];
+      const float* qa = k.qs + k.qr * LQ + kk + 2 * k.tg;
+      const float2 q0 = *reinterpret_cast<const float2*>(qa);
+      const float2 q1 = *reinterpret_cast<const float2*>(qa + 8 * LQ);
+      const float2 q2 = *reinterpret_cast<const float2*>(qa + 8);
+      const float2 q3 = *reinterpret_cast<const float2*>(qa + 8 * LQ + 8);
+      split_f16x2(q0.x, q0.y, ahi[0], alo[0]);
+      split_f16x2(q1.x, q1.y, ahi[1], alo[1]);
+      split_f16x2(q2.x, q2.y, ahi[2], alo[2]);
+      split_f16x2(q3.x, q3.y, ahi[3], alo[3]);
+#pragma unroll
+      for (int nt = 0; nt < KT; ++nt) {
+        const float* kp = k.ks + (8 * nt + k.g) * LQ + kk + 2 * k.tg;
+        const float2 k0 = *reinterpret_cast<const float2*>(kp);
+        const float2 k1 = *reinterpret_cast<const float2*>(kp + 8);
+        uint32_t bhi[2], blo[2];
+        split_f16x2(k0.x, k0.y, bhi[0], blo[0]);
+        split_f16x2(k1.x, k1.y, bhi[1], blo[1]);
+        mma_split3<true>(s[nt], ahi, alo, bhi, blo);
+      }
+    }
+  } else {
 #pragma unroll 2
     for (int kk = 0; kk < D; kk += 8) {
       uint32_t ahi[4], alo[4];
-      const float* qa = qs + qr * LD + kk + tg;
+      const float* qa = k.qs + k.qr * LQ + kk + k.tg;
       split_tf32(qa[0], ahi[0], alo[0]);
-      split_tf32(qa[8 * LD], ahi[1], alo[1]);
+      split_tf32(qa[8 * LQ], ahi[1], alo[1]);
       split_tf32(qa[4], ahi[2], alo[2]);
-      split_tf32(qa[8 * LD + 4], ahi[3], alo[3]);
+      split_tf32(qa[8 * LQ + 4], ahi[3], alo[3]);
 #pragma unroll
       for (int nt = 0; nt < KT; ++nt) {
-        const float* kp = ks + (8 * nt + g) * LD + kk + tg;
+        const float* kp = k.ks + (8 * nt + k.g) * LQ + kk + k.tg;
         uint32_t bhi[2], blo[2];
         split_tf32(kp[0], bhi[0], blo[0]);
         split_tf32(kp[4], bhi[1], blo[1]);
-        mma_3xtf32(s[nt], ahi, alo, bhi, blo);
+        mma_split3<false>(s[nt], ahi, alo, bhi, blo);
       }
     }
+  }
+}
+
+// O += P . V for one key tile, P the softmaxed scores in their accumulator layout.
+template <int D, bool F16>
+__device__ __forceinline__ void tile_pv(const TcBlock<D>& k, const float (&s)[kTcBN / 8][4],
+                                        float (&o)[D / 8][4]) {
+  constexpr int LV = TcLayout<D>::LV, NT = D / 8, KT = kTcBN / 8;
+  if constexpr (F16) {
+    // The scores of n-tiles 2 j and 2 j + 1 are P's m16n8k16 A fragment for keys 16 j .. 16 j +
+    // 15 as they stand; V's B fragment is rows 16 j + 2 tg, + 1, + 8, + 9 of column g.
+#pragma unroll
+    for (int j = 0; j < KT / 2; ++j) {
+      uint32_t ahi[4], alo[4];
+      split_f16x2(s[2 * j][0], s[2 * j][1], ahi[0], alo[0]);
+      split_f16x2(s[2 * j][2], s[2 * j][3], ahi[1], alo[1]);
+      split_f16x2(s[2 * j + 1][0], s[2 * j + 1][1], ahi[2], alo[2]);
+      split_f16x2(s[2 * j + 1][2], s[2 * j + 1][3], ahi[3], alo[3]);
+      const float* vp = k.vs + (16 * j + 2 * k.tg) * LV + k.g;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t bhi[2], blo[2];
+        split_f16x2(vp[8 * nt], vp[LV + 8 * nt], bhi[0], blo[0]);
+        split_f16x2(vp[8 * LV + 8 * nt], vp[9 * LV + 8 * nt], bhi[1], blo[1]);
+        mma_split3<true>(o[nt], ahi, alo, bhi, blo);
+      }
+    }
+  } else {
+    // The keys of each 8-step in the order 0,2,4,6,1,3,5,7: then P's m16n8k8 A fragment is the
+    // lane's own accumulators (a0, a1, a2, a3 = c0, c2, c1, c3) and V's B fragment is rows 2 tg
+    // and 2 tg + 1.
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      uint32_t ahi[4], alo[4];
+      split_tf32(s[kt][0], ahi[0], alo[0]);
+      split_tf32(s[kt][2], ahi[1], alo[1]);
+      split_tf32(s[kt][1], ahi[2], alo[2]);
+      split_tf32(s[kt][3], ahi[3], alo[3]);
+      const float* vp = k.vs + (8 * kt + 2 * k.tg) * LV + k.g;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t bhi[2], blo[2];
+        split_tf32(vp[8 * nt], bhi[0], blo[0]);
+        split_tf32(vp[LV + 8 * nt], bhi[1], blo[1]);
+        mma_split3<false>(o[nt], ahi, alo, bhi, blo);
+      }
+    }
+  }
+}
+
+// The flash loop over the block's key tiles: o (unnormalised) and l (this lane's share of each
+// row's sum). Leaves the shared tiles free (ends on a barrier).
+// scale, unscale_k: the scores' factors, applied in turn (the softmax scale times q's inverse
+// scale, then k's inverse scale: each product exact, so the score is the unscaled one's).
+template <int D, bool F16>
+__device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale, float unscale_k,
+                                                float (&o)[D / 8][4], float (&l)[2]) {
+  constexpr int LQ = TcLayout<D>::LQ, LV = TcLayout<D>::LV, NT = D / 8, BN = kTcBN, KT = BN / 8;
+  copy_tile_async<D, kTcBM, LQ>(k.qs, k.qg, k.ld, k.m0, k.t);
+  copy_tile_async<D, BN, LQ>(k.ks, k.kb, D, 0, k.n_end);
+  cp_async_commit();
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY};
+  l[0] = l[1] = 0.0f;
+  for (int64_t n0 = 0; n0 < k.n_end; n0 += BN) {
+    copy_tile_async<D, BN, LV>(k.vs, k.vb, D, n0, k.n_end);
+    cp_async_commit();
+    cp_async_wait<1>();  // Q and this K tile
+    __syncthreads();
+    if (F16 && k.scaled) {
+      if (n0 == 0) scale_tile<D, kTcBM, LQ>(k.qs, k.sq);
+      scale_tile<D, BN, LQ>(k.ks, k.sk);
+    }
+    float s[KT][4] = {};
+    tile_scores<D, F16>(k, s);
     // Scale, causal mask, online softmax; a row's 64 scores lie in the 4 lanes sharing g.
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int nt = 0; nt < KT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t key = n0 + 8 * nt + 2 * tg + (e & 1);
-        s[nt][e] = key <= qpos[e >> 1] ? s[nt][e] * scale : -INFINITY;
+        const int64_t key = n0 + 8 * nt + 2 * k.tg + (e & 1);
+        s[nt][e] = key <= k.qpos[e >> 1] ? s[nt][e] * scale * unscale_k : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
     }
@@ -597,43 +796,81 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       o[nt][3] *= corr[1];
     }
     __syncthreads();  // every warp is done with K
-    if (n0 + BN < n_end) copy_tile_async<D, BN>(ks, kb, D, n0 + BN, n_end);
+    if (n0 + BN < k.n_end) copy_tile_async<D, BN, LQ>(k.ks, k.kb, D, n0 + BN, k.n_end);
     cp_async_commit();   // possibly empty: keeps the group count uniform
     cp_async_wait<1>();  // V
     __syncthreads();
-    // O += P . V with the keys of each 8-step taken in the order 0,2,4,6,1,3,5,7: then the A
-    // fragment of P is the lane's own S accumulator (a0, a1, a2, a3 = c0, c2, c1, c3) and V's
-    // B fragment is rows 2 tg and 2 tg + 1.
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-      uint32_t ahi[4], alo[4];
-      split_tf32(s[kt][0], ahi[0], alo[0]);
-      split_tf32(s[kt][2], ahi[1], alo[1]);
-      split_tf32(s[kt][1], ahi[2], alo[2]);
-      split_tf32(s[kt][3], ahi[3], alo[3]);
-      const float* vp = vs + (8 * kt + 2 * tg) * LD + g;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        uint32_t bhi[2], blo[2];
-        split_tf32(vp[8 * nt], bhi[0], blo[0]);
-        split_tf32(vp[LD + 8 * nt], bhi[1], blo[1]);
-        mma_3xtf32(o[nt], ahi, alo, bhi, blo);
-      }
-    }
+    if (F16 && k.scaled) scale_tile<D, BN, LV>(k.vs, k.sv);
+    tile_pv<D, F16>(k, s, o);
     __syncthreads();  // every warp is done with V
+  }
+}
+
+template <int D, bool F16>
+__global__ void __launch_bounds__(kTcThreads, 2)
+    attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+                           int kv_heads, int64_t capacity, const float* __restrict__ kc,
+                           const float* __restrict__ vc, float scale, float* __restrict__ out,
+                           const int64_t* pos_dev, const float* __restrict__ range) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  constexpr int NT = D / 8;
+  extern __shared__ float4 smem4[];
+  const PrefillBlock<D> blk(kTcBM, heads, kv_heads, capacity, kc, vc);
+  TcBlock<D> k;
+  const int lane = threadIdx.x % 32;
+  k.g = lane / 4;
+  k.tg = lane % 4;
+  k.qr = (threadIdx.x / 32) * 16 + k.g;  // this lane's rows: qr and qr + 8 of the tile
+  k.m0 = blk.m0;
+  k.ld = blk.ld;
+  k.t = t;
+  k.qg = q + blk.b * t * blk.ld + blk.h * D;
+  k.kb = blk.kb;
+  k.vb = blk.vb;
+  k.n_end = pos0 + (k.m0 + kTcBM < t ? k.m0 + kTcBM : t);  // keys the last row sees
+  k.qpos[0] = pos0 + k.m0 + k.qr;
+  k.qpos[1] = k.qpos[0] + 8;
+  k.qs = reinterpret_cast<float*>(smem4);
+  k.ks = k.qs + kTcBM * TcLayout<D>::LQ;
+  k.vs = k.ks + kTcBN * TcLayout<D>::LQ;
+
+  float o[NT][4], l[2], unscale_v = 1.0f;
+  if constexpr (F16) {
+    // Each warp reduces its (sequence, kv head)'s range partials: lane i holds partial i.
+    static_assert(kRangeBlocks == 32, "one partial a lane");
+    const int64_t y = blk.b * kv_heads + blk.h / (heads / kv_heads);
+    const float* p = range + (y * kRangeBlocks + lane) * 3;
+    float mq = p[0], mk = p[1], mv = p[2];
+    for (int off = 16; off > 0; off >>= 1) {
+      mq = fmaxf(mq, __shfl_xor_sync(0xffffffffu, mq, off));
+      mk = fmaxf(mk, __shfl_xor_sync(0xffffffffu, mk, off));
+      mv = fmaxf(mv, __shfl_xor_sync(0xffffffffu, mv, off));
+    }
+    const int eq = fp16_exponent(mq), ek = fp16_exponent(mk), ev = fp16_exponent(mv);
+    k.sq = exp2i(eq);
+    k.sk = exp2i(ek);
+    k.sv = exp2i(ev);
+    k.scaled = (eq | ek | ev) != 0;
+    unscale_v = exp2i(-ev);
+    prefill_tc_rows<D, true>(k, scale * exp2i(-eq), exp2i(-ek), o, l);
+  } else {
+    k.sq = k.sk = k.sv = 1.0f;
+    k.scaled = false;
+    prefill_tc_rows<D, false>(k, scale, 1.0f, o, l);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float sum = l[r];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int64_t row = m0 + qr + 8 * r;
+    const int64_t row = k.m0 + k.qr + 8 * r;
     if (row >= t) continue;
-    float* dst = out + (b * t + row) * ld + h * D + 2 * tg;
+    float* dst = out + (blk.b * t + row) * blk.ld + blk.h * D + 2 * k.tg;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       *reinterpret_cast<float2*>(dst + 8 * nt) =
-          make_float2(o[nt][2 * r] / sum, o[nt][2 * r + 1] / sum);
+          make_float2(o[nt][2 * r] / sum * unscale_v, o[nt][2 * r + 1] / sum * unscale_v);
     }
   }
 }
@@ -698,51 +935,80 @@ void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t
   }
 }
 
-bool& prefill_fp32() {
-  static bool on = [] {
+using testing::PrefillKernel;
+
+// SHARQ_CUDA_ATTN_PREFILL: fp32 (the CUDA-core kernel), tf32 (the tensor-core kernel in its TF32
+// form), unset: the FP16 form. For A/B and the tests.
+PrefillKernel& prefill_kernel() {
+  static PrefillKernel k = [] {
     const char* e = std::getenv("SHARQ_CUDA_ATTN_PREFILL");
-    return e != nullptr && std::string(e) == "fp32";
+    const std::string v = e ? e : "";
+    return v == "fp32"   ? PrefillKernel::kFp32Cores
+           : v == "tf32" ? PrefillKernel::kTf32x3
+                         : PrefillKernel::kF16x3;
   }();
-  return on;
+  return k;
+}
+
+size_t prefill_range_bytes(int64_t batch, int64_t kv_heads) {
+  return static_cast<size_t>(batch * kv_heads) * kRangeBlocks * 3 * sizeof(float);
 }
 
 template <int D>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
-                    float scale, float* out, cudaStream_t stream, const int64_t* pos_dev) {
-  if (prefill_fp32()) {
+                    float scale, float* out, void* workspace, size_t workspace_bytes,
+                    cudaStream_t stream, const int64_t* pos_dev) {
+  const int h = static_cast<int>(heads), kvh = static_cast<int>(kv_heads);
+  if (prefill_kernel() == PrefillKernel::kFp32Cores) {
     constexpr size_t smem = prefill_smem_bytes<D>();
     opt_in_smem<attn_prefill_kernel<D>, smem>("attn_prefill_kernel smem");
     const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
                     static_cast<unsigned>(batch));
     launch_pdl(attn_prefill_kernel<D>, grid, dim3(kPrefillThreads), smem, stream,
-               "attn_prefill_kernel", q, t, pos0, static_cast<int>(heads),
-               static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
+               "attn_prefill_kernel", q, t, pos0, h, kvh, capacity, kc, vc, scale, out, pos_dev);
     return;
   }
-  constexpr size_t smem = prefill_tc_smem_bytes<D>();
-  opt_in_smem<attn_prefill_tc_kernel<D>, smem>("attn_prefill_tc_kernel smem");
+  float* range = nullptr;
+  if (prefill_kernel() == PrefillKernel::kF16x3) {
+    const size_t need = prefill_range_bytes(batch, kv_heads);
+    if (workspace == nullptr || workspace_bytes < need) {
+      throw Error("attention: workspace of " + std::to_string(workspace_bytes) +
+                  " bytes is smaller than the " + std::to_string(need) + " the prefill needs");
+    }
+    range = static_cast<float*>(workspace);
+    launch_pdl(attn_range_kernel<D>, dim3(kRangeBlocks, static_cast<unsigned>(batch * kv_heads)),
+               dim3(kRangeThreads), 0, stream, "attn_range_kernel", q, t, pos0, h, kvh, capacity,
+               kc, vc, range, pos_dev);
+  }
+  constexpr size_t smem = TcLayout<D>::smem_bytes;
   const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
-  launch_pdl(attn_prefill_tc_kernel<D>, grid, dim3(kTcThreads), smem, stream,
-             "attn_prefill_tc_kernel", q, t, pos0, static_cast<int>(heads),
-             static_cast<int>(kv_heads), capacity, kc, vc, scale, out, pos_dev);
+  if (range) {
+    opt_in_smem<attn_prefill_tc_kernel<D, true>, smem>("attn_prefill_tc_kernel smem");
+    launch_pdl(attn_prefill_tc_kernel<D, true>, grid, dim3(kTcThreads), smem, stream,
+               "attn_prefill_tc_kernel", q, t, pos0, h, kvh, capacity, kc, vc, scale, out, pos_dev,
+               static_cast<const float*>(range));
+  } else {
+    opt_in_smem<attn_prefill_tc_kernel<D, false>, smem>("attn_prefill_tc_kernel smem");
+    launch_pdl(attn_prefill_tc_kernel<D, false>, grid, dim3(kTcThreads), smem, stream,
+               "attn_prefill_tc_kernel", q, t, pos0, h, kvh, capacity, kc, vc, scale, out, pos_dev,
+               static_cast<const float*>(nullptr));
+  }
 }
 
 }  // namespace
 
 namespace testing {
-void attention_prefill_fp32(bool on) {
-  prefill_fp32() = on;
+void attention_prefill_kernel(PrefillKernel k) {
+  prefill_kernel() = k;
 }
 }  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity) {
-  if (t <= 0 || t >= kDecodeMaxT || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 ||
-      capacity <= 0) {
-    return 0;
-  }
+  if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
+  if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
   const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
   if (p.splits_bound <= 1) return 0;
   return static_cast<size_t>(batch * t * heads * p.splits_bound) *
@@ -785,10 +1051,10 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
   }
   if (head_dim == 64) {
     launch_prefill<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
-                       stream, pos_dev);
+                       workspace, workspace_bytes, stream, pos_dev);
   } else {
     launch_prefill<128>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,
-                        stream, pos_dev);
+                        workspace, workspace_bytes, stream, pos_dev);
   }
   return false;
 }

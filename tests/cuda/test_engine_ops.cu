@@ -12,6 +12,7 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "cuda_test_util.cuh"
@@ -293,12 +294,12 @@ struct AttnCase {
   float q_sigma = 1.0f;  // larger = peakier softmax
 };
 
-// Runs the CUDA attention and the CPU one per sequence; returns the comparison.
-void check_attention(const AttnCase& c) {
+// Runs the CUDA attention on (q, kc, vc) and the CPU one per sequence and compares them: at most
+// 1e-4 apart, or 1e-4 of the values' largest magnitude with `relative`.
+void check_attention_on(const AttnCase& c, const std::vector<float>& q,
+                        const std::vector<float>& kc, const std::vector<float>& vc,
+                        bool relative = false) {
   const int64_t ld = c.heads * c.hd;
-  const auto q = randn(static_cast<size_t>(c.batch * c.t * ld), c.q_sigma);
-  const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
-  const auto vc = randn(kc.size());
   std::vector<float> want(q.size());
   cpu::set_blas_threads(1);
   for (int64_t b = 0; b < c.batch; ++b) {
@@ -312,13 +313,21 @@ void check_attention(const AttnCase& c) {
   out.poison();
   attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, dk.p, dv.p, out.p,
             ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
-  const Diff e = compare(out.download(), want, 0.0, 1e-4);
+  double v_max = 0.0;
+  for (float v : vc) v_max = std::max(v_max, static_cast<double>(std::fabs(v)));
+  const Diff e = compare(out.download(), want, 0.0, 1e-4 * (relative ? v_max : 1.0));
   EXPECT_EQ(e.bad, 0) << "batch " << c.batch << " t " << c.t << " pos0 " << c.pos0 << " heads "
                       << c.heads << "/" << c.kv_heads << " hd " << c.hd << " max abs " << e.max_abs;
   std::printf("attention b%ld t%ld pos0 %ld h%ld/%ld hd%ld: max abs err %.2e (ws %zu B)\n",
               static_cast<long>(c.batch), static_cast<long>(c.t), static_cast<long>(c.pos0),
               static_cast<long>(c.heads), static_cast<long>(c.kv_heads), static_cast<long>(c.hd),
               e.max_abs, ws_bytes);
+}
+
+void check_attention(const AttnCase& c) {
+  const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd), c.q_sigma);
+  const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
+  check_attention_on(c, q, kc, randn(kc.size()));
 }
 
 TEST(CudaOpsAttention, Decode) {
@@ -339,15 +348,21 @@ TEST(CudaOpsAttention, Decode) {
   }
 }
 
-// The prefill kernels: the 3xTF32 tensor-core one (default) and the FP32 CUDA-core one.
-class CudaOpsAttentionPrefill : public ::testing::TestWithParam<bool> {
+// The prefill kernels: the tensor-core one on FP16 halves (default), the same in its TF32 form
+// only, and the FP32 CUDA-core one.
+using testing::PrefillKernel;
+class CudaOpsAttentionPrefill : public ::testing::TestWithParam<PrefillKernel> {
  protected:
-  void SetUp() override { testing::attention_prefill_fp32(GetParam()); }
-  void TearDown() override { testing::attention_prefill_fp32(false); }
+  void SetUp() override { testing::attention_prefill_kernel(GetParam()); }
+  void TearDown() override { testing::attention_prefill_kernel(PrefillKernel::kF16x3); }
 };
-INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& i) {
-                           return i.param ? std::string("Fp32Cores") : std::string("Tf32x3");
+INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill,
+                         ::testing::Values(PrefillKernel::kF16x3, PrefillKernel::kTf32x3,
+                                           PrefillKernel::kFp32Cores),
+                         [](const ::testing::TestParamInfo<PrefillKernel>& i) {
+                           return i.param == PrefillKernel::kF16x3    ? std::string("F16x3")
+                                  : i.param == PrefillKernel::kTf32x3 ? std::string("Tf32x3")
+                                                                      : std::string("Fp32Cores");
                          });
 
 TEST_P(CudaOpsAttentionPrefill, MatchesCpu) {
@@ -364,6 +379,33 @@ TEST_P(CudaOpsAttentionPrefill, MatchesCpu) {
        }) {
     check_attention(c);
   }
+}
+
+// FP16's range in the default prefill (FP16 halves of power-of-two-scaled operands): inputs far
+// outside it, both ways, match the CPU to 1e-4 of their own magnitude. Unscaled, the first cases
+// would overflow FP16 (infinities, NaN outputs) and the tiny ones flush to zero.
+TEST_P(CudaOpsAttentionPrefill, ScalesOutsideFp16Range) {
+  const AttnCase c{2, 200, 30, 4, 2, 128, 230};
+  auto scaled = [](std::vector<float> v, float s) {
+    for (float& x : v) x *= s;
+    return v;
+  };
+  const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd));
+  const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
+  const auto vc = randn(kc.size());
+  for (const auto& [sq, sk, sv] : std::vector<std::tuple<float, float, float>>{
+           {1e-6f, 1e6f, 1e6f},      // k and v past 65504, q small: moderate scores
+           {1e5f, 1e-5f, 1e-12f},    // q past 65504, v tiny (FP16 subnormal or zero)
+           {1e-12f, 1e-12f, 3e-9f},  // everything tiny: a uniform softmax
+           {3e-3f, 2e2f, 1.0f},      // a peaky softmax from moderate inputs
+       }) {
+    check_attention_on(c, scaled(q, sq), scaled(kc, sk), scaled(vc, sv), true);
+  }
+  // One outlier beyond FP16 in a cache of ordinary values: the rest keep their precision (they
+  // lie within 2^-17 of the scaled maximum).
+  auto v1 = vc;
+  v1[static_cast<size_t>(20 * c.hd + 100)] = 2e5f;
+  check_attention_on(c, q, kc, v1, true);
 }
 
 TEST(CudaOpsAttention, RejectsUnsupported) {
@@ -400,11 +442,14 @@ TEST(CudaOpsTiming, Attention) {
       attention(dq.p, s.batch, s.t, s.pos0, heads, kvh, hd, s.cap, dk.p, dv.p, out.p,
                 ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
     };
-    // Prefill: the tensor-core kernel, the FP32 CUDA-core one, the tensor-core one again.
-    const std::vector<bool> kernels =
-        s.t == 1 ? std::vector<bool>{false} : std::vector<bool>{false, true, false};
-    for (const bool fp32 : kernels) {
-      testing::attention_prefill_fp32(fp32);
+    // Prefill: the default (FP16 halves), TF32 halves, the FP32 CUDA-core kernel, the default
+    // again.
+    const std::vector<PrefillKernel> kernels =
+        s.t == 1 ? std::vector<PrefillKernel>{PrefillKernel::kF16x3}
+                 : std::vector<PrefillKernel>{PrefillKernel::kF16x3, PrefillKernel::kTf32x3,
+                                              PrefillKernel::kFp32Cores, PrefillKernel::kF16x3};
+    for (const PrefillKernel kernel : kernels) {
+      testing::attention_prefill_kernel(kernel);
       for (int i = 0; i < 3; ++i) once();
       constexpr int kReps = 20;
       check(cudaEventRecord(e0), "record");
@@ -422,11 +467,14 @@ TEST(CudaOpsTiming, Attention) {
       } else {
         const double flops = 4.0 * heads * hd * (static_cast<double>(s.t) * (s.t + 1) / 2);
         std::printf("TIMING prefill (%s) batch %ld t %ld: %.1f us, %.1f TFLOP/s (causal)\n",
-                    fp32 ? "FP32 cores" : "3xTF32 tensor cores", static_cast<long>(s.batch),
-                    static_cast<long>(s.t), us, flops / us * 1e-6 * s.batch);
+                    kernel == PrefillKernel::kF16x3    ? "3xFP16 tensor cores"
+                    : kernel == PrefillKernel::kTf32x3 ? "3xTF32 tensor cores"
+                                                       : "FP32 cores",
+                    static_cast<long>(s.batch), static_cast<long>(s.t), us,
+                    flops / us * 1e-6 * s.batch);
       }
     }
-    testing::attention_prefill_fp32(false);
+    testing::attention_prefill_kernel(PrefillKernel::kF16x3);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

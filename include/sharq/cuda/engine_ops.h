@@ -49,14 +49,17 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
                                  int64_t head_dim, int64_t capacity);
 
 namespace testing {
-// Prefill attention (t >= 8) on the FP32 CUDA-core flash kernel instead of the 3xTF32
-// tensor-core one (default off; SHARQ_CUDA_ATTN_PREFILL=fp32 starts it on), for A/B.
-void attention_prefill_fp32(bool on);
+// Which prefill attention (t >= 8) runs, for A/B and the tests: the tensor-core kernel with its
+// products on FP16 halves of power-of-two-scaled operands (default), the same kernel on TF32
+// halves (SHARQ_CUDA_ATTN_PREFILL=tf32), or the FP32 CUDA-core flash kernel
+// (SHARQ_CUDA_ATTN_PREFILL=fp32). The variable sets the start value.
+enum class PrefillKernel { kF16x3, kTf32x3, kFp32Cores };
+void attention_prefill_kernel(PrefillKernel k);
 }  // namespace testing
 
 // Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
-// CUDA cores, prefill on tensor cores in 3xTF32: every product as three TF32 products of the
-// operands' high and low parts, float32-grade).
+// CUDA cores, prefill on tensor cores: every product as three products of the operands' high and
+// low FP16 halves, float32-grade; the operands scaled by powers of two into FP16's range).
 // q, out: (batch * t, heads * head_dim); row b * t + i (position pos0 + i) attends to cache rows
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
