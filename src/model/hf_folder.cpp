@@ -2,10 +2,13 @@
 // tokenizer.json and tokenizer_config.json. Not the safetensors container parser (safetensors.cpp).
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
+#include "json_numbers.h"
 #include "sharq/error.h"
 #include "sharq/model/load.h"
 #include "sharq/model/safetensors.h"
@@ -36,14 +39,21 @@ json parse_json(const std::string& text, const std::string& name) {
   }
 }
 
-// Typed field access with the file and key in the message.
+// Typed field access with the file and key in the message; numbers through json_numbers.h.
 template <typename T>
 T get_or(const json& j, const char* key, T dflt, const std::string& name) {
   if (!j.contains(key) || j[key].is_null()) return dflt;
-  try {
-    return j[key].get<T>();
-  } catch (const json::exception&) {
-    throw Error(name + ": key '" + key + "' has the wrong type");
+  const std::string what = name + ": key '" + key + "'";
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return json_int64(j[key], what);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return json_float(j[key], what);
+  } else {
+    try {
+      return j[key].get<T>();
+    } catch (const json::exception&) {
+      throw Error(what + " has the wrong type");
+    }
   }
 }
 
@@ -51,7 +61,7 @@ int64_t get_int_req(const json& j, const char* key, const std::string& name) {
   if (!j.contains(key) || !j[key].is_number_integer()) {
     throw Error(name + ": missing or non-integer '" + key + "'");
   }
-  return j[key].get<int64_t>();
+  return json_int64(j[key], name + ": key '" + key + "'");
 }
 
 }  // namespace
@@ -183,7 +193,12 @@ LoadedModel load_hf_impl(const std::string& dir) {
     auto first_id = [&](const char* key) -> int32_t {
       if (!cfg.contains(key)) return -1;
       const json& v = cfg[key].is_array() && !cfg[key].empty() ? cfg[key][0] : cfg[key];
-      return v.is_number_integer() ? v.get<int32_t>() : -1;
+      if (!v.is_number_integer()) return -1;
+      const int64_t id = json_int64(v, "config.json: " + std::string(key));
+      if (id < -1 || id > std::numeric_limits<int32_t>::max())
+        throw Error("config.json: " + std::string(key) + " = " + std::to_string(id) +
+                    " is out of range");
+      return static_cast<int32_t>(id);
     };
     const int32_t cb = first_id("bos_token_id");
     const int32_t ce = first_id("eos_token_id");

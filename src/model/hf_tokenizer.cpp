@@ -2,6 +2,7 @@
 // pre-tokenizer recognised by its exact regex. Not the tokenizer itself (src/tokenizer).
 #include <nlohmann/json.hpp>
 
+#include "json_numbers.h"
 #include "sharq/error.h"
 #include "sharq/model/load.h"
 
@@ -133,7 +134,7 @@ TokenizerData parse_impl(const std::string& tokenizer_json,
   }
   for (const auto& [tok, id] : model["vocab"].items()) {
     if (!id.is_number_integer()) throw Error(name + ": vocab['" + tok + "'] is not an integer");
-    place(id.get<int64_t>(), tok);
+    place(json_int64(id, name + ": vocab['" + tok + "']"), tok);
   }
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const json& a : j["added_tokens"]) {
@@ -142,7 +143,7 @@ TokenizerData parse_impl(const std::string& tokenizer_json,
           a["content"].get<std::string>().empty()) {
         throw Error(name + ": malformed added_tokens entry");
       }
-      const int64_t id = a["id"].get<int64_t>();
+      const int64_t id = json_int64(a["id"], name + ": added_tokens id");
       place(id, a["content"].get<std::string>());
       t.special_ids.push_back(static_cast<int32_t>(id));
     }

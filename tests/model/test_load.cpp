@@ -409,6 +409,33 @@ TEST(LoadCorrupt, GgufArrayBudget) {
   EXPECT_NE(msg.find("array elements"), std::string::npos) << msg;
 }
 
+// Numbers no target type holds (found by fuzz_tokenizer: a 60-digit head_dim, which JSON parses
+// as a double and nlohmann then cast to int64 unchecked) are errors naming the key; an integral
+// float is accepted as the integer it is.
+TEST(LoadCorrupt, JsonNumbersOutOfRange) {
+  auto config = [](const std::string& extra) {
+    return R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+               "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, )" +
+           extra + "}";
+  };
+  for (const char* bad :
+       {R"("head_dim": 326666666666666666666666666666666666666666666666666666666)",
+        R"("head_dim": 1e30)", R"("head_dim": -1e300)", R"("head_dim": 4.5)",
+        R"("head_dim": 18446744073709551615)", R"("max_position_embeddings": 9223372036854775808)",
+        R"("rms_norm_eps": 1e300)", R"("rope_theta": -1e39)"}) {
+    std::string msg;
+    EXPECT_FALSE(loads_or_errors([&] { parse_hf_config(config(bad), "c.json"); }, &msg)) << bad;
+    EXPECT_NE(msg.find("c.json: key '"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(parse_hf_config(config(R"("head_dim": 4.0)"), "c.json").head_dim, 4);
+  EXPECT_EQ(parse_hf_config(config(R"("rope_theta": 500000)"), "c.json").rope_theta, 500000.0f);
+  for (const char* id : {"18446744073709551615", "9223372036854775807", "-3"}) {
+    const std::string tj = std::string(R"({"model": {"type": "BPE", "vocab": {"a": )") + id +
+                           R"(}}, "pre_tokenizer": {"type": "ByteLevel"}})";
+    EXPECT_THROW(parse_tokenizer_json(tj, "", "t.json"), sharq::Error) << id;
+  }
+}
+
 TEST(LoadCorrupt, JsonOfTheWrongTypes) {
   // Wrong JSON types must come back as sharq::Error, not nlohmann exceptions.
   for (const char* tj : {R"({"model": {"type": 5}})", R"({"model": {"vocab": []}})",
