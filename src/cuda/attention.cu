@@ -1,7 +1,8 @@
 // Causal GQA attention over the float32 KV cache with an online softmax: a split-key decode
 // kernel on FP32 CUDA cores (flash-decoding: key ranges over blocks, then a combine pass) for
-// t < 8, and for prefill a tiled flash kernel on tensor cores in 3xTF32 (float32-grade products;
-// the FP32 CUDA-core flash kernel stays for A/B, SHARQ_CUDA_ATTN_PREFILL=fp32).
+// t < 8, and for prefill a tiled flash kernel on tensor cores, each product as three products of
+// FP16 halves (float32-grade; TF32 halves and the FP32 CUDA-core flash kernel stay for A/B,
+// SHARQ_CUDA_ATTN_PREFILL=tf32|fp32).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -735,10 +736,11 @@ __device__ __forceinline__ void tile_pv(const TcBlock<D>& k, const float (&s)[kT
 
 // The flash loop over the block's key tiles: o (unnormalised) and l (this lane's share of each
 // row's sum). Leaves the shared tiles free (ends on a barrier).
-// scale, unscale_k: the scores' factors, applied in turn (the softmax scale times q's inverse
-// scale, then k's inverse scale: each product exact, so the score is the unscaled one's).
+// scale: the scores' factor, the softmax scale times q's and k's inverse scales (powers of two
+// with exponents within +-60 each, so the product is exact and normal, and so is the score:
+// the unscaled one's).
 template <int D, bool F16>
-__device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale, float unscale_k,
+__device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale,
                                                 float (&o)[D / 8][4], float (&l)[2]) {
   constexpr int LQ = TcLayout<D>::LQ, LV = TcLayout<D>::LV, NT = D / 8, BN = kTcBN, KT = BN / 8;
   copy_tile_async<D, kTcBM, LQ>(k.qs, k.qg, k.ld, k.m0, k.t);
@@ -766,7 +768,7 @@ __device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + 8 * nt + 2 * k.tg + (e & 1);
-        s[nt][e] = key <= k.qpos[e >> 1] ? s[nt][e] * scale * unscale_k : -INFINITY;
+        s[nt][e] = key <= k.qpos[e >> 1] ? s[nt][e] * scale : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
     }
@@ -853,11 +855,11 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     k.sv = exp2i(ev);
     k.scaled = (eq | ek | ev) != 0;
     unscale_v = exp2i(-ev);
-    prefill_tc_rows<D, true>(k, scale * exp2i(-eq), exp2i(-ek), o, l);
+    prefill_tc_rows<D, true>(k, scale * exp2i(-eq) * exp2i(-ek), o, l);
   } else {
     k.sq = k.sk = k.sv = 1.0f;
     k.scaled = false;
-    prefill_tc_rows<D, false>(k, scale, 1.0f, o, l);
+    prefill_tc_rows<D, false>(k, scale, o, l);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
