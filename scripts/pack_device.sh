@@ -15,10 +15,10 @@ done
 # The dev probes (dev/cuda, not CMake targets), built against the CUDA build's library
 # with the library's -fmad=false; PROBES=0 skips them, PROBE_NAMES="a b" builds only those.
 if [ "${PROBES:-1}" != 0 ] && [ -f "$BUILD/src/cuda/libsharq_cuda.a" ]; then
-  for p in ${PROBE_NAMES:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe}; do
+  for p in ${PROBE_NAMES:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe prefill_overlap_probe}; do
     nvcc -std=c++20 -O3 -fmad=false -gencode=arch=compute_90a,code=sm_90a -I"$ROOT/include" \
       "$ROOT/dev/cuda/$p.cu" "$BUILD/src/cuda/libsharq_cuda.a" "$BUILD/src/libsharq_core.a" \
-      -lcublas -o "$D/stage/bin/$p" && strip "$D/stage/bin/$p" || echo "pack_device.sh: $p not built" >&2
+      -lcublas -lcuda -o "$D/stage/bin/$p" && strip "$D/stage/bin/$p" || echo "pack_device.sh: $p not built" >&2
   done
 fi
 for l in libopenblas.so.0 libpcre2-8.so.0 libutf8proc.so.2 libgfortran.so.5 libquadmath.so.0; do

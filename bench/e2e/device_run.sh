@@ -156,7 +156,7 @@ phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs
 }
 
 phase_probes() {  # PROBE_LIST picks some
-  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe}; do
+  for p in ${PROBE_LIST:-decode_layout_probe decode_tiled_math_probe l2_prefetch_probe phase_chain_probe sparse_wgmma_probe sparse_gemm_probe sparse_gemm_tma_probe sharq_prefill_ws_probe prefill_overlap_probe}; do
     if [ -x "$B/bin/$p" ]; then
       echo "== $p"; timeout 200 "$B/bin/$p" 2>&1 | tee "$OUT/$p.log"
     fi
