@@ -43,7 +43,6 @@ namespace {
 
 using sharq::bench::dmalloc;
 using sharq::bench::fill_random;
-using sharq::bench::median_loop_us;
 using sharq::cuda::check;
 using sharq::cuda::check_blas;
 using sharq::cuda::Nvfp4View;
@@ -218,10 +217,7 @@ void run_shape(cublasHandle_t blas, const std::vector<Partition>& parts, cudaStr
   check(cudaDeviceSynchronize(), "setup");
 
   auto time = [&](const std::function<void(int)>& fn) {
-    for (int i = 0; i < kInner; ++i) fn(i);
-    return median_loop_us(main, a, b, kInner, kReps, [&](int r) {
-      for (int i = 0; i < kInner; ++i) fn(r * kInner + i);
-    });
+    return sharq::bench::median_calls_us(main, a, b, fn, kInner, kReps);
   };
   // cuBLAS BF16 on the BF16 weight decoded once (the baseline's call and operands).
   sharq::cuda::decode_weight_bf16(w[0], 16, n, k, o.wdec, o.sx, o.scalars, main);
