@@ -302,8 +302,8 @@ int main(int argc, char** argv) {
         struct Variant {
           int shared, rt;
         };
-        for (const Variant v :
-             {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2}, Variant{-1, 0}}) {
+        for (const Variant v : {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2},
+                                Variant{2, 0}, Variant{-1, 0}}) {
           if (v.shared == 0 && v.rt == 2 && m > 8) {
             row += " - |";
             continue;
@@ -574,9 +574,11 @@ int main(int argc, char** argv) {
       "\nDecode SharQ GEMM kernels (sharq-nvfp4-24, bf16 out, graph-timed, us and %% of copy BW): "
       "per-tile = a block per weight tile, warps split K (1 or 2 16-row tiles per warp, the "
       "second for M <= 8 only); shared = warps on different tiles share each activation window "
-      "through shared memory (K split over a cluster chosen per launch); default = the "
-      "per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | shared, 1 tile | "
-      "shared, 2 tiles | default |\n|---|---|---|---|---|---|---|---|\n");
+      "through shared memory (K split over a cluster chosen per launch); wgmma = the shared "
+      "kernel's tiles as one asynchronous m64nN product per warpgroup, weight in registers; "
+      "default = the per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | "
+      "shared, 1 tile | shared, 2 tiles | wgmma | default "
+      "|\n|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "

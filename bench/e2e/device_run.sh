@@ -19,7 +19,7 @@
 #          cuBLAS
 #   ab32   batch-32 decode with the decode GEMM vs the prefill GEMM for 32-row products
 #   abshared  batch 8/16/32 decode: the shared-activation decode GEMM (default above 8 rows) vs
-#             the per-tile kernel (SHARQ_CUDA_DECODE_SHARED=0)
+#             the per-tile kernel (SHARQ_CUDA_DECODE_SHARED=0) and the wgmma form (=2)
 #   fulltext  GPU perplexity over the whole text (after stash + model)
 # SKIP_CPU_PPL=1 skips the 2k-token CPU perplexities in `model`; TAR_OUT=1 packs $OUT into one
 # archive at the end.
@@ -147,7 +147,8 @@ phase_ab32() {  # batch 32: the decode kernel (default) vs the prefill kernel fo
 }
 
 phase_abshared() {  # batched decode: shared-activation decode GEMM (default) vs the per-tile one
-  for v in default 0; do
+  # (0) and its wgmma form (2); ABSHARED_VARS picks and orders them
+  for v in ${ABSHARED_VARS:-default 0 2}; do
     echo "-- SHARQ_CUDA_DECODE_SHARED=$v"
     SHARQ_CUDA_DECODE_SHARED=$v "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes bf16,nvfp4,sharq-nvfp4-24 --prefill 128 --batch 8,16,32 --ctx 1024 --steps 16 \
@@ -289,6 +290,11 @@ phase_b1ratio() {  # batch 1 and 8: bf16 and sharq-nvfp4-24 (defaults), same run
   timeout 300 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda --modes bf16,sharq-nvfp4-24 \
     --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 --json "$OUT/b1ratio.json" 2>&1 |
     grep -v "^bench:" | tail -n 4
+}
+
+phase_gemmtests() {  # the decode GEMM tests alone (every kernel variant)
+  "$B/bin/sharq_cuda_tests" --gtest_filter='*GemmDecode*' >"$OUT/gpu_gemm_decode_tests.log" 2>&1
+  echo "decode GEMM tests rc=$?"; grep -E "PASSED|FAILED|Failure|rel|Expected|Which is" "$OUT/gpu_gemm_decode_tests.log" | head -40
 }
 
 phase_kernels() {  # decode-regime GEMM/linear table (issue 5), graph-timed columns included

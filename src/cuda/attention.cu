@@ -623,10 +623,9 @@ __device__ __forceinline__ void copy_tile_async(float* smem, const float* src, i
 // What a prefill block works on, and its shared-memory tiles.
 template <int D>
 struct TcBlock {
+  PrefillBlock<D> blk;
   const float* qg;  // the block's first query row
-  const float* kb;
-  const float* vb;
-  int64_t ld, t, m0, n_end;
+  int64_t t, n_end;
   float* qs;  // (BM, LQ)
   float* ks;  // (BN, LQ)
   float* vs;  // (BN, LV)
@@ -743,15 +742,15 @@ template <int D, bool F16>
 __device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale,
                                                 float (&o)[D / 8][4], float (&l)[2]) {
   constexpr int LQ = TcLayout<D>::LQ, LV = TcLayout<D>::LV, NT = D / 8, BN = kTcBN, KT = BN / 8;
-  copy_tile_async<D, kTcBM, LQ>(k.qs, k.qg, k.ld, k.m0, k.t);
-  copy_tile_async<D, BN, LQ>(k.ks, k.kb, D, 0, k.n_end);
+  copy_tile_async<D, kTcBM, LQ>(k.qs, k.qg, k.blk.ld, k.blk.m0, k.t);
+  copy_tile_async<D, BN, LQ>(k.ks, k.blk.kb, D, 0, k.n_end);
   cp_async_commit();
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY};
   l[0] = l[1] = 0.0f;
   for (int64_t n0 = 0; n0 < k.n_end; n0 += BN) {
-    copy_tile_async<D, BN, LV>(k.vs, k.vb, D, n0, k.n_end);
+    copy_tile_async<D, BN, LV>(k.vs, k.blk.vb, D, n0, k.n_end);
     cp_async_commit();
     cp_async_wait<1>();  // Q and this K tile
     __syncthreads();
@@ -798,7 +797,7 @@ __device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale
       o[nt][3] *= corr[1];
     }
     __syncthreads();  // every warp is done with K
-    if (n0 + BN < k.n_end) copy_tile_async<D, BN, LQ>(k.ks, k.kb, D, n0 + BN, k.n_end);
+    if (n0 + BN < k.n_end) copy_tile_async<D, BN, LQ>(k.ks, k.blk.kb, D, n0 + BN, k.n_end);
     cp_async_commit();   // possibly empty: keeps the group count uniform
     cp_async_wait<1>();  // V
     __syncthreads();
@@ -818,20 +817,16 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   if (pos_dev) pos0 = *pos_dev;
   constexpr int NT = D / 8;
   extern __shared__ float4 smem4[];
-  const PrefillBlock<D> blk(kTcBM, heads, kv_heads, capacity, kc, vc);
-  TcBlock<D> k;
+  TcBlock<D> k{.blk = PrefillBlock<D>(kTcBM, heads, kv_heads, capacity, kc, vc)};
+  const PrefillBlock<D>& blk = k.blk;
   const int lane = threadIdx.x % 32;
   k.g = lane / 4;
   k.tg = lane % 4;
   k.qr = (threadIdx.x / 32) * 16 + k.g;  // this lane's rows: qr and qr + 8 of the tile
-  k.m0 = blk.m0;
-  k.ld = blk.ld;
   k.t = t;
   k.qg = q + blk.b * t * blk.ld + blk.h * D;
-  k.kb = blk.kb;
-  k.vb = blk.vb;
-  k.n_end = pos0 + (k.m0 + kTcBM < t ? k.m0 + kTcBM : t);  // keys the last row sees
-  k.qpos[0] = pos0 + k.m0 + k.qr;
+  k.n_end = pos0 + (blk.m0 + kTcBM < t ? blk.m0 + kTcBM : t);  // keys the last row sees
+  k.qpos[0] = pos0 + blk.m0 + k.qr;
   k.qpos[1] = k.qpos[0] + 8;
   k.qs = reinterpret_cast<float*>(smem4);
   k.ks = k.qs + kTcBM * TcLayout<D>::LQ;
@@ -866,7 +861,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     float sum = l[r];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int64_t row = k.m0 + k.qr + 8 * r;
+    const int64_t row = blk.m0 + k.qr + 8 * r;
     if (row >= t) continue;
     float* dst = out + (blk.b * t + row) * blk.ld + blk.h * D + 2 * k.tg;
 #pragma unroll

@@ -1,5 +1,5 @@
 // cp.async (global -> shared, bypassing registers) wrappers shared by the kernels that stage
-// tiles in shared memory (gemm_prefill.cu, gemm_decode_shared.cu).
+// tiles in shared memory (gemm_prefill.cu, gemm_decode_shared.cu, gemm_decode_wgmma.cu).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,12 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(src_bytes)
+               : "memory");
+}
+// 4 bytes through L1 (.ca): the gathers whose neighbours the next copies read (gemm_prefill's
+// scale words, gemm_decode_wgmma's activation pairs).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
                : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() {

@@ -178,4 +178,10 @@ template <int PATHS, typename OutT>
 void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
                      int rt, int split_k, int64_t k, cudaStream_t stream);
 
+// The same tiles on wgmma (gemm_decode_wgmma.cu): each warpgroup's four tiles one m64nN product
+// with the weight in registers; split_k as launch_shared_x's.
+template <int PATHS, typename OutT>
+void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
+                    int split_k, int64_t k, cudaStream_t stream);
+
 }  // namespace sharq::cuda::decode_mma

@@ -319,11 +319,12 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
 }
 
 // The shared-activation kernel (gemm_decode_shared.cu): -1 chosen per launch (shared_x_tiles),
-// 0 never, 1 for every M (SHARQ_CUDA_DECODE_SHARED=0|1, testing::decode_gemm_shared_x).
+// 0 never, 1 for every M; 2 its wgmma form (gemm_decode_wgmma.cu) for every M
+// (SHARQ_CUDA_DECODE_SHARED=0|1|2, testing::decode_gemm_shared_x).
 // g_split_k: its K split (0 chosen per launch; testing::decode_gemm_split_k).
 std::atomic<int> g_shared{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SHARED");
-  return e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1;
+  return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : -1;
 }()};
 std::atomic<int> g_split_k{0};
 
@@ -383,6 +384,10 @@ template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, cudaStream_t stream) {
   if (m1_eligible(parts, PATHS, m, group, k)) return launch_m1(x, sx, parts, k, stream);
+  if (g_shared.load(std::memory_order_relaxed) == 2) {
+    return launch_wgmma_x<PATHS>(x, sx, m, parts, group, g_split_k.load(std::memory_order_relaxed),
+                                 k, stream);
+  }
   if (const int srt = shared_x_tiles(parts, m, k)) {
     return launch_shared_x<PATHS>(x, sx, m, parts, group, srt,
                                   g_split_k.load(std::memory_order_relaxed), k, stream);
@@ -475,7 +480,7 @@ void decode_gemm_row_tiles(int rt) {
   g_rt.store(rt == 1 || rt == 2 ? rt : 0, std::memory_order_relaxed);
 }
 void decode_gemm_shared_x(int mode) {
-  g_shared.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
+  g_shared.store(mode >= 0 && mode <= 2 ? mode : -1, std::memory_order_relaxed);
 }
 void decode_gemm_m1(int mode) {
   g_m1.store(mode >= 0 && mode <= 3 ? mode : 1, std::memory_order_relaxed);

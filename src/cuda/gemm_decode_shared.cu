@@ -7,7 +7,6 @@
 // the GEMM ran slower than cuBLAS BF16. Short grids (the 4096- and 6144-row products) split K
 // across the blocks of a thread-block cluster, whose partial sums are added in rank order through
 // distributed shared memory (deterministic, no workspace, no atomics).
-#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -17,6 +16,7 @@
 
 #include "cp_async.cuh"
 #include "decode_mma_tiles.cuh"
+#include "decode_split_k.cuh"
 #include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "launch.cuh"
@@ -26,14 +26,11 @@
 namespace sharq::cuda::decode_mma {
 namespace {
 
-namespace cg = cooperative_groups;
-
 // Warps per block: 8, so each staged window feeds 8 tiles. 4 (two blocks per SM where a thread
 // needs more than 128 registers) measured slower on an H100: gate/up at M = 32 101.9 vs 83.9 us.
-constexpr int kWarps = 8;
+constexpr int kWarps = kSplitWarps;
 
-constexpr int kStages = 3;     // activation windows in the shared ring
-constexpr int kMaxSplitK = 8;  // the portable cluster size
+constexpr int kStages = 3;  // activation windows in the shared ring
 
 // uint4s of one activation window: 4 u x P paths x NT token tiles x 32 lanes.
 template <int NT, int P>
@@ -177,70 +174,12 @@ __global__ void __launch_bounds__(kWarps * 32, min_blocks<NT, RT>())
     if (kDepth == 3) step(s2, j + 2);
   }
 
-  if (gridDim.y == 1) {
-    if (active) {
-#pragma unroll
-      for (int st = 0; st < RT; ++st) {
-        store_tile<NT, false>(acc[st], tr, tr.row_base + 16 * st, sx, m, parts.accumulate, lane);
-      }
-    }
-    return;
-  }
-  // Split K: every block leaves its partial sums in its shared memory (the ring is free once all
-  // warps are past their last window); block rank r of the cluster sums warps w = r (mod
-  // split_k) over the ranks in order and writes them.
-  cp_async_wait<0>();
-  __syncthreads();
-  float(*red)[RT][NT][4][32] = reinterpret_cast<float(*)[RT][NT][4][32]>(smem);
-#pragma unroll
-  for (int st = 0; st < RT; ++st) {
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) red[warp][st][i][c][lane] = acc[st][i][c];
-    }
-  }
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();
-  const int ranks = static_cast<int>(cluster.num_blocks());
-  if (active && warp % ranks == static_cast<int>(cluster.block_rank())) {
-#pragma unroll
-    for (int st = 0; st < RT; ++st) {
-      float v[NT][4] = {};
-      for (int r = 0; r < ranks; ++r) {
-        const float(*rr)[RT][NT][4][32] = cluster.map_shared_rank(red, r);
-#pragma unroll
-        for (int i = 0; i < NT; ++i) {
-#pragma unroll
-          for (int c = 0; c < 4; ++c) v[i][c] += rr[warp][st][i][c][lane];
-        }
-      }
-      store_tile<NT, false>(v, tr, tr.row_base + 16 * st, sx, m, parts.accumulate, lane);
-    }
-  }
-  cluster.sync();  // no block leaves while another still reads its shared memory
+  store_or_reduce<NT, RT>(acc, tr, active, sx, m, parts.accumulate, smem);
 }
 
 template <int NT, int P, int RT>
 constexpr size_t smem_bytes() {
-  return std::max<size_t>(size_t(kStages) * window_chunks<NT, P>() * 16,
-                          size_t(kWarps) * RT * NT * 4 * 32 * 4);
-}
-
-// Blocks of one kernel instance resident on the whole device (its dynamic shared memory opted
-// in first, once).
-template <auto Kernel, int Threads, size_t Smem>
-int resident_blocks_smem() {
-  static const int n = [] {
-    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(Smem)),
-          "gemm_decode_shared smem");
-    int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, Smem),
-          "occupancy");
-    return sm_count() * per_sm;
-  }();
-  return n;
+  return std::max<size_t>(size_t(kStages) * window_chunks<NT, P>() * 16, split_k_bytes<NT, RT>());
 }
 
 template <int NT, int P, int RT, typename OutT>
@@ -255,35 +194,12 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
   constexpr auto kernel16 = gemm_decode_shared_kernel<NT, P, 16, RT, OutT>;
   const auto kernel = group == 32 ? kernel32 : kernel16;
   constexpr size_t smem = smem_bytes<NT, P, RT>();
-  const int resident = group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>()
-                                   : resident_blocks_smem<kernel16, kWarps * 32, smem>();
-  // Split K while the grid still fits one wave, keeping at least four windows per block: a
-  // partial second wave measured worse than the idle SMs it fills (ncu on an H100, the 14336-row
-  // gate product at M = 32: 224 blocks of split 4 over 132 resident ran 1.7 waves).
-  const int64_t nwin = (k + kWin - 1) / kWin;
-  int ck = split_k;
-  if (ck <= 0) {
-    ck = 1;
-    while (ck < kMaxSplitK && groups * ck * 2 <= resident && nwin >= 8 * ck) ck *= 2;
-  }
-  ck = static_cast<int>(std::min<int64_t>({ck, kMaxSplitK, nwin}));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(groups), static_cast<unsigned>(ck));
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attrs[2] = {};
-  attrs[0].id = cudaLaunchAttributeClusterDimension;
-  attrs[0].val.clusterDim.x = 1;
-  attrs[0].val.clusterDim.y = static_cast<unsigned>(ck);
-  attrs[0].val.clusterDim.z = 1;
-  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attrs;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  check(cudaLaunchKernelEx(&cfg, kernel, reinterpret_cast<const __half*>(x), sx,
-                           static_cast<int>(m), static_cast<const Parts<OutT>>(parts), k, tiles),
-        "gemm_decode_shared_kernel");
+  const int resident =
+      group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>("gemm_decode_shared smem")
+                  : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_shared smem");
+  launch_split_k(kernel, resident, groups, k, split_k, smem, stream, "gemm_decode_shared_kernel",
+                 reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
+                 static_cast<const Parts<OutT>>(parts), k, tiles);
 }
 
 }  // namespace

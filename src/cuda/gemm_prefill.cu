@@ -37,11 +37,6 @@ namespace {
 constexpr int kThreads = 256;  // 8 warps = 2 warpgroups
 constexpr int kBK = 64;        // K per step: one 128-byte swizzle row of FP16
 
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
-               : "memory");
-}
-
 using sm90::fence_acc;
 using sm90::fence_proxy_async;
 using sm90::ldmatrix_x4;

@@ -112,6 +112,26 @@ void check_cublas_range(const char* who, int64_t m, int64_t n, int64_t k) {
                 shape_str(n, k) + " is outside cuBLAS's int range");
 }
 
+// The two entry points' common start: the shape checked against cuBLAS's int range, the scratch
+// split into the decoded weight and the GEMM scalars, the decode pass, the handle on the stream.
+struct DecodedWeight {
+  const uint16_t* w;
+  const float* scalars;
+};
+
+template <bool BF16>
+DecodedWeight decode_for_cublas(const char* who, cublasHandle_t blas, int64_t m, const Nvfp4View& w,
+                                int w_group, int64_t n, int64_t k, const float* x_tensor_scale,
+                                void* scratch, cudaStream_t stream) {
+  check_cublas_range(who, m, n, k);
+  auto* wdec = static_cast<uint16_t*>(scratch);
+  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
+  decode_weight<BF16>(BF16 ? "decode_weight_bf16" : "decode_weight_f16", w, w_group, n, k, wdec,
+                      x_tensor_scale, scalars, stream);
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  return {wdec, scalars};
+}
+
 }  // namespace
 
 size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
@@ -132,12 +152,9 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
                              const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                              int w_group, int64_t n, int64_t k, float* y, void* scratch,
                              cudaStream_t stream, bool accumulate) {
-  check_cublas_range("gemm_prefill_cublas_f32", m, n, k);
   if (paths != 1 && paths != 2) throw Error("cuda::gemm_prefill_cublas: paths must be 1 or 2");
-  auto* wdec = static_cast<uint16_t*>(scratch);
-  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
-  decode_weight_f16(w, w_group, n, k, wdec, x_tensor_scale, scalars, stream);
-  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  const auto [wdec, scalars] = decode_for_cublas<false>(
+      "gemm_prefill_cublas_f32", blas, m, w, w_group, n, k, x_tensor_scale, scratch, stream);
   const DevicePointerMode mode(blas);
   const auto N = static_cast<int>(n), M = static_cast<int>(m), K = static_cast<int>(k);
   for (int p = 0; p < paths; ++p) {
@@ -154,11 +171,8 @@ void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_bf16,
                               const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                               int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
                               cudaStream_t stream) {
-  check_cublas_range("gemm_prefill_cublas_bf16", m, n, k);
-  auto* wdec = static_cast<uint16_t*>(scratch);
-  auto* scalars = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + n * k * 2);
-  decode_weight_bf16(w, w_group, n, k, wdec, x_tensor_scale, scalars, stream);
-  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  const auto [wdec, scalars] = decode_for_cublas<true>(
+      "gemm_prefill_cublas_bf16", blas, m, w, w_group, n, k, x_tensor_scale, scratch, stream);
   const DevicePointerMode mode(blas);
   const auto N = static_cast<int>(n), M = static_cast<int>(m), K = static_cast<int>(k);
   // The same call as the BF16 baseline: FP32 accumulation, one rounding to BF16 at the end.

@@ -1,7 +1,8 @@
-// wgmma wrappers of the warp-specialised prefill GEMM (gemm_prefill_ws.cuh) and the 2:4 prefill
-// ladder's probes (dev/cuda): the K-major 128-byte-swizzle shared-memory descriptor, m64n128 MMAs
-// with A in registers, dense (k16) and 2:4 sparse (k32, the layouts verified by
-// dev/cuda/sparse_wgmma_probe.cu; docs/cuda_kernels.md), and the m64n256 shapes the GEMM issues.
+// wgmma wrappers of the warp-specialised prefill GEMM (gemm_prefill_ws.cuh), the 2:4 prefill
+// ladder's probes (dev/cuda) and the decode-regime wgmma GEMM (gemm_decode_wgmma.cu): the K-major
+// 128-byte-swizzle shared-memory descriptor, m64n128 MMAs with A in registers, dense (k16) and 2:4
+// sparse (k32, the layouts verified by dev/cuda/sparse_wgmma_probe.cu; docs/cuda_kernels.md), and
+// the m64n256 shapes the GEMM issues.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -148,6 +149,49 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t a,
       : SHARQ_SM90_ACC128(d)
       : "l"(a), "l"(b)
       : "memory");
+}
+
+// d += A . B^T for the decode-regime GEMM (gemm_decode_wgmma.cu): M = 64 weight rows with A in
+// registers (the mma.sync m16n8k16 fragment layout, warp w holding rows 16 w .. 16 w + 15), N =
+// 8 NT tokens, K = 16, B K-major in 128-byte-swizzled shared memory. d: the m16n8 accumulator
+// layout of each 8-token column block in turn (d[4 i + c]).
+template <int NT>
+__device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[NT * 4], const uint32_t (&a)[4],
+                                                  uint64_t b) {
+  static_assert(NT >= 1 && NT <= 4, "N = 8, 16, 24 or 32");
+  if constexpr (NT == 1) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, %8, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+  } else if constexpr (NT == 2) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, "
+        "{%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+  } else if constexpr (NT == 3) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n24k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11}, {%12, %13, %14, %15}, %16, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+  } else {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+  }
 }
 
 }  // namespace sharq::cuda::sm90

@@ -1,0 +1,246 @@
+// Decode-regime GEMM for batched rows on wgmma (built for M = 9..32): the tile per warp, the FP4
+// weight windows and their decode are gemm_decode_shared.cu's, but each warpgroup's four tiles
+// (64 weight rows) are one asynchronous m64nNk16 product with the decoded weight as the register
+// A operand and the activation (N = 8 NT tokens) as the shared-memory B operand.
+// Why: the mma.sync kernel reads every activation fragment from shared memory once per 16 weight
+// rows (at M = 32 that is 16x the weight bytes) and issues its MMAs between the decodes, one warp
+// at a time; ncu put it at 21% of the tensor pipe and 19% of DRAM at M = 32, bound by latency
+// (docs/RESULTS.md, issue 5, session 6). A wgmma reads the activation once per 64 rows, runs
+// while the warp decodes the next window, and the accumulators shrink to N / 2 registers.
+// The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
+// planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
+// 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes
+// from lane t the pairs K' 32 t + 8 u + 4 h (+0, +1) as its K slots 2 t (+1) and K' 32 t + 8 u +
+// 4 h + 2 (+0, +1) as slots 8 + 2 t (+1), so the copy gathers each activation row into that
+// order: the pair (K' 32 t + 8 u + 2 q) lands in window K-slot 16 (2 u + q / 2) + 8 (q % 2) + 2 t,
+// i.e. 128-byte row half u / 2, 16-byte chunk 4 (u % 2) + q, bytes 4 t (then swizzled).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "cp_async.cuh"
+#include "decode_mma_tiles.cuh"
+#include "decode_split_k.cuh"
+#include "fp4_decode.cuh"
+#include "sharq/cuda/kernels.h"
+#include "wgmma_sp.cuh"
+
+namespace sharq::cuda::decode_mma {
+namespace {
+
+using sm90::fence_acc;
+using sm90::fence_proxy_async;
+using sm90::smem_desc;
+using sm90::wgmma_commit;
+using sm90::wgmma_fence;
+using sm90::wgmma_wait;
+
+constexpr int kWarps = kSplitWarps;  // two warpgroups
+constexpr int kStages = 3;           // activation windows in the shared ring
+constexpr int kSteps = kWin / 16;    // k16 MMA steps per window
+
+// Bytes of one window in shared memory: per path two 64-slot halves (128-byte rows, 128-byte
+// swizzle) of N = 8 NT token rows. Every piece is a multiple of 1024 bytes, so each half stays
+// aligned to the swizzle's 8-row atom.
+template <int NT, int P>
+__host__ __device__ constexpr uint32_t window_bytes() {
+  return uint32_t(P) * 2 * NT * 8 * 128;
+}
+
+// Copies window w of x (P, m, k) into `slot` in the MMA steps' K order (top of file), 4 bytes a
+// copy. Thread bits: t (2), the token row mod 8 (3), q (2), u mod 2 (1); the round adds u / 2,
+// the token block and the path. So a warp's 32 stores hit 32 banks (the swizzle moves each row's
+// chunk to its own 4 banks), and a thread's chunk and swizzle are the same in every round, which
+// keeps the per-round address arithmetic to constant offsets. Tokens past m and K past k read as
+// zeros.
+template <int NT, int P>
+__device__ __forceinline__ void copy_window(uint32_t slot, const __half* __restrict__ x, int m,
+                                            int64_t k, int64_t w) {
+  constexpr int N = NT * 8;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int t = tid & 3, r8 = (tid >> 2) & 7, q = (tid >> 5) & 3, ul = tid >> 7;
+  static_assert(kWarps * 32 == 256, "the thread bits above");
+  const int64_t kk0 = w * kWin + 32 * t + 8 * ul + 2 * q;
+  const uint32_t dst0 = slot + r8 * 128 + (((4 * ul + q) ^ r8) << 4) + 4 * t;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+#pragma unroll
+    for (int nb = 0; nb < NT; ++nb) {
+      const int n = 8 * nb + r8;
+      const __half* row = x + (static_cast<int64_t>(p) * m + n) * k;
+#pragma unroll
+      for (int uh = 0; uh < 2; ++uh) {
+        const int64_t kk = kk0 + 16 * uh;  // u = ul + 2 uh: K' 32 t + 8 u + 2 q
+        const bool valid = n < m && kk < k;
+        cp_async4(dst0 + (p * 2 + uh) * (N * 128) + nb * 1024, valid ? row + kk : x, valid ? 4 : 0);
+      }
+    }
+  }
+}
+
+// The A fragments of one window's eight MMA steps from a warp's weight slice (exact FP16 values
+// E2M1 x UE4M3 x 2^-14, as the mma.sync kernels decode them).
+__device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const WeightSlice<1>& sl) {
+  __half2 sc[2][2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    sc[r][0] = scale_h2(sl.s[0][r][0]);
+    sc[r][1] = scale_h2(sl.s[0][r][1]);
+  }
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    uint32_t h[2][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) scaled_pairs(sl, 0, r, u, sc[r][u >> 1], h[r]);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      a[2 * u + half][0] = h[0][2 * half];
+      a[2 * u + half][1] = h[1][2 * half];
+      a[2 * u + half][2] = h[0][2 * half + 1];
+      a[2 * u + half][3] = h[1][2 * half + 1];
+    }
+  }
+}
+
+// Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
+// b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
+// Per window: wait for its copies, refill the slot two windows back, issue its 8 P MMAs, decode
+// the next window's fragments while they run, then wait for them.
+template <int NT, int P, int WG, typename OutT>
+__global__ void __launch_bounds__(kWarps * 32, 1)
+    gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
+                             const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sbase = smem_u32(smem);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t tile = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  // Idle warps (past the last tile) still take part in every MMA, on zero weights.
+  const bool active = tile < tiles;
+  const TileRef<OutT> tr = tile_ref<1>(parts, active ? tile : tiles - 1);
+  int64_t rows[1][2];
+  tile_rows<1>(tr, g, rows);
+  const int64_t nwin = (k + kWin - 1) / kWin;
+  const int64_t w0 = nwin * blockIdx.y / gridDim.y, nw = nwin * (blockIdx.y + 1) / gridDim.y - w0;
+
+  auto slot = [&](int64_t j) {
+    return sbase + static_cast<uint32_t>(j % kStages) * window_bytes<NT, P>();
+  };
+  auto load_w = [&](WeightSlice<1>& sl, int64_t j) {
+    if (j >= nw) return;
+    const int64_t kl = (w0 + j) * kWin + 32 * t;
+    load_slice<WG>(sl, tr.codes, tr.scales, rows, tr.n, k, kl, active && kl < k);
+  };
+
+  float acc[NT * 4] = {};
+  uint32_t a[2][kSteps][4];
+  WeightSlice<1> ring[2];  // windows j + 1 and j + 2 while window j runs
+
+  // j < nw is the same in every warp of the block, so the barrier inside is reached by all.
+  auto step = [&](auto b_tag, int64_t j) {
+    constexpr int B = decltype(b_tag)::value;
+    if (j >= nw) return;
+    cp_async_wait<kStages - 2>();  // this thread's copies of window j have landed ...
+    fence_proxy_async();           // ... are visible to the tensor cores ...
+    __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 1's slot
+    if (j + kStages - 1 < nw)
+      copy_window<NT, P>(slot(j + kStages - 1), x, m, k, w0 + j + kStages - 1);
+    cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
+    const uint32_t s = slot(j);
+    fence_acc(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st) {
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const uint32_t half = s + (p * 2 + (st >> 2)) * (NT * 8 * 128) + (st & 3) * 32;
+        sm90::wgmma_m64nNk16_rs<NT>(acc, a[B][st], smem_desc(half));
+      }
+    }
+    wgmma_commit();
+    if (j + 1 < nw) {
+      decode_window(a[1 - B], ring[1 - B]);
+      load_w(ring[1 - B], j + 3);
+    }
+    wgmma_wait<0>();
+    fence_acc(acc);
+  };
+
+  // The weights are constant: their first windows load before the wait for the kernel that
+  // writes x (programmatic dependent launch; a no-op without it).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  load_w(ring[0], 0);
+  load_w(ring[1], 1);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) {
+    if (j < nw) copy_window<NT, P>(slot(j), x, m, k, w0 + j);
+    cp_async_commit();
+  }
+  decode_window(a[0], ring[0]);
+  load_w(ring[0], 2);
+  for (int64_t j = 0; j < nw; j += 2) {
+    step(std::integral_constant<int, 0>{}, j);
+    step(std::integral_constant<int, 1>{}, j + 1);
+  }
+
+  float v[1][NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) v[0][i][c] = acc[4 * i + c];
+  }
+  store_or_reduce<NT, 1>(v, tr, active, sx, m, parts.accumulate, smem);
+}
+
+template <int NT, int P>
+constexpr size_t smem_bytes() {
+  return std::max<size_t>(size_t(kStages) * window_bytes<NT, P>(), split_k_bytes<NT, 1>()) + 1024;
+}
+
+template <int NT, int P, typename OutT>
+void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
+               int split_k, int64_t k, cudaStream_t stream) {
+  for (int i = 0; i < parts.count; ++i) {
+    parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 15) / 16;
+  }
+  const int64_t tiles = parts.tile0[parts.count];
+  const int64_t groups = (tiles + kWarps - 1) / kWarps;
+  constexpr auto kernel32 = gemm_decode_wgmma_kernel<NT, P, 32, OutT>;
+  constexpr auto kernel16 = gemm_decode_wgmma_kernel<NT, P, 16, OutT>;
+  const auto kernel = group == 32 ? kernel32 : kernel16;
+  constexpr size_t smem = smem_bytes<NT, P>();
+  const int resident =
+      group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>("gemm_decode_wgmma smem")
+                  : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
+  launch_split_k(kernel, resident, groups, k, split_k, smem, stream, "gemm_decode_wgmma_kernel",
+                 reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
+                 static_cast<const Parts<OutT>>(parts), k, tiles);
+}
+
+}  // namespace
+
+template <int PATHS, typename OutT>
+void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
+                    int split_k, int64_t k, cudaStream_t stream) {
+  if (m <= 8) return launch_nt<1, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  if (m <= 16) return launch_nt<2, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  if (m <= 24) return launch_nt<3, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  return launch_nt<4, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+}
+
+template void launch_wgmma_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
+                                       int, int64_t, cudaStream_t);
+template void launch_wgmma_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
+                                       int, int64_t, cudaStream_t);
+template void launch_wgmma_x<1, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
+                                               Parts<__nv_bfloat16>, int, int, int64_t,
+                                               cudaStream_t);
+template void launch_wgmma_x<2, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
+                                               Parts<__nv_bfloat16>, int, int, int64_t,
+                                               cudaStream_t);
+
+}  // namespace sharq::cuda::decode_mma
