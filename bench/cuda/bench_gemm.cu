@@ -112,24 +112,28 @@ int main(int argc, char** argv) {
 
   const std::pair<int64_t, int64_t> shapes[] = {
       {4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}};
-  const int64_t ms[] = {1, 4, 8, 16, 32};
-  // BENCH_PREFILL_MS (e.g. "2048,8192") picks the prefill rows: the acceptance rows alone fit
-  // one device call with other work.
-  std::vector<int64_t> prefill_ms = {128, 512, 2048, 8192};
-  if (const char* env = std::getenv("BENCH_PREFILL_MS")) {
-    prefill_ms.clear();
+  // BENCH_DECODE_MS and BENCH_PREFILL_MS (e.g. "2048,8192") pick the decode and prefill rows: the
+  // acceptance rows alone fit one device call with other work.
+  auto rows_from_env = [](const char* var, std::vector<int64_t>& out) {
+    const char* env = std::getenv(var);
+    if (!env) return true;
+    out.clear();
     for (const char* p = env; *p;) {
       char* end = nullptr;
       const long long v = std::strtoll(p, &end, 10);
       if (end == p || v < 1) {
-        std::fprintf(stderr, "bench_gemm: BENCH_PREFILL_MS=\"%s\" is not a list of M values\n",
-                     env);
-        return 2;
+        std::fprintf(stderr, "bench_gemm: %s=\"%s\" is not a list of M values\n", var, env);
+        return false;
       }
-      prefill_ms.push_back(v);
+      out.push_back(v);
       p = *end == ',' ? end + 1 : end;
     }
-  }
+    return true;
+  };
+  std::vector<int64_t> ms = {1, 4, 8, 16, 32};
+  std::vector<int64_t> prefill_ms = {128, 512, 2048, 8192};
+  if (!rows_from_env("BENCH_DECODE_MS", ms) || !rows_from_env("BENCH_PREFILL_MS", prefill_ms))
+    return 2;
   std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;

@@ -39,7 +39,9 @@ using sm90::wgmma_fence;
 using sm90::wgmma_wait;
 
 constexpr int kWarps = kSplitWarps;  // two warpgroups
-constexpr int kStages = 3;           // activation windows in the shared ring
+constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
+constexpr int kStages = kAhead + 2;  // + the one in use + the one the previous MMAs may still read
+constexpr int kSets = 2;             // accumulator sets: two dependency chains of MMAs, not one
 constexpr int kSteps = kWin / 16;    // k16 MMA steps per window
 
 // Bytes of one window in shared memory: per path two 64-slot halves (128-byte rows, 128-byte
@@ -107,8 +109,6 @@ __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const We
 
 // Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
 // b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
-// Per window: wait for its copies, refill the slot two windows back, issue its 8 P MMAs, decode
-// the next window's fragments while they run, then wait for them.
 template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
@@ -135,38 +135,45 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     load_slice<WG>(sl, tr.codes, tr.scales, rows, tr.n, k, kl, active && kl < k);
   };
 
-  float acc[NT * 4] = {};
+  // Consecutive MMAs go to alternating sets: each accumulates into the previous one's registers
+  // otherwise, and the chain of 8 P MMAs a window would run one after the other.
+  float acc[kSets][NT * 4] = {};
   uint32_t a[2][kSteps][4];
   WeightSlice<1> ring[2];  // windows j + 1 and j + 2 while window j runs
+  auto fence_sets = [&] {
+#pragma unroll
+    for (int i = 0; i < kSets; ++i) fence_acc(acc[i]);
+  };
 
+  // Window j's MMAs run while the next window's fragments are decoded and the step after next's
+  // barrier, copy and issue happen; each step waits only for the MMAs of the step before.
   // j < nw is the same in every warp of the block, so the barrier inside is reached by all.
   auto step = [&](auto b_tag, int64_t j) {
     constexpr int B = decltype(b_tag)::value;
     if (j >= nw) return;
-    cp_async_wait<kStages - 2>();  // this thread's copies of window j have landed ...
-    fence_proxy_async();           // ... are visible to the tensor cores ...
-    __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 1's slot
-    if (j + kStages - 1 < nw)
-      copy_window<NT, P>(slot(j + kStages - 1), x, m, k, w0 + j + kStages - 1);
+    cp_async_wait<kAhead - 1>();  // this thread's copies of window j have landed ...
+    fence_proxy_async();          // ... are visible to the tensor cores ...
+    __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
+    if (j + kAhead < nw) copy_window<NT, P>(slot(j + kAhead), x, m, k, w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
     const uint32_t s = slot(j);
-    fence_acc(acc);
+    fence_sets();
     wgmma_fence();
 #pragma unroll
     for (int st = 0; st < kSteps; ++st) {
 #pragma unroll
       for (int p = 0; p < P; ++p) {
         const uint32_t half = s + (p * 2 + (st >> 2)) * (NT * 8 * 128) + (st & 3) * 32;
-        sm90::wgmma_m64nNk16_rs<NT>(acc, a[B][st], smem_desc(half));
+        sm90::wgmma_m64nNk16_rs<NT>(acc[(st + p) % kSets], a[B][st], smem_desc(half));
       }
     }
     wgmma_commit();
+    wgmma_wait<1>();  // window j - 1's MMAs are done: its fragments and slot are free
+    fence_sets();
     if (j + 1 < nw) {
       decode_window(a[1 - B], ring[1 - B]);
       load_w(ring[1 - B], j + 3);
     }
-    wgmma_wait<0>();
-    fence_acc(acc);
   };
 
   // The weights are constant: their first windows load before the wait for the kernel that
@@ -176,7 +183,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   load_w(ring[1], 1);
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
-  for (int j = 0; j < kStages - 1; ++j) {
+  for (int j = 0; j < kAhead; ++j) {
     if (j < nw) copy_window<NT, P>(slot(j), x, m, k, w0 + j);
     cp_async_commit();
   }
@@ -186,12 +193,14 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     step(std::integral_constant<int, 0>{}, j);
     step(std::integral_constant<int, 1>{}, j + 1);
   }
+  wgmma_wait<0>();
+  fence_sets();
 
   float v[1][NT][4];
 #pragma unroll
   for (int i = 0; i < NT; ++i) {
 #pragma unroll
-    for (int c = 0; c < 4; ++c) v[0][i][c] = acc[4 * i + c];
+    for (int c = 0; c < 4; ++c) v[0][i][c] = acc[0][4 * i + c] + acc[1][4 * i + c];
   }
   store_or_reduce<NT, 1>(v, tr, active, sx, m, parts.accumulate, smem);
 }
