@@ -42,7 +42,14 @@ constexpr int kWarps = kSplitWarps;  // two warpgroups
 constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
 constexpr int kStages = kAhead + 2;  // + the one in use + the one the previous MMAs may still read
 constexpr int kSets = 2;             // accumulator sets: two dependency chains of MMAs, not one
-constexpr int kSteps = kWin / 16;    // k16 MMA steps per window
+// Weight windows in each warp's register ring (even: the fragment buffers alternate). With one
+// block of 8 warps an SM, the ring is the SM's weight bytes in flight: 2 windows (16 KB an SM)
+// ran at 17-33% of the copy rate on an H100 whatever N was (docs/RESULTS.md, issue 5, session 17).
+constexpr int kDepth = 4;
+static_assert(
+    kDepth == 4,
+    "the loop below unrolls four steps; even, so fragment buffers and ring slots cycle together");
+constexpr int kSteps = kWin / 16;  // k16 MMA steps per window
 
 // Bytes of one window in shared memory: per path two 64-slot halves (128-byte rows, 128-byte
 // swizzle) of N = 8 NT token rows. Every piece is a multiple of 1024 bytes, so each half stays
@@ -139,7 +146,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   // otherwise, and the chain of 8 P MMAs a window would run one after the other.
   float acc[kSets][NT * 4] = {};
   uint32_t a[2][kSteps][4];
-  WeightSlice<1> ring[2];  // windows j + 1 and j + 2 while window j runs
+  WeightSlice<1> ring[kDepth];  // windows j + 1 .. j + kDepth while window j runs
   auto fence_sets = [&] {
 #pragma unroll
     for (int i = 0; i < kSets; ++i) fence_acc(acc[i]);
@@ -149,7 +156,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   // barrier, copy and issue happen; each step waits only for the MMAs of the step before.
   // j < nw is the same in every warp of the block, so the barrier inside is reached by all.
   auto step = [&](auto b_tag, int64_t j) {
-    constexpr int B = decltype(b_tag)::value;
+    constexpr int B = decltype(b_tag)::value, A = B % 2, R = (B + 1) % kDepth;
     if (j >= nw) return;
     cp_async_wait<kAhead - 1>();  // this thread's copies of window j have landed ...
     fence_proxy_async();          // ... are visible to the tensor cores ...
@@ -164,23 +171,23 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 #pragma unroll
       for (int p = 0; p < P; ++p) {
         const uint32_t half = s + (p * 2 + (st >> 2)) * (NT * 8 * 128) + (st & 3) * 32;
-        sm90::wgmma_m64nNk16_rs<NT>(acc[(st + p) % kSets], a[B][st], smem_desc(half));
+        sm90::wgmma_m64nNk16_rs<NT>(acc[(st + p) % kSets], a[A][st], smem_desc(half));
       }
     }
     wgmma_commit();
     wgmma_wait<1>();  // window j - 1's MMAs are done: its fragments and slot are free
     fence_sets();
     if (j + 1 < nw) {
-      decode_window(a[1 - B], ring[1 - B]);
-      load_w(ring[1 - B], j + 3);
+      decode_window(a[1 - A], ring[R]);
+      load_w(ring[R], j + 1 + kDepth);
     }
   };
 
   // The weights are constant: their first windows load before the wait for the kernel that
   // writes x (programmatic dependent launch; a no-op without it).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  load_w(ring[0], 0);
-  load_w(ring[1], 1);
+#pragma unroll
+  for (int i = 0; i < kDepth; ++i) load_w(ring[i], i);
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
   for (int j = 0; j < kAhead; ++j) {
@@ -188,10 +195,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     cp_async_commit();
   }
   decode_window(a[0], ring[0]);
-  load_w(ring[0], 2);
-  for (int64_t j = 0; j < nw; j += 2) {
+  load_w(ring[0], kDepth);
+  for (int64_t j = 0; j < nw; j += kDepth) {
     step(std::integral_constant<int, 0>{}, j);
     step(std::integral_constant<int, 1>{}, j + 1);
+    step(std::integral_constant<int, 2>{}, j + 2);
+    step(std::integral_constant<int, 3>{}, j + 3);
   }
   wgmma_wait<0>();
   fence_sets();
