@@ -1,6 +1,7 @@
 // Dense NVFP4 prefill with the weight decode beside the GEMM (dev only, built by
-// scripts/pack_device.sh). Written in session 16 and NOT yet run on a GPU: the session's device
-// time was spent.
+// scripts/pack_device.sh). Written in session 16, run in session 17 (H100): the green-context
+// partitions measured 10-140% slower than the serial product and two streams gained only on
+// gate/up (7%), so the library keeps the serial product (docs/RESULTS.md, issue 5, session 17).
 //
 // The dense NVFP4 product in BF16 out (`gemm_prefill_cublas_bf16`) is a decode pass over the
 // whole weight followed by the BF16 baseline's own cuBLAS GEMM, 1.10-1.19x cuBLAS BF16 at
