@@ -7,6 +7,8 @@
 // at a time; ncu put it at 21% of the tensor pipe and 19% of DRAM at M = 32, bound by latency
 // (docs/RESULTS.md, issue 5, session 6). A wgmma reads the activation once per 64 rows, runs
 // while the warp decodes the next window, and the accumulators shrink to N / 2 registers.
+// Status (session 17, H100): correct, but 1.2-1.7x slower than the mma.sync kernels, so only
+// SHARQ_CUDA_DECODE_SHARED=2 selects it (A/B).
 // The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
 // planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
 // 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes
@@ -159,7 +161,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     constexpr int B = decltype(b_tag)::value, A = B % 2, R = (B + 1) % kDepth;
     if (j >= nw) return;
     cp_async_wait<kAhead - 1>();  // this thread's copies of window j have landed ...
-    fence_proxy_async();          // ... are visible to the tensor cores ...
+    // ... are visible to the tensor cores (this fence compiles to MEMBAR.ALL.CTA, which also
+    // waits for the weight ring's loads in flight: the likeliest reason this kernel measured
+    // slower than the mma.sync one; docs/cuda_kernels.md) ...
+    fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
     if (j + kAhead < nw) copy_window<NT, P>(slot(j + kAhead), x, m, k, w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
