@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "cp_async.cuh"
@@ -39,6 +40,15 @@ using sm90::smem_desc;
 using sm90::wgmma_commit;
 using sm90::wgmma_fence;
 using sm90::wgmma_wait;
+
+// SHARQ_CUDA_WGMMA_NOFENCE=1 (dev ablation, timing only): the kernel skips the proxy fence
+// between its cp.async writes and wgmma's reads, which PTX requires, so its results are not
+// guaranteed. It measures what the fence (a MEMBAR that waits for the weight loads in flight)
+// costs.
+const bool g_no_fence = [] {
+  const char* e = std::getenv("SHARQ_CUDA_WGMMA_NOFENCE");
+  return e && e[0] == '1';
+}();
 
 constexpr int kWarps = kSplitWarps;  // two warpgroups
 constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
@@ -121,7 +131,8 @@ __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const We
 template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
-                             const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles) {
+                             const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles,
+                             bool proxy_fence) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -164,7 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     // ... are visible to the tensor cores (this fence compiles to MEMBAR.ALL.CTA, which also
     // waits for the weight ring's loads in flight: the likeliest reason this kernel measured
     // slower than the mma.sync one; docs/cuda_kernels.md) ...
-    fence_proxy_async();
+    if (proxy_fence) fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
     if (j + kAhead < nw) copy_window<NT, P>(slot(j + kAhead), x, m, k, w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
@@ -241,7 +252,7 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
   launch_split_k(kernel, resident, groups, k, split_k, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
-                 static_cast<const Parts<OutT>>(parts), k, tiles);
+                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
 }
 
 }  // namespace
