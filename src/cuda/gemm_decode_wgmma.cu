@@ -43,8 +43,7 @@ using sm90::wgmma_wait;
 
 // SHARQ_CUDA_WGMMA_NOFENCE=1 (dev ablation, timing only): the kernel skips the proxy fence
 // between its cp.async writes and wgmma's reads, which PTX requires, so its results are not
-// guaranteed. It measures what the fence (a MEMBAR that waits for the weight loads in flight)
-// costs.
+// guaranteed. It measures what the fence (a MEMBAR.ALL.CTA in SASS) costs: 1-3% (session 17).
 const bool g_no_fence = [] {
   const char* e = std::getenv("SHARQ_CUDA_WGMMA_NOFENCE");
   return e && e[0] == '1';
@@ -172,9 +171,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     constexpr int B = decltype(b_tag)::value, A = B % 2, R = (B + 1) % kDepth;
     if (j >= nw) return;
     cp_async_wait<kAhead - 1>();  // this thread's copies of window j have landed ...
-    // ... are visible to the tensor cores (this fence compiles to MEMBAR.ALL.CTA, which also
-    // waits for the weight ring's loads in flight: the likeliest reason this kernel measured
-    // slower than the mma.sync one; docs/cuda_kernels.md) ...
+    // ... are visible to the tensor cores (a MEMBAR.ALL.CTA in SASS; without it the kernel ran
+    // only 1-3% faster on an H100, SHARQ_CUDA_WGMMA_NOFENCE=1) ...
     if (proxy_fence) fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
     if (j + kAhead < nw) copy_window<NT, P>(slot(j + kAhead), x, m, k, w0 + j + kAhead);
