@@ -55,7 +55,7 @@ constexpr int kStages = kAhead + 2;  // + the one in use + the one the previous 
 constexpr int kSets = 2;             // accumulator sets: two dependency chains of MMAs, not one
 // Weight windows in each warp's register ring (even: the fragment buffers alternate). With one
 // block of 8 warps an SM, the ring is the SM's weight bytes in flight: 2 windows (16 KB an SM)
-// ran at 17-33% of the copy rate on an H100 whatever N was (docs/RESULTS.md, issue 5, session 17).
+// measured 5-10% slower than 4 on an H100 (docs/RESULTS.md, issue 5, session 17).
 constexpr int kDepth = 4;
 static_assert(
     kDepth == 4,
