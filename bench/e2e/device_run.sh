@@ -27,6 +27,7 @@
 #   abm1     batch 1/8 decode with the M = 1 decode kernel sized per grid (default) / off / at two
 #            / at three blocks an SM (and an
 #            older tree's binary, .device/pack/sharq_base, when carried)
+#   abenv    decode with environment switches, alternating (ABENV_VARS, ABENV_BATCH, ABENV_MODES)
 #   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
 #            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
 #   b1ratio  batch 1/8 decode, bf16 and sharq-nvfp4-24 in one run (the issue-6 ratio)
@@ -189,6 +190,21 @@ phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weight
     timeout 150 env ${vars//,/ } "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
       --modes sharq-nvfp4-24 --prefill 128 --batch 1,8 --ctx 1024 --steps 32 --repeat 3 \
       --json "$OUT/abl2_${name}.json" 2>&1 | grep -v "^bench:" | tail -n 1
+  done
+}
+
+phase_abenv() {  # decode with environment switches (ABENV_VARS: name:VAR=v,VAR=v ...), two
+  # alternating rounds, same call; ABENV_BATCH (default 8,16,32) and ABENV_MODES pick the rows
+  local s=(${ABENV_VARS:-default:X=1 old:SHARQ_CUDA_DECODE_SPLIT_OLD=1})
+  for r in 1 2; do
+    for v in "${s[@]}"; do
+      local name=${v%%:*} vars=${v#*:}
+      echo "-- $name ($vars) run $r"
+      timeout 150 env ${vars//,/ } "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
+        --modes "${ABENV_MODES:-sharq-nvfp4-24}" --prefill 16 --batch "${ABENV_BATCH:-8,16,32}" \
+        --ctx 1024 --steps 16 --repeat 2 --json "$OUT/abenv_${name}_$r.json" 2>&1 |
+        grep -v "^bench:" | tail -n 1
+    done
   done
 }
 

@@ -17,6 +17,6 @@ for mode in ${MODES:-sharq-nvfp4-24 bf16}; do
   SHARQ_CUDA_GRAPHS=0 timeout 250 "$NCU" --clock-control none \
     ${NCU_ARGS:---metrics gpu__time_duration.sum --csv} \
     "$B/bin/sharq" bench --synthetic llama-3.1-8b --layers 2 --device cuda --modes "$mode" \
-    --prefill 16 --batch "${BATCH:-1}" --ctx 1024 --steps 4 --repeat 1 >"$OUT/ncu_$mode.csv" 2>"$OUT/ncu_$mode.err"
+    --prefill "${PREFILL:-16}" --batch "${BATCH:-1}" --ctx 1024 --steps 4 --repeat 1 >"$OUT/ncu_$mode.csv" 2>"$OUT/ncu_$mode.err"
   echo "$mode rc=$?"
 done

@@ -10,6 +10,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "cp_async.cuh"
 #include "decode_mma_tiles.cuh"
@@ -96,19 +100,85 @@ int resident_blocks_smem(const char* what) {
   return n;
 }
 
-// Launches `kernel` on (groups, split) blocks of kSplitWarps warps, clusters of (1, split), as a
-// programmatic dependent where PDL is on. split_k <= 0 chooses the split: K is split while the
-// grid still fits one wave, keeping at least four windows per block (a partial second wave
-// measured worse than the idle SMs it fills: ncu on an H100, the 14336-row gate product at
-// M = 32, 224 blocks of split 4 over 132 resident ran 1.7 waves).
+// Clusters of (1, ck) blocks of `kernel` that are resident on the device at once. A cluster's
+// blocks must share one GPC, so this can be below resident blocks / ck: an H200 holds 264 blocks
+// of the 2-blocks-an-SM builds but 30 clusters of 8 of them (ncu, session 18).
+inline int max_active_clusters(const void* kernel, size_t smem, int ck) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, size_t, int>, int> cache;
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(kernel, smem, ck);
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(1, static_cast<unsigned>(ck));
+  cfg.blockDim = dim3(kSplitWarps * 32);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1;
+  attr.val.clusterDim.y = static_cast<unsigned>(ck);
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  check(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
+  cache.emplace(key, n);
+  return n;
+}
+
+// SHARQ_CUDA_DECODE_SPLIT_OLD=1 (A/B): session 17's rule (below) and dispatch (the o projection
+// per-tile at M = 17..32; gemm_decode_mma.cu).
+inline bool split_rule_old() {
+  static const bool old = [] {
+    const char* e = std::getenv("SHARQ_CUDA_DECODE_SPLIT_OLD");
+    return e && e[0] == '1';
+  }();
+  return old;
+}
+
+// Whether a launch split over clusters is a programmatic dependent (SHARQ_CUDA_DECODE_SPLIT_PDL=0
+// never, =1 always for A/B; default: at most 16 rows). Measured on an H200 (session 18, the
+// engine's decode, two alternating runs): with it off above 16 rows batch 32 ran 2642 / 2642
+// tok/s against 2469 / 2469 on (1968 / 2003 with session 17's split), while batch 16 ran 2006 /
+// 1944 off against 2046 / 2037 on. bench_gemm's engine-shaped loop (prepare + GEMM in a graph) puts
+// it on the one-wave o and down products at M = 32: the down linear 57.9 us without PDL, 89.0
+// with it. Not explained yet; the likeliest cause is the early-launched clusters being placed
+// while the prepare's blocks still hold the slots they need.
+inline bool split_pdl(int64_t m) {
+  static const int mode = [] {
+    const char* e = std::getenv("SHARQ_CUDA_DECODE_SPLIT_PDL");
+    return e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1;
+  }();
+  return mode == -1 ? m <= 16 : mode == 1;
+}
+
+// Launches `kernel` (m activation rows) on (groups, split) blocks of kSplitWarps warps, clusters of
+// (1, split), as a programmatic dependent where PDL is on (and split_pdl allows it). split_k <= 0
+// chooses the split: the largest (any integer up to the portable cluster size) whose grid is one
+// wave of resident clusters, keeping at least four windows a block. Measured on an H200
+// (bench_gemm, M = 32, session 18): the 14336 x 4096 down product (32 tile groups, two blocks an
+// SM) took 82.1 / 59.3 / 51.3 / 69.5 us split 4 / 6 / 7 / 8 ways. Split 8 is 256 blocks, under the
+// 264 resident, but 32 clusters of 8 where only 30 fit (a cluster's blocks share a GPC), so two ran
+// as a second wave; session 17's rule (powers of two while twice the grid fits the resident blocks)
+// picked it. A partial second wave measured worse than the idle SMs it fills (ncu on an H100, the
+// 14336-row gate product at M = 32: 224 blocks of split 4 over 132 resident ran 1.7 waves).
 template <typename... KArgs, typename... Args>
 void launch_split_k(void (*kernel)(KArgs...), int resident, int64_t groups, int64_t k, int split_k,
-                    size_t smem, cudaStream_t stream, const char* what, Args... args) {
+                    int64_t m, size_t smem, cudaStream_t stream, const char* what, Args... args) {
   const int64_t nwin = (k + kWin - 1) / kWin;
   int ck = split_k;
-  if (ck <= 0) {
+  if (ck <= 0 && split_rule_old()) {
     ck = 1;
     while (ck < kMaxSplitK && groups * ck * 2 <= resident && nwin >= 8 * ck) ck *= 2;
+  } else if (ck <= 0) {
+    ck = 1;
+    for (int c = static_cast<int>(std::min<int64_t>(kMaxSplitK, nwin / 4)); c > 1; --c) {
+      if (groups * c <= resident &&
+          groups <= max_active_clusters(reinterpret_cast<const void*>(kernel), smem, c)) {
+        ck = c;
+        break;
+      }
+    }
   }
   ck = static_cast<int>(std::min<int64_t>({ck, kMaxSplitK, nwin}));
   cudaLaunchConfig_t cfg = {};
@@ -124,7 +194,7 @@ void launch_split_k(void (*kernel)(KArgs...), int resident, int64_t groups, int6
   attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attrs;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  cfg.numAttrs = pdl_enabled() && (ck == 1 || split_pdl(m)) ? 2 : 1;
   check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), what);
 }
 

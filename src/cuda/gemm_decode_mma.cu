@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "decode_mma_tiles.cuh"
+#include "decode_split_k.cuh"
 #include "device_info.cuh"
 #include "fp4_decode.cuh"
 #include "launch.cuh"
@@ -321,12 +322,16 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
 // The shared-activation kernel (gemm_decode_shared.cu): -1 chosen per launch (shared_x_tiles),
 // 0 never, 1 for every M; 2 its wgmma form (gemm_decode_wgmma.cu) for every M
 // (SHARQ_CUDA_DECODE_SHARED=0|1|2, testing::decode_gemm_shared_x).
-// g_split_k: its K split (0 chosen per launch; testing::decode_gemm_split_k).
+// g_split_k: its K split (0 chosen per launch; SHARQ_CUDA_DECODE_SPLIT_K=1..8 for A/B,
+// testing::decode_gemm_split_k).
 std::atomic<int> g_shared{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SHARED");
   return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : -1;
 }()};
-std::atomic<int> g_split_k{0};
+std::atomic<int> g_split_k{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_SPLIT_K");
+  return e && e[0] >= '1' && e[0] <= '8' && e[1] == '\0' ? e[0] - '0' : 0;
+}()};
 
 // Row tiles per warp of the shared-activation kernel, or 0 for the per-tile kernel. Measured on
 // an H100 (sharq-nvfp4-24, same call, bench_gemm's kernel table): at M <= 8 the per-tile kernel
@@ -334,14 +339,17 @@ std::atomic<int> g_split_k{0};
 // two tiles per warp wins where the grid is large (q/k/v 46.0 -> 31.1 us and gate/up 183.9 ->
 // 80.0 at M = 32, 24.9 -> 16.8 and 85.4 -> 54.9 at M = 16), and on the 4096-row products only
 // for the long-K down projection at M > 16 (87.0 -> 66.9 us, one tile per warp; o and M = 16
-// stay per-tile: 25.7 vs 28.5, 13.5 vs 15.3, 40.7 vs 42.6 us).
+// stay per-tile: 25.7 vs 28.5, 13.5 vs 15.3, 40.7 vs 42.6 us). Since session 18's K split (one
+// wave of clusters, any split up to 8) o at M > 16 also takes one tile per warp: on an H200,
+// M = 32, 20.2 us split 7 ways against 25.9 per-tile.
 template <typename OutT>
 int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
   const int mode = g_shared.load(std::memory_order_relaxed);
   if (mode == 0 || (mode == -1 && m <= 8)) return 0;
   if (mode == 1 || large_grid(parts)) return row_tiles(parts);
   const int forced = g_rt.load(std::memory_order_relaxed);
-  return m > 16 && k >= 8192 ? (forced != 0 ? forced : 1) : 0;
+  if (m <= 16 || (split_rule_old() && k < 8192)) return 0;
+  return forced != 0 ? forced : 1;
 }
 
 // The M = 1 kernel (SHARQ_CUDA_DECODE_M1, testing::decode_gemm_m1): 1 (default) sized per grid,

@@ -248,7 +248,7 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
   const int resident =
       group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>("gemm_decode_wgmma smem")
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
-  launch_split_k(kernel, resident, groups, k, split_k, smem, stream, "gemm_decode_wgmma_kernel",
+  launch_split_k(kernel, resident, groups, k, split_k, m, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
                  static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
 }
