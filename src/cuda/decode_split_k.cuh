@@ -20,11 +20,12 @@
 #include "device_info.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/split_k_rule.h"
 
 namespace sharq::cuda::decode_mma {
 
 constexpr int kSplitWarps = 8;  // warps per block of both kernels, a tile (or RT tiles) each
-constexpr int kMaxSplitK = 8;   // the portable cluster size
+constexpr int kMaxSplitK = split_k::kMaxSplit;
 
 // Bytes of shared memory the reduction needs (the kernels' rings are at least this large).
 template <int NT, int RT>
@@ -154,31 +155,18 @@ inline bool split_pdl(int64_t m) {
 
 // Launches `kernel` (m activation rows) on (groups, split) blocks of kSplitWarps warps, clusters of
 // (1, split), as a programmatic dependent where PDL is on (and split_pdl allows it). split_k <= 0
-// chooses the split: the largest (any integer up to the portable cluster size) whose grid is one
-// wave of resident clusters, keeping at least four windows a block. Measured on an H200
-// (bench_gemm, M = 32, session 18): the 14336 x 4096 down product (32 tile groups, two blocks an
-// SM) took 82.1 / 59.3 / 51.3 / 69.5 us split 4 / 6 / 7 / 8 ways. Split 8 is 256 blocks, under the
-// 264 resident, but 32 clusters of 8 where only 30 fit (a cluster's blocks share a GPC), so two ran
-// as a second wave; session 17's rule (powers of two while twice the grid fits the resident blocks)
-// picked it. A partial second wave measured worse than the idle SMs it fills (ncu on an H100, the
-// 14336-row gate product at M = 32: 224 blocks of split 4 over 132 resident ran 1.7 waves).
+// chooses the split (include/sharq/cuda/split_k_rule.h).
 template <typename... KArgs, typename... Args>
 void launch_split_k(void (*kernel)(KArgs...), int resident, int64_t groups, int64_t k, int split_k,
                     int64_t m, size_t smem, cudaStream_t stream, const char* what, Args... args) {
   const int64_t nwin = (k + kWin - 1) / kWin;
   int ck = split_k;
   if (ck <= 0 && split_rule_old()) {
-    ck = 1;
-    while (ck < kMaxSplitK && groups * ck * 2 <= resident && nwin >= 8 * ck) ck *= 2;
+    ck = split_k::split_k_session17(groups, nwin, resident);
   } else if (ck <= 0) {
-    ck = 1;
-    for (int c = static_cast<int>(std::min<int64_t>(kMaxSplitK, nwin / 4)); c > 1; --c) {
-      if (groups * c <= resident &&
-          groups <= max_active_clusters(reinterpret_cast<const void*>(kernel), smem, c)) {
-        ck = c;
-        break;
-      }
-    }
+    ck = split_k::choose(groups, nwin, resident, [&](int c) {
+      return max_active_clusters(reinterpret_cast<const void*>(kernel), smem, c);
+    });
   }
   ck = static_cast<int>(std::min<int64_t>({ck, kMaxSplitK, nwin}));
   cudaLaunchConfig_t cfg = {};
