@@ -140,7 +140,7 @@ inline bool split_rule_old() {
 // Whether a launch split over clusters is a programmatic dependent (SHARQ_CUDA_DECODE_SPLIT_PDL=0
 // never, =1 always for A/B; default: at most 16 rows). Measured on an H200 (session 18, the
 // engine's decode, two alternating runs): with it off above 16 rows batch 32 ran 2642 / 2642
-// tok/s against 2469 / 2469 on (1968 / 2003 with session 17's split), while batch 16 ran 2006 /
+// tok/s against 2469 / 2469 on (2435 / 2372 with session 17's split), while batch 16 ran 2006 /
 // 1944 off against 2046 / 2037 on. bench_gemm's engine-shaped loop (prepare + GEMM in a graph) puts
 // it on the one-wave o and down products at M = 32: the down linear 57.9 us without PDL, 89.0
 // with it. Not explained yet; the likeliest cause is the early-launched clusters being placed
