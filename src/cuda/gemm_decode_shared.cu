@@ -42,20 +42,27 @@ __host__ __device__ constexpr int window_chunks() {
 // lane holds lane (g, t)'s 8 FP16 of token 8i + g, path p, K [32t + 8u, +8) of the window, the
 // B-fragment pair the lane multiplies for u. A warp's read for one (u, p, i) is then 512
 // contiguous bytes (no bank conflicts). Tokens past m and K past k read as zeros.
+// One warp instruction copies two whole token rows (2 x 256 contiguous bytes: every K chunk of
+// tokens 8i + 2r and 8i + 2r + 1, r = item mod 4), lane L taking u = L / 8, so each quarter warp
+// writes 8 consecutive chunks (128 bytes, one wavefront). The first mapping walked the source rows
+// in lane order, and a quarter warp's writes fell 4 KB apart: ncu (H200, M = 32) counted 32
+// wavefronts a copy instruction against 4 ideal. Removing that conflict measured neutral in time
+// (session 19), but the kernels need fewer registers (the M = 32 one-tile build no longer spills).
 template <int NT, int P>
 __device__ __forceinline__ void copy_window(uint4* slot, const __half* __restrict__ x, int m,
                                             int64_t k, int64_t w) {
+  constexpr int kItems = P * NT * 4;  // (path, token tile, token pair) per warp instruction
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int u = lane >> 3, t = lane & 3, g2 = (lane >> 2) & 1;
+  const int64_t kk = w * kWin + 32 * t + 8 * u;
 #pragma unroll
-  for (int j0 = 0; j0 < window_chunks<NT, P>(); j0 += kWarps * 32) {
-    const int j = j0 + static_cast<int>(threadIdx.x);
-    if (window_chunks<NT, P>() % (kWarps * 32) != 0 && j >= window_chunks<NT, P>()) break;
-    const int c = j & 15, tok = (j >> 4) % (NT * 8), p = (j >> 4) / (NT * 8);
-    const int64_t kk = w * kWin + 8 * c;
+  for (int j0 = 0; j0 < kItems; j0 += kWarps) {
+    const int j = j0 + warp;
+    if (kItems % kWarps != 0 && j >= kItems) break;
+    const int p = j / (NT * 4), i = (j >> 2) % NT, g = 2 * (j & 3) + g2, tok = 8 * i + g;
     const bool valid = tok < m && kk < k;
     const __half* src = valid ? x + ((static_cast<int64_t>(p) * m + tok) * k + kk) : x;
-    const int lane = (tok & 7) * 4 + (c >> 2);
-    cp_async16(smem_u32(slot + (((c & 3) * P + p) * NT + (tok >> 3)) * 32 + lane), src,
-               valid ? 16 : 0);
+    cp_async16(smem_u32(slot + ((u * P + p) * NT + i) * 32 + g * 4 + t), src, valid ? 16 : 0);
   }
 }
 
