@@ -49,6 +49,16 @@ const bool g_no_fence = [] {
   return e && e[0] == '1';
 }();
 
+// SHARQ_CUDA_WGMMA_CONTIG=1 (dev ablation, timing only): the window copies move each activation
+// row's 128-byte halves as they lie in the planes, 16 bytes a copy (swizzled as wgmma reads them),
+// instead of gathering 4-byte pairs into the MMA steps' K order, so the products are wrong. It
+// bounds what a window arriving ready-made (a prepare that writes the MMA order, one bulk tensor
+// copy) could gain over the gathers.
+const bool g_contig = [] {
+  const char* e = std::getenv("SHARQ_CUDA_WGMMA_CONTIG");
+  return e && e[0] == '1';
+}();
+
 constexpr int kWarps = kSplitWarps;  // two warpgroups
 constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
 constexpr int kStages = kAhead + 2;  // + the one in use + the one the previous MMAs may still read
@@ -101,6 +111,25 @@ __device__ __forceinline__ void copy_window(uint32_t slot, const __half* __restr
   }
 }
 
+// The timing-only form of copy_window (g_contig): the same slot layout, each 128-byte half row
+// copied as 8 chunks of 16 bytes in plane order. A warp covers four whole half rows.
+template <int NT, int P>
+__device__ __forceinline__ void copy_window_contig(uint32_t slot, const __half* __restrict__ x,
+                                                   int m, int64_t k, int64_t w) {
+  constexpr int N = NT * 8, kItems = P * 2 * N * 8;
+#pragma unroll
+  for (int i0 = 0; i0 < kItems; i0 += kWarps * 32) {
+    const int i = i0 + static_cast<int>(threadIdx.x);
+    if (kItems % (kWarps * 32) != 0 && i >= kItems) break;
+    const int c = i & 7, n = (i >> 3) % N, ph = (i >> 3) / N, r8 = n & 7;
+    const int64_t kk = w * kWin + 64 * (ph & 1) + 8 * c;
+    const bool valid = n < m && kk < k;
+    const __half* src = valid ? x + (static_cast<int64_t>(ph >> 1) * m + n) * k + kk : x;
+    cp_async16(slot + ph * (N * 128) + (n >> 3) * 1024 + r8 * 128 + ((c ^ r8) << 4), src,
+               valid ? 16 : 0);
+  }
+}
+
 // The A fragments of one window's eight MMA steps from a warp's weight slice (exact FP16 values
 // E2M1 x UE4M3 x 2^-14, as the mma.sync kernels decode them).
 __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const WeightSlice<1>& sl) {
@@ -131,7 +160,7 @@ template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                              const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles,
-                             bool proxy_fence) {
+                             bool proxy_fence, bool contig) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -147,6 +176,13 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
   auto slot = [&](int64_t j) {
     return sbase + static_cast<uint32_t>(j % kStages) * window_bytes<NT, P>();
+  };
+  auto copy = [&](uint32_t dst, int64_t w) {
+    if (contig) {
+      copy_window_contig<NT, P>(dst, x, m, k, w);
+    } else {
+      copy_window<NT, P>(dst, x, m, k, w);
+    }
   };
   auto load_w = [&](WeightSlice<1>& sl, int64_t j) {
     if (j >= nw) return;
@@ -175,7 +211,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     // only 1-3% faster on an H100, SHARQ_CUDA_WGMMA_NOFENCE=1) ...
     if (proxy_fence) fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
-    if (j + kAhead < nw) copy_window<NT, P>(slot(j + kAhead), x, m, k, w0 + j + kAhead);
+    if (j + kAhead < nw) copy(slot(j + kAhead), w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
     const uint32_t s = slot(j);
     fence_sets();
@@ -205,7 +241,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
   for (int j = 0; j < kAhead; ++j) {
-    if (j < nw) copy_window<NT, P>(slot(j), x, m, k, w0 + j);
+    if (j < nw) copy(slot(j), w0 + j);
     cp_async_commit();
   }
   decode_window(a[0], ring[0]);
@@ -250,7 +286,7 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
   launch_split_k(kernel, resident, groups, k, split_k, m, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
-                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
+                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence, g_contig);
 }
 
 }  // namespace
