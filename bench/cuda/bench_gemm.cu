@@ -214,6 +214,12 @@ int main(int argc, char** argv) {
       __nv_bfloat16* y = static_cast<__nv_bfloat16*>(dmalloc(size_t(m) * n * 2));
       float* dec = static_cast<float*>(dmalloc(size_t(m) * k * 4));
       uint16_t* xh = static_cast<uint16_t*>(dmalloc(size_t(2 * m) * k * 2));
+      // The planes in the wgmma kernel's K order, and the order the engine would prepare.
+      using sharq::cuda::PlaneOrder;
+      const int64_t kw = sharq::cuda::plane_row_halves(k, PlaneOrder::kWgmma);
+      uint16_t* xw = static_cast<uint16_t*>(dmalloc(size_t(2 * m) * kw * 2));
+      const PlaneOrder order = sharq::cuda::decode_plane_order(m);
+      uint16_t* xe = order == PlaneOrder::kWgmma ? xw : xh;
       sharq::cuda::Nvfp4View sp{static_cast<uint8_t*>(dmalloc(m * k / 2)),
                                 static_cast<uint8_t*>(dmalloc(m * k / 32)),
                                 static_cast<float*>(dmalloc(4))};
@@ -266,6 +272,8 @@ int main(int argc, char** argv) {
                                      nullptr);
       });
       sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr,
+                           scratch, nullptr, xw, PlaneOrder::kWgmma);
+      sharq::cuda::prepare(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs, nullptr,
                            scratch, nullptr, xh);
       const double t_gemm_v2 = time_us([&](int i) {
         sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
@@ -292,31 +300,38 @@ int main(int argc, char** argv) {
       const double g_fp8 = time_fp8(m, x8, y, 20, 15, gs);
       auto engine_linear = [&](int i) {
         sharq::cuda::prepare_fused(sharq::cuda::PrepareMode::kSharqNvfp4_24, x, m, k, sp, rs,
-                                   fscratch, gs, xh);
-        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
+                                   fscratch, gs, xe, nullptr, sharq::cuda::PrepareSchedule::kAuto,
+                                   nullptr, order);
+        sharq::cuda::gemm_decode_mma(xe, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs,
+                                     order);
       };
       const double g_gemm = sharq::bench::median_graph_us(gs, [&](int i) {
-        sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs);
+        sharq::cuda::gemm_decode_mma(xe, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16, gs,
+                                     order);
       });
       {  // kernel variants: per-tile (M <= 8: one / two row tiles), shared activations (1 / 2
-         // tiles, K split chosen per launch; 1 tile without a K split)
+         // tiles, K split chosen per launch; 1 tile without a K split), wgmma from either order
         const double wb = double(wn) / 2 + double(wn) / 32;
         std::string row =
             "| " + std::to_string(k) + " | " + std::to_string(n) + " | " + std::to_string(m) + " |";
         struct Variant {
           int shared, rt;
+          PlaneOrder order;
         };
-        for (const Variant v : {Variant{0, 1}, Variant{0, 2}, Variant{1, 1}, Variant{1, 2},
-                                Variant{2, 0}, Variant{-1, 0}}) {
+        for (const Variant v : {Variant{0, 1, PlaneOrder::kMma}, Variant{0, 2, PlaneOrder::kMma},
+                                Variant{1, 1, PlaneOrder::kMma}, Variant{1, 2, PlaneOrder::kMma},
+                                Variant{2, 0, PlaneOrder::kMma}, Variant{-1, 0, PlaneOrder::kWgmma},
+                                Variant{-1, 0, order}}) {
           if (v.shared == 0 && v.rt == 2 && m > 8) {
             row += " - |";
             continue;
           }
           sharq::cuda::testing::decode_gemm_shared_x(v.shared);
           sharq::cuda::testing::decode_gemm_row_tiles(v.rt);
+          const uint16_t* xv = v.order == PlaneOrder::kWgmma ? xw : xh;
           const double us = sharq::bench::median_graph_us(gs, [&](int i) {
-            sharq::cuda::gemm_decode_mma(xh, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
-                                         gs);
+            sharq::cuda::gemm_decode_mma(xv, 2, rs.tensor_scale, m, wq32[i % rot], 32, n, k, y16,
+                                         gs, v.order);
           });
           char cell[64];
           std::snprintf(cell, sizeof cell, " %.1f (%.0f%%) |", us,
@@ -579,10 +594,12 @@ int main(int argc, char** argv) {
       "per-tile = a block per weight tile, warps split K (1 or 2 16-row tiles per warp, the "
       "second for M <= 8 only); shared = warps on different tiles share each activation window "
       "through shared memory (K split over a cluster chosen per launch); wgmma = the shared "
-      "kernel's tiles as one asynchronous m64nN product per warpgroup, weight in registers; "
-      "default = the per-launch choice\n\n| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | "
-      "shared, 1 tile | shared, 2 tiles | wgmma | default "
-      "|\n|---|---|---|---|---|---|---|---|---|\n");
+      "kernel's tiles as one asynchronous m64nN product per warpgroup, weight in registers, its "
+      "activation windows gathered from kMma planes or copied whole from kWgmma planes; "
+      "default = the engine's choice (decode_plane_order, then the per-launch kernel)\n\n"
+      "| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | shared, 1 tile | shared, 2 tiles | "
+      "wgmma, gathers | wgmma, kWgmma planes | default |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "

@@ -86,8 +86,9 @@ struct PreparedAct {
   int64_t t = 0, k = 0;
   cuda::PrepareMode mode = cuda::PrepareMode::kNvfp4;
   cuda::Nvfp4View sparse{}, residual{};
-  bool planes = false;  // xq holds the FP16 GEMM planes
-  bool images = false;  // prefill_act_ holds the 2:4 stage images
+  bool planes = false;                              // xq holds the FP16 GEMM planes
+  cuda::PlaneOrder order = cuda::PlaneOrder::kMma;  // their K order
+  bool images = false;                              // prefill_act_ holds the 2:4 stage images
 };
 
 struct CudaLinear final : LinearWeights {
@@ -328,9 +329,12 @@ class CudaBackend final : public Backend {
     if (g) drop_step(g);
   }
 
-  // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves <= t * k
-  // floats), then the activation tensor scale at float offset t * k.
-  int64_t quantized_activation_floats(int64_t t, int64_t k) const override { return t * k + 32; }
+  // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves, or in the
+  // wgmma K order paths * t * k' with k' = k rounded up to 128; both <= t * k' floats), then the
+  // activation tensor scale at float offset t * k' (act_scale).
+  int64_t quantized_activation_floats(int64_t t, int64_t k) const override {
+    return t * padded_k(k) + 32;
+  }
 
   std::unique_ptr<LinearWeights> prepare_linear(Mode mode, const float* w, const float* bias,
                                                 int64_t n, int64_t k,
@@ -399,7 +403,7 @@ class CudaBackend final : public Backend {
     if (const auto rule = fp4_rule(mode, k)) {
       const Fp4Out o = fp4_out(t, k, xq, rule->prepare);
       cuda::prepare_fused(rule->prepare, x, t, k, o.sparse, o.residual, scratch(t), stream_,
-                          o.planes, nullptr, cuda::PrepareSchedule::kAuto, o.images);
+                          o.planes, nullptr, cuda::PrepareSchedule::kAuto, o.images, o.order);
     } else if (mt.act == ActRule::kBf16Round) {
       cuda::round_to_bf16(x, t * k, reinterpret_cast<uint16_t*>(xq), stream_);
     } else if (mt.act == ActRule::kIdentity) {
@@ -424,7 +428,7 @@ class CudaBackend final : public Backend {
     const Fp4Out o = fp4_out(rows, d, xq, rule->prepare);
     cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
                           stream_, o.planes, nullptr, nullptr, cuda::PrepareSchedule::kAuto,
-                          o.images);
+                          o.images, o.order);
   }
 
   // SwiGLU fused into the FP4 prepare of down_proj's input (out stays unwritten).
@@ -436,7 +440,7 @@ class CudaBackend final : public Backend {
       return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
     const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
     cuda::prepare_swiglu(rule->prepare, gate, up, rows, k, o.sparse, o.residual, scratch(rows),
-                         stream_, o.planes, nullptr, o.images);
+                         stream_, o.planes, nullptr, o.images, o.order);
   }
 
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
@@ -540,9 +544,11 @@ class CudaBackend final : public Backend {
         const auto& w = static_cast<const CudaLinear&>(*ws[i]);
         parts[i] = {w.fp4, w.n, ys[i]};
       }
+      // (the planes' order as prepared; a profiling run that skipped the prepare reads kMma)
       cuda::gemm_decode_mma_group_f32(reinterpret_cast<const uint16_t*>(xq), w0.paths,
-                                      xq + t * w0.k, t, parts.data(), static_cast<int>(ws.size()),
-                                      w0.group, w0.k, stream_);
+                                      act_scale(xq, t, w0.k), t, parts.data(),
+                                      static_cast<int>(ws.size()), w0.group, w0.k, stream_, false,
+                                      act_.xq == xq ? act_.order : cuda::PlaneOrder::kMma);
       decode_product_launched(ws);
     } else if (bf16) {
       // One row: the outputs are the product's row if they lie side by side (the Session's do).
@@ -655,7 +661,7 @@ class CudaBackend final : public Backend {
                          out, &sink)) {
       if (skipped(cuda::profile_skip::kOPass)) return;
       cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes,
-                         o.images);
+                         o.images, o.order);
     } else {
       quantize_activation(mode, out, rows, k, xq, name);
     }
@@ -714,13 +720,18 @@ class CudaBackend final : public Backend {
     cuda::Nvfp4View sparse, residual;
     uint16_t* planes;
     uint8_t* images;
+    cuda::PlaneOrder order;
   };
+  static int64_t padded_k(int64_t k) { return cuda::plane_row_halves(k, cuda::PlaneOrder::kWgmma); }
+  static const float* act_scale(const float* xq, int64_t t, int64_t k) {
+    return xq + t * padded_k(k);
+  }
   Fp4Out fp4_out(int64_t t, int64_t k, float* xq, cuda::PrepareMode mode) {
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
     grow(packed_, 2 * (codes + scales));
     uint8_t* p = packed_.as<uint8_t>();
-    float* ts = xq + t * k;
+    float* ts = xq + t * padded_k(k);
     // Whether the products will want the images: their N is not known here, K stands in for it
     // (q, o, gate/up have N >= K; a wrong guess costs one expansion, not a wrong product).
     const bool ws = mode == cuda::PrepareMode::kSharqNvfp4_24 &&
@@ -728,11 +739,21 @@ class CudaBackend final : public Backend {
     // SHARQ_CUDA_PREFILL=expand (tests): neither, so that the products expand what they need.
     const bool images = ws && !prefill_images_always_;
     if (images) grow(prefill_act_, cuda::prefill_ws_act_bytes(t, k));
-    act_ = PreparedAct{
-        xq,  t,     k, mode, {p, p + codes, ts}, {p + codes + scales, p + 2 * codes + scales, ts},
-        !ws, images};
+    // The decode GEMM's planes in the K order it runs fastest from (a prefill product's planes
+    // stay in kMma, which every other consumer reads).
+    const cuda::PlaneOrder order =
+        !ws && t <= decode_rows() ? cuda::decode_plane_order(t) : cuda::PlaneOrder::kMma;
+    act_ = PreparedAct{xq,
+                       t,
+                       k,
+                       mode,
+                       {p, p + codes, ts},
+                       {p + codes + scales, p + 2 * codes + scales, ts},
+                       !ws,
+                       order,
+                       images};
     return {act_.sparse, act_.residual, ws ? nullptr : reinterpret_cast<uint16_t*>(xq),
-            images ? prefill_act_.as<uint8_t>() : nullptr};
+            images ? prefill_act_.as<uint8_t>() : nullptr, order};
   }
   // Whether a sharq-nvfp4-24 product of t rows and N = n takes the 2:4 prefill kernel (always:
   // at any size past the decode rows); fp4_out asks it of K before the products are known.
@@ -751,10 +772,11 @@ class CudaBackend final : public Backend {
   }
   const uint16_t* fp4_planes(const float* xq, int64_t t, int64_t k) {
     const PreparedAct& a = prepared(xq, t, k, "FP16 planes");
-    if (!a.planes) {
+    if (!a.planes) {  // expanded in kMma (a prefill's products, or the tests' expand path)
       cuda::expand_activation_planes(a.mode, a.sparse, a.residual, t, k,
                                      reinterpret_cast<uint16_t*>(a.xq), stream_);
       act_.planes = true;
+      act_.order = cuda::PlaneOrder::kMma;
     }
     return reinterpret_cast<const uint16_t*>(xq);
   }
@@ -817,13 +839,13 @@ class CudaBackend final : public Backend {
   // decode + cuBLAS (or the one-launch wgmma kernel, which cannot accumulate: matmul_add does not
   // send it here). accumulate: y += the product.
   void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
-    const float* sx = xq + t * w.k;
+    const float* sx = act_scale(xq, t, w.k);
     const bool ws = w.sparse24 && on_ws_kernel(t, w.n, prefill_ws_always_);
     const uint16_t* planes = ws ? nullptr : fp4_planes(xq, t, w.k);
     if (t <= decode_rows()) {
       const cuda::DecodeGemmPart part{w.fp4, w.n, y};
       cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
-                                      accumulate);
+                                      accumulate, act_.order);
       const LinearWeights* one = &w;
       decode_product_launched({&one, 1});
     } else if (ws) {  // the one-launch 2:4 + dense product

@@ -12,6 +12,7 @@
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
+#include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
 
 namespace sharq::cuda::decode_mma {
@@ -182,6 +183,6 @@ void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> 
 // with the weight in registers; split_k as launch_shared_x's.
 template <int PATHS, typename OutT>
 void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                    int split_k, int64_t k, cudaStream_t stream);
+                    int split_k, int64_t k, PlaneOrder order, cudaStream_t stream);
 
 }  // namespace sharq::cuda::decode_mma

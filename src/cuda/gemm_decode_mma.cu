@@ -328,6 +328,12 @@ std::atomic<int> g_shared{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SHARED");
   return e && e[0] >= '0' && e[0] <= '2' ? e[0] - '0' : -1;
 }()};
+// decode_plane_order's rule: -1 per M, 0 always kMma, 1 always kWgmma (SHARQ_CUDA_DECODE_WGMMA,
+// testing::decode_gemm_wgmma_order).
+std::atomic<int> g_wgmma_order{[] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_WGMMA");
+  return e && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
+}()};
 std::atomic<int> g_split_k{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SPLIT_K");
   return e && e[0] >= '1' && e[0] <= '8' && e[1] == '\0' ? e[0] - '0' : 0;
@@ -390,12 +396,12 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
 
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
-              int64_t k, cudaStream_t stream) {
-  if (m1_eligible(parts, PATHS, m, group, k)) return launch_m1(x, sx, parts, k, stream);
-  if (g_shared.load(std::memory_order_relaxed) == 2) {
+              int64_t k, PlaneOrder order, cudaStream_t stream) {
+  if (order == PlaneOrder::kWgmma || g_shared.load(std::memory_order_relaxed) == 2) {
     return launch_wgmma_x<PATHS>(x, sx, m, parts, group, g_split_k.load(std::memory_order_relaxed),
-                                 k, stream);
+                                 k, order, stream);
   }
+  if (m1_eligible(parts, PATHS, m, group, k)) return launch_m1(x, sx, parts, k, stream);
   if (const int srt = shared_x_tiles(parts, m, k)) {
     return launch_shared_x<PATHS>(x, sx, m, parts, group, srt,
                                   g_split_k.load(std::memory_order_relaxed), k, stream);
@@ -416,8 +422,8 @@ void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& 
 template <typename OutT>
 void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const DecodeGemmPart* in, int count, int w_group, int64_t k,
-                         OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream,
-                         bool accumulate = false) {
+                         OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream, bool accumulate,
+                         PlaneOrder order) {
   if (m < 1 || m > 32)
     throw Error("cuda::gemm_decode_mma: M = " + std::to_string(m) + " is outside 1..32");
   if (count < 1 || count > kMaxParts)
@@ -441,8 +447,10 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
     rows += (n + 15) / 16;  // the 16-row tile count bounds every RT's
   }
   if (rows > 0x7fffffff) throw Error("cuda::gemm_decode_mma: too many output rows for one launch");
-  if (paths == 2) return dispatch<2>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
-  if (paths == 1) return dispatch<1>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, stream);
+  if (paths == 2)
+    return dispatch<2>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, order, stream);
+  if (paths == 1)
+    return dispatch<1>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, order, stream);
   throw Error("cuda::gemm_decode_mma: paths must be 1 or 2");
 }
 
@@ -457,23 +465,35 @@ float* f32_out(const DecodeGemmPart& p) {
 
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, PlaneOrder order) {
   const DecodeGemmPart part{w, n, y};
-  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, bf16_out, stream);
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, bf16_out, stream,
+                      false, order);
 }
 
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, PlaneOrder order) {
   const DecodeGemmPart part{w, n, y};
-  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, f32_out, stream);
+  gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, f32_out, stream,
+                      false, order);
 }
 
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
-                               int64_t k, cudaStream_t stream, bool accumulate) {
+                               int64_t k, cudaStream_t stream, bool accumulate, PlaneOrder order) {
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, parts, count, w_group, k, f32_out,
-                      stream, accumulate);
+                      stream, accumulate, order);
+}
+
+// Session 19's ablation (the window copies without gathers, H200, M = 32) put the wgmma kernel
+// ahead of the default on every product and behind it at M = 16 on q/k/v and gate/up.
+PlaneOrder decode_plane_order(int64_t m) {
+  const int mode = g_wgmma_order.load(std::memory_order_relaxed);
+  if (mode == 1) return PlaneOrder::kWgmma;
+  if (mode == 0 || m <= 16 || m > 32 || g_shared.load(std::memory_order_relaxed) != -1)
+    return PlaneOrder::kMma;
+  return PlaneOrder::kWgmma;
 }
 
 bool pdl_enabled() {
@@ -498,6 +518,9 @@ void decode_gemm_warps(int warps) {
 }
 void decode_gemm_split_k(int split_k) {
   g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);
+}
+void decode_gemm_wgmma_order(int mode) {
+  g_wgmma_order.store(mode == 0 || mode == 1 ? mode : -1, std::memory_order_relaxed);
 }
 }  // namespace testing
 

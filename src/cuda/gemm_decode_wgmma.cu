@@ -7,15 +7,19 @@
 // at a time; ncu put it at 21% of the tensor pipe and 19% of DRAM at M = 32, bound by latency
 // (docs/RESULTS.md, issue 5, session 6). A wgmma reads the activation once per 64 rows, runs
 // while the warp decodes the next window, and the accumulators shrink to N / 2 registers.
-// Status (session 17, H100): correct, but 1.2-1.7x slower than the mma.sync kernels, so only
-// SHARQ_CUDA_DECODE_SHARED=2 selects it (A/B).
+// Status: from planes in the kMma order (session 17, H100) correct, but 1.2-1.7x slower than the
+// mma.sync kernels: its window copies gather 4-byte pairs (SHARQ_CUDA_DECODE_SHARED=2 selects it,
+// A/B). From planes in the kWgmma order (kernels.h PlaneOrder: the prepare writes the K order
+// below, rows padded to whole windows) the copies are whole 16-byte chunks; the engine runs it so
+// above 16 rows (decode_plane_order).
 // The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
 // planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
 // 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes
 // from lane t the pairs K' 32 t + 8 u + 4 h (+0, +1) as its K slots 2 t (+1) and K' 32 t + 8 u +
 // 4 h + 2 (+0, +1) as slots 8 + 2 t (+1), so the copy gathers each activation row into that
 // order: the pair (K' 32 t + 8 u + 2 q) lands in window K-slot 16 (2 u + q / 2) + 8 (q % 2) + 2 t,
-// i.e. 128-byte row half u / 2, 16-byte chunk 4 (u % 2) + q, bytes 4 t (then swizzled).
+// i.e. 128-byte row half u / 2, 16-byte chunk 4 (u % 2) + q, bytes 4 t (then swizzled). The
+// kWgmma planes hold each window in exactly that slot order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -49,16 +53,6 @@ const bool g_no_fence = [] {
   return e && e[0] == '1';
 }();
 
-// SHARQ_CUDA_WGMMA_CONTIG=1 (dev ablation, timing only): the window copies move each activation
-// row's 128-byte halves as they lie in the planes, 16 bytes a copy (swizzled as wgmma reads them),
-// instead of gathering 4-byte pairs into the MMA steps' K order, so the products are wrong. It
-// bounds what a window arriving ready-made (a prepare that writes the MMA order, one bulk tensor
-// copy) could gain over the gathers.
-const bool g_contig = [] {
-  const char* e = std::getenv("SHARQ_CUDA_WGMMA_CONTIG");
-  return e && e[0] == '1';
-}();
-
 constexpr int kWarps = kSplitWarps;  // two warpgroups
 constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
 constexpr int kStages = kAhead + 2;  // + the one in use + the one the previous MMAs may still read
@@ -80,12 +74,12 @@ __host__ __device__ constexpr uint32_t window_bytes() {
   return uint32_t(P) * 2 * NT * 8 * 128;
 }
 
-// Copies window w of x (P, m, k) into `slot` in the MMA steps' K order (top of file), 4 bytes a
-// copy. Thread bits: t (2), the token row mod 8 (3), q (2), u mod 2 (1); the round adds u / 2,
-// the token block and the path. So a warp's 32 stores hit 32 banks (the swizzle moves each row's
-// chunk to its own 4 banks), and a thread's chunk and swizzle are the same in every round, which
-// keeps the per-round address arithmetic to constant offsets. Tokens past m and K past k read as
-// zeros.
+// Copies window w of x (P, m, k), kMma order, into `slot` in the MMA steps' K order (top of
+// file), 4 bytes a copy. Thread bits: t (2), the token row mod 8 (3), q (2), u mod 2 (1); the round
+// adds u / 2, the token block and the path. So a warp's 32 stores hit 32 banks (the swizzle moves
+// each row's chunk to its own 4 banks), and a thread's chunk and swizzle are the same in every
+// round, which keeps the per-round address arithmetic to constant offsets. Tokens past m and K past
+// k read as zeros.
 template <int NT, int P>
 __device__ __forceinline__ void copy_window(uint32_t slot, const __half* __restrict__ x, int m,
                                             int64_t k, int64_t w) {
@@ -111,11 +105,12 @@ __device__ __forceinline__ void copy_window(uint32_t slot, const __half* __restr
   }
 }
 
-// The timing-only form of copy_window (g_contig): the same slot layout, each 128-byte half row
-// copied as 8 chunks of 16 bytes in plane order. A warp covers four whole half rows.
+// Copies window w of x (P, m, ld), kWgmma order (already the slot order), into `slot`: each
+// 128-byte half row as 8 chunks of 16 bytes, swizzled as wgmma reads them. A warp covers four
+// whole half rows. Tokens past m read as zeros; the rows hold whole windows.
 template <int NT, int P>
-__device__ __forceinline__ void copy_window_contig(uint32_t slot, const __half* __restrict__ x,
-                                                   int m, int64_t k, int64_t w) {
+__device__ __forceinline__ void copy_window_rows(uint32_t slot, const __half* __restrict__ x, int m,
+                                                 int64_t ld, int64_t w) {
   constexpr int N = NT * 8, kItems = P * 2 * N * 8;
 #pragma unroll
   for (int i0 = 0; i0 < kItems; i0 += kWarps * 32) {
@@ -123,8 +118,8 @@ __device__ __forceinline__ void copy_window_contig(uint32_t slot, const __half* 
     if (kItems % (kWarps * 32) != 0 && i >= kItems) break;
     const int c = i & 7, n = (i >> 3) % N, ph = (i >> 3) / N, r8 = n & 7;
     const int64_t kk = w * kWin + 64 * (ph & 1) + 8 * c;
-    const bool valid = n < m && kk < k;
-    const __half* src = valid ? x + (static_cast<int64_t>(ph >> 1) * m + n) * k + kk : x;
+    const bool valid = n < m;
+    const __half* src = valid ? x + (static_cast<int64_t>(ph >> 1) * m + n) * ld + kk : x;
     cp_async16(slot + ph * (N * 128) + (n >> 3) * 1024 + r8 * 128 + ((c ^ r8) << 4), src,
                valid ? 16 : 0);
   }
@@ -155,12 +150,14 @@ __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const We
 }
 
 // Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
-// b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 as gemm_decode_mma's.
+// b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 planes as
+// gemm_decode_mma's (kMma order), or with whole_rows (P, m, plane_row_halves(k, kWgmma)) in the
+// kWgmma order.
 template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                              const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles,
-                             bool proxy_fence, bool contig) {
+                             bool proxy_fence, bool whole_rows) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -178,8 +175,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     return sbase + static_cast<uint32_t>(j % kStages) * window_bytes<NT, P>();
   };
   auto copy = [&](uint32_t dst, int64_t w) {
-    if (contig) {
-      copy_window_contig<NT, P>(dst, x, m, k, w);
+    if (whole_rows) {
+      copy_window_rows<NT, P>(dst, x, m, nwin * kWin, w);
     } else {
       copy_window<NT, P>(dst, x, m, k, w);
     }
@@ -271,7 +268,7 @@ constexpr size_t smem_bytes() {
 
 template <int NT, int P, typename OutT>
 void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-               int split_k, int64_t k, cudaStream_t stream) {
+               int split_k, int64_t k, PlaneOrder order, cudaStream_t stream) {
   for (int i = 0; i < parts.count; ++i) {
     parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 15) / 16;
   }
@@ -286,29 +283,30 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
   launch_split_k(kernel, resident, groups, k, split_k, m, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
-                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence, g_contig);
+                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence,
+                 order == PlaneOrder::kWgmma);
 }
 
 }  // namespace
 
 template <int PATHS, typename OutT>
 void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                    int split_k, int64_t k, cudaStream_t stream) {
-  if (m <= 8) return launch_nt<1, PATHS>(x, sx, m, parts, group, split_k, k, stream);
-  if (m <= 16) return launch_nt<2, PATHS>(x, sx, m, parts, group, split_k, k, stream);
-  if (m <= 24) return launch_nt<3, PATHS>(x, sx, m, parts, group, split_k, k, stream);
-  return launch_nt<4, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+                    int split_k, int64_t k, PlaneOrder order, cudaStream_t stream) {
+  if (m <= 8) return launch_nt<1, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
+  if (m <= 16) return launch_nt<2, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
+  if (m <= 24) return launch_nt<3, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
+  return launch_nt<4, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
 }
 
 template void launch_wgmma_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
-                                       int, int64_t, cudaStream_t);
+                                       int, int64_t, PlaneOrder, cudaStream_t);
 template void launch_wgmma_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
-                                       int, int64_t, cudaStream_t);
+                                       int, int64_t, PlaneOrder, cudaStream_t);
 template void launch_wgmma_x<1, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                               Parts<__nv_bfloat16>, int, int, int64_t,
+                                               Parts<__nv_bfloat16>, int, int, int64_t, PlaneOrder,
                                                cudaStream_t);
 template void launch_wgmma_x<2, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                               Parts<__nv_bfloat16>, int, int, int64_t,
+                                               Parts<__nv_bfloat16>, int, int, int64_t, PlaneOrder,
                                                cudaStream_t);
 
 }  // namespace sharq::cuda::decode_mma

@@ -13,6 +13,7 @@
 
 #include "codecs.cuh"
 #include "device_info.cuh"
+#include "gemm_planes.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
@@ -65,21 +66,6 @@ __device__ __forceinline__ void store16(uint8_t* dst, const uint8_t* src) {
   *reinterpret_cast<uint4*>(dst) = u;
 }
 
-// 32 scaled-domain decodes -> FP16 (exact), each 8-group reordered 0,4,1,5,2,6,3,7.
-__device__ __forceinline__ void store_gemm_f16(__half* dst, const float* d) {
-  uint4* out = reinterpret_cast<uint4*>(dst);
-#pragma unroll
-  for (int grp = 0; grp < 4; ++grp) {
-    uint32_t w[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const __half2 h = __floats2half2_rn(d[8 * grp + j], d[8 * grp + j + 4]);
-      w[j] = *reinterpret_cast<const uint32_t*>(&h);
-    }
-    out[grp] = make_uint4(w[0], w[1], w[2], w[3]);
-  }
-}
-
 // The backbone of 8 consecutive scaled values (a group of 8 never straddles a mask group): MODE 1
 // keeps 2 of 4 pairs scored by max |.| (4:8p), MODE 2 keeps 2 of each 4 by |.| (2:4); the rest
 // become 0.
@@ -109,7 +95,7 @@ template <int MODE>
 __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, int64_t rows,
                                                int64_t k, const Nvfp4View& sparse,
                                                const Nvfp4View& residual, float* decoded,
-                                               __half* gemm_f16) {
+                                               const GemmPlanes& planes) {
 #pragma unroll
   for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(v[i], inv);
 
@@ -133,13 +119,15 @@ __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, i
   nvfp4_block<16>(r, codes, residual.scales + 2 * b, dr);
   nvfp4_block<16>(r + 16, codes + 8, residual.scales + 2 * b + 1, dr + 16);
   store16(residual.codes + b * 16, codes);
-  if (gemm_f16) {
-    const int64_t plane = rows * k;
-    if (MODE == 0) {
-      store_gemm_f16(gemm_f16 + b * 32, dr);
-    } else {
-      store_gemm_f16(gemm_f16 + b * 32, dsp);
-      store_gemm_f16(gemm_f16 + plane + b * 32, dr);
+  if (planes.p) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (MODE == 0) {
+        store_plane8(planes, 0, b, u, dr + 8 * u);
+      } else {
+        store_plane8(planes, 0, b, u, dsp + 8 * u);
+        store_plane8(planes, 1, b, u, dr + 8 * u);
+      }
     }
   }
   if (decoded) {
@@ -180,17 +168,6 @@ __device__ __forceinline__ uint32_t nvfp4_block_part(const float* v, uint32_t* c
   return sc;
 }
 
-// 8 scaled-domain decodes -> FP16 (exact) in the GEMM's 0,4,1,5,2,6,3,7 order, one 16-byte store.
-__device__ __forceinline__ void store_gemm_f16_8(__half* dst, const float* d) {
-  uint32_t w[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const __half2 h = __floats2half2_rn(d[j], d[j + 4]);
-    w[j] = *reinterpret_cast<const uint32_t*>(&h);
-  }
-  *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 // 8 scaled-domain decodes -> four natural-order FP16 pairs (exact).
 __device__ __forceinline__ uint4 natural_f16_8(const float* d) {
   uint32_t w[4];
@@ -212,7 +189,7 @@ template <int MODE>
 __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b, int q,
                                                  int64_t rows, int64_t k, const Nvfp4View& sparse,
                                                  const Nvfp4View& residual, float* decoded,
-                                                 __half* gemm_f16,
+                                                 const GemmPlanes& planes,
                                                  const stage_images::Regions& images) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], inv);
@@ -238,13 +215,12 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
   const uint32_t sc = nvfp4_block_part<16>(r, &codes, dr);
   if ((q & 1) == 0) residual.scales[2 * b + q / 2] = static_cast<uint8_t>(sc);
   reinterpret_cast<uint32_t*>(residual.codes + b * 16)[q] = codes;
-  if (gemm_f16) {
-    const int64_t plane = rows * k;
+  if (planes.p) {
     if (MODE == 0) {
-      store_gemm_f16_8(gemm_f16 + b * 32 + 8 * q, dr);
+      store_plane8(planes, 0, b, q, dr);
     } else {
-      store_gemm_f16_8(gemm_f16 + b * 32 + 8 * q, dsp);
-      store_gemm_f16_8(gemm_f16 + plane + b * 32 + 8 * q, dr);
+      store_plane8(planes, 0, b, q, dsp);
+      store_plane8(planes, 1, b, q, dr);
     }
   }
   if (MODE == 2 && images.r)
@@ -273,8 +249,7 @@ __device__ __forceinline__ void load8(const float* p, float* v) {
 template <int MODE>
 __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_t k,
                                const uint32_t* __restrict__ absmax, Nvfp4View sparse,
-                               Nvfp4View residual, float* __restrict__ decoded,
-                               __half* __restrict__ gemm_f16) {
+                               Nvfp4View residual, float* __restrict__ decoded, GemmPlanes planes) {
   const int64_t blocks_per_row = k / 32;
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const float st = tensor_scale(absmax);
@@ -285,7 +260,7 @@ __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_
   if (b >= rows * blocks_per_row) return;
   float v[32];
   load32(x + b * 32, v);
-  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, gemm_f16);
+  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, planes);
 }
 
 // w: (n, k); one thread per 32-block; GROUP 16 or 32. Output in the GPU weight layout
@@ -362,7 +337,7 @@ template <int MODE, bool RESIDENT>
 __global__ void __launch_bounds__(kThreads)
     prepare_single_kernel(const float* __restrict__ x, int64_t rows, int64_t k, uint32_t* scratch,
                           Nvfp4View sparse, Nvfp4View residual, float* __restrict__ decoded,
-                          __half* __restrict__ gemm_f16) {
+                          GemmPlanes planes) {
   __shared__ float red[32];
   const int64_t chunks = rows * (k / 32);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -389,11 +364,11 @@ __global__ void __launch_bounds__(kThreads)
                                      residual.tensor_scale);
   const float inv = __frcp_rn(st);
   if (RESIDENT) {
-    if (b0 < chunks) quantize_chunk<MODE>(v, inv, b0, rows, k, sparse, residual, decoded, gemm_f16);
+    if (b0 < chunks) quantize_chunk<MODE>(v, inv, b0, rows, k, sparse, residual, decoded, planes);
   } else {
     for (int64_t b = b0; b < chunks; b += stride) {
       load32(x + b * 32, v);
-      quantize_chunk<MODE>(v, inv, b, rows, k, sparse, residual, decoded, gemm_f16);
+      quantize_chunk<MODE>(v, inv, b, rows, k, sparse, residual, decoded, planes);
     }
   }
 }
@@ -478,7 +453,7 @@ __global__ void __launch_bounds__(kThreads)
 template <int MODE, typename Src>
 __global__ void __launch_bounds__(kThreads)
     pass_kernel(Src src, int64_t rows, int64_t k, const uint32_t* scratch, Nvfp4View sparse,
-                Nvfp4View residual, float* __restrict__ decoded, __half* __restrict__ gemm_f16,
+                Nvfp4View residual, float* __restrict__ decoded, GemmPlanes planes,
                 stage_images::Regions images) {
   // The GEMM that reads our output may launch now and stream its weights (it waits for our
   // completion before it reads the activation).
@@ -495,7 +470,7 @@ __global__ void __launch_bounds__(kThreads)
   if (!active) return;
   src.finish(v, aux, scratch, b, q);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, gemm_f16,
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, planes,
                          images);
 }
 
@@ -606,8 +581,7 @@ __global__ void __launch_bounds__(kThreads)
     prepare_rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
                            int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
                            Nvfp4View residual, float* __restrict__ normed,
-                           float* __restrict__ decoded, __half* __restrict__ gemm_f16,
-                           bool force_sequential) {
+                           float* __restrict__ decoded, GemmPlanes planes, bool force_sequential) {
   __shared__ float red[32];
   const float m = rmsnorm_rows(x, w, eps, rows, k, scratch, normed, force_sequential);
   const float st = grid_tensor_scale(
@@ -621,7 +595,7 @@ __global__ void __launch_bounds__(kThreads)
     float v[32];
     load32(x + b * 32, v);
     load_normed_chunk(w, scratch, b, per_row, v);
-    quantize_chunk<MODE>(v, inv_st, b, rows, k, sparse, residual, decoded, gemm_f16);
+    quantize_chunk<MODE>(v, inv_st, b, rows, k, sparse, residual, decoded, planes);
   }
 }
 
@@ -773,9 +747,9 @@ void check_shape(int64_t rows, int64_t k, const char* what) {
 
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
-             uint16_t* gemm_f16) {
-  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+             uint16_t* gemm_f16, PlaneOrder order) {
   check_shape(rows, k, "cuda::prepare");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare");
   launch_absmax(x, rows * k, absmax_scratch, stream);
   const int64_t blocks = rows * (k / 32);
   const unsigned grid =
@@ -823,7 +797,7 @@ unsigned pass_blocks(int64_t rows, int64_t k) {
 // dependent under kTwoKernelPdl).
 template <int M, typename Src>
 void launch_two_kernel(Src src, int64_t rows, int64_t k, Nvfp4View sparse, Nvfp4View residual,
-                       uint32_t* scratch, cudaStream_t stream, __half* gh, float* decoded,
+                       uint32_t* scratch, cudaStream_t stream, const GemmPlanes& gh, float* decoded,
                        PrepareSchedule schedule, stage_images::Regions images) {
   const int64_t n = rows * k;
   const unsigned max_grid = static_cast<unsigned>(std::clamp<int64_t>(
@@ -857,9 +831,9 @@ stage_images::Regions images_for(const char* who, PrepareMode mode, uint8_t* ws_
 
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                   float* decoded, PrepareSchedule schedule, uint8_t* ws_images) {
+                   float* decoded, PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order) {
   check_shape(rows, k, "cuda::prepare_fused");
-  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_fused");
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
@@ -886,29 +860,30 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
 
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                  uint8_t* ws_images) {
+                  uint8_t* ws_images, PlaneOrder order) {
   check_shape(rows, k, "cuda::prepare_pass");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_pass");
   const auto images =
       images_for("prepare_pass", mode, ws_images, rows, k, PrepareSchedule::kTwoKernel, stream);
   with_mode(mode, [&](auto m) {
     launch_ex(pass_kernel<decltype(m)::value, LateSource>, pass_blocks(rows, k), stream,
               chain_attr(), "pass_kernel", LateSource{x}, rows, k, scratch, sparse, residual,
-              static_cast<float*>(nullptr), reinterpret_cast<__half*>(gemm_f16), images);
+              static_cast<float*>(nullptr), gh, images);
   });
 }
 
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
-                    uint16_t* gemm_f16, float* decoded, uint8_t* ws_images) {
+                    uint16_t* gemm_f16, float* decoded, uint8_t* ws_images, PlaneOrder order) {
   check_shape(rows, k, "cuda::prepare_swiglu");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_swiglu");
   if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
   const PrepareSchedule schedule = auto_schedule(rows * k);
   const auto images = images_for("prepare_swiglu", mode, ws_images, rows, k, schedule, stream);
   with_mode(mode, [&](auto m) {
     launch_two_kernel<decltype(m)::value>(SwigluSource{gate, up}, rows, k, sparse, residual,
-                                          scratch, stream, reinterpret_cast<__half*>(gemm_f16),
-                                          decoded, schedule, images);
+                                          scratch, stream, gh, decoded, schedule, images);
   });
 }
 
@@ -940,9 +915,9 @@ bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int6
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16, float* normed_out, float* decoded,
-                     PrepareSchedule schedule, uint8_t* ws_images) {
+                     PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order) {
   check_shape(rows, k, "cuda::prepare_rmsnorm");
-  auto* gh = reinterpret_cast<__half*>(gemm_f16);
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_rmsnorm");
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);

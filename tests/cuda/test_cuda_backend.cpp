@@ -155,9 +155,41 @@ TEST(CudaBackendSession, BatchedSequencesEqualSingleSessions) {
   EXPECT_LT(rel_err(std::vector<float>(dp.begin() + v, dp.end()), db), 1e-5);
 }
 
+// Batched decode steps of 17-32 rows take the wgmma decode kernel on planes the prepares write
+// in its K order (cuda::decode_plane_order): against the CPU at 17 and 32 rows, on widths with
+// half windows (320 = 2.5 x 128, intermediate 704 = 5.5 x 128) in every FP4 mode.
+TEST(CudaBackendSession, BatchedDecodeStepsMatchCpu) {
+  model::ModelConfig cfg = gpu_config("llama");
+  cfg.hidden_size = 320;
+  cfg.num_heads = 5;
+  cfg.num_kv_heads = 1;
+  cfg.intermediate_size = 704;
+  const auto lm = test::tiny_model(cfg, 9);
+  auto cpu = engine::make_cpu_backend(2);
+  auto gpu = engine::make_cuda_backend(0);
+  const int64_t v = lm.config.vocab_size;
+  for (const char* name : {"sharq-nvfp4-24", "sharq-nvfp4", "nvfp4"}) {
+    const Mode mode = mode_from_name(name);
+    const Model mc(lm, mode, *cpu), mg(lm, mode, *gpu);
+    for (const int64_t batch : {17, 32}) {
+      Session sc(mc, 16, batch), sg(mg, 16, batch);
+      const auto prompt = ids(3 * batch, v, static_cast<int>(batch));  // 3 tokens a sequence
+      sc.forward(prompt);
+      sg.forward(prompt);
+      for (int step = 0; step < 2; ++step) {
+        const auto next = ids(batch, v, 7 + step);
+        const auto dc = sc.forward(next), dg = sg.forward(next);
+        EXPECT_LT(rel_err(dg, dc), 3e-2) << name << " batch " << batch << " step " << step;
+        EXPECT_GE(argmax_agreement(dg, dc, v), 0.9) << name << " batch " << batch;
+      }
+    }
+  }
+}
+
 // matmul_group (one grouped launch for decode-sized inputs, one cuBLAS product for bf16 groups
-// laid out by group_linears) gives what matmul gives each linear: decode rows 1 and 5 (outputs
-// side by side or not), and 40 rows (the one-by-one fallback), biases included.
+// laid out by group_linears) gives what matmul gives each linear: decode rows 1, 5 and 24 (the
+// wgmma kernel on its own plane order; outputs side by side or not), and 40 rows (the one-by-one
+// fallback), biases included.
 TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
   auto be = engine::make_cuda_backend(0);
   const int64_t k = 256, ns[3] = {320, 64, 64};
@@ -180,7 +212,7 @@ TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
         std::array<engine::LinearWeights*, 3>{lin[0].get(), lin[1].get(), lin[2].get()});
     const std::array<const engine::LinearWeights*, 3> group{lin[0].get(), lin[1].get(),
                                                             lin[2].get()};
-    for (const int64_t t : {1, 5, 40}) {
+    for (const int64_t t : {1, 5, 24, 40}) {
       std::vector<float> x(static_cast<size_t>(t * k));
       for (size_t j = 0; j < x.size(); ++j)
         x[j] = static_cast<float>(std::cos(0.11 * double(j)) * (j % 37 == 3 ? 20 : 1));
@@ -210,8 +242,8 @@ TEST(CudaBackendSession, GroupedLinearsEqualSeparateOnes) {
 }
 
 // matmul_add (the residual add fused into the product: FP4 decode GEMM epilogue, cuBLAS prefill
-// path and bf16 with beta = 1) gives y + matmul: rows 1 and 5 (decode GEMM), 12 and 32 (its
-// shared-activation kernel) and 40 (prefill).
+// path and bf16 with beta = 1) gives y + matmul: rows 1 and 5 (decode GEMM), 12 (its
+// shared-activation kernel), 32 (the wgmma kernel) and 40 (prefill).
 TEST(CudaBackendSession, FusedResidualAddEqualsProductThenAdd) {
   auto be = engine::make_cuda_backend(0);
   const int64_t k = 256, n = 192;

@@ -234,9 +234,12 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 // 16-row tiles per warp (testing::decode_gemm_row_tiles; the wgmma form has one), and once each
 // with the shared kernels' K split forced to 3 (uneven window shares; otherwise chosen per
 // launch: 1, 2 and 8 occur below).
+// The wgmma kernel also runs from planes prepared in its own K order (PlaneOrder::kWgmma, rows
+// padded to whole 128-wide windows: 1088 and 64 leave a half window).
 struct DecodeVariant {
   int row_tiles, shared_x, split_k;
   int warps = 0;  // testing::decode_gemm_warps: 0 chosen per launch, else forced
+  PlaneOrder order = PlaneOrder::kMma;
 };
 class CudaGemmDecodeMmaRowTiles : public ::testing::TestWithParam<DecodeVariant> {
  protected:
@@ -258,8 +261,13 @@ INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles,
                                            DecodeVariant{1, 1, 0}, DecodeVariant{2, 1, 0},
                                            DecodeVariant{1, 1, 3}, DecodeVariant{1, 0, 0, 2},
                                            DecodeVariant{2, 0, 0, 4}, DecodeVariant{1, 2, 0},
-                                           DecodeVariant{1, 2, 3}, DecodeVariant{0, -1, 0}),
+                                           DecodeVariant{1, 2, 3}, DecodeVariant{0, -1, 0},
+                                           DecodeVariant{0, -1, 0, 0, PlaneOrder::kWgmma},
+                                           DecodeVariant{0, -1, 3, 0, PlaneOrder::kWgmma}),
                          [](const ::testing::TestParamInfo<DecodeVariant>& i) {
+                           if (i.param.order == PlaneOrder::kWgmma)
+                             return std::string("wgmma_order") +
+                                    (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "");
                            if (i.param.row_tiles == 0) return std::string("as_dispatched");
                            if (i.param.shared_x == 2)
                              return std::string("wgmma") +
@@ -288,15 +296,16 @@ TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
                            {1, 4096, 1024},  // the M = 1 kernel's shapes (as dispatched)
                            {1, 272, 2048},
                            {6, 3000, 1600}}) {
-      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      const PlaneOrder order = GetParam().order;
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * plane_row_halves(k, order)));
       const PrepareMode prep = pm;
       const int group = g;
       const int64_t mm = m, nn = n, kk = k;
       check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
         prepare(prep, b.x, mm, kk, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
-                nullptr, xh.p);
+                nullptr, xh.p, order);
         gemm_decode_mma(xh.p, paths, b.residual->ts.p, mm, b.weight->view(), group, nn, kk, b.y,
-                        nullptr);
+                        nullptr, order);
       });
     }
   }
@@ -324,12 +333,13 @@ TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
       int64_t n = 0;
       for (int64_t s : sizes) n += s;
       const int64_t k = m == 17 ? 1088 : 256;
-      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * k));
+      const PlaneOrder order = GetParam().order;
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * plane_row_halves(k, order)));
       check_gemm_case(
           mode, g, m, n, k,
           [&](const GemmCaseBuffers& b) {
             prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
-                    nullptr, xh.p);
+                    nullptr, xh.p, order);
             const float ts = b.weight->ts.download()[0];
             std::vector<float> part_ts;
             std::vector<std::unique_ptr<DeviceBuffer<float>>> ys;
@@ -361,12 +371,12 @@ TEST_P(CudaGemmDecodeMmaRowTiles, GroupOfPartsMatchesReference) {
               r0 += sizes[i];
             }
             gemm_decode_mma_group_f32(xh.p, paths, b.residual->ts.p, m, parts.data(),
-                                      static_cast<int>(parts.size()), g, k, nullptr);
+                                      static_cast<int>(parts.size()), g, k, nullptr, false, order);
             // accumulate (the fused residual add): y + the same product is exactly 2y.
             std::vector<std::vector<float>> once;
             for (const auto& y : ys) once.push_back(y->download());
             gemm_decode_mma_group_f32(xh.p, paths, b.residual->ts.p, m, parts.data(),
-                                      static_cast<int>(parts.size()), g, k, nullptr, true);
+                                      static_cast<int>(parts.size()), g, k, nullptr, true, order);
             for (size_t i = 0; i < sizes.size(); ++i) {
               const auto twice = ys[i]->download();
               size_t bad = 0;

@@ -9,7 +9,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cuda_test_util.cuh"
@@ -270,6 +272,103 @@ TEST(CudaPrepareFusedRmsNorm, OptionalOutputsMayBeNull) {
     EXPECT_EQ(got.rs_scales.download(), ref.dense_q.scales) << name;
     EXPECT_EQ(got.ts.download()[1], ref.tensor_scale) << name;
     for (uint32_t b : bits(got.dec.download())) ASSERT_EQ(b, 0xABABABABu) << name;  // untouched
+  }
+}
+
+// The kWgmma planes (kernels.h PlaneOrder) are the kMma planes permuted inside every 128-wide K
+// window, derived here from the wgmma kernel's K-step order (gemm_decode_wgmma.cu): element K' of
+// a window, K' = 32 t + 8 u + 2 q + e (t the 32-block, u the 8-group, q the pair, e its element),
+// lies at slot 32 u + 16 (q / 2) + 8 (q % 2) + 2 t + e; rows padded to whole windows with zeros.
+std::vector<uint16_t> permute_to_wgmma(const std::vector<uint16_t>& mma, int64_t planes,
+                                       int64_t rows, int64_t k) {
+  const int64_t ld = plane_row_halves(k, PlaneOrder::kWgmma);
+  std::vector<uint16_t> out(static_cast<size_t>(planes * rows * ld), 0);
+  for (int64_t r = 0; r < planes * rows; ++r) {
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const int64_t c = kk % 128, t = c / 32, u = c % 32 / 8, q = c % 8 / 2, e = c % 2;
+      const int64_t slot = 32 * u + 16 * (q / 2) + 8 * (q % 2) + 2 * t + e;
+      out[static_cast<size_t>(r * ld + kk / 128 * 128 + slot)] =
+          mma[static_cast<size_t>(r * k + kk)];
+    }
+  }
+  return out;
+}
+
+// Every prepare writes the kWgmma planes as its kMma planes permuted, with the same codes,
+// scales and tensor scales: prepare, prepare_fused in each schedule, prepare_pass after it,
+// prepare_swiglu and prepare_rmsnorm; decode-sized shapes, K with half windows (64, 1088, 192).
+TEST(CudaPrepareWgmmaOrder, PlanesAreTheMmaPlanesPermuted) {
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 64},    {3, 128},   {24, 1088}, {9, 192},
+                                                {17, 1024}, {32, 4096}, {5, 14336}};
+  std::mt19937_64 seeds(std::random_device{}());
+  using Producer = std::function<void(uint16_t*, PlaneOrder, Outputs&)>;
+  for (auto [pm_, mode] : kModes) {
+    const PrepareMode pm = pm_;  // plain copies for the lambdas below
+    const int64_t paths = mode == Mode::kNvfp4 ? 1 : 2;
+    for (auto [rows_, k_] : shapes) {
+      const int64_t rows = rows_, k = k_;
+      const auto x = synthetic_activation(rows, k, seeds()),
+                 x2 = synthetic_activation(rows, k, seeds());
+      const auto w = norm_weight(k, seeds());
+      Buf<float> dx(x.size()), dx2(x2.size()), dw(w.size());
+      dx.upload(x);
+      dx2.upload(x2);
+      dw.upload(w);
+      Buf<uint32_t> scratch(prepare_scratch_bytes(rows) / 4), old_scratch(1);
+      scratch.poison(0);
+      std::vector<std::pair<std::string, Producer>> producers = {
+          {"prepare",
+           [&](uint16_t* f16, PlaneOrder o, Outputs& out) {
+             prepare(pm, dx.p, rows, k, out.sparse(), out.residual(), out.dec.p, old_scratch.p,
+                     nullptr, f16, o);
+           }},
+          {"prepare_pass",
+           [&](uint16_t* f16, PlaneOrder o, Outputs& out) {  // on the max prepare_fused left
+             prepare_fused(pm, dx.p, rows, k, out.sparse(), out.residual(), scratch.p, nullptr);
+             prepare_pass(pm, dx.p, rows, k, out.sparse(), out.residual(), scratch.p, nullptr, f16,
+                          nullptr, o);
+           }},
+          {"prepare_swiglu",
+           [&](uint16_t* f16, PlaneOrder o, Outputs& out) {
+             prepare_swiglu(pm, dx.p, dx2.p, rows, k, out.sparse(), out.residual(), scratch.p,
+                            nullptr, f16, out.dec.p, nullptr, o);
+           }},
+          {"prepare_rmsnorm", [&](uint16_t* f16, PlaneOrder o, Outputs& out) {
+             prepare_rmsnorm(pm, dx.p, dw.p, 1e-5f, rows, k, out.sparse(), out.residual(),
+                             scratch.p, nullptr, f16, nullptr, out.dec.p, PrepareSchedule::kAuto,
+                             nullptr, o);
+           }}};
+      for (const auto& [sched_, name] : kSchedules) {
+        const PrepareSchedule sched = sched_;
+        producers.emplace_back(std::string("prepare_fused ") + name,
+                               [&, sched](uint16_t* f16, PlaneOrder o, Outputs& out) {
+                                 prepare_fused(pm, dx.p, rows, k, out.sparse(), out.residual(),
+                                               scratch.p, nullptr, f16, out.dec.p, sched, nullptr,
+                                               o);
+                               });
+      }
+      for (const auto& [name, produce] : producers) {
+        const std::string what = label(mode, rows, k, name.c_str());
+        Outputs base(rows, k), got(rows, k);
+        Buf<uint16_t> wg(static_cast<size_t>(2 * rows * plane_row_halves(k, PlaneOrder::kWgmma)));
+        base.poison(0xCD);
+        got.poison(0xAB);
+        wg.poison(0xAB);
+        produce(base.f16.p, PlaneOrder::kMma, base);
+        produce(wg.p, PlaneOrder::kWgmma, got);
+        check(cudaDeviceSynchronize(), "sync");
+        EXPECT_EQ(got.sp_codes.download(), base.sp_codes.download()) << what;
+        EXPECT_EQ(got.rs_codes.download(), base.rs_codes.download()) << what;
+        EXPECT_EQ(got.rs_scales.download(), base.rs_scales.download()) << what;
+        EXPECT_EQ(bits(got.ts.download()), bits(base.ts.download())) << what;
+        auto mma = base.f16.download();
+        mma.resize(static_cast<size_t>(paths * rows * k));
+        auto wgd = wg.download();
+        const auto want = permute_to_wgmma(mma, paths, rows, k);
+        wgd.resize(want.size());
+        EXPECT_EQ(wgd, want) << what << " kWgmma planes";
+      }
+    }
   }
 }
 

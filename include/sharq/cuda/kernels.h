@@ -23,6 +23,19 @@ struct Nvfp4View {
 // Which activation rule prepare applies (SPEC 5).
 enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
 
+// The K order of the FP16 GEMM planes (prepare's gemm_f16 output, the decode GEMMs' input).
+//   kMma: inside every 8-element group along K the order 0,4,1,5,2,6,3,7 (the pair order of the
+//     GEMM's nibble decode); rows k halves apart. Every plane consumer reads it.
+//   kWgmma: besides, inside every 128-wide K window the pairs permuted into the K-step order of
+//     the wgmma decode kernel (gemm_decode_wgmma.cu), so that it copies whole 16-byte chunks
+//     instead of gathering 4-byte pairs; rows plane_row_halves(k, kWgmma) (k rounded up to 128)
+//     halves apart, zeros in the padding. Only gemm_decode_mma* read it (decode_plane_order says
+//     when they want it), and only up to 2^31 halves a plane.
+enum class PlaneOrder { kMma, kWgmma };
+constexpr int64_t plane_row_halves(int64_t k, PlaneOrder order) {
+  return order == PlaneOrder::kWgmma ? (k + 127) / 128 * 128 : k;
+}
+
 // Scratch the prepare needs: one uint32 for the tensor max (device memory).
 // x: (rows, k) float32, k % 64 == 0. Writes for the SharQ modes the backbone (NVFP4 g32, dense
 // layout with zeros where dropped) into `sparse` and the residual (NVFP4 g16) into `residual`;
@@ -31,11 +44,10 @@ enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
 // When `gemm_f16` is not null it writes the exact FP16 decodes (E2M1 x UE4M3 needs <= 6
 // significant bits and lies in [2^-10, 2688]) that gemm_decode_mma reads: shape (paths, rows, k)
 // with paths = 2 (plane 0 backbone X~_sp, plane 1 residual R~) for the SharQ modes and 1 (R~)
-// for kNvfp4, scaled domain, and inside every 8-element group along K the order 0,4,1,5,2,6,3,7
-// (the pair order of the GEMM's nibble decode).
+// for kNvfp4, scaled domain, in the K order `order` (PlaneOrder; rows plane_row_halves apart).
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
-             uint16_t* gemm_f16 = nullptr);
+             uint16_t* gemm_f16 = nullptr, PlaneOrder order = PlaneOrder::kMma);
 
 // How prepare_fused / prepare_rmsnorm order the tensor max and the decomposition (measured in
 // bench_prepare; kAuto: two kernels with PDL up to 2^20 elements, plain two kernels above).
@@ -59,10 +71,12 @@ constexpr size_t prepare_scratch_bytes(int64_t rows) {
 // ws_images (sharq-nvfp4-24, two-kernel schedules): also the 2:4 prefill kernel's stage images
 // (prefill_ws_act_bytes(rows, k), 16-byte aligned), the same bytes as prefill_ws_images makes
 // from the packed outputs; the same parameter on prepare_pass, prepare_swiglu, prepare_rmsnorm.
+// order: the planes' K order (PlaneOrder), as on prepare(); the same on every prepare below.
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
-                   PrepareSchedule schedule = PrepareSchedule::kAuto, uint8_t* ws_images = nullptr);
+                   PrepareSchedule schedule = PrepareSchedule::kAuto, uint8_t* ws_images = nullptr,
+                   PlaneOrder order = PlaneOrder::kMma);
 
 // Where a producer kernel publishes the tensor max of the activation it writes, so that the
 // prepare after it runs only its pass (prepare_pass): that prepare's scratch
@@ -78,7 +92,7 @@ struct TensorMaxSink {
 // producer's programmatic dependent, it reads x only after the producer completes.
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                  uint8_t* ws_images = nullptr);
+                  uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
 
 // h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
 // prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
@@ -86,7 +100,7 @@ void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvf
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
                     uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
-                    uint8_t* ws_images = nullptr);
+                    uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
 
 // RMSNorm fused in front of prepare: h = (x * inv_rms) * norm_w with
 // inv_rms = float(1 / sqrt(sum_j x_j^2 / k + eps)) summed in double exactly as the CPU
@@ -97,7 +111,7 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16 = nullptr, float* normed_out = nullptr,
                      float* decoded = nullptr, PrepareSchedule schedule = PrepareSchedule::kAuto,
-                     uint8_t* ws_images = nullptr);
+                     uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
 
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
@@ -125,6 +139,9 @@ void decode_gemm_m1(int mode);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
+// What decode_plane_order answers: -1 (default) per M, 0 always kMma, 1 always kWgmma
+// (SHARQ_CUDA_DECODE_WGMMA=0|1 sets the start value).
+void decode_gemm_wgmma_order(int mode);
 }  // namespace testing
 
 // Weight packing (SPEC 6): W (n, k) float32 -> NVFP4 with group g (32 for SharQ, 16 for nvfp4).
@@ -149,11 +166,16 @@ void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m,
 // their first weight windows while that kernel finishes, and read x only after it completes.
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
-                     cudaStream_t stream);
+                     cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma);
 // The same with float32 output (the engine's residual stream is float32).
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
-                         cudaStream_t stream);
+                         cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma);
+// The planes' K order the decode GEMM runs fastest from at m rows: kWgmma above 16 rows (the
+// wgmma kernel with whole-chunk window copies), else kMma (testing::decode_gemm_wgmma_order).
+// Every gemm_decode_mma* entry point takes planes in either order (`order`; kWgmma always runs
+// the wgmma kernel).
+PlaneOrder decode_plane_order(int64_t m);
 // Several products of one input in one launch (q, k and v; gate and up): part i writes
 // y_i (m, n_i) float32 = s_x * s_w_i * X~ . W~_i^T, exactly as gemm_decode_mma_f32 would (the
 // split of K over a tile's warps follows the launch's total rows, so sums may round in another
@@ -167,7 +189,8 @@ struct DecodeGemmPart {
 // kernel would do it).
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
-                               int64_t k, cudaStream_t stream, bool accumulate = false);
+                               int64_t k, cudaStream_t stream, bool accumulate = false,
+                               PlaneOrder order = PlaneOrder::kMma);
 
 // Prefetch into L2 the leading part of a product's FP4 weights (l2_prefetch_plan.h), at most
 // about `budget_bytes` of codes and scales in all: the same leading fraction of every 16-row

@@ -1,0 +1,73 @@
+// Where a prepare writes the FP16 GEMM planes (kernels.h PlaneOrder) and how one lane quarter of
+// a 32-element block lands there, in either K order.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "sharq/cuda/kernels.h"
+#include "sharq/error.h"
+
+namespace sharq::cuda {
+
+struct GemmPlanes {
+  __half* p = nullptr;   // null: no planes
+  int64_t plane = 0;     // halves per path plane (rows * ld)
+  int64_t ld = 0;        // halves per row
+  uint32_t per_row = 0;  // 32-blocks per row (k / 32)
+  bool wgmma = false;    // PlaneOrder::kWgmma
+};
+
+// The planes of a (rows, k) activation at gemm_f16 (null: none) in `order`; `who` names the
+// caller in errors.
+inline GemmPlanes gemm_planes(uint16_t* gemm_f16, int64_t rows, int64_t k, PlaneOrder order,
+                              const char* who) {
+  if (!gemm_f16) return {};
+  const int64_t ld = plane_row_halves(k, order);
+  const bool wgmma = order == PlaneOrder::kWgmma;
+  // The kWgmma store indexes a 32-block's row in 32 bits (decode-sized planes).
+  if (wgmma && rows * ld > (int64_t{1} << 31))
+    throw Error(std::string("cuda::") + who + ": " + std::to_string(rows) + " x " +
+                std::to_string(k) + " planes are too large for the wgmma K order (2^31 halves)");
+  return {reinterpret_cast<__half*>(gemm_f16), rows * ld, ld, static_cast<uint32_t>(k / 32), wgmma};
+}
+
+// The pairs (d[j], d[j + 4]), j = 0..3, of 8 scaled-domain decodes as FP16 (exact): the pair
+// order of the GEMM's nibble decode inside an 8-group.
+__device__ __forceinline__ void gemm_pairs(const float* d, uint32_t (&w)[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const __half2 h = __floats2half2_rn(d[j], d[j + 4]);
+    w[j] = *reinterpret_cast<const uint32_t*>(&h);
+  }
+}
+
+// Elements [8 u, 8 u + 8) of 32-block b (row-major block index), decoded into d, into plane
+// `path`. kMma: one 16-byte store at b * 32 + 8 u. kWgmma: block b is 32-block t = b % 4 of its
+// 128-wide window, and its pair j lands in window slot 32 u + 16 (j / 2) + 8 (j % 2) + 2 t (the
+// wgmma kernel's K-step order, gemm_decode_wgmma.cu); in a window of 64 (k % 128 == 64, the
+// row's last) the lane also writes the zeros of the empty 32-blocks t + 2.
+__device__ __forceinline__ void store_plane8(const GemmPlanes& g, int path, int64_t b, int u,
+                                             const float* d) {
+  uint32_t w[4];
+  gemm_pairs(d, w);
+  __half* plane = g.p + path * g.plane;
+  if (!g.wgmma) {
+    *reinterpret_cast<uint4*>(plane + b * 32 + 8 * u) = make_uint4(w[0], w[1], w[2], w[3]);
+    return;
+  }
+  const uint32_t b32 = static_cast<uint32_t>(b), row = b32 / g.per_row, kb = b32 - row * g.per_row;
+  uint32_t* dst =
+      reinterpret_cast<uint32_t*>(plane + row * g.ld + (kb >> 2) * 128 + 32 * u + 2 * (kb & 3));
+  const bool pad = (g.per_row & 3) == 2 && (kb >> 2) == (g.per_row >> 2);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int off = 8 * (j >> 1) + 4 * (j & 1);  // in words: 16 (j / 2) + 8 (j % 2) halves
+    dst[off] = w[j];
+    if (pad) dst[off + 2] = 0u;
+  }
+}
+
+}  // namespace sharq::cuda
