@@ -320,8 +320,7 @@ int main(int argc, char** argv) {
         };
         for (const Variant v : {Variant{0, 1, PlaneOrder::kMma}, Variant{0, 2, PlaneOrder::kMma},
                                 Variant{1, 1, PlaneOrder::kMma}, Variant{1, 2, PlaneOrder::kMma},
-                                Variant{2, 0, PlaneOrder::kMma}, Variant{-1, 0, PlaneOrder::kWgmma},
-                                Variant{-1, 0, order}}) {
+                                Variant{-1, 0, PlaneOrder::kWgmma}, Variant{-1, 0, order}}) {
           if (v.shared == 0 && v.rt == 2 && m > 8) {
             row += " - |";
             continue;
@@ -594,12 +593,12 @@ int main(int argc, char** argv) {
       "per-tile = a block per weight tile, warps split K (1 or 2 16-row tiles per warp, the "
       "second for M <= 8 only); shared = warps on different tiles share each activation window "
       "through shared memory (K split over a cluster chosen per launch); wgmma = the shared "
-      "kernel's tiles as one asynchronous m64nN product per warpgroup, weight in registers, its "
-      "activation windows gathered from kMma planes or copied whole from kWgmma planes; "
-      "default = the engine's choice (decode_plane_order, then the per-launch kernel)\n\n"
+      "kernel's tiles as one asynchronous m64nN product per warpgroup, weight in registers, "
+      "from kWgmma planes; default = the engine's choice (decode_plane_order, then the "
+      "per-launch kernel)\n\n"
       "| K | N | M | per-tile, 1 tile | per-tile, 2 tiles | shared, 1 tile | shared, 2 tiles | "
-      "wgmma, gathers | wgmma, kWgmma planes | default |\n"
-      "|---|---|---|---|---|---|---|---|---|---|\n");
+      "wgmma | default |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rt_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill (gemm_prefill: FP4 weight tile decoded once to FP16 in shared memory, wgmma for "

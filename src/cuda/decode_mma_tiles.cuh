@@ -12,7 +12,6 @@
 
 #include "codecs.cuh"
 #include "fp4_decode.cuh"
-#include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
 
 namespace sharq::cuda::decode_mma {
@@ -49,8 +48,14 @@ struct WeightSlice {
   uint32_t s[RT][2][2];  // [sub-tile][row][16-half of the 32-block]: UE4M3 code
 };
 
+// The UE4M3 scale (code & 0x7F, as ue4m3_decode reads it) in both halves, exact. code << 7 is the
+// FP16 whose exponent field is E4M3's exponent and whose mantissa starts with E4M3's 3 bits: 2^-8
+// times the scale, FP16 subnormals covering E4M3's (m x 2^-9 -> m x 2^-17); one multiply by 2^8
+// (exact) finishes it. Two instructions where ue4m3_decode + a conversion took a dozen, with
+// branches, for every scale of every weight window.
 __device__ __forceinline__ __half2 scale_h2(uint32_t code) {
-  return __float2half2_rn(ue4m3_decode(code));
+  const uint32_t bits = (code & 0x7Fu) * 0x00800080u;  // code << 7 in both halves
+  return __hmul2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(256.0f));
 }
 
 // Read-once weight codes: not allocated in L1, so the activation lines stay there.
@@ -180,9 +185,9 @@ void launch_shared_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> 
                      int rt, int split_k, int64_t k, cudaStream_t stream);
 
 // The same tiles on wgmma (gemm_decode_wgmma.cu): each warpgroup's four tiles one m64nN product
-// with the weight in registers; split_k as launch_shared_x's.
+// with the weight in registers, from planes in the kWgmma order; split_k as launch_shared_x's.
 template <int PATHS, typename OutT>
 void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                    int split_k, int64_t k, PlaneOrder order, cudaStream_t stream);
+                    int split_k, int64_t k, cudaStream_t stream);
 
 }  // namespace sharq::cuda::decode_mma

@@ -320,7 +320,8 @@ void launch_w(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, 
 }
 
 // The shared-activation kernel (gemm_decode_shared.cu): -1 chosen per launch (shared_x_tiles),
-// 0 never, 1 for every M; 2 its wgmma form (gemm_decode_wgmma.cu) for every M
+// 0 never, 1 for every M; 2 its wgmma form (gemm_decode_wgmma.cu) for every M, i.e.
+// decode_plane_order answers kWgmma at every M (planes in the kMma order then run as under -1)
 // (SHARQ_CUDA_DECODE_SHARED=0|1|2, testing::decode_gemm_shared_x).
 // g_split_k: its K split (0 chosen per launch; SHARQ_CUDA_DECODE_SPLIT_K=1..8 for A/B,
 // testing::decode_gemm_split_k).
@@ -350,7 +351,8 @@ std::atomic<int> g_split_k{[] {
 // M = 32, 20.2 us split 7 ways against 25.9 per-tile.
 template <typename OutT>
 int shared_x_tiles(const Parts<OutT>& parts, int64_t m, int64_t k) {
-  const int mode = g_shared.load(std::memory_order_relaxed);
+  int mode = g_shared.load(std::memory_order_relaxed);
+  if (mode == 2) mode = -1;
   if (mode == 0 || (mode == -1 && m <= 8)) return 0;
   if (mode == 1 || large_grid(parts)) return row_tiles(parts);
   const int forced = g_rt.load(std::memory_order_relaxed);
@@ -397,9 +399,9 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
               int64_t k, PlaneOrder order, cudaStream_t stream) {
-  if (order == PlaneOrder::kWgmma || g_shared.load(std::memory_order_relaxed) == 2) {
+  if (order == PlaneOrder::kWgmma) {
     return launch_wgmma_x<PATHS>(x, sx, m, parts, group, g_split_k.load(std::memory_order_relaxed),
-                                 k, order, stream);
+                                 k, stream);
   }
   if (m1_eligible(parts, PATHS, m, group, k)) return launch_m1(x, sx, parts, k, stream);
   if (const int srt = shared_x_tiles(parts, m, k)) {
@@ -447,6 +449,10 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
     rows += (n + 15) / 16;  // the 16-row tile count bounds every RT's
   }
   if (rows > 0x7fffffff) throw Error("cuda::gemm_decode_mma: too many output rows for one launch");
+  // The wgmma kernel addresses its planes with 32-bit offsets.
+  if (order == PlaneOrder::kWgmma && paths * m * plane_row_halves(k, order) > 0xffffffffLL)
+    throw Error("cuda::gemm_decode_mma: planes of " + shape_str(m, k) +
+                " are too large for the wgmma K order");
   if (paths == 2)
     return dispatch<2>(x_gemm_f16, x_tensor_scale, m, parts, w_group, k, order, stream);
   if (paths == 1)
@@ -490,9 +496,9 @@ void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const floa
 // ahead of the default on every product and behind it at M = 16 on q/k/v and gate/up.
 PlaneOrder decode_plane_order(int64_t m) {
   const int mode = g_wgmma_order.load(std::memory_order_relaxed);
-  if (mode == 1) return PlaneOrder::kWgmma;
-  if (mode == 0 || m <= 16 || m > 32 || g_shared.load(std::memory_order_relaxed) != -1)
-    return PlaneOrder::kMma;
+  const int shared = g_shared.load(std::memory_order_relaxed);
+  if (mode == 1 || (mode == -1 && shared == 2)) return PlaneOrder::kWgmma;
+  if (mode == 0 || m <= 16 || m > 32 || shared != -1) return PlaneOrder::kMma;
   return PlaneOrder::kWgmma;
 }
 

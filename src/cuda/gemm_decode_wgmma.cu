@@ -7,11 +7,12 @@
 // at a time; ncu put it at 21% of the tensor pipe and 19% of DRAM at M = 32, bound by latency
 // (docs/RESULTS.md, issue 5, session 6). A wgmma reads the activation once per 64 rows, runs
 // while the warp decodes the next window, and the accumulators shrink to N / 2 registers.
-// Status: from planes in the kMma order (session 17, H100) correct, but 1.2-1.7x slower than the
-// mma.sync kernels: its window copies gather 4-byte pairs (SHARQ_CUDA_DECODE_SHARED=2 selects it,
-// A/B). From planes in the kWgmma order (kernels.h PlaneOrder: the prepare writes the K order
-// below, rows padded to whole windows) the copies are whole 16-byte chunks; the engine runs it so
-// above 16 rows (decode_plane_order).
+// History: from planes in the kMma order (sessions 17-19) it was correct but 1.2-1.7x slower than
+// the mma.sync kernels: its window copies gathered 4-byte pairs into the K order below. The
+// prepare now writes the planes in that order (kernels.h PlaneOrder::kWgmma, rows padded to whole
+// windows), a window copy is whole 16-byte chunks, and the engine runs this kernel above 16 rows
+// (decode_plane_order); on an H200 it beat the shared-activation kernel on every product there
+// (docs/RESULTS.md, issue 5, session 20).
 // The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
 // planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
 // 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes
@@ -74,56 +75,80 @@ __host__ __device__ constexpr uint32_t window_bytes() {
   return uint32_t(P) * 2 * NT * 8 * 128;
 }
 
-// Copies window w of x (P, m, k), kMma order, into `slot` in the MMA steps' K order (top of
-// file), 4 bytes a copy. Thread bits: t (2), the token row mod 8 (3), q (2), u mod 2 (1); the round
-// adds u / 2, the token block and the path. So a warp's 32 stores hit 32 banks (the swizzle moves
-// each row's chunk to its own 4 banks), and a thread's chunk and swizzle are the same in every
-// round, which keeps the per-round address arithmetic to constant offsets. Tokens past m and K past
-// k read as zeros.
+// A thread's share of every window copy, fixed for the launch (the planes are kWgmma-ordered, so
+// a window is P x 2 x N half rows of 128 bytes that land whole in the slot, swizzled as wgmma
+// reads them): item r = r * 256 + tid is 16-byte chunk c of half row ph of token row n; its
+// source offset (halves from the window's start in path 0, row 0) and its destination offset in
+// the slot. Precomputed once, so a window's copy is a pointer add and kR cp.async per thread.
 template <int NT, int P>
-__device__ __forceinline__ void copy_window(uint32_t slot, const __half* __restrict__ x, int m,
-                                            int64_t k, int64_t w) {
-  constexpr int N = NT * 8;
-  const int tid = static_cast<int>(threadIdx.x);
-  const int t = tid & 3, r8 = (tid >> 2) & 7, q = (tid >> 5) & 3, ul = tid >> 7;
-  static_assert(kWarps * 32 == 256, "the thread bits above");
-  const int64_t kk0 = w * kWin + 32 * t + 8 * ul + 2 * q;
-  const uint32_t dst0 = slot + r8 * 128 + (((4 * ul + q) ^ r8) << 4) + 4 * t;
+struct RowCopy {
+  static constexpr int N = NT * 8, kItems = P * 2 * N * 8;
+  static constexpr int kR = (kItems + kWarps * 32 - 1) / (kWarps * 32);
+  uint32_t src[kR], dst[kR];
+  uint32_t real = 0, valid = 0;  // bit r: item r exists; and its token row is below m
+
+  __device__ __forceinline__ RowCopy(int m, int64_t ld) {
 #pragma unroll
-  for (int p = 0; p < P; ++p) {
+    for (int r = 0; r < kR; ++r) {
+      const int i = r * kWarps * 32 + static_cast<int>(threadIdx.x);
+      const int c = i & 7, n = (i >> 3) % N, ph = (i >> 3) / N, r8 = n & 7;
+      src[r] = static_cast<uint32_t>((static_cast<int64_t>(ph >> 1) * m + n) * ld + 64 * (ph & 1) +
+                                     8 * c);
+      dst[r] = static_cast<uint32_t>(ph * (N * 128) + (n >> 3) * 1024 + r8 * 128 + ((c ^ r8) << 4));
+      real |= static_cast<uint32_t>(i < kItems) << r;
+      valid |= static_cast<uint32_t>(i < kItems && n < m) << r;
+    }
+  }
+  // Window w of x into `slot`; tokens past m as zeros.
+  __device__ __forceinline__ void copy(uint32_t slot, const __half* __restrict__ x,
+                                       int64_t w) const {
+    const __half* xw = x + w * kWin;
 #pragma unroll
-    for (int nb = 0; nb < NT; ++nb) {
-      const int n = 8 * nb + r8;
-      const __half* row = x + (static_cast<int64_t>(p) * m + n) * k;
+    for (int r = 0; r < kR; ++r) {
+      if (kItems % (kWarps * 32) != 0 && !((real >> r) & 1)) continue;
+      const bool v = (valid >> r) & 1;
+      cp_async16(slot + dst[r], v ? xw + src[r] : x, v ? 16 : 0);
+    }
+  }
+};
+
+// A lane's two weight rows (g, g + 8 of its tile; a clamped row stays in the tile) as streams
+// over the tiled layout (weight_layout.h): full windows lie a whole tile (rows_in_tile x 64 code
+// bytes) apart, so window w's codes and scale are the window-0 pointers plus w steps; only a last
+// 64-wide window (k % 128 == 64) takes the layout's general formula (load_slice).
+template <int WG>
+struct RowStreams {
+  const uint8_t* c[2];
+  const uint8_t* s[2];
+  uint32_t cstep, sstep;
+
+  template <typename OutT>
+  __device__ __forceinline__ RowStreams(const TileRef<OutT>& tr, const int64_t (&rows)[1][2],
+                                        int64_t k, int t) {
+    cstep = static_cast<uint32_t>(weight_layout::rows_in_tile(rows[0][0], tr.n) * 64);
+    sstep = cstep * 2 / WG;
 #pragma unroll
-      for (int uh = 0; uh < 2; ++uh) {
-        const int64_t kk = kk0 + 16 * uh;  // u = ul + 2 uh: K' 32 t + 8 u + 2 q
-        const bool valid = n < m && kk < k;
-        cp_async4(dst0 + (p * 2 + uh) * (N * 128) + nb * 1024, valid ? row + kk : x, valid ? 4 : 0);
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = rows[0][r];
+      const int64_t c0 = (row >> 4) * 8 * k + (row & 15) * 64 + 16 * t;  // window 0, full width
+      c[r] = tr.codes + c0;
+      s[r] = tr.scales + weight_layout::scale_of_code(c0, WG);
+    }
+  }
+  __device__ __forceinline__ void load(WeightSlice<1>& sl, int64_t w) const {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      sl.q[0][r] = ld_no_l1(c[r] + w * cstep);
+      const uint8_t* sp = s[r] + w * sstep;
+      if (WG == 32) {
+        sl.s[0][r][0] = sl.s[0][r][1] = __ldg(sp);
+      } else {
+        sl.s[0][r][0] = __ldg(sp);
+        sl.s[0][r][1] = __ldg(sp + 1);
       }
     }
   }
-}
-
-// Copies window w of x (P, m, ld), kWgmma order (already the slot order), into `slot`: each
-// 128-byte half row as 8 chunks of 16 bytes, swizzled as wgmma reads them. A warp covers four
-// whole half rows. Tokens past m read as zeros; the rows hold whole windows.
-template <int NT, int P>
-__device__ __forceinline__ void copy_window_rows(uint32_t slot, const __half* __restrict__ x, int m,
-                                                 int64_t ld, int64_t w) {
-  constexpr int N = NT * 8, kItems = P * 2 * N * 8;
-#pragma unroll
-  for (int i0 = 0; i0 < kItems; i0 += kWarps * 32) {
-    const int i = i0 + static_cast<int>(threadIdx.x);
-    if (kItems % (kWarps * 32) != 0 && i >= kItems) break;
-    const int c = i & 7, n = (i >> 3) % N, ph = (i >> 3) / N, r8 = n & 7;
-    const int64_t kk = w * kWin + 64 * (ph & 1) + 8 * c;
-    const bool valid = n < m;
-    const __half* src = valid ? x + (static_cast<int64_t>(ph >> 1) * m + n) * ld + kk : x;
-    cp_async16(slot + ph * (N * 128) + (n >> 3) * 1024 + r8 * 128 + ((c ^ r8) << 4), src,
-               valid ? 16 : 0);
-  }
-}
+};
 
 // The A fragments of one window's eight MMA steps from a warp's weight slice (exact FP16 values
 // E2M1 x UE4M3 x 2^-14, as the mma.sync kernels decode them).
@@ -150,14 +175,13 @@ __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const We
 }
 
 // Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
-// b * kWarps + w over the c-th share of K's windows. x: (P, m, k) FP16 planes as
-// gemm_decode_mma's (kMma order), or with whole_rows (P, m, plane_row_halves(k, kWgmma)) in the
-// kWgmma order.
+// b * kWarps + w over the c-th share of K's windows. x: (P, m, plane_row_halves(k, kWgmma)) FP16
+// planes in the kWgmma order.
 template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                              const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles,
-                             bool proxy_fence, bool whole_rows) {
+                             bool proxy_fence) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -171,19 +195,21 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int64_t nwin = (k + kWin - 1) / kWin;
   const int64_t w0 = nwin * blockIdx.y / gridDim.y, nw = nwin * (blockIdx.y + 1) / gridDim.y - w0;
 
-  auto slot = [&](int64_t j) {
-    return sbase + static_cast<uint32_t>(j % kStages) * window_bytes<NT, P>();
-  };
-  auto copy = [&](uint32_t dst, int64_t w) {
-    if (whole_rows) {
-      copy_window_rows<NT, P>(dst, x, m, nwin * kWin, w);
-    } else {
-      copy_window<NT, P>(dst, x, m, k, w);
-    }
-  };
+  // Window j sits in slot j % kStages; the main loop's steps are unrolled kDepth == kStages at a
+  // time, so that slot is step B's own (a constant), and so is every MMA's descriptor: the base
+  // descriptor plus a constant (the 14-bit address field cannot carry: shared memory ends below
+  // 256 KB), not rebuilt from the address each time (6 uniform instructions an MMA).
+  static_assert(kStages == kDepth, "step B's window sits in slot B");
+  auto slot = [&](int idx) { return sbase + static_cast<uint32_t>(idx) * window_bytes<NT, P>(); };
+  const uint64_t desc0 = smem_desc(sbase);
+  const RowCopy<NT, P> rc(m, nwin * kWin);
+  auto copy = [&](uint32_t dst, int64_t w) { rc.copy(dst, x, w); };
+  const RowStreams<WG> rs(tr, rows, k, t);
   auto load_w = [&](WeightSlice<1>& sl, int64_t j) {
     if (j >= nw) return;
-    const int64_t kl = (w0 + j) * kWin + 32 * t;
+    const int64_t w = w0 + j;
+    if (active && (w + 1) * kWin <= k) return rs.load(sl, w);
+    const int64_t kl = w * kWin + 32 * t;  // a 64-wide last window, or an idle warp (zeros)
     load_slice<WG>(sl, tr.codes, tr.scales, rows, tr.n, k, kl, active && kl < k);
   };
 
@@ -208,17 +234,17 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     // only 1-3% faster on an H100, SHARQ_CUDA_WGMMA_NOFENCE=1) ...
     if (proxy_fence) fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
-    if (j + kAhead < nw) copy(slot(j + kAhead), w0 + j + kAhead);
+    if (j + kAhead < nw) copy(slot((B + kAhead) % kStages), w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
-    const uint32_t s = slot(j);
     fence_sets();
     wgmma_fence();
 #pragma unroll
     for (int st = 0; st < kSteps; ++st) {
 #pragma unroll
       for (int p = 0; p < P; ++p) {
-        const uint32_t half = s + (p * 2 + (st >> 2)) * (NT * 8 * 128) + (st & 3) * 32;
-        sm90::wgmma_m64nNk16_rs<NT>(acc[(st + p) % kSets], a[A][st], smem_desc(half));
+        constexpr uint32_t kSlot = B * window_bytes<NT, P>();
+        const uint32_t off = kSlot + (p * 2 + (st >> 2)) * (NT * 8 * 128) + (st & 3) * 32;
+        sm90::wgmma_m64nNk16_rs<NT>(acc[(st + p) % kSets], a[A][st], desc0 + (off >> 4));
       }
     }
     wgmma_commit();
@@ -241,6 +267,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     if (j < nw) copy(slot(j), w0 + j);
     cp_async_commit();
   }
+  static_assert(kStages * window_bytes<NT, P>() + 1024 <= 0x3FFFFu, "descriptor address field");
   decode_window(a[0], ring[0]);
   load_w(ring[0], kDepth);
   for (int64_t j = 0; j < nw; j += kDepth) {
@@ -268,7 +295,7 @@ constexpr size_t smem_bytes() {
 
 template <int NT, int P, typename OutT>
 void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-               int split_k, int64_t k, PlaneOrder order, cudaStream_t stream) {
+               int split_k, int64_t k, cudaStream_t stream) {
   for (int i = 0; i < parts.count; ++i) {
     parts.tile0[i + 1] = parts.tile0[i] + (parts.n[i] + 15) / 16;
   }
@@ -283,30 +310,29 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
   launch_split_k(kernel, resident, groups, k, split_k, m, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
-                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence,
-                 order == PlaneOrder::kWgmma);
+                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
 }
 
 }  // namespace
 
 template <int PATHS, typename OutT>
 void launch_wgmma_x(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts, int group,
-                    int split_k, int64_t k, PlaneOrder order, cudaStream_t stream) {
-  if (m <= 8) return launch_nt<1, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
-  if (m <= 16) return launch_nt<2, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
-  if (m <= 24) return launch_nt<3, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
-  return launch_nt<4, PATHS>(x, sx, m, parts, group, split_k, k, order, stream);
+                    int split_k, int64_t k, cudaStream_t stream) {
+  if (m <= 8) return launch_nt<1, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  if (m <= 16) return launch_nt<2, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  if (m <= 24) return launch_nt<3, PATHS>(x, sx, m, parts, group, split_k, k, stream);
+  return launch_nt<4, PATHS>(x, sx, m, parts, group, split_k, k, stream);
 }
 
 template void launch_wgmma_x<1, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
-                                       int, int64_t, PlaneOrder, cudaStream_t);
+                                       int, int64_t, cudaStream_t);
 template void launch_wgmma_x<2, float>(const uint16_t*, const float*, int64_t, Parts<float>, int,
-                                       int, int64_t, PlaneOrder, cudaStream_t);
+                                       int, int64_t, cudaStream_t);
 template void launch_wgmma_x<1, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                               Parts<__nv_bfloat16>, int, int, int64_t, PlaneOrder,
+                                               Parts<__nv_bfloat16>, int, int, int64_t,
                                                cudaStream_t);
 template void launch_wgmma_x<2, __nv_bfloat16>(const uint16_t*, const float*, int64_t,
-                                               Parts<__nv_bfloat16>, int, int, int64_t, PlaneOrder,
+                                               Parts<__nv_bfloat16>, int, int, int64_t,
                                                cudaStream_t);
 
 }  // namespace sharq::cuda::decode_mma

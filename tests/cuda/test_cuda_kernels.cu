@@ -229,13 +229,12 @@ TEST(CudaGemmDecode, MatchesFloat64ReferenceAndWritesEverything) {
 // v3 (tensor cores): both SharQ paths as separate FP16 planes; odd M, N not a multiple of 16 and
 // K with a half window (1088 = 8.5 x 128) exercise every predicate. The wide N (thousands of
 // 16-row tiles, short K) take the 2- and 4-warp blocks of large grids.
-// Every case through the three kernels (testing::decode_gemm_shared_x: 0 the per-tile kernel, 1
-// the shared-activation one for every M, 2 its wgmma form for every M), with one and with two
-// 16-row tiles per warp (testing::decode_gemm_row_tiles; the wgmma form has one), and once each
-// with the shared kernels' K split forced to 3 (uneven window shares; otherwise chosen per
-// launch: 1, 2 and 8 occur below).
-// The wgmma kernel also runs from planes prepared in its own K order (PlaneOrder::kWgmma, rows
-// padded to whole 128-wide windows: 1088 and 64 leave a half window).
+// Every case through the three kernels: from kMma planes the per-tile kernel and the shared-
+// activation one for every M (testing::decode_gemm_shared_x 0 and 1), with one and with two 16-row
+// tiles per warp (testing::decode_gemm_row_tiles); from planes prepared in the kWgmma order (rows
+// padded to whole 128-wide windows: 1088 and 64 leave a half window) the wgmma kernel for every
+// M; and each shared kernel once with its K split forced to 3 (uneven window shares; otherwise
+// chosen per launch: 1, 2 and 8 occur below).
 struct DecodeVariant {
   int row_tiles, shared_x, split_k;
   int warps = 0;  // testing::decode_gemm_warps: 0 chosen per launch, else forced
@@ -260,8 +259,7 @@ INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles,
                          ::testing::Values(DecodeVariant{1, 0, 0}, DecodeVariant{2, 0, 0},
                                            DecodeVariant{1, 1, 0}, DecodeVariant{2, 1, 0},
                                            DecodeVariant{1, 1, 3}, DecodeVariant{1, 0, 0, 2},
-                                           DecodeVariant{2, 0, 0, 4}, DecodeVariant{1, 2, 0},
-                                           DecodeVariant{1, 2, 3}, DecodeVariant{0, -1, 0},
+                                           DecodeVariant{2, 0, 0, 4}, DecodeVariant{0, -1, 0},
                                            DecodeVariant{0, -1, 0, 0, PlaneOrder::kWgmma},
                                            DecodeVariant{0, -1, 3, 0, PlaneOrder::kWgmma}),
                          [](const ::testing::TestParamInfo<DecodeVariant>& i) {
@@ -269,9 +267,6 @@ INSTANTIATE_TEST_SUITE_P(RowTiles, CudaGemmDecodeMmaRowTiles,
                              return std::string("wgmma_order") +
                                     (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "");
                            if (i.param.row_tiles == 0) return std::string("as_dispatched");
-                           if (i.param.shared_x == 2)
-                             return std::string("wgmma") +
-                                    (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "");
                            return std::string(i.param.shared_x ? "shared" : "per_tile") + "_rt" +
                                   std::to_string(i.param.row_tiles) +
                                   (i.param.split_k ? "_k" + std::to_string(i.param.split_k) : "") +

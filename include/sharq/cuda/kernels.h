@@ -126,8 +126,9 @@ void decode_gemm_row_tiles(int rt);
 // gemm_decode_mma's kernel: -1 (default) chosen per launch (the shared-activation kernel, whose
 // warps on different weight tiles read each activation window from shared memory, for M > 8 on
 // the products where it measured faster), 0 never, 1 for every M, 2 its wgmma form (each
-// warpgroup's 64 weight rows one asynchronous product, the weight in registers) for every M
-// (SHARQ_CUDA_DECODE_SHARED=0|1|2 sets the start value).
+// warpgroup's 64 weight rows one asynchronous product, the weight in registers) for every M:
+// decode_plane_order then answers kWgmma at every M, and that kernel runs where the planes are
+// in that order (SHARQ_CUDA_DECODE_SHARED=0|1|2 sets the start value).
 void decode_gemm_shared_x(int mode);
 // Warps per block of the per-tile decode kernel (they split K): 0 (default) chosen per launch,
 // else 2, 4 or 8 forced.
