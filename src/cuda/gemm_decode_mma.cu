@@ -335,6 +335,12 @@ std::atomic<int> g_wgmma_order{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_WGMMA");
   return e && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
 }()};
+// The rows above which the per-M rule answers kWgmma (SHARQ_CUDA_DECODE_WGMMA_ROWS=0..32, A/B).
+const int64_t g_wgmma_rows = [] {
+  const char* e = std::getenv("SHARQ_CUDA_DECODE_WGMMA_ROWS");
+  const long v = e ? std::strtol(e, nullptr, 10) : -1;
+  return v >= 0 && v <= 32 ? static_cast<int64_t>(v) : int64_t{8};
+}();
 std::atomic<int> g_split_k{[] {
   const char* e = std::getenv("SHARQ_CUDA_DECODE_SPLIT_K");
   return e && e[0] >= '1' && e[0] <= '8' && e[1] == '\0' ? e[0] - '0' : 0;
@@ -492,13 +498,15 @@ void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const floa
                       stream, accumulate, order);
 }
 
-// Session 19's ablation (the window copies without gathers, H200, M = 32) put the wgmma kernel
-// ahead of the default on every product and behind it at M = 16 on q/k/v and gate/up.
+// Measured on an H200 (session 20, the engine's decode, sharq-nvfp4-24, two alternating runs in
+// one call): kWgmma above 8 rows ran batch 16 at 2091 / 2146 tok/s against 2000 / 2047 above 16;
+// above 3 rows, batches 4 and 8 lost 24% and 10% (the 8-token MMAs of 1-8 rows). bench_gemm, M =
+// 16: o 11.5 against 13.9 us, down 32.4 / 44.8, q/k/v 14.9 / 15.1, gate/up 51.1 / 50.1.
 PlaneOrder decode_plane_order(int64_t m) {
   const int mode = g_wgmma_order.load(std::memory_order_relaxed);
   const int shared = g_shared.load(std::memory_order_relaxed);
   if (mode == 1 || (mode == -1 && shared == 2)) return PlaneOrder::kWgmma;
-  if (mode == 0 || m <= 16 || m > 32 || shared != -1) return PlaneOrder::kMma;
+  if (mode == 0 || m <= g_wgmma_rows || m > 32 || shared != -1) return PlaneOrder::kMma;
   return PlaneOrder::kWgmma;
 }
 

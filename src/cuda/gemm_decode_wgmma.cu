@@ -10,9 +10,9 @@
 // History: from planes in the kMma order (sessions 17-19) it was correct but 1.2-1.7x slower than
 // the mma.sync kernels: its window copies gathered 4-byte pairs into the K order below. The
 // prepare now writes the planes in that order (kernels.h PlaneOrder::kWgmma, rows padded to whole
-// windows), a window copy is whole 16-byte chunks, and the engine runs this kernel above 16 rows
-// (decode_plane_order); on an H200 it beat the shared-activation kernel on every product there
-// (docs/RESULTS.md, issue 5, session 20).
+// windows), a window copy is whole 16-byte chunks, and the engine runs this kernel above 8 rows
+// (decode_plane_order); on an H200 it beat the mma.sync kernels on every product at 17-32 rows and on most at 16;
+// at 4 and 8 rows its 8-token MMAs lose (docs/RESULTS.md, issue 5, session 20).
 // The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
 // planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
 // 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes

@@ -155,8 +155,8 @@ TEST(CudaBackendSession, BatchedSequencesEqualSingleSessions) {
   EXPECT_LT(rel_err(std::vector<float>(dp.begin() + v, dp.end()), db), 1e-5);
 }
 
-// Batched decode steps of 17-32 rows take the wgmma decode kernel on planes the prepares write
-// in its K order (cuda::decode_plane_order): against the CPU at 17 and 32 rows, on widths with
+// Batched decode steps of 9-32 rows take the wgmma decode kernel on planes the prepares write
+// in its K order (cuda::decode_plane_order): against the CPU at 9, 17 and 32 rows, on widths with
 // half windows (320 = 2.5 x 128, intermediate 704 = 5.5 x 128) in every FP4 mode.
 TEST(CudaBackendSession, BatchedDecodeStepsMatchCpu) {
   model::ModelConfig cfg = gpu_config("llama");
@@ -171,7 +171,7 @@ TEST(CudaBackendSession, BatchedDecodeStepsMatchCpu) {
   for (const char* name : {"sharq-nvfp4-24", "sharq-nvfp4", "nvfp4"}) {
     const Mode mode = mode_from_name(name);
     const Model mc(lm, mode, *cpu), mg(lm, mode, *gpu);
-    for (const int64_t batch : {17, 32}) {
+    for (const int64_t batch : {9, 17, 32}) {
       Session sc(mc, 16, batch), sg(mg, 16, batch);
       const auto prompt = ids(3 * batch, v, static_cast<int>(batch));  // 3 tokens a sequence
       sc.forward(prompt);

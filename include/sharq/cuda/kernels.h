@@ -172,7 +172,7 @@ void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tenso
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
                          cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma);
-// The planes' K order the decode GEMM runs fastest from at m rows: kWgmma above 16 rows (the
+// The planes' K order the decode GEMM runs fastest from at m rows: kWgmma above 8 rows (the
 // wgmma kernel with whole-chunk window copies), else kMma (testing::decode_gemm_wgmma_order).
 // Every gemm_decode_mma* entry point takes planes in either order (`order`; kWgmma always runs
 // the wgmma kernel).
