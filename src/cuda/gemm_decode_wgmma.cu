@@ -11,16 +11,16 @@
 // the mma.sync kernels: its window copies gathered 4-byte pairs into the K order below. The
 // prepare now writes the planes in that order (kernels.h PlaneOrder::kWgmma, rows padded to whole
 // windows), a window copy is whole 16-byte chunks, and the engine runs this kernel above 8 rows
-// (decode_plane_order); on an H200 it beat the mma.sync kernels on every product at 17-32 rows and on most at 16;
-// at 4 and 8 rows its 8-token MMAs lose (docs/RESULTS.md, issue 5, session 20).
+// (decode_plane_order); on an H200 it beat the mma.sync kernels on every product at 17-32 rows and
+// on most at 16; at 4 and 8 rows its 8-token MMAs lose (docs/RESULTS.md, issue 5, session 20).
+//
 // The K order: a lane's A fragment holds the pairs its 16 code bytes decode to (fp4_decode.cuh:
 // planes and codes share the 0,4,1,5,.. order inside each 8-group, so pair j of word u is K'
-// 32 t + 8 u + 2 j, + 1 in the planes' order K'). MMA step s = 2 u + h of a 128-wide window takes
+// 32 t + 8 u + 2 j, + 1 in the kMma order K'). MMA step s = 2 u + h of a 128-wide window takes
 // from lane t the pairs K' 32 t + 8 u + 4 h (+0, +1) as its K slots 2 t (+1) and K' 32 t + 8 u +
-// 4 h + 2 (+0, +1) as slots 8 + 2 t (+1), so the copy gathers each activation row into that
-// order: the pair (K' 32 t + 8 u + 2 q) lands in window K-slot 16 (2 u + q / 2) + 8 (q % 2) + 2 t,
-// i.e. 128-byte row half u / 2, 16-byte chunk 4 (u % 2) + q, bytes 4 t (then swizzled). The
-// kWgmma planes hold each window in exactly that slot order.
+// 4 h + 2 (+0, +1) as slots 8 + 2 t (+1), so the pair (K' 32 t + 8 u + 2 q) belongs in window
+// K-slot 16 (2 u + q / 2) + 8 (q % 2) + 2 t, i.e. 128-byte row half u / 2, 16-byte chunk
+// 4 (u % 2) + q, bytes 4 t (then swizzled). The kWgmma planes hold each window in that slot order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
