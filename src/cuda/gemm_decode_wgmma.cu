@@ -129,8 +129,8 @@ struct RowStreams {
     sstep = cstep * 2 / WG;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int64_t row = rows[0][r];
-      const int64_t c0 = (row >> 4) * 8 * k + (row & 15) * 64 + 16 * t;  // window 0, full width
+      // Window 0's offset; only used when full windows exist (k >= 128), so it is full too.
+      const int64_t c0 = weight_layout::code_offset(rows[0][r], 32 * t, tr.n, k);
       c[r] = tr.codes + c0;
       s[r] = tr.scales + weight_layout::scale_of_code(c0, WG);
     }

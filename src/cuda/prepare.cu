@@ -92,10 +92,9 @@ __device__ __forceinline__ void backbone8(const float* v, float* xsp) {
 // MODE: 0 nvfp4, 1 sharq 4:8p, 2 sharq 2:4. Shared by every prepare schedule, so they cannot
 // drift apart.
 template <int MODE>
-__device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b, int64_t rows,
-                                               int64_t k, const Nvfp4View& sparse,
-                                               const Nvfp4View& residual, float* decoded,
-                                               const GemmPlanes& planes) {
+__device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b,
+                                               const Nvfp4View& sparse, const Nvfp4View& residual,
+                                               float* decoded, const GemmPlanes& planes) {
 #pragma unroll
   for (int i = 0; i < 32; ++i) v[i] = __fmul_rn(v[i], inv);
 
@@ -186,10 +185,9 @@ __device__ __forceinline__ uint4 natural_f16_8(const float* d) {
 // With images.r not null (sharq-nvfp4-24 only), the lane also writes its 8-group into the 2:4
 // prefill kernel's stage images (stage_images.cuh).
 template <int MODE>
-__device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b, int q,
-                                                 int64_t rows, int64_t k, const Nvfp4View& sparse,
-                                                 const Nvfp4View& residual, float* decoded,
-                                                 const GemmPlanes& planes,
+__device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b, int q, int64_t k,
+                                                 const Nvfp4View& sparse, const Nvfp4View& residual,
+                                                 float* decoded, const GemmPlanes& planes,
                                                  const stage_images::Regions& images) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], inv);
@@ -260,7 +258,7 @@ __global__ void prepare_kernel(const float* __restrict__ x, int64_t rows, int64_
   if (b >= rows * blocks_per_row) return;
   float v[32];
   load32(x + b * 32, v);
-  quantize_chunk<MODE>(v, __frcp_rn(st), b, rows, k, sparse, residual, decoded, planes);
+  quantize_chunk<MODE>(v, __frcp_rn(st), b, sparse, residual, decoded, planes);
 }
 
 // w: (n, k); one thread per 32-block; GROUP 16 or 32. Output in the GPU weight layout
@@ -364,11 +362,11 @@ __global__ void __launch_bounds__(kThreads)
                                      residual.tensor_scale);
   const float inv = __frcp_rn(st);
   if (RESIDENT) {
-    if (b0 < chunks) quantize_chunk<MODE>(v, inv, b0, rows, k, sparse, residual, decoded, planes);
+    if (b0 < chunks) quantize_chunk<MODE>(v, inv, b0, sparse, residual, decoded, planes);
   } else {
     for (int64_t b = b0; b < chunks; b += stride) {
       load32(x + b * 32, v);
-      quantize_chunk<MODE>(v, inv, b, rows, k, sparse, residual, decoded, planes);
+      quantize_chunk<MODE>(v, inv, b, sparse, residual, decoded, planes);
     }
   }
 }
@@ -470,8 +468,7 @@ __global__ void __launch_bounds__(kThreads)
   if (!active) return;
   src.finish(v, aux, scratch, b, q);
   const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
-  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, rows, k, sparse, residual, decoded, planes,
-                         images);
+  quantize_quarter<MODE>(v, __frcp_rn(st), b, q, k, sparse, residual, decoded, planes, images);
 }
 
 // 1 / sqrt(ss / d + eps) rounded to float, in the CPU reference's exact operation sequence
@@ -595,7 +592,7 @@ __global__ void __launch_bounds__(kThreads)
     float v[32];
     load32(x + b * 32, v);
     load_normed_chunk(w, scratch, b, per_row, v);
-    quantize_chunk<MODE>(v, inv_st, b, rows, k, sparse, residual, decoded, planes);
+    quantize_chunk<MODE>(v, inv_st, b, sparse, residual, decoded, planes);
   }
 }
 
