@@ -215,10 +215,16 @@ __global__ void __launch_bounds__(256, MINB)
       sl.s[0][h][0] = sl.s[0][h][1] = __ldg(ws + w * 64 + h * 32);
     }
   };
+  // Every lane loads token 0 of its plane (column g is path g / 4, token g % 4): the columns of
+  // tokens 1-3 are never stored (store_tile adds columns j and j + 4 of the tokens j < m), so
+  // they may hold token 0's values instead of zeros, and the loads need no predicate or zeroing.
+  const __half* __restrict__ xp = x + (g >> 2) * k + 32 * t;
   auto step = [&](const WeightSlice<1>& sl, int64_t w) {
     if (w >= nwin) return;
     ActSlice<1, 1> xa;
-    load_act<1, 1, true>(xa, x, 1, k, w * kWin + 32 * t, true, g);
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      xa.v[u][0][0] = __ldg(reinterpret_cast<const uint4*>(xp + w * kWin + 8 * u));
     window_mma<1, 1>(acc, sl, xa);
   };
   WeightSlice<1> s0, s1, s2;

@@ -858,6 +858,15 @@ TEST(CudaErrors, BadShapesAreErrors) {
   EXPECT_THROW(expand_activation_planes(PrepareMode::kNvfp4, v, v, 0, 64, nullptr, nullptr), Error);
   EXPECT_THROW(expand_activation_planes(PrepareMode::kSharqNvfp4, v, v, 4, 64, nullptr, nullptr),
                Error);
+  // Planes too large for the wgmma K order's 32-bit offsets: the prepare's store (2^31 halves a
+  // plane) and the decode GEMM's reads (2^32 halves in all).
+  uint16_t* planes = reinterpret_cast<uint16_t*>(host_bytes);
+  EXPECT_THROW(prepare(PrepareMode::kSharqNvfp4, nullptr, (1 << 14) + 1, 1 << 17, v, v, nullptr,
+                       nullptr, nullptr, planes, PlaneOrder::kWgmma),
+               Error);
+  EXPECT_THROW(gemm_decode_mma(planes, 2, nullptr, 32, v, 32, 64, int64_t{1} << 27, nullptr,
+                               nullptr, PlaneOrder::kWgmma),
+               Error);
 }
 
 }  // namespace
