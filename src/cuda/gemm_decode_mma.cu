@@ -187,47 +187,77 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 }
 
 // M = 1 with both SharQ paths (the batch-1 decode step's products), g32 weights, K % 128 == 0 and
-// every part's N % 16 == 0: the kernel above at one row tile and eight warps, specialised (no row
-// clamps, no half windows, weight addresses from one per-lane base: a tile's windows are 1 KB
-// apart in the tiled layout, weight_layout.h) and loading each window's activations inside its
-// step. Same operations in the same order as that configuration, so the same bits
-// (CudaGemmDecodeM1 test). At 80 registers three 8-warp blocks share an SM (the general kernel's
-// 87-92 allow two): 82% of the copy rate at 4096 x 28672 against 64-70% (H100, docs/RESULTS.md,
-// issue 5, session 8).
+// every part's N % 16 == 0: one 16-row tile a block, eight warps splitting K, a ring of three
+// weight windows a warp loaded before the dependency wait, weight addresses from one per-lane
+// base (a tile's windows are 1 KB apart in the tiled layout, weight_layout.h). At 80 registers
+// three 8-warp blocks share an SM (session 8: 82% of the copy rate at 4096 x 28672 on an H100).
+// The weight scales apply after the products, not to every decoded FP16 pair (session 21; the
+// kernel issues more instructions a window than the weight stream leaves time for on an H200,
+// and the 32 pair multiplies were a sixth of them): lane t of a fragment holds its rows' 32-block
+// t of each window, so one window's MMAs mix four scale groups, and the n8 tile's columns
+// separate them. Column 4p + t' holds plane p's activation only in lane t''s K slots (zeros in
+// the other lanes'): after a window's eight MMAs, D[row][4p + t'] is group t''s dot product alone
+// and takes its scale in one FMA. M = 1's two paths times four groups fill the eight columns; the
+// planes are in the scaled domain already. The sums round in another order than the general
+// kernel's (CudaGemmDecodeM1 holds both to the float64 reference).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
 template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
   constexpr int kWarps = 8;
-  __shared__ float red[1][kWarps][1][4][32];
+  __shared__ float red[kWarps][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(blockIdx.x));
   const int64_t nwin = k / kWin;
   const uint8_t* __restrict__ wc = tr.codes + (tr.row_base / 16) * nwin * 1024 + (g * 4 + t) * 16;
-  const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + t;
-  float acc[1][1][4] = {};
-  auto load = [&](WeightSlice<1>& sl, int64_t w) {
+  // The accumulator's columns 2t and 2t + 1 are groups 2 (t & 1) and 2 (t & 1) + 1 (of path
+  // t / 2): two adjacent scale bytes of each of the lane's rows.
+  const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + 2 * (t & 1);
+  struct Window {
+    uint4 q[2];     // rows g and g + 8: the lane's 32-block
+    uint32_t s[2];  // rows g and g + 8: the scales of the lane's two columns
+  };
+  auto load = [&](Window& ww, int64_t w) {
     if (w >= nwin) return;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      sl.q[0][h] = ld_no_l1(wc + w * 1024 + h * 512);
-      sl.s[0][h][0] = sl.s[0][h][1] = __ldg(ws + w * 64 + h * 32);
+      ww.q[h] = ld_no_l1(wc + w * 1024 + h * 512);
+      ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(ws + w * 64 + h * 32));
     }
   };
-  // Every lane loads token 0 of its plane (column g is path g / 4, token g % 4): the columns of
-  // tokens 1-3 are never stored (store_tile adds columns j and j + 4 of the tokens j < m), so
-  // they may hold token 0's values instead of zeros, and the loads need no predicate or zeroing.
+  // As a B lane, column g is non-zero only when its group g % 4 is this lane's 32-block: the
+  // other lanes' activation registers stay zero (their loads are predicated off).
+  const bool b_active = (g & 3) == t;
   const __half* __restrict__ xp = x + (g >> 2) * k + 32 * t;
-  auto step = [&](const WeightSlice<1>& sl, int64_t w) {
+  uint4 xa[4] = {};
+  float tot[4] = {};
+  auto step = [&](const Window& ww, int64_t w) {
     if (w >= nwin) return;
-    ActSlice<1, 1> xa;
+    if (b_active) {
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
-      xa.v[u][0][0] = __ldg(reinterpret_cast<const uint4*>(xp + w * kWin + 8 * u));
-    window_mma<1, 1>(acc, sl, xa);
+      for (int u = 0; u < 4; ++u)
+        xa[u] = __ldg(reinterpret_cast<const uint4*>(xp + w * kWin + 8 * u));
+    }
+    float acc[4] = {};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      uint32_t h0[4], h1[4];
+      e2m1x8_to_f16x2(comp(ww.q[0], u), h0);
+      e2m1x8_to_f16x2(comp(ww.q[1], u), h1);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
+        mma16816(acc, a, comp(xa[u], 2 * half), comp(xa[u], 2 * half + 1));
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const uint32_t sb = ww.s[c >> 1];
+      tot[c] = __fmaf_rn(c & 1 ? ue4m3_byte<1>(sb) : ue4m3_byte<0>(sb), acc[c], tot[c]);
+    }
   };
-  WeightSlice<1> s0, s1, s2;
+  Window s0, s1, s2;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   load(s0, warp);
   load(s1, warp + kWarps);
@@ -241,11 +271,25 @@ __global__ void __launch_bounds__(256, MINB)
     step(s2, w + 2 * kWarps);
     load(s2, w + 5 * kWarps);
   }
+  // Rows g and g + 8: the lane's two columns, the four lanes' (all eight columns), then the
+  // warps in order.
+  float v[2] = {tot[0] + tot[1], tot[2] + tot[3]};
 #pragma unroll
-  for (int c = 0; c < 4; ++c) red[0][warp][0][c][lane] = acc[0][0][c];
+  for (int r = 0; r < 2; ++r) {
+    v[r] += __shfl_xor_sync(0xffffffffu, v[r], 1);
+    v[r] += __shfl_xor_sync(0xffffffffu, v[r], 2);
+  }
+  if (t == 0) {
+    red[warp][g] = v[0];
+    red[warp][g + 8] = v[1];
+  }
   __syncthreads();
-  if (warp == 0) {
-    tile_epilogue<1, kWarps, true>(red[0], tr, tr.row_base, sx, 1, parts.accumulate, lane);
+  if (warp == 0 && lane < 16) {
+    float y = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) y += red[w][lane];
+    const float scale = *sx * *tr.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+    store_out(tr.y, tr.row_base + lane, y * scale, parts.accumulate);
   }
 }
 
