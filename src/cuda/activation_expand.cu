@@ -36,7 +36,7 @@ __device__ __forceinline__ uint4 decode_lane(const uint8_t* __restrict__ codes, 
   } else {
     e2m1x8_to_f16x2(word, h);
   }
-  const __half2 s = __float2half2_rn(ue4m3_decode(scale)), up = __float2half2_rn(16384.0f);
+  const __half2 s = scale_h2(scale), up = __float2half2_rn(16384.0f);
 #pragma unroll
   for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(hmul2_u32(h[j], s), up);
   return make_uint4(h[0], h[1], h[2], h[3]);

@@ -48,25 +48,6 @@ struct WeightSlice {
   uint32_t s[RT][2][2];  // [sub-tile][row][16-half of the 32-block]: UE4M3 code
 };
 
-// The UE4M3 scale (code & 0x7F, as ue4m3_decode reads it) in both halves, exact. code << 7 is the
-// FP16 whose exponent field is E4M3's exponent and whose mantissa starts with E4M3's 3 bits: 2^-8
-// times the scale, FP16 subnormals covering E4M3's (m x 2^-9 -> m x 2^-17); one multiply by 2^8
-// (exact) finishes it. Two instructions where ue4m3_decode + a conversion took a dozen, with
-// branches, for every scale of every weight window.
-__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
-  const uint32_t bits = (code & 0x7Fu) * 0x00800080u;  // code << 7 in both halves
-  return __hmul2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(256.0f));
-}
-
-// The UE4M3 scale in byte J of `word` (code & 0x7F, as ue4m3_decode reads it) as a float, exact:
-// code << 20 puts E4M3's exponent and mantissa bits where float's are, 2^-120 times the value
-// (E4M3's subnormals land on float subnormals, which these builds keep: no fast math).
-template <int J>
-__device__ __forceinline__ float ue4m3_byte(uint32_t word) {
-  const uint32_t bits = (J <= 2 ? word << (20 - 8 * J) : word >> 4) & 0x07F00000u;
-  return __uint_as_float(bits) * 0x1p120f;
-}
-
 // Read-once weight codes: not allocated in L1, so the activation lines stay there.
 __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
   uint4 v;

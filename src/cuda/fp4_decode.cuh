@@ -1,6 +1,6 @@
-// Device helpers shared by the FP16 tensor-core GEMMs (gemm_decode_mma.cu, gemm_prefill.cu):
-// the E2M1 x 8 -> FP16 x 2 decode trick, the exact FP16 pair scaling and the mma.sync
-// m16n8k16 wrapper.
+// Device helpers shared by the FP16 tensor-core GEMMs and the weight / activation decodes: the
+// E2M1 x 8 -> FP16 x 2 decode trick, the UE4M3 scale as an FP16 pair or a float, the exact FP16
+// pair scaling and the mma.sync m16n8k16 wrapper.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -18,6 +18,25 @@ __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
   h[1] = ((w << 8) & 0x80008000u) | ((w << 5) & 0x0E000E00u);
   h[2] = ((w << 4) & 0x80008000u) | ((w << 1) & 0x0E000E00u);
   h[3] = (w & 0x80008000u) | ((w >> 3) & 0x0E000E00u);
+}
+
+// The UE4M3 scale (code & 0x7F, as ue4m3_decode reads it) in both halves, exact. code << 7 is the
+// FP16 whose exponent field is E4M3's exponent and whose mantissa starts with E4M3's 3 bits: 2^-8
+// times the scale, FP16 subnormals covering E4M3's (m x 2^-9 -> m x 2^-17); one multiply by 2^8
+// (exact) finishes it. Two instructions where ue4m3_decode + a conversion took a dozen, with
+// branches, for every scale of every weight window.
+__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
+  const uint32_t bits = (code & 0x7Fu) * 0x00800080u;  // code << 7 in both halves
+  return __hmul2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(256.0f));
+}
+
+// The UE4M3 scale in byte J of `word` (code & 0x7F, as ue4m3_decode reads it) as a float, exact:
+// code << 20 puts E4M3's exponent and mantissa bits where float's are, 2^-120 times the value
+// (E4M3's subnormals land on float subnormals, which these builds keep: no fast math).
+template <int J>
+__device__ __forceinline__ float ue4m3_byte(uint32_t word) {
+  const uint32_t bits = (J <= 2 ? word << (20 - 8 * J) : word >> 4) & 0x07F00000u;
+  return __uint_as_float(bits) * 0x1p120f;
 }
 
 __device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {

@@ -47,10 +47,7 @@ using sm90::wgmma_m64n128k16_ss;
 using sm90::wgmma_m64n256k16_ss;
 using sm90::wgmma_wait;
 
-// ---- FP4 weight decode (e2m1x8_to_f16x2 and hmul2_u32: fp4_decode.cuh, as gemm_decode_mma) --
-__device__ __forceinline__ __half2 scale_h2(uint32_t code) {
-  return __float2half2_rn(ue4m3_decode(code & 0xFFu));
-}
+// ---- FP4 weight decode (e2m1x8_to_f16x2, scale_h2, hmul2_u32: fp4_decode.cuh) --
 
 struct Params {
   const __half* x;  // (paths, m, k) FP16 in GEMM order

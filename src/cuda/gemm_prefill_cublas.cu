@@ -62,7 +62,7 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
     for (int i = 0; i < kWordsPerThread; ++i) {
       const int j = first + i * kDecodeThreads;
       if (j >= words) break;
-      const __half2 s = __float2half2_rn(ue4m3_decode(sc[i]));
+      const __half2 s = scale_h2(sc[i]);
       uint32_t h[4];
       e2m1x8_to_f16x2(w[i], h);
 #pragma unroll

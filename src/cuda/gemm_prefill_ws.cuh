@@ -163,8 +163,8 @@ __device__ __forceinline__ void decode_raw(const RawRows<R>& raw, uint8_t* wdec,
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     const int r = r0 + 128 * i;
-    const __half2 s0 = __float2half2_rn(ue4m3_decode(raw.s[i] & 0xFFu));
-    const __half2 s1 = __float2half2_rn(ue4m3_decode(raw.s[i] >> 8));
+    const __half2 s0 = scale_h2(raw.s[i]);
+    const __half2 s1 = scale_h2(raw.s[i] >> 8);
     const uint32_t w[8] = {raw.q[i][0].x, raw.q[i][0].y, raw.q[i][0].z, raw.q[i][0].w,
                            raw.q[i][1].x, raw.q[i][1].y, raw.q[i][1].z, raw.q[i][1].w};
 #pragma unroll

@@ -11,6 +11,7 @@
 
 #include "codecs.cuh"
 #include "cuda_test_util.cuh"
+#include "fp4_decode.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -90,6 +91,23 @@ __global__ void scale_codes_every_code(Tally* value, Tally* rcp) {
   if (__float_as_uint(scale_rcp(S)) != __float_as_uint(__frcp_rn(S))) record(rcp, code);
 }
 
+// Every byte (the top bit ignored, as ue4m3_decode ignores it): the GEMMs' two-instruction scale
+// decodes, scale_h2 (both FP16 halves) and ue4m3_byte (the code in each byte of a word), against
+// ue4m3_decode.
+__global__ void gemm_scale_decodes_every_byte(Tally* h2, Tally* byte) {
+  const uint32_t code = threadIdx.x;
+  const float S = ue4m3_decode(code);
+  const float2 h = __half22float2(scale_h2(code));
+  if (__float_as_uint(h.x) != __float_as_uint(S) || __float_as_uint(h.y) != __float_as_uint(S))
+    record(h2, code);
+  const uint32_t word = code * 0x01010101u;
+  const float b[4] = {ue4m3_byte<0>(word), ue4m3_byte<1>(word), ue4m3_byte<2>(word),
+                      ue4m3_byte<3>(word)};
+  for (float v : b) {
+    if (__float_as_uint(v) != __float_as_uint(S)) record(byte, code);
+  }
+}
+
 Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
   test_util::DeviceBuf<Tally> t(2);
   const Tally clean{0, 0xFFFFFFFFu};
@@ -122,6 +140,13 @@ TEST(CudaCodecs, ScaleValueAndReciprocalOnEveryCode) {
   const Tally value = run_tally(launch, 0), rcp = run_tally(launch, 1);
   EXPECT_EQ(value.wrong, 0u) << "first wrong value at code 0x" << std::hex << value.first;
   EXPECT_EQ(rcp.wrong, 0u) << "first wrong reciprocal at code 0x" << std::hex << rcp.first;
+}
+
+TEST(CudaCodecs, GemmScaleDecodesOnEveryByte) {
+  const auto launch = [](Tally* a, Tally* b) { gemm_scale_decodes_every_byte<<<1, 256>>>(a, b); };
+  const Tally h2 = run_tally(launch, 0), byte = run_tally(launch, 1);
+  EXPECT_EQ(h2.wrong, 0u) << "scale_h2: first wrong code 0x" << std::hex << h2.first;
+  EXPECT_EQ(byte.wrong, 0u) << "ue4m3_byte: first wrong code 0x" << std::hex << byte.first;
 }
 
 }  // namespace
