@@ -1,8 +1,9 @@
-// GPU tests of the device codecs (src/cuda/codecs.cuh) on every float32 they can see: the
-// one-add E2M1 quantizer, the division by 6 and the hardware UE4M3 block-scale encode against
-// the SPEC 2 definitions written the slow way here (the midpoint compare chain, IEEE division,
-// E4M3 rounding on the bit pattern), and against CUDA's own FP4 conversion as a second oracle.
-// The prepare tests (test_cuda_kernels.cu) then check whole blocks against the CPU reference.
+// GPU tests of the device codecs (src/cuda/codecs.cuh, fp4_decode.cuh) on every float32 or packed
+// word they can see: the one-add E2M1 quantizer, the division by 6, the hardware UE4M3
+// block-scale encode and the GEMMs' FP4 weight and scale decodes against the SPEC 2 definitions
+// written the slow way here (the midpoint compare chain, IEEE division, E4M3 rounding on the bit
+// pattern), and against CUDA's own FP4 conversions as a second oracle. The prepare tests
+// (test_cuda_kernels.cu) then check whole blocks against the CPU reference.
 #include <cuda_fp4.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -108,6 +109,31 @@ __global__ void gemm_scale_decodes_every_byte(Tally* h2, Tally* byte) {
   }
 }
 
+// Every 32-bit word of 8 E2M1 codes: the GEMMs' weight decode (e2m1x8_to_f16x2, pair j =
+// nibbles j and j + 4, each half the code's value times 2^-14) against e2m1_decode and against
+// CUDA's own FP4 -> FP16 conversion scaled by 2^-14 (exact: the smallest value becomes 2^-15).
+__global__ void weight_decode_every_word(Tally* vs_codec, Tally* vs_cuda) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  const __half2 down = __float2half2_rn(0x1p-14f);
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < 0x100000000ull;
+       i += stride) {
+    const uint32_t w = static_cast<uint32_t>(i);
+    uint32_t h[4];
+    e2m1x8_to_f16x2(w, h);
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t a = (w >> (4 * j)) & 0xFu, b = (w >> (4 * j + 16)) & 0xFu;
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h[j]));
+      if (__float_as_uint(f.x) != __float_as_uint(e2m1_decode(a) * 0x1p-14f) ||
+          __float_as_uint(f.y) != __float_as_uint(e2m1_decode(b) * 0x1p-14f))
+        record(vs_codec, w);
+      const __half2_raw raw =
+          __nv_cvt_fp4x2_to_halfraw2(static_cast<__nv_fp4x2_storage_t>(a | (b << 4)), __NV_E2M1);
+      const __half2 want = __hmul2(*reinterpret_cast<const __half2*>(&raw), down);
+      if (*reinterpret_cast<const uint32_t*>(&want) != h[j]) record(vs_cuda, w);
+    }
+  }
+}
+
 Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
   test_util::DeviceBuf<Tally> t(2);
   const Tally clean{0, 0xFFFFFFFFu};
@@ -147,6 +173,13 @@ TEST(CudaCodecs, GemmScaleDecodesOnEveryByte) {
   const Tally h2 = run_tally(launch, 0), byte = run_tally(launch, 1);
   EXPECT_EQ(h2.wrong, 0u) << "scale_h2: first wrong code 0x" << std::hex << h2.first;
   EXPECT_EQ(byte.wrong, 0u) << "ue4m3_byte: first wrong code 0x" << std::hex << byte.first;
+}
+
+TEST(CudaCodecs, WeightDecodeOnEveryWord) {
+  const auto launch = [](Tally* a, Tally* b) { weight_decode_every_word<<<1056, 256>>>(a, b); };
+  const Tally codec = run_tally(launch, 0), cuda = run_tally(launch, 1);
+  EXPECT_EQ(codec.wrong, 0u) << "vs e2m1_decode: first wrong word 0x" << std::hex << codec.first;
+  EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex << cuda.first;
 }
 
 }  // namespace
