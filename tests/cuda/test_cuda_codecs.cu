@@ -115,8 +115,8 @@ __global__ void gemm_scale_decodes_every_byte(Tally* h2, Tally* byte) {
 __global__ void weight_decode_every_word(Tally* vs_codec, Tally* vs_cuda) {
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   const __half2 down = __float2half2_rn(0x1p-14f);
-  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < 0x100000000ull;
-       i += stride) {
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
+       i < 0x100000000ull; i += stride) {
     const uint32_t w = static_cast<uint32_t>(i);
     uint32_t h[4];
     e2m1x8_to_f16x2(w, h);
@@ -179,7 +179,8 @@ TEST(CudaCodecs, WeightDecodeOnEveryWord) {
   const auto launch = [](Tally* a, Tally* b) { weight_decode_every_word<<<1056, 256>>>(a, b); };
   const Tally codec = run_tally(launch, 0), cuda = run_tally(launch, 1);
   EXPECT_EQ(codec.wrong, 0u) << "vs e2m1_decode: first wrong word 0x" << std::hex << codec.first;
-  EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex << cuda.first;
+  EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex
+                            << cuda.first;
 }
 
 }  // namespace
