@@ -143,6 +143,48 @@ __device__ __forceinline__ void tile_rows(const TileRef<OutT>& r, int g, int64_t
   }
 }
 
+// load_slice's fast form for whole windows (k - 128 w >= 128) of a tile group whose rows all lie
+// in the part (row_base + 16 RT <= n): there the layout's offsets are linear in (sub-tile, row
+// half, window), so a lane's addresses are one base plus constants plus w * 1024 (w * 2048 / WG
+// scale bytes), in 32 bits, where code_offset's general form took about 30 64-bit integer
+// instructions a window (SASS of the M <= 8 kernel: 19-30% of its loop's instructions).
+// whole == 0 (no window covered) for other groups and for k > 2^28 (w * 1024 must fit 32 bits).
+template <int WG, int RT>
+struct LinearSlices {
+  const uint8_t* c;    // the lane's codes of window 0: sub-tile 0, row g, bytes [16t, 16t + 16)
+  const uint8_t* s;    // and their scale byte(s)
+  int64_t tile_bytes;  // one 16-row tile's codes: 8k
+  int64_t whole;       // windows covered: [0, whole)
+
+  template <typename OutT>
+  __device__ __forceinline__ LinearSlices(const TileRef<OutT>& tr, int64_t k, int g, int t)
+      : tile_bytes(8 * k) {
+    const int64_t off = (tr.row_base >> 4) * 8 * k + 64 * g + 16 * t;
+    c = tr.codes + off;
+    s = tr.scales + off * 2 / WG;
+    whole = tr.row_base + 16 * RT <= tr.n && k <= (int64_t{1} << 28) ? k / kWin : 0;
+  }
+  __device__ __forceinline__ bool covers(int64_t w) const { return w < whole; }
+  __device__ __forceinline__ void load(WeightSlice<RT>& ws, int64_t w) const {
+    const uint32_t w32 = static_cast<uint32_t>(w);
+#pragma unroll
+    for (int st = 0; st < RT; ++st) {
+      const uint8_t* cp = c + st * tile_bytes + w32 * 1024u;
+      const uint8_t* sp = s + st * (tile_bytes * 2 / WG) + w32 * (2048u / WG);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        ws.q[st][r] = ld_no_l1(cp + 512 * r);
+        if (WG == 32) {
+          ws.s[st][r][0] = ws.s[st][r][1] = __ldg(sp + 32 * r);
+        } else {
+          ws.s[st][r][0] = __ldg(sp + 64 * r);
+          ws.s[st][r][1] = __ldg(sp + 64 * r + 1);
+        }
+      }
+    }
+  }
+};
+
 // Writes one 16-row sub-tile's outputs from its final sums v (the MMA accumulator layout: lane
 // (g, t), element c = row g (+8 for c >= 2), token 8i + 2t + (c & 1)). PACK: columns j and j + 4
 // hold the two paths of token j (lanes t and t + 2), summed here.

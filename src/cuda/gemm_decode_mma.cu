@@ -125,6 +125,15 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   int64_t rows[RT][2];
   tile_rows<RT>(tr, g, rows);
   const int64_t nwin = (k + kWin - 1) / kWin;
+  const LinearSlices<WG, RT> lin(tr, k, g, t);
+  auto fill = [&](WeightSlice<RT>& sl, int64_t w) {
+    if (lin.covers(w)) {
+      lin.load(sl, w);
+    } else {
+      const int64_t kk = w * kWin + 32 * t;
+      load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kk, kk < k);
+    }
+  };
 
   float acc[RT][NT][4] = {};
 
@@ -145,16 +154,11 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     window_mma<NT, PACK ? 1 : PATHS>(acc, sl, xa);
     if (kAhead && w + WARPS < nwin) act(w + WARPS);  // the next step's window, a step ahead
     const int64_t wl = w + kDepth * WARPS;
-    if (wl < nwin) {
-      const int64_t kl = wl * kWin + 32 * t;
-      load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kl, kl < k);
-    }
+    if (wl < nwin) fill(sl, wl);
   };
   WeightSlice<RT> s0, s1, s2;
   auto prime = [&](WeightSlice<RT>& sl, int64_t w) {
-    if (w >= nwin) return;
-    const int64_t kk = w * kWin + 32 * t;
-    load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kk, kk < k);
+    if (w < nwin) fill(sl, w);
   };
   // Under programmatic dependent launch this block may start while the kernel that writes x
   // (the prepare, or the previous GEMM on the same input) still runs: the weights are constant,
@@ -209,35 +213,41 @@ __global__ void __launch_bounds__(256, MINB)
   __shared__ float red[kWarps][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(blockIdx.x));
-  const int64_t nwin = k / kWin;
-  const uint8_t* __restrict__ wc = tr.codes + (tr.row_base / 16) * nwin * 1024 + (g * 4 + t) * 16;
+  // Windows count and address in 32 bits (m1_eligible: k <= 2^28, so w * 1024 < 2^32): one
+  // IMAD.WIDE.U32 an address and one compare a bound, where 64-bit indices took four and two.
+  const uint32_t nwin = static_cast<uint32_t>(k / kWin);
+  const uint8_t* __restrict__ wc =
+      tr.codes + (tr.row_base / 16) * int64_t{nwin} * 1024 + (g * 4 + t) * 16;
   // The accumulator's columns 2t and 2t + 1 are groups 2 (t & 1) and 2 (t & 1) + 1 (of path
   // t / 2): two adjacent scale bytes of each of the lane's rows.
-  const uint8_t* __restrict__ ws = tr.scales + (tr.row_base / 16) * nwin * 64 + g * 4 + 2 * (t & 1);
+  const uint8_t* __restrict__ ws =
+      tr.scales + (tr.row_base / 16) * int64_t{nwin} * 64 + g * 4 + 2 * (t & 1);
   struct Window {
     uint4 q[2];     // rows g and g + 8: the lane's 32-block
     uint32_t s[2];  // rows g and g + 8: the scales of the lane's two columns
   };
-  auto load = [&](Window& ww, int64_t w) {
+  auto load = [&](Window& ww, uint32_t w) {
     if (w >= nwin) return;
+    const uint8_t* c = wc + w * 1024u;
+    const uint8_t* sc = ws + w * 64u;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      ww.q[h] = ld_no_l1(wc + w * 1024 + h * 512);
-      ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(ws + w * 64 + h * 32));
+      ww.q[h] = ld_no_l1(c + h * 512);
+      ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(sc + h * 32));
     }
   };
   // As a B lane, column g is non-zero only when its group g % 4 is this lane's 32-block: the
   // other lanes' activation registers stay zero (their loads are predicated off).
   const bool b_active = (g & 3) == t;
-  const __half* __restrict__ xp = x + (g >> 2) * k + 32 * t;
+  const uint4* __restrict__ xp = reinterpret_cast<const uint4*>(x + (g >> 2) * k + 32 * t);
   uint4 xa[4] = {};
   float tot[4] = {};
-  auto step = [&](const Window& ww, int64_t w) {
+  auto step = [&](const Window& ww, uint32_t w) {
     if (w >= nwin) return;
     if (b_active) {
+      const uint4* xw = xp + w * (kWin / 8);
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
-        xa[u] = __ldg(reinterpret_cast<const uint4*>(xp + w * kWin + 8 * u));
+      for (int u = 0; u < 4; ++u) xa[u] = __ldg(xw + u);
     }
     float acc[4] = {};
 #pragma unroll
@@ -263,7 +273,7 @@ __global__ void __launch_bounds__(256, MINB)
   load(s1, warp + kWarps);
   load(s2, warp + 2 * kWarps);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  for (int64_t w = warp; w < nwin; w += 3 * kWarps) {
+  for (uint32_t w = warp; w < nwin; w += 3 * kWarps) {
     step(s0, w);
     load(s0, w + 3 * kWarps);
     step(s1, w + kWarps);
@@ -430,7 +440,7 @@ std::atomic<int> g_m1{[] {
 // general kernel instead.
 template <typename OutT>
 bool m1_eligible(const Parts<OutT>& parts, int paths, int64_t m, int group, int64_t k) {
-  if (paths != 2 || m != 1 || group != 32 || k % kWin != 0) return false;
+  if (paths != 2 || m != 1 || group != 32 || k % kWin != 0 || k > (int64_t{1} << 28)) return false;
   if (g_m1.load(std::memory_order_relaxed) == 0 || g_rt.load(std::memory_order_relaxed) != 0 ||
       g_warps.load(std::memory_order_relaxed) != 0)
     return false;
