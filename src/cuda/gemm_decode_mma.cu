@@ -34,6 +34,31 @@ struct ActSlice {
 
 // PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
 // so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
+// The lane's activation rows (plane, token) of every (path, token tile), found once: a window's
+// loads then add kk to a row pointer instead of rebuilding (plane m + token) k + kk from the
+// kernel parameters (the compiler reloaded them for every load under the register cap: about a
+// tenth of the M <= 8 loop's instructions). A row past m is never read (live).
+template <int NT, int PATHS, bool PACK>
+struct ActRows {
+  const __half* row[PATHS][NT];
+  bool live[NT];
+
+  __device__ __forceinline__ ActRows(const __half* x, int m, int64_t k, int g) {
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      const int tok = PACK ? (g & 3) : i * 8 + g;
+      live[i] = tok < m;
+#pragma unroll
+      for (int p = 0; p < PATHS; ++p) {
+        const int64_t plane = PACK ? (g >> 2) : p;
+        row[p][i] = x + (plane * m + (live[i] ? tok : 0)) * k;
+      }
+    }
+  }
+};
+
+// The same loads with each address rebuilt from the parameters: for NT >= 2, where NT x PATHS
+// row pointers held across the loop cost spills (ptxas's report, session 22).
 template <int NT, int PATHS, bool PACK>
 __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* __restrict__ x,
                                          int m, int64_t k, int64_t kk, bool valid, int g) {
@@ -48,6 +73,21 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
         const uint4* src = reinterpret_cast<const uint4*>(x + ((plane * m + tok) * k + kk + 8 * u));
         a.v[u][p][i] = (valid && tok < m) ? __ldg(src) : make_uint4(0, 0, 0, 0);
       }
+    }
+  }
+}
+
+template <int NT, int PATHS, bool PACK>
+__device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<NT, PATHS, PACK>& r,
+                                         int64_t kk, bool valid) {
+#pragma unroll
+  for (int p = 0; p < PATHS; ++p) {
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      const uint4* src = reinterpret_cast<const uint4*>(r.row[p][i] + kk);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        a.v[u][p][i] = valid && r.live[i] ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -126,8 +166,10 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   tile_rows<RT>(tr, g, rows);
   const int64_t nwin = (k + kWin - 1) / kWin;
   const LinearSlices<WG, RT> lin(tr, k, g, t);
+  // NT == 1 (M <= 8) only: the wider token tiles run at the register cap, where holding the
+  // linear bases (and ActRows' pointers) measured 2-3x the spill bytes in ptxas's report.
   auto fill = [&](WeightSlice<RT>& sl, int64_t w) {
-    if (lin.covers(w)) {
+    if (NT == 1 && lin.covers(w)) {
       lin.load(sl, w);
     } else {
       const int64_t kk = w * kWin + 32 * t;
@@ -144,9 +186,14 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   // NT <= 2 (M <= 16); at NT = 4 the slices are 128 registers and already spill.
   constexpr bool kAhead = NT <= 2;
   ActSlice<NT, PACK ? 1 : PATHS> xa;
+  const ActRows<NT, PACK ? 1 : PATHS, PACK> xrows(x, m, k, g);  // used for NT == 1
   auto act = [&](int64_t w) {
     const int64_t kk = w * kWin + 32 * t;
-    load_act<NT, PACK ? 1 : PATHS, PACK>(xa, x, m, k, kk, kk < k, g);
+    if constexpr (NT == 1) {
+      load_act(xa, xrows, kk, kk < k);
+    } else {
+      load_act<NT, PACK ? 1 : PATHS, PACK>(xa, x, m, k, kk, kk < k, g);
+    }
   };
   auto step = [&](WeightSlice<RT>& sl, int64_t w) {
     if (w >= nwin) return;

@@ -145,10 +145,8 @@ __global__ void __launch_bounds__(kWarps * 32, min_blocks<NT, RT>())
 
   float acc[RT][NT][4] = {};
   auto slot = [&](int64_t j) { return smem + (j % kStages) * window_chunks<NT, P>(); };
-  const LinearSlices<WG, RT> lin(tr, k, g, t);
   auto load_w = [&](WeightSlice<RT>& sl, int64_t j) {
     if (!active || j >= nw) return;
-    if (lin.covers(w0 + j)) return lin.load(sl, w0 + j);
     const int64_t kl = (w0 + j) * kWin + 32 * t;
     load_slice<WG>(sl, wcodes, wscales, rows, tr.n, k, kl, kl < k);
   };
