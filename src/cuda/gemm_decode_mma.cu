@@ -32,8 +32,6 @@ struct ActSlice {
   uint4 v[4][PATHS][NT];
 };
 
-// PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
-// so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
 // The lane's activation rows (plane, token) of every (path, token tile), found once: a window's
 // loads then add kk to a row pointer instead of rebuilding (plane m + token) k + kk from the
 // kernel parameters (the compiler reloaded them for every load under the register cap: about a
@@ -57,6 +55,23 @@ struct ActRows {
   }
 };
 
+// PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
+// so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
+template <int NT, int PATHS, bool PACK>
+__device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<NT, PATHS, PACK>& r,
+                                         int64_t kk, bool valid) {
+#pragma unroll
+  for (int p = 0; p < PATHS; ++p) {
+#pragma unroll
+    for (int i = 0; i < NT; ++i) {
+      const uint4* src = reinterpret_cast<const uint4*>(r.row[p][i] + kk);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        a.v[u][p][i] = valid && r.live[i] ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
 // The same loads with each address rebuilt from the parameters: for NT >= 2, where NT x PATHS
 // row pointers held across the loop cost spills (ptxas's report, session 22).
 template <int NT, int PATHS, bool PACK>
@@ -73,21 +88,6 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
         const uint4* src = reinterpret_cast<const uint4*>(x + ((plane * m + tok) * k + kk + 8 * u));
         a.v[u][p][i] = (valid && tok < m) ? __ldg(src) : make_uint4(0, 0, 0, 0);
       }
-    }
-  }
-}
-
-template <int NT, int PATHS, bool PACK>
-__device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<NT, PATHS, PACK>& r,
-                                         int64_t kk, bool valid) {
-#pragma unroll
-  for (int p = 0; p < PATHS; ++p) {
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      const uint4* src = reinterpret_cast<const uint4*>(r.row[p][i] + kk);
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-        a.v[u][p][i] = valid && r.live[i] ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
     }
   }
 }
