@@ -10,18 +10,25 @@
 
 namespace sharq::cuda {
 
-// Four FP16 pairs from 8 E2M1 nibbles, pair j = (nibble j, nibble j + 4). Each half is the code's
-// value times 2^-14: sign to bit 15, exponent and mantissa to bits 11..9, so exponent field 0
-// lands in FP16 subnormals exactly as E2M1's subnormal 0.5 does. 2^14 returns in the epilogue.
-// Such a half's low byte is zero, so the work is its high byte: lo / hi hold it for the low /
-// high nibble of each byte of w, and one byte permute per pair places two of them next to zero
-// bytes (pair j's nibbles sit in bytes j / 2 and j / 2 + 2, both low or both high). 11 integer
-// operations per 8 codes where masking each pair in place took 15 (SASS of the M = 1 product: 188
-// -> 156 instructions a window); the integer ALU pipe, which issues at half rate, runs 9 of them
-// instead of about 10 (the left shifts go to the multiply pipe as IMAD.SHL).
+// The FP16 high bytes of 8 E2M1 codes (element i in nibble i). An E2M1 code times 2^-14 as an
+// FP16 (sign to bit 15, exponent and mantissa to bits 11..9, so exponent field 0 lands in FP16
+// subnormals exactly as E2M1's subnormal 0.5 does) has a zero low byte, so its high byte,
+// sign << 7 | (exponent, mantissa) << 1, is all a decode builds: lo holds it for the low nibble
+// of each byte of w, hi for the high nibble. Byte permutes then place the pairs (next).
+__device__ __forceinline__ void e2m1x8_high_bytes(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  lo = ((w << 4) & 0x80808080u) | ((w << 1) & 0x0E0E0E0Eu);
+  hi = (w & 0x80808080u) | ((w >> 3) & 0x0E0E0E0Eu);
+}
+
+// Four FP16 pairs from 8 E2M1 nibbles, pair j = (nibble j, nibble j + 4), each half the code's
+// value times 2^-14 (2^14 returns in the epilogue). Pair j's nibbles sit in bytes j / 2 and
+// j / 2 + 2, both low or both high, so one byte permute places the two high bytes next to zero
+// bytes. 11 integer operations per 8 codes where masking each pair in place took 15 (SASS of the
+// M = 1 product: 188 -> 156 instructions a window); the integer ALU pipe, which issues at half
+// rate, runs 9 of them instead of about 10 (the left shifts go to the multiply pipe as IMAD.SHL).
 __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
-  const uint32_t lo = ((w << 4) & 0x80808080u) | ((w << 1) & 0x0E0E0E0Eu);
-  const uint32_t hi = (w & 0x80808080u) | ((w >> 3) & 0x0E0E0E0Eu);
+  uint32_t lo, hi;
+  e2m1x8_high_bytes(w, lo, hi);
   // __byte_perm(a, 0, s): result byte i = byte (s >> 4i) & 7 of 0:a (selector 4 is a zero byte).
   h[0] = __byte_perm(lo, 0u, 0x2404u);  // 0, lo.0, 0, lo.2: nibbles 0 and 4
   h[1] = __byte_perm(hi, 0u, 0x2404u);  // nibbles 1 and 5

@@ -77,13 +77,12 @@ struct Cfg {
 };
 
 // Four FP16 pairs, natural order (pair j = elements 2j, 2j + 1), from 8 E2M1 codes (element i in
-// nibble i), each half code x 2^-14, i.e. its high byte sign << 7 | (exponent, mantissa) << 1 and
-// its low byte zero. lo / hi hold those high bytes for the low / high nibble of each byte of w;
-// one byte permute per pair places two of them, taking its zero bytes from lo << 8 (byte 0) or
-// hi >> 8 (byte 3). 11 integer operations per 8 codes, none of them multiplies.
+// nibble i), each half code x 2^-14, from e2m1x8_high_bytes (fp4_decode.cuh): one byte permute
+// per pair places a lo and a hi byte, taking its zero bytes from lo << 8 (byte 0) or hi >> 8
+// (byte 3). 11 integer operations per 8 codes, none of them multiplies.
 __device__ __forceinline__ void e2m1x8_natural(uint32_t w, uint32_t (&h)[4]) {
-  const uint32_t lo = ((w << 4) & 0x80808080u) | ((w << 1) & 0x0E0E0E0Eu);
-  const uint32_t hi = (w & 0x80808080u) | ((w >> 3) & 0x0E0E0E0Eu);
+  uint32_t lo, hi;
+  e2m1x8_high_bytes(w, lo, hi);
   const uint32_t lo8 = lo << 8, hi8 = hi >> 8;
   // __byte_perm(a, b, s): result byte i = byte (s >> 4i) & 7 of the 8 bytes b:a.
   h[0] = __byte_perm(lo8, hi, 0x4010);  // 0, lo.0, 0, hi.0
