@@ -26,32 +26,37 @@ namespace sharq::cuda {
 namespace {
 
 // ---- Decode: one block = one query row, one kv head, up to QH of its query heads, one key
-// range. The range's K and V rows stream through shared memory in stages of TK keys (cp.async,
-// kStages stages in flight; the rows written by earlier steps are requested before the
-// dependency wait, so they load while the kernel before this one finishes). A key row is read by
-// L = D / 8 lanes (two float4 each), so a warp covers 32 / L keys per step; every warp keeps its
-// own online softmax, merged at the end. Several key ranges of one head group are the blocks of
-// one thread-block cluster: each leaves its partial result in its shared memory and the cluster
-// combines them through distributed shared memory (no workspace, no second launch). ----
+// range. Each warp takes every kDecodeWarps-th tile of kTileKeys keys of the range and streams
+// its tiles' K and V rows through its own ring of shared-memory stages (cp.async; the rows written
+// by earlier steps are requested before the dependency wait, so they load while the kernel before
+// this one finishes). Per tile: the scores of all its keys at once (lane = key x quarter of D),
+// one online-softmax update (tile max, one rescale), then p . V with each lane owning D / 32
+// dimensions of every head. The warps' results merge through shared memory. Several key ranges
+// of one head group are the blocks of one thread-block cluster: each leaves its partial result
+// in its shared memory and the cluster combines them through distributed shared memory (no
+// workspace, no second launch). ----
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
-constexpr int kStages = 4;          // K/V stages in shared memory
-constexpr int kStageBytes = 16384;  // one stage: the K rows, then the V rows, of TK keys
-constexpr size_t kDecodeSmem = size_t{kStages} * kStageBytes;  // 64 KB: three blocks an SM
-constexpr int kMaxSplits = 16;      // key ranges of a head group: the largest cluster
+constexpr int kTileKeys = 8;        // keys a warp handles at once: 4 lanes a key
+constexpr int kRangeKeys = kDecodeWarps * kTileKeys;  // key ranges are multiples of this
+constexpr size_t kDecodeSmem = 65536;                 // the warps' stages: three blocks an SM
+constexpr int kMaxSplits = 16;  // key ranges of a head group: the largest cluster
 // Shared-memory layout after the key loop (the stages are free then): the warps' partials at 0,
 // the block's partial for the cluster at kPartialOffset floats.
 constexpr int kPartialOffset = 8192;
 
+// One stage: the K rows, then the V rows, of kTileKeys keys; each warp has kWarpStages of them.
 template <int D>
-constexpr int kStageKeys = kStageBytes / (2 * D * static_cast<int>(sizeof(float)));
+constexpr int kStageFloats = 2 * kTileKeys * D;
+template <int D>
+constexpr int kWarpStages =
+    static_cast<int>(kDecodeSmem / sizeof(float)) / (kDecodeWarps * kStageFloats<D>);
 
-__device__ __forceinline__ void load8(const float* p, int li, int lanes, float (&r)[8]) {
-  const float4 a = *reinterpret_cast<const float4*>(p + 4 * li);
-  const float4 b = *reinterpret_cast<const float4*>(p + 4 * (li + lanes));
-  r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
-  r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
+// The 16-byte chunk c of key row r sits at chunk c ^ (r % 8) of its row, so the 8 keys' lanes
+// that read one chunk position together hit 8 different bank groups.
+__device__ __forceinline__ int swizzle(int c, int r) {
+  return c ^ (r & 7);
 }
 
 // Grid (splits, kv_heads * chunks, batch * t), clusters of (splits, 1, 1) when splits > 1.
@@ -69,16 +74,16 @@ __global__ void __launch_bounds__(kDecodeThreads)
   // dependency wait, overlapping that kernel (RoPE + KV store, which writes this step's rows:
   // requested only after the wait). q is that kernel's output: read after the wait.
   if (pos_dev) pos0 = *pos_dev;
-  constexpr int L = D / 8;     // lanes per key row
-  constexpr int KPW = 32 / L;  // keys per warp step
-  constexpr int kStep = kDecodeWarps * KPW;
-  constexpr int TK = kStageKeys<D>;
-  constexpr int kPieces = TK * D / 4;  // 16-byte pieces of a stage's K rows (and of its V rows)
-  static_assert(TK % kStep == 0 && kPieces % kDecodeThreads == 0);
+  constexpr int kLanesPerKey = 32 / kTileKeys;
+  constexpr int kChunks = D / 4;                    // 16-byte chunks of a row
+  constexpr int kPartChunks = kChunks / kLanesPerKey;  // a score lane's chunks of its key's row
+  constexpr int kDims = D / 32;                     // p . V dimensions a lane owns (2 or 4)
+  constexpr int kStages = kWarpStages<D>;
+  constexpr int kPieces = kStageFloats<D> / 4;  // 16-byte pieces of a stage
+  static_assert(kStages >= 2 && kPieces % 32 == 0 && (kDims == 2 || kDims == 4));
   static_assert(kDecodeWarps * QH * D + kDecodeWarps * QH * 2 <= kPartialOffset &&
                 kPartialOffset + QH * D + 2 * QH <= kDecodeSmem / sizeof(float));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / L, li = lane % L;
   const int s = blockIdx.x, splits = gridDim.x;
   const int g = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
   const int64_t row = blockIdx.z;  // b * t + i
@@ -90,112 +95,137 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
   const float* kb = kc + (b * kv_heads + g) * capacity * D;
   const float* vb = vc + (b * kv_heads + g) * capacity * D;
-  const int tiles = k1 > k0 ? static_cast<int>((k1 - k0 + TK - 1) / TK) : 0;
+  const int tiles = k1 > k0 ? static_cast<int>((k1 - k0 + kTileKeys - 1) / kTileKeys) : 0;
+  // This warp's tiles: warp, warp + kDecodeWarps, ...
+  const int my_tiles = tiles > warp ? (tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
+  float* const ring = stages + warp * kStages * kStageFloats<D>;
 
-  // Stage `tile` (one commit group always, empty past the range; keys past k1 read as zeros).
-  auto request = [&](int tile) {
-    if (tile < tiles) {
-      float* ks = stages + (tile % kStages) * (2 * TK * D);
-      const int64_t key0 = k0 + int64_t{tile} * TK;
+  // The warp's n-th tile into stage n % kStages (one commit group always, empty past its tiles;
+  // keys past k1 read as zeros).
+  auto request = [&](int n) {
+    if (n < my_tiles) {
+      float* st = ring + (n % kStages) * kStageFloats<D>;
+      const int64_t key0 = k0 + int64_t{warp + n * kDecodeWarps} * kTileKeys;
 #pragma unroll
-      for (int u = 0; u < kPieces / kDecodeThreads; ++u) {
-        const int x = threadIdx.x + u * kDecodeThreads;
-        const int64_t key = key0 + x / (D / 4);
+      for (int u = 0; u < kPieces / 32; ++u) {
+        const int x = lane + 32 * u;
+        const int m = x / (kTileKeys * kChunks);  // 0: K, 1: V
+        const int r = (x / kChunks) % kTileKeys, c = x % kChunks;
+        const int64_t key = key0 + r;
         const bool in = key < k1;
-        const int64_t off = (in ? key : k0) * D + (x % (D / 4)) * 4;
-        cp_async16(smem_u32(ks + 4 * x), kb + off, in ? 16 : 0);
-        cp_async16(smem_u32(ks + TK * D + 4 * x), vb + off, in ? 16 : 0);
+        const float* src = (m ? vb : kb) + (in ? key : k0) * D + 4 * c;
+        cp_async16(smem_u32(st + (m * kTileKeys + r) * D + 4 * swizzle(c, r)), src, in ? 16 : 0);
       }
     }
     cp_async_commit();
   };
   int requested = 0;
-  while (requested < kStages && requested < tiles &&
-         min(k1, k0 + int64_t{requested + 1} * TK) <= pos0) {
+  while (requested < kStages && requested < my_tiles &&
+         min(k1, k0 + int64_t{warp + requested * kDecodeWarps + 1} * kTileKeys) <= pos0) {
     request(requested++);
   }
   pdl_entry();
   while (requested < kStages) request(requested++);
 
-  float qr[QH][8];
-#pragma unroll
-  for (int j = 0; j < QH; ++j) {
-    if (j < nh) {
-      load8(q + (row * heads + h0 + j) * D, li, L, qr[j]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) qr[j][e] = 0.0f;
-    }
+  __shared__ float4 q_s[QH * kChunks];  // the block's query rows, zeros past nh
+  for (int x = threadIdx.x; x < QH * kChunks; x += kDecodeThreads) {
+    const int j = x / kChunks;
+    q_s[x] = j < nh ? reinterpret_cast<const float4*>(q + (row * heads + h0 + j) * D)[x % kChunks]
+                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
-  float m[QH], l[QH], acc[QH][8];
+  __shared__ float p_s[kDecodeWarps][kTileKeys][QH];  // a tile's softmax weights
+  __syncthreads();
+
+  float m[QH], l[QH], acc[QH][kDims];
 #pragma unroll
   for (int j = 0; j < QH; ++j) {
     m[j] = -INFINITY;
     l[j] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
+    for (int e = 0; e < kDims; ++e) acc[j][e] = 0.0f;
   }
-
-  // Warp w's keys are k0 + w * KPW + n * kStep + sub, n = 0, 1, ...: stage by stage.
-  for (int tile = 0; tile < tiles; ++tile) {
+  const int r = lane % kTileKeys, part = lane / kTileKeys;  // the score lane's key and quarter
+  for (int n = 0; n < my_tiles; ++n) {
     cp_async_wait<kStages - 1>();
-    __syncthreads();
-    const float* ks = stages + (tile % kStages) * (2 * TK * D);
+    __syncwarp();
+    const float* st = ring + (n % kStages) * kStageFloats<D>;
+    const int64_t key = k0 + int64_t{warp + n * kDecodeWarps} * kTileKeys + r;
+    // Scores: this lane's quarter of the dot products of its key with every head, summed over
+    // the four quarters' lanes (lanes r, r + 8, r + 16, r + 24).
+    float sc[QH];
 #pragma unroll
-    for (int st = 0; st < TK / kStep; ++st) {
-      const int r = st * kStep + warp * KPW + sub;
-      const int64_t key = k0 + int64_t{tile} * TK + r;
-      float kr[8], vr[8];
-      load8(ks + r * D, li, L, kr);
-      load8(ks + TK * D + r * D, li, L, vr);
-      float sc[QH];
+    for (int j = 0; j < QH; ++j) sc[j] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kPartChunks; ++u) {
+      const int c = part * kPartChunks + u;
+      const float4 kv = reinterpret_cast<const float4*>(st + r * D)[swizzle(c, r)];
 #pragma unroll
       for (int j = 0; j < QH; ++j) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) dot = __fmaf_rn(qr[j][e], kr[e], dot);
-#pragma unroll
-        for (int off = L / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        sc[j] = dot * scale;
-      }
-      if (key < k1) {
-#pragma unroll
-        for (int j = 0; j < QH; ++j) {
-          const float mn = fmaxf(m[j], sc[j]);
-          const float c = expf(m[j] - mn);  // 0 while m is -inf
-          const float p = expf(sc[j] - mn);
-          l[j] = __fmaf_rn(l[j], c, p);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[j][e] = __fmaf_rn(p, vr[e], acc[j][e] * c);
-          m[j] = mn;
-        }
+        const float4 qv = q_s[j * kChunks + c];
+        sc[j] = __fmaf_rn(qv.x, kv.x, sc[j]);
+        sc[j] = __fmaf_rn(qv.y, kv.y, sc[j]);
+        sc[j] = __fmaf_rn(qv.z, kv.z, sc[j]);
+        sc[j] = __fmaf_rn(qv.w, kv.w, sc[j]);
       }
     }
-    __syncthreads();
-    request(tile + kStages);
+    // One online-softmax update for the tile: its max over the 8 keys, one rescale.
+    float corr[QH];
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+#pragma unroll
+      for (int off = kTileKeys; off < 32; off <<= 1) {
+        sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], off);
+      }
+      sc[j] = key < k1 ? sc[j] * scale : -INFINITY;
+      float tmax = sc[j];
+#pragma unroll
+      for (int off = 1; off < kTileKeys; off <<= 1) {
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+      }
+      const float mn = fmaxf(m[j], tmax);  // finite: a tile has a key below k1
+      corr[j] = expf(m[j] - mn);           // 0 while m is -inf
+      const float p = expf(sc[j] - mn);    // 0 for keys past k1
+      float psum = p;
+#pragma unroll
+      for (int off = 1; off < kTileKeys; off <<= 1) {
+        psum += __shfl_xor_sync(0xffffffffu, psum, off);
+      }
+      l[j] = __fmaf_rn(l[j], corr[j], psum);
+      m[j] = mn;
+      if (part == 0) p_s[warp][r][j] = p;
+    }
+    __syncwarp();
+    // p . V: lane owns dimensions kDims * lane .. + kDims - 1 of every head.
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+#pragma unroll
+      for (int e = 0; e < kDims; ++e) acc[j][e] *= corr[j];
+    }
+#pragma unroll
+    for (int k = 0; k < kTileKeys; ++k) {
+      const float* vrow = st + (kTileKeys + k) * D;
+      const int c = lane * kDims / 4;  // the lane's chunk (two lanes share one for D = 64)
+      const float* v = vrow + 4 * swizzle(c, k) + (lane * kDims) % 4;
+      float vv[kDims];
+      if constexpr (kDims == 4) {
+        const float4 t4 = *reinterpret_cast<const float4*>(v);
+        vv[0] = t4.x, vv[1] = t4.y, vv[2] = t4.z, vv[3] = t4.w;
+      } else {
+        const float2 t2 = *reinterpret_cast<const float2*>(v);
+        vv[0] = t2.x, vv[1] = t2.y;
+      }
+#pragma unroll
+      for (int j = 0; j < QH; ++j) {
+        const float p = p_s[warp][k][j];
+#pragma unroll
+        for (int e = 0; e < kDims; ++e) acc[j][e] = __fmaf_rn(p, vv[e], acc[j][e]);
+      }
+    }
+    __syncwarp();  // the stage and p_s are free for the warp's next tile
+    request(n + kStages);
   }
   cp_async_wait<0>();  // the groups left are empty; the stages are reused below
   __syncthreads();
-
-  // Merge the warp's key subgroups (lanes li, li + L, li + 2L, ...).
-#pragma unroll
-  for (int off = L; off < 32; off <<= 1) {
-#pragma unroll
-    for (int j = 0; j < QH; ++j) {
-      const float mo = __shfl_xor_sync(0xffffffffu, m[j], off);
-      const float lo = __shfl_xor_sync(0xffffffffu, l[j], off);
-      const float mn = fmaxf(m[j], mo);
-      const float c1 = m[j] == -INFINITY ? 0.0f : expf(m[j] - mn);
-      const float c2 = mo == -INFINITY ? 0.0f : expf(mo - mn);
-      l[j] = l[j] * c1 + lo * c2;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float ao = __shfl_xor_sync(0xffffffffu, acc[j][e], off);
-        acc[j][e] = __fmaf_rn(ao, c2, acc[j][e] * c1);
-      }
-      m[j] = mn;
-    }
-  }
 
   // Merge the warps through shared memory; thread x handles (j, d) pairs. The block's partial
   // (unnormalized sum p * v per (j, d), then (max, sum) per j) goes to part_o / part_ml.
@@ -204,17 +234,12 @@ __global__ void __launch_bounds__(kDecodeThreads)
   float* sm_l = sm_m + kDecodeWarps * QH;        // [kDecodeWarps][QH]
   float* part_o = stages + kPartialOffset;       // [QH][D]
   float2* part_ml = reinterpret_cast<float2*>(part_o + QH * D);  // [QH]
-  if (sub == 0) {
 #pragma unroll
-    for (int j = 0; j < QH; ++j) {
-      float* a = sm_acc + (warp * QH + j) * D;
+  for (int j = 0; j < QH; ++j) {
+    float* a = sm_acc + (warp * QH + j) * D + lane * kDims;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        a[4 * li + e] = acc[j][e];
-        a[4 * (li + L) + e] = acc[j][4 + e];
-      }
-      if (li == 0) sm_m[warp * QH + j] = m[j], sm_l[warp * QH + j] = l[j];
-    }
+    for (int e = 0; e < kDims; ++e) a[e] = acc[j][e];
+    if (lane == 0) sm_m[warp * QH + j] = m[j], sm_l[warp * QH + j] = l[j];
   }
   __syncthreads();
   float vmax = 0.0f;
@@ -975,7 +1000,7 @@ struct DecodeSplit {
 // is what matters (batch 32 ran 78 us a layer unsplit against 90 us split over 1.9 waves).
 template <int D, int QH>
 DecodeSplit decode_split(int64_t groups, int64_t capacity) {
-  constexpr int TK = kStageKeys<D>;
+  constexpr int TK = kRangeKeys;
   auto ranges = [&](int c) {
     int64_t per = (capacity + c - 1) / c;
     per = (per + TK - 1) / TK * TK;
