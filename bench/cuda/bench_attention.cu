@@ -2,14 +2,13 @@
 // 128) at batch 1, 8 and 32 over a 1024-token context, the way the engine's decode step runs it:
 // one call per layer over that layer's own caches (32 layers, so the caches do not sit in L2),
 // captured as a CUDA graph of programmatic dependent launches, with the o projection's tensor max
-// published (TensorMaxSink). The kernel's own split rule, then each forced number of key ranges
-// per head group (the blocks of a cluster). Prints per-layer time and the K/V bytes read per
-// second, next to the device copy rate. Usage: bench_attention [ctx]
+// published (TensorMaxSink). Prints per-layer time and the K/V bytes read per second, and those as
+// a share of the device copy rate (read + write). Usage: bench_attention [ctx]
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <vector>
 
 #include "bench_common.cuh"
@@ -38,17 +37,27 @@ void fill(float* p, size_t n, uint32_t seed) {
   check(cudaGetLastError(), "fill");
 }
 
+// The device copy rate (bytes read + written per second), as bench_gemm measures it: a 1 GiB
+// cudaMemcpyAsync issued on the stream (a graph's memcpy node measured slower).
 double copy_bandwidth_gbs(cudaStream_t s) {
   const size_t bytes = size_t{1} << 30;
   void* a = dmalloc(bytes);
   void* b = dmalloc(bytes);
   check(cudaMemset(a, 1, bytes), "memset");
-  const double us = median_graph_us(
-      s, [&](int) { check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), "copy"); },
-      5, 7);
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  constexpr int kInner = 5;
+  const double us = sharq::bench::median_loop_us(s, e0, e1, kInner, 7, [&](int) {
+    for (int i = 0; i < kInner; ++i) {
+      check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), "copy");
+    }
+  });
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
   cudaFree(a);
   cudaFree(b);
-  return 2.0 * bytes / (us * 1e-6) / 1e9;  // read + write
+  return 2.0 * bytes / (us * 1e-6) / 1e9;
 }
 
 }  // namespace
@@ -65,7 +74,7 @@ int main(int argc, char** argv) {
   const double bw = copy_bandwidth_gbs(s);
   std::printf("device: %s, %d SMs; copy %.0f GB/s (read+write); ctx %ld\n", prop.name,
               prop.multiProcessorCount, bw, static_cast<long>(ctx));
-  std::printf("| batch | key ranges | us a layer | K/V GB/s | %% of copy |\n|---|---|---|---|---|\n");
+  std::printf("| batch | us a layer | K/V GB/s | %% of copy |\n|---|---|---|---|\n");
   for (const int64_t batch : {1, 8, 32}) {
     const size_t cache = static_cast<size_t>(batch * kKvHeads * cap * kHeadDim);
     const size_t qn = static_cast<size_t>(batch * kHeads * kHeadDim);
@@ -83,30 +92,27 @@ int main(int argc, char** argv) {
     void* scratch = dmalloc(scratch_bytes);
     check(cudaMemset(scratch, 0, scratch_bytes), "zero scratch");
     float* ts = static_cast<float*>(dmalloc(8));
+    const size_t ws_bytes =
+        sc::attention_workspace_bytes(batch, 1, kHeads, kKvHeads, kHeadDim, cap);
+    void* ws = dmalloc(std::max<size_t>(ws_bytes, 16));
     const sc::TensorMaxSink sink{static_cast<uint32_t*>(scratch), ts, ts + 1};
     check(cudaDeviceSynchronize(), "fill");
     const double kv_bytes = 2.0 * batch * kKvHeads * static_cast<double>(ctx) * kHeadDim * 4;
-    for (const int splits : {0, 1, 2, 4, 8, 12, 16}) {
-      sc::testing::attention_decode_splits(splits);
-      const double us =
-          median_graph_us(
-              s,
-              [&](int l) {
-                sc::attention(q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, kc[l], vc[l],
-                              out, nullptr, 0, s, nullptr, &sink);
-              },
-              kLayers, 15);
-      std::printf("| %ld | %s | %.2f | %.0f | %.0f |\n", static_cast<long>(batch),
-                  splits ? std::to_string(splits).c_str() : "rule", us, kv_bytes / us * 1e-3,
-                  100.0 * kv_bytes / us * 1e-3 / bw);
-    }
-    sc::testing::attention_decode_splits(0);
+    const double us = median_graph_us(
+        s,
+        [&](int l) {
+          sc::attention(q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, kc[l], vc[l], out,
+                        ws_bytes ? ws : nullptr, ws_bytes, s, nullptr, &sink);
+        },
+        kLayers, 15);
+    std::printf("| %ld | %.2f | %.0f | %.0f |\n", static_cast<long>(batch), us,
+                kv_bytes / us * 1e-3, 100.0 * kv_bytes / us * 1e-3 / bw);
     for (int l = 0; l < kLayers; ++l) {
       cudaFree(kc[l]);
       cudaFree(vc[l]);
     }
-    for (void* p : {static_cast<void*>(q), static_cast<void*>(out), scratch,
-                    static_cast<void*>(ts)}) {
+    for (void* p :
+         {static_cast<void*>(q), static_cast<void*>(out), ws, scratch, static_cast<void*>(ts)}) {
       cudaFree(p);
     }
   }

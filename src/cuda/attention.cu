@@ -3,7 +3,6 @@
 // t < 8, and for prefill a tiled flash kernel on tensor cores, each product as three products of
 // FP16 halves (float32-grade; TF32 halves and the FP32 CUDA-core flash kernel stay for A/B,
 // SHARQ_CUDA_ATTN_PREFILL=tf32|fp32).
-#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -11,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "cp_async.cuh"
@@ -26,65 +24,69 @@ namespace sharq::cuda {
 namespace {
 
 // ---- Decode: one block = one query row, one kv head, up to QH of its query heads, one key
-// range. Each warp takes every kDecodeWarps-th tile of kTileKeys keys of the range and streams
-// its tiles' K and V rows through its own ring of shared-memory stages (cp.async; the rows written
-// by earlier steps are requested before the dependency wait, so they load while the kernel before
-// this one finishes). Per tile: the scores of all its keys at once (lane = key x quarter of D),
-// one online-softmax update (tile max, one rescale), then p . V with each lane owning D / 32
-// dimensions of every head. The warps' results merge through shared memory. Several key ranges
-// of one head group are the blocks of one thread-block cluster: each leaves its partial result
-// in its shared memory and the cluster combines them through distributed shared memory (no
-// workspace, no second launch). ----
+// range. A key row is read by L = D / 8 lanes (two float4 each), so a warp covers 32 / L keys per
+// step; every warp keeps its own online softmax, merged at the end. ----
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
-constexpr int kTileKeys = 8;        // keys a warp handles at once: 4 lanes a key
-constexpr int kRangeKeys = kDecodeWarps * kTileKeys;  // key ranges are multiples of this
-constexpr size_t kDecodeSmem = 65536;                 // the warps' stages: three blocks an SM
-constexpr int kMaxSplits = 16;  // key ranges of a head group: the largest cluster
-// Shared-memory layout after the key loop (the stages are free then): the warps' partials at 0,
-// the block's partial for the cluster at kPartialOffset floats.
-constexpr int kPartialOffset = 8192;
+constexpr int64_t kSplitKeys = 32;  // key ranges are multiples of this (16 measured slower)
+constexpr int kBlocksPerSm = 4;     // split target: this many decode blocks per SM
+constexpr int64_t kMaxCombineSplits = 1024;  // the combine kernel's shared weights
 
-// One stage: the K rows, then the V rows, of kTileKeys keys; each warp has kWarpStages of them.
-template <int D>
-constexpr int kStageFloats = 2 * kTileKeys * D;
-template <int D>
-constexpr int kWarpStages =
-    static_cast<int>(kDecodeSmem / sizeof(float)) / (kDecodeWarps * kStageFloats<D>);
+struct DecodePlan {
+  int qh;          // query heads per block: 1, 2, 4 or 8
+  int chunks;      // blocks per kv head (ceil(group / qh))
+  int64_t splits;  // key ranges
+  int64_t per_split;
+  int64_t splits_bound;  // >= splits, never smaller for a larger ctx (sizes the workspace)
+};
 
-// The 16-byte chunk c of key row r sits at chunk c ^ (r % 8) of its row, so the 8 keys' lanes
-// that read one chunk position together hit 8 different bank groups.
-__device__ __forceinline__ int swizzle(int c, int r) {
-  return c ^ (r & 7);
+// Key ranges so that batch * t * kv_heads * chunks * splits fills the GPU, each range a multiple
+// of kSplitKeys.
+DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads, int64_t ctx) {
+  const int64_t group = heads / kv_heads;
+  DecodePlan p{};
+  p.qh = group >= 8 ? 8 : group > 2 ? 4 : static_cast<int>(group);
+  p.chunks = static_cast<int>((group + p.qh - 1) / p.qh);
+  const int64_t base = batch * t * kv_heads * p.chunks;
+  const int64_t target = int64_t{kBlocksPerSm} * sm_count();
+  const int64_t max_splits = (ctx + kSplitKeys - 1) / kSplitKeys;
+  p.splits_bound = std::clamp<int64_t>((target + base - 1) / base, 1,
+                                       std::clamp<int64_t>(max_splits, 1, kMaxCombineSplits));
+  p.per_split = (ctx + p.splits_bound - 1) / p.splits_bound;
+  p.per_split = (p.per_split + kSplitKeys - 1) / kSplitKeys * kSplitKeys;
+  p.splits = (ctx + p.per_split - 1) / p.per_split;
+  return p;
 }
 
-// Grid (splits, kv_heads * chunks, batch * t), clusters of (splits, 1, 1) when splits > 1.
-// sink.scratch: where max |out| is published for the o projection's prepare (or null).
+__device__ __forceinline__ void load8(const float* p, int li, int lanes, float (&r)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p + 4 * li);
+  const float4 b = *reinterpret_cast<const float4*>(p + 4 * (li + lanes));
+  r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
+  r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
+}
+
+// Partial results of split s for (row, head) when splits > 1:
+//   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
 template <int D, int QH>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
-                       const float* __restrict__ vc, float scale, int64_t per_split,
-                       float* __restrict__ out, const int64_t* pos_dev, const TensorMaxSink sink) {
-  extern __shared__ float4 decode_smem[];
-  float* const stages = reinterpret_cast<float*>(decode_smem);
+                       const float* __restrict__ vc, float scale, int64_t per_split, int splits,
+                       float* __restrict__ out, float* __restrict__ ws_o,
+                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
-  // are final before the kernel before this one started, so their rows are requested before the
-  // dependency wait, overlapping that kernel (RoPE + KV store, which writes this step's rows:
-  // requested only after the wait). q is that kernel's output: read after the wait.
+  // are final before the kernel before this one started, so the block's first keys are fetched
+  // into L2 before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
+  // this step's rows: read only after the wait; L2 is coherent, so the prefetch cannot serve a
+  // stale line). q is that kernel's output: read after the wait.
   if (pos_dev) pos0 = *pos_dev;
-  constexpr int kLanesPerKey = 32 / kTileKeys;
-  constexpr int kChunks = D / 4;                    // 16-byte chunks of a row
-  constexpr int kPartChunks = kChunks / kLanesPerKey;  // a score lane's chunks of its key's row
-  constexpr int kDims = D / 32;                     // p . V dimensions a lane owns (2 or 4)
-  constexpr int kStages = kWarpStages<D>;
-  constexpr int kPieces = kStageFloats<D> / 4;  // 16-byte pieces of a stage
-  static_assert(kStages >= 2 && kPieces % 32 == 0 && (kDims == 2 || kDims == 4));
-  static_assert(kDecodeWarps * QH * D + kDecodeWarps * QH * 2 <= kPartialOffset &&
-                kPartialOffset + QH * D + 2 * QH <= kDecodeSmem / sizeof(float));
+  constexpr int L = D / 8;     // lanes per key row
+  constexpr int KPW = 32 / L;  // keys per warp step
+  constexpr int kStep = kDecodeWarps * KPW;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int s = blockIdx.x, splits = gridDim.x;
+  const int sub = lane / L, li = lane % L;
+  const int s = blockIdx.x;
   const int g = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
   const int64_t row = blockIdx.z;  // b * t + i
   const int64_t b = row / t, i = row % t;
@@ -95,226 +97,193 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
   const float* kb = kc + (b * kv_heads + g) * capacity * D;
   const float* vb = vc + (b * kv_heads + g) * capacity * D;
-  const int tiles = k1 > k0 ? static_cast<int>((k1 - k0 + kTileKeys - 1) / kTileKeys) : 0;
-  // This warp's tiles: warp, warp + kDecodeWarps, ...
-  const int my_tiles = tiles > warp ? (tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
-  float* const ring = stages + warp * kStages * kStageFloats<D>;
-
-  // The warp's n-th tile into stage n % kStages (one commit group always, empty past its tiles;
-  // keys past k1 read as zeros).
-  auto request = [&](int n) {
-    if (n < my_tiles) {
-      float* st = ring + (n % kStages) * kStageFloats<D>;
-      const int64_t key0 = k0 + int64_t{warp + n * kDecodeWarps} * kTileKeys;
-#pragma unroll
-      for (int u = 0; u < kPieces / 32; ++u) {
-        const int x = lane + 32 * u;
-        const int m = x / (kTileKeys * kChunks);  // 0: K, 1: V
-        const int r = (x / kChunks) % kTileKeys, c = x % kChunks;
-        const int64_t key = key0 + r;
-        const bool in = key < k1;
-        const float* src = (m ? vb : kb) + (in ? key : k0) * D + 4 * c;
-        cp_async16(smem_u32(st + (m * kTileKeys + r) * D + 4 * swizzle(c, r)), src, in ? 16 : 0);
-      }
-    }
-    cp_async_commit();
-  };
-  int requested = 0;
-  while (requested < kStages && requested < my_tiles &&
-         min(k1, k0 + int64_t{warp + requested * kDecodeWarps + 1} * kTileKeys) <= pos0) {
-    request(requested++);
+  // At most the first kSplitKeys keys: at batch 32 a block's range is ~350 keys, and all of
+  // them from every resident block would overflow L2 before the loop reads them.
+  constexpr int kLines = D / 32;  // 128-byte lines per row
+  const int64_t pre_keys = k1 - k0 < kSplitKeys ? k1 - k0 : kSplitKeys;
+  for (int64_t x = threadIdx.x; x < pre_keys * kLines; x += kDecodeThreads) {
+    const int64_t off = (k0 + x / kLines) * D + (x % kLines) * 32;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + off));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + off));
   }
   pdl_entry();
-  while (requested < kStages) request(requested++);
 
-  __shared__ float4 q_s[QH * kChunks];  // the block's query rows, zeros past nh
-  for (int x = threadIdx.x; x < QH * kChunks; x += kDecodeThreads) {
-    const int j = x / kChunks;
-    q_s[x] = j < nh ? reinterpret_cast<const float4*>(q + (row * heads + h0 + j) * D)[x % kChunks]
-                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float qr[QH][8];
+#pragma unroll
+  for (int j = 0; j < QH; ++j) {
+    if (j < nh) {
+      load8(q + (row * heads + h0 + j) * D, li, L, qr[j]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qr[j][e] = 0.0f;
+    }
   }
-  __shared__ float p_s[kDecodeWarps][kTileKeys][QH];  // a tile's softmax weights
-  __syncthreads();
-
-  float m[QH], l[QH], acc[QH][kDims];
+  float m[QH], l[QH], acc[QH][8];
 #pragma unroll
   for (int j = 0; j < QH; ++j) {
     m[j] = -INFINITY;
     l[j] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < kDims; ++e) acc[j][e] = 0.0f;
+    for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
   }
-  const int r = lane % kTileKeys, part = lane / kTileKeys;  // the score lane's key and quarter
-  for (int n = 0; n < my_tiles; ++n) {
-    cp_async_wait<kStages - 1>();
-    __syncwarp();
-    const float* st = ring + (n % kStages) * kStageFloats<D>;
-    const int64_t key = k0 + int64_t{warp + n * kDecodeWarps} * kTileKeys + r;
-    // Scores: this lane's quarter of the dot products of its key with every head, summed over
-    // the four quarters' lanes (lanes r, r + 8, r + 16, r + 24).
+
+  // Software pipeline: the next step's K and V rows load while this step computes.
+  float kr[8] = {}, vr[8] = {};
+  int64_t key = k0 + warp * KPW + sub;
+  if (key < k1) {
+    load8(kb + key * D, li, L, kr);
+    load8(vb + key * D, li, L, vr);
+  }
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    key = base + sub;
+    const int64_t next = key + kStep;
+    float kn[8] = {}, vn[8] = {};
+    if (next < k1) {
+      load8(kb + next * D, li, L, kn);
+      load8(vb + next * D, li, L, vn);
+    }
     float sc[QH];
 #pragma unroll
-    for (int j = 0; j < QH; ++j) sc[j] = 0.0f;
+    for (int j = 0; j < QH; ++j) {
+      float dot = 0.0f;
 #pragma unroll
-    for (int u = 0; u < kPartChunks; ++u) {
-      const int c = part * kPartChunks + u;
-      const float4 kv = reinterpret_cast<const float4*>(st + r * D)[swizzle(c, r)];
+      for (int e = 0; e < 8; ++e) dot = __fmaf_rn(qr[j][e], kr[e], dot);
+#pragma unroll
+      for (int off = L / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      sc[j] = dot * scale;
+    }
+    if (key < k1) {
 #pragma unroll
       for (int j = 0; j < QH; ++j) {
-        const float4 qv = q_s[j * kChunks + c];
-        sc[j] = __fmaf_rn(qv.x, kv.x, sc[j]);
-        sc[j] = __fmaf_rn(qv.y, kv.y, sc[j]);
-        sc[j] = __fmaf_rn(qv.z, kv.z, sc[j]);
-        sc[j] = __fmaf_rn(qv.w, kv.w, sc[j]);
+        const float mn = fmaxf(m[j], sc[j]);
+        const float c = expf(m[j] - mn);  // 0 while m is -inf
+        const float p = expf(sc[j] - mn);
+        l[j] = __fmaf_rn(l[j], c, p);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j][e] = __fmaf_rn(p, vr[e], acc[j][e] * c);
+        m[j] = mn;
       }
     }
-    // One online-softmax update for the tile: its max over the 8 keys, one rescale.
-    float corr[QH];
 #pragma unroll
-    for (int j = 0; j < QH; ++j) {
-#pragma unroll
-      for (int off = kTileKeys; off < 32; off <<= 1) {
-        sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], off);
-      }
-      sc[j] = key < k1 ? sc[j] * scale : -INFINITY;
-      float tmax = sc[j];
-#pragma unroll
-      for (int off = 1; off < kTileKeys; off <<= 1) {
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
-      }
-      const float mn = fmaxf(m[j], tmax);  // finite: a tile has a key below k1
-      corr[j] = expf(m[j] - mn);           // 0 while m is -inf
-      const float p = expf(sc[j] - mn);    // 0 for keys past k1
-      float psum = p;
-#pragma unroll
-      for (int off = 1; off < kTileKeys; off <<= 1) {
-        psum += __shfl_xor_sync(0xffffffffu, psum, off);
-      }
-      l[j] = __fmaf_rn(l[j], corr[j], psum);
-      m[j] = mn;
-      if (part == 0) p_s[warp][r][j] = p;
-    }
-    __syncwarp();
-    // p . V: lane owns dimensions kDims * lane .. + kDims - 1 of every head.
-#pragma unroll
-    for (int j = 0; j < QH; ++j) {
-#pragma unroll
-      for (int e = 0; e < kDims; ++e) acc[j][e] *= corr[j];
-    }
-#pragma unroll
-    for (int k = 0; k < kTileKeys; ++k) {
-      const float* vrow = st + (kTileKeys + k) * D;
-      const int c = lane * kDims / 4;  // the lane's chunk (two lanes share one for D = 64)
-      const float* v = vrow + 4 * swizzle(c, k) + (lane * kDims) % 4;
-      float vv[kDims];
-      if constexpr (kDims == 4) {
-        const float4 t4 = *reinterpret_cast<const float4*>(v);
-        vv[0] = t4.x, vv[1] = t4.y, vv[2] = t4.z, vv[3] = t4.w;
-      } else {
-        const float2 t2 = *reinterpret_cast<const float2*>(v);
-        vv[0] = t2.x, vv[1] = t2.y;
-      }
-#pragma unroll
-      for (int j = 0; j < QH; ++j) {
-        const float p = p_s[warp][k][j];
-#pragma unroll
-        for (int e = 0; e < kDims; ++e) acc[j][e] = __fmaf_rn(p, vv[e], acc[j][e]);
-      }
-    }
-    __syncwarp();  // the stage and p_s are free for the warp's next tile
-    request(n + kStages);
+    for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
   }
-  cp_async_wait<0>();  // the groups left are empty; the stages are reused below
-  __syncthreads();
 
-  // Merge the warps through shared memory; thread x handles (j, d) pairs. The block's partial
-  // (unnormalized sum p * v per (j, d), then (max, sum) per j) goes to part_o / part_ml.
-  float* sm_acc = stages;                        // [kDecodeWarps][QH][D]
-  float* sm_m = stages + kDecodeWarps * QH * D;  // [kDecodeWarps][QH]
-  float* sm_l = sm_m + kDecodeWarps * QH;        // [kDecodeWarps][QH]
-  float* part_o = stages + kPartialOffset;       // [QH][D]
-  float2* part_ml = reinterpret_cast<float2*>(part_o + QH * D);  // [QH]
+  // Merge the warp's key subgroups (lanes li, li + L, li + 2L, ...).
 #pragma unroll
-  for (int j = 0; j < QH; ++j) {
-    float* a = sm_acc + (warp * QH + j) * D + lane * kDims;
+  for (int off = L; off < 32; off <<= 1) {
 #pragma unroll
-    for (int e = 0; e < kDims; ++e) a[e] = acc[j][e];
-    if (lane == 0) sm_m[warp * QH + j] = m[j], sm_l[warp * QH + j] = l[j];
+    for (int j = 0; j < QH; ++j) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[j], off);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[j], off);
+      const float mn = fmaxf(m[j], mo);
+      const float c1 = m[j] == -INFINITY ? 0.0f : expf(m[j] - mn);
+      const float c2 = mo == -INFINITY ? 0.0f : expf(mo - mn);
+      l[j] = l[j] * c1 + lo * c2;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float ao = __shfl_xor_sync(0xffffffffu, acc[j][e], off);
+        acc[j][e] = __fmaf_rn(ao, c2, acc[j][e] * c1);
+      }
+      m[j] = mn;
+    }
+  }
+
+  // Merge the warps through shared memory; thread x handles (j, d) pairs.
+  __shared__ float sm_acc[kDecodeWarps][QH][D];
+  __shared__ float sm_m[kDecodeWarps][QH], sm_l[kDecodeWarps][QH];
+  if (sub == 0) {
+#pragma unroll
+    for (int j = 0; j < QH; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sm_acc[warp][j][4 * li + e] = acc[j][e];
+        sm_acc[warp][j][4 * (li + L) + e] = acc[j][4 + e];
+      }
+      if (li == 0) sm_m[warp][j] = m[j], sm_l[warp][j] = l[j];
+    }
   }
   __syncthreads();
-  float vmax = 0.0f;
   for (int x = threadIdx.x; x < QH * D; x += kDecodeThreads) {
     const int j = x / D, d = x % D;
     if (j >= nh) break;
     float mx = -INFINITY;
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w * QH + j]);
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][j]);
     float sum = 0.0f, o = 0.0f;
     for (int w = 0; w < kDecodeWarps; ++w) {
-      if (sm_m[w * QH + j] == -INFINITY) continue;
-      const float c = expf(sm_m[w * QH + j] - mx);
-      sum = __fmaf_rn(sm_l[w * QH + j], c, sum);
-      o = __fmaf_rn(sm_acc[(w * QH + j) * D + d], c, o);
+      if (sm_m[w][j] == -INFINITY) continue;
+      const float c = expf(sm_m[w][j] - mx);
+      sum = __fmaf_rn(sm_l[w][j], c, sum);
+      o = __fmaf_rn(sm_acc[w][j][d], c, o);
     }
+    const int64_t rh = row * heads + h0 + j;
     if (splits == 1) {
-      const float r = o / sum;
-      out[(row * heads + h0 + j) * D + d] = r;
-      vmax = fmaxf(vmax, fabsf(r));
+      out[rh * D + d] = o / sum;
     } else {
-      part_o[j * D + d] = o;
-      if (d == 0) part_ml[j] = make_float2(mx, sum);
+      ws_o[(rh * splits + s) * D + d] = o;
+      if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
     }
   }
+}
 
-  if (splits > 1) {
-    // Block r of the cluster writes outputs x = r * threads + tid (+ splits * threads, ...) from
-    // every block's partial, the ranges in order: max, exp weights, sum, then the weighted sum.
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    __shared__ float m_w[QH][kMaxSplits], l_w[QH][kMaxSplits], c_w[QH][kMaxSplits];
-    __shared__ float sum_w[QH];
-    const int tj = threadIdx.x / kMaxSplits, tr = threadIdx.x % kMaxSplits;
-    for (int j = tj; j < nh && tr < splits; j += kDecodeThreads / kMaxSplits) {
-      const float2 v = cluster.map_shared_rank(part_ml, tr)[j];
-      m_w[j][tr] = v.x;
-      l_w[j][tr] = v.y;
-    }
-    __syncthreads();
-    for (int j = tj; j < nh && tr < splits; j += kDecodeThreads / kMaxSplits) {
-      float mx = -INFINITY;
-      for (int r = 0; r < splits; ++r) mx = fmaxf(mx, m_w[j][r]);
-      c_w[j][tr] = m_w[j][tr] == -INFINITY ? 0.0f : expf(m_w[j][tr] - mx);  // empty: weighs 0
-    }
-    __syncthreads();
-    if (static_cast<int>(threadIdx.x) < nh) {
-      float sum = 0.0f;
-      for (int r = 0; r < splits; ++r) sum = __fmaf_rn(l_w[threadIdx.x][r], c_w[threadIdx.x][r], sum);
-      sum_w[threadIdx.x] = sum;
-    }
-    __syncthreads();
-    for (int x = s * kDecodeThreads + threadIdx.x; x < nh * D; x += splits * kDecodeThreads) {
-      const int j = x / D, d = x % D;
-      float pv[kMaxSplits];  // every range's value loads at once
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
+// splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
+// memory, so the output loop's loads do not wait on one another.
+// PUBLISH: also the tensor max of out for the FP4 prepare of the o projection's input
+// (TensorMaxSink; that prepare then runs only its pass, prepare_pass).
+template <int D, bool PUBLISH>
+__global__ void __launch_bounds__(D)
+    attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
+                        int splits, float* __restrict__ out, const TensorMaxSink sink) {
+  pdl_entry();
+  __shared__ float c_s[kMaxCombineSplits];
+  __shared__ float red[32];
+  __shared__ float mx_s, sum_s;
+  __shared__ float l_s[kMaxCombineSplits];
+  const int64_t rh = blockIdx.x;
+  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
+  const float2* ml = ws_ml + rh * splits;
+  // The first kPre partials of this thread's output element load at once, with the (max, sum)
+  // pairs, instead of in the output loop's batches: one L2 round trip instead of four at the
+  // decode step's 32 splits. The sums below keep their order (the same bits).
+  constexpr int kPre = 32;
+  float pre[kPre];
 #pragma unroll
-      for (int r = 0; r < kMaxSplits; ++r) {
-        pv[r] = r < splits ? cluster.map_shared_rank(part_o, r)[j * D + d] : 0.0f;
-      }
-      float o = 0.0f;
+  for (int s = 0; s < kPre; ++s) pre[s] = s < splits ? ws_o[(rh * splits + s) * D + d] : 0.0f;
+  float mx = -INFINITY;
+  for (int s = d; s < splits; s += D) mx = fmaxf(mx, ml[s].x);
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (d == 0) {
+    float m = red[0];
+    for (int w = 1; w < D / 32; ++w) m = fmaxf(m, red[w]);
+    mx_s = m;
+  }
+  __syncthreads();
+  mx = mx_s;
+  for (int s = d; s < splits; s += D) {
+    const float2 v = ml[s];
+    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
+    l_s[s] = v.y;
+  }
+  __syncthreads();
+  if (d == 0) {  // the softmax denominator, splits in order
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(l_s[s], c_s[s], sum);
+    sum_s = sum;
+  }
+  float o = 0.0f;
 #pragma unroll
-      for (int r = 0; r < kMaxSplits; ++r) {
-        if (r < splits) o = __fmaf_rn(pv[r], c_w[j][r], o);
-      }
-      const float v = o / sum_w[j];
-      out[(row * heads + h0 + j) * D + d] = v;
-      vmax = fmaxf(vmax, fabsf(v));
-    }
-    cluster.sync();  // no block leaves while another reads its partial
+  for (int s = 0; s < kPre; ++s) {
+    if (s < splits) o = __fmaf_rn(pre[s], c_s[s], o);
   }
-  if (sink.scratch) {
-    __shared__ float red[32];
-    publish_tensor_max(sink.scratch, block_max(vmax, red), sink.ts_sparse, sink.ts_residual,
-                       gridDim.x * gridDim.y * gridDim.z);
-  }
+#pragma unroll 8
+  for (int s = kPre; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
+  __syncthreads();
+  const float r = o / sum_s;
+  out[rh * D + d] = r;
+  if (PUBLISH)
+    publish_tensor_max(sink.scratch, block_max(fabsf(r), red), sink.ts_sparse, sink.ts_residual);
 }
 
 // ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
@@ -923,159 +892,43 @@ void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads
   }
 }
 
-// The key ranges per head group forced by SHARQ_CUDA_ATTN_SPLIT=<1..16> (timing A/B) or by the
-// tests (testing::attention_decode_splits); 0: the rule in decode_split.
-int& forced_splits() {
-  static int v = [] {
-    const char* e = std::getenv("SHARQ_CUDA_ATTN_SPLIT");
-    const int n = e ? std::atoi(e) : 0;
-    return n >= 1 && n <= kMaxSplits ? n : 0;
-  }();
-  return v;
-}
-
 template <int D, int QH>
-void decode_kernel_attributes() {
-  static const bool done = [] {
-    void (*k)(const float*, int64_t, int64_t, int, int, int, int64_t, const float*,
-              const float*, float, int64_t, float*, const int64_t*, TensorMaxSink) =
-        attn_decode_kernel<D, QH>;
-    check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(kDecodeSmem)),
-          "attn_decode_kernel smem");
-    check(cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
-          "attn_decode_kernel clusters of 16");
-    return true;
-  }();
-  (void)done;
-}
-
-// Decode blocks resident on the device, and clusters of c of them resident at once (a cluster's
-// blocks share one GPC, so the second can be below the first / c).
-template <int D, int QH>
-int64_t decode_resident_blocks() {
-  static const int64_t n = [] {
-    int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attn_decode_kernel<D, QH>,
-                                                        kDecodeThreads, kDecodeSmem),
-          "occupancy");
-    return int64_t{per_sm} * sm_count();
-  }();
-  return n;
-}
-template <int D, int QH>
-int decode_resident_clusters(int c) {
-  static std::mutex mu;
-  static int cache[kMaxSplits + 1] = {};
-  const std::lock_guard<std::mutex> lock(mu);
-  if (cache[c] == 0) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(static_cast<unsigned>(c));
-    cfg.blockDim = dim3(kDecodeThreads);
-    cfg.dynamicSmemBytes = kDecodeSmem;
-    cudaLaunchAttribute attr = {};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = static_cast<unsigned>(c);
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int n = 0;
-    check(cudaOccupancyMaxActiveClusters(&n, attn_decode_kernel<D, QH>, &cfg),
-          "cudaOccupancyMaxActiveClusters");
-    cache[c] = std::max(n, -1);  // -1: none fit (cached too)
+void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                   int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
+                   const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
+                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+  const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
+                  static_cast<unsigned>(batch * t));
+  launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
+             q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
+             kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+  if (p.splits > 1) {
+    const TensorMaxSink none{};
+    launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
+               dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0, stream,
+               "attn_combine_kernel", ws_o, ws_ml, static_cast<int>(p.splits), out,
+               sink ? *sink : none);
   }
-  return cache[c];
-}
-
-struct DecodeSplit {
-  int splits;         // key ranges of a head group: the cluster's blocks
-  int64_t per_split;  // keys a range (a multiple of the stage's keys)
-};
-
-// Key ranges from the capacity (ranges past the position are empty), so a step gives the same
-// bits whether its position is pos0 or read from pos_dev in a replayed graph. The rule: the most
-// ranges (at most kMaxSplits) for which all `groups` clusters are resident at once; one range
-// when even two would not be. Measured on an H200 (bench_attention, docs/RESULTS.md): one wave
-// is what matters (batch 32 ran 78 us a layer unsplit against 90 us split over 1.9 waves).
-template <int D, int QH>
-DecodeSplit decode_split(int64_t groups, int64_t capacity) {
-  constexpr int TK = kRangeKeys;
-  auto ranges = [&](int c) {
-    int64_t per = (capacity + c - 1) / c;
-    per = (per + TK - 1) / TK * TK;
-    return DecodeSplit{static_cast<int>((capacity + per - 1) / per), per};
-  };
-  if (forced_splits() > 0) return ranges(forced_splits());
-  const int top = static_cast<int>(std::min<int64_t>(kMaxSplits, (capacity + TK - 1) / TK));
-  for (int c = top; c > 1; --c) {
-    const DecodeSplit sp = ranges(c);
-    if (sp.splits > 1 && groups * sp.splits <= decode_resident_blocks<D, QH>() &&
-        groups <= decode_resident_clusters<D, QH>(sp.splits)) {
-      return sp;
-    }
-  }
-  return DecodeSplit{1, capacity};
-}
-
-template <int D, int QH>
-void launch_decode(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                   int64_t kv_heads, int chunks, int64_t capacity, const float* kc,
-                   const float* vc, float scale, float* out, cudaStream_t stream,
-                   const int64_t* pos_dev, const TensorMaxSink* sink) {
-  decode_kernel_attributes<D, QH>();
-  const DecodeSplit sp = decode_split<D, QH>(batch * t * kv_heads * chunks, capacity);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(sp.splits), static_cast<unsigned>(kv_heads * chunks),
-                     static_cast<unsigned>(batch * t));
-  cfg.blockDim = dim3(kDecodeThreads);
-  cfg.dynamicSmemBytes = kDecodeSmem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attrs[2] = {};
-  int n = 0;
-  if (sp.splits > 1) {
-    attrs[n].id = cudaLaunchAttributeClusterDimension;
-    attrs[n].val.clusterDim.x = static_cast<unsigned>(sp.splits);
-    attrs[n].val.clusterDim.y = 1;
-    attrs[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  if (pdl_enabled()) {
-    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  cfg.attrs = attrs;
-  cfg.numAttrs = n;
-  const TensorMaxSink none{};
-  check(cudaLaunchKernelEx(&cfg, attn_decode_kernel<D, QH>, q, t, pos0, static_cast<int>(heads),
-                           static_cast<int>(kv_heads), chunks, capacity, kc, vc, scale,
-                           sp.per_split, out, pos_dev, sink ? *sink : none),
-        "attn_decode_kernel");
 }
 
 template <int D>
-void decode_dispatch(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                     int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
-                     float scale, float* out, cudaStream_t stream, const int64_t* pos_dev,
-                     const TensorMaxSink* sink) {
-  // Query heads per block: 1, 2, 4 or 8 of the group, the group in ceil(group / qh) blocks.
-  const int64_t group = heads / kv_heads;
-  const int qh = group >= 8 ? 8 : group > 2 ? 4 : static_cast<int>(group);
-  const int chunks = static_cast<int>((group + qh - 1) / qh);
-  switch (qh) {
+void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
+                     int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
+                     const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
+                     cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+  switch (p.qh) {
     case 1:
-      return launch_decode<D, 1>(q, batch, t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
-                                 scale, out, stream, pos_dev, sink);
+      return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     case 2:
-      return launch_decode<D, 2>(q, batch, t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
-                                 scale, out, stream, pos_dev, sink);
+      return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     case 4:
-      return launch_decode<D, 4>(q, batch, t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
-                                 scale, out, stream, pos_dev, sink);
+      return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
     default:
-      return launch_decode<D, 8>(q, batch, t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
-                                 scale, out, stream, pos_dev, sink);
+      return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                 out, ws_o, ws_ml, stream, pos_dev, sink);
   }
 }
 
@@ -1147,19 +1000,16 @@ namespace testing {
 void attention_prefill_kernel(PrefillKernel k) {
   prefill_kernel() = k;
 }
-void attention_decode_splits(int splits) {
-  if (splits < 0 || splits > kMaxSplits) {
-    throw Error("attention_decode_splits: " + std::to_string(splits) + " is not in 0.." +
-                std::to_string(kMaxSplits));
-  }
-  forced_splits() = splits;
-}
 }  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity) {
   if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
-  return t >= kDecodeMaxT ? prefill_range_bytes(batch, kv_heads) : 0;  // the prefill's range pass
+  if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
+  const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
+  if (p.splits_bound <= 1) return 0;
+  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
+         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
 }
 
 bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
@@ -1170,14 +1020,31 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
   if (batch <= 0 || t <= 0 || heads <= 0) return false;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (t < kDecodeMaxT) {
-    if (head_dim == 64) {
-      decode_dispatch<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, stream, pos_dev, sink);
-    } else {
-      decode_dispatch<128>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, stream, pos_dev, sink);
+    // Key ranges from the capacity (ranges past the position are empty): the same split whether
+    // the position is pos0 or read from pos_dev in a replayed graph.
+    const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
+    float* ws_o = nullptr;
+    float2* ws_ml = nullptr;
+    if (p.splits > 1) {
+      const size_t o_bytes =
+          static_cast<size_t>(batch * t * heads * p.splits * head_dim) * sizeof(float);
+      const size_t need =
+          o_bytes + static_cast<size_t>(batch * t * heads * p.splits) * sizeof(float2);
+      if (workspace == nullptr || workspace_bytes < need) {
+        throw Error("attention: workspace of " + std::to_string(workspace_bytes) +
+                    " bytes is smaller than the " + std::to_string(need) + " it needs");
+      }
+      ws_o = static_cast<float*>(workspace);
+      ws_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace) + o_bytes);
     }
-    return sink != nullptr;
+    if (head_dim == 64) {
+      decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
+                          out, ws_o, ws_ml, stream, pos_dev, sink);
+    } else {
+      decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
+                           out, ws_o, ws_ml, stream, pos_dev, sink);
+    }
+    return sink != nullptr && p.splits > 1;
   }
   if (head_dim == 64) {
     launch_prefill<64>(q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale, out,

@@ -50,15 +50,13 @@ __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
 }
 
 // Two-kernel schedules, end of kernel 1: thread 0 adds its block's max (`block_max_v`); the
-// last of the `publishers` blocks to finish publishes it (scratch and both tensor-scale outputs)
-// and resets the accumulator and the counter, so no memset launch precedes the next call. One
-// publisher (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
-// `publishers`: the grid's blocks along x (the prepares), or the blocks that own a part of the
-// tensor (attention's key-range blocks that finish a head group's combine).
+// last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
+// accumulator and the counter, so no memset launch precedes the next call. A one-block grid
+// (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
-                                   float* ts_residual, uint32_t publishers = gridDim.x) {
+                                   float* ts_residual) {
   if (threadIdx.x != 0) return;
-  if (publishers == 1) {  // the block max is the tensor max: published without the atomics
+  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
     const uint32_t bits = __float_as_uint(block_max_v);
     scratch[kMaxFinal] = bits;
     const float st = scale_of_max_bits(bits);
@@ -68,7 +66,7 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
   }
   atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
   AtomicU32 arrive(scratch[kArrive]);
-  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == publishers - 1) {
+  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
     AtomicU32 acc(scratch[kMaxAcc]);
     const uint32_t a = acc.load(::cuda::memory_order_relaxed);
     acc.store(0u, ::cuda::memory_order_relaxed);

@@ -44,7 +44,7 @@ void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t,
                    const int64_t* pos_dev = nullptr);
 
 // Device bytes of scratch that attention() needs for these shapes at any pos0 with
-// pos0 + t <= capacity (0 when it needs none: every decode, t < 8).
+// pos0 + t <= capacity (0 when it needs none). Depends on the device's SM count.
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity);
 
@@ -55,9 +55,6 @@ namespace testing {
 // (SHARQ_CUDA_ATTN_PREFILL=fp32). The variable sets the start value.
 enum class PrefillKernel { kF16x3, kTf32x3, kFp32Cores };
 void attention_prefill_kernel(PrefillKernel k);
-// Key ranges per head group of the decode kernel (1..16, the blocks of a cluster; 0: its rule),
-// for the tests; SHARQ_CUDA_ATTN_SPLIT sets the start value.
-void attention_decode_splits(int splits);
 }  // namespace testing
 
 // Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
@@ -66,17 +63,14 @@ void attention_decode_splits(int splits);
 // q, out: (batch * t, heads * head_dim); row b * t + i (position pos0 + i) attends to cache rows
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
-// t < 8 runs a split-key (flash-decoding) kernel: a head group's key ranges are the blocks of a
-// thread-block cluster, combined through distributed shared memory (no workspace); it requests
-// the cache rows below the position before its programmatic-launch wait, so the kernel launched
-// just before it must not write them (the engine's is the KV store of this step's rows). Larger
-// t runs a tiled flash kernel with `workspace` (attention_workspace_bytes; may be null when that
-// is 0). The decode kernel's key ranges follow the capacity, not the position, so a step gives
-// the same bits whether its position comes from pos0 or from pos_dev.
+// t < 8 runs a split-key (flash-decoding) kernel plus a combine pass that uses `workspace`
+// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
+// decode kernel's key ranges follow the capacity, not the position, so a step gives the same
+// bits whether its position comes from pos0 or from pos_dev.
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
-// sink: where the decode kernel also publishes the tensor max of out for an FP4 prepare (then
-// prepare_pass quantizes out); returns whether it did (every decode does; t >= 8 does not, and
-// the caller runs the whole prepare).
+// sink: where the combine pass also publishes the tensor max of out for an FP4 prepare (then
+// prepare_pass quantizes out); returns whether it did (only the split-key kernel's combine pass
+// publishes: false for one key range or t >= 8, and the caller runs the whole prepare).
 bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
