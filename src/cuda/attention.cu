@@ -25,7 +25,10 @@ namespace {
 
 // ---- Decode: one block = one query row, one kv head, up to QH of its query heads, one key
 // range. A key row is read by L = D / 8 lanes (two float4 each), so a warp covers 32 / L keys per
-// step; every warp keeps its own online softmax, merged at the end. ----
+// step; every warp keeps its own online softmax, merged at the end. Measured no faster on an H200
+// (session 23, docs/RESULTS.md): K/V staged in shared memory with a head group's ranges as one
+// cluster combined through distributed shared memory (no combine launch; 10% slower at batch 8),
+// and per-warp tiles with one softmax update a tile. At batch 1 the cost is the launch chain. ----
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
