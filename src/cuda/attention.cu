@@ -15,6 +15,7 @@
 #include "cp_async.cuh"
 #include "device_info.cuh"
 #include "launch.cuh"
+#include "sharq/cuda/attn_split_rule.h"
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
@@ -32,9 +33,10 @@ namespace {
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
-constexpr int64_t kSplitKeys = 32;  // key ranges are multiples of this (16 measured slower)
-constexpr int kBlocksPerSm = 4;     // split target: this many decode blocks per SM
-constexpr int64_t kMaxCombineSplits = 1024;  // the combine kernel's shared weights
+// Key ranges are multiples of kSplitKeys (16 measured slower); the rule: attn_split_rule.h.
+constexpr int64_t kSplitKeys = attn_split::kSplitKeys;
+constexpr int kBlocksPerSm = 4;  // decode blocks resident an SM (128 registers, 128 threads)
+constexpr int64_t kMaxCombineSplits = attn_split::kMaxSplits;  // the combine's shared weights
 
 struct DecodePlan {
   int qh;          // query heads per block: 1, 2, 4 or 8
@@ -44,26 +46,17 @@ struct DecodePlan {
   int64_t splits_bound;  // >= splits, never smaller for a larger ctx (sizes the workspace)
 };
 
-// Key ranges so that the grid, batch * t * kv_heads * chunks * splits blocks, fills the GPU's
-// kBlocksPerSm blocks an SM, each range a multiple of kSplitKeys: the fewest ranges that fill it,
-// unless that grid runs past 1.25 waves, then the most that fit in one. Measured on an H200
-// (bench_attention, session 23): batch 32's 3 ranges (1.45 waves) took 90.2 us a layer, 2 ranges
-// (0.97) 75.3; batch 8's 9 ranges (1.09 waves) 25.8 us, 7 ranges (0.85) 26.8.
+// Query heads per block and the key ranges (attn_split_rule.h) for the device's SMs.
 DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads, int64_t ctx) {
   const int64_t group = heads / kv_heads;
   DecodePlan p{};
   p.qh = group >= 8 ? 8 : group > 2 ? 4 : static_cast<int>(group);
   p.chunks = static_cast<int>((group + p.qh - 1) / p.qh);
-  const int64_t base = batch * t * kv_heads * p.chunks;
-  const int64_t target = int64_t{kBlocksPerSm} * sm_count();
-  const int64_t max_splits = (ctx + kSplitKeys - 1) / kSplitKeys;
-  const int64_t fill = (target + base - 1) / base;
-  const int64_t splits = base * fill * 4 > target * 5 ? target / base : fill;
-  p.splits_bound =
-      std::clamp<int64_t>(splits, 1, std::clamp<int64_t>(max_splits, 1, kMaxCombineSplits));
-  p.per_split = (ctx + p.splits_bound - 1) / p.splits_bound;
-  p.per_split = (p.per_split + kSplitKeys - 1) / kSplitKeys * kSplitKeys;
-  p.splits = (ctx + p.per_split - 1) / p.per_split;
+  const attn_split::Split sp =
+      attn_split::choose(batch * t * kv_heads * p.chunks, ctx, int64_t{kBlocksPerSm} * sm_count());
+  p.splits = sp.splits;
+  p.per_split = sp.per_split;
+  p.splits_bound = sp.splits_bound;
   return p;
 }
 
