@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "sharq/codecs.h"
 #include "sharq/cpu/linear.h"
 #include "sharq/cpu/ops.h"
 #include "sharq/decompose.h"
@@ -31,6 +32,18 @@ class CpuBackend final : public Backend {
     const char* env = std::getenv("SHARQ_BLAS_SPLIT");
     split_ = !(env && env[0] == '0');
     cpu::set_blas_threads(split_ ? 1 : threads_);
+    // SHARQ_CPU_KV_ROUND=bf16|f16, an accuracy study and not a mode: the cached K and V values are
+    // rounded to that 16-bit format as they are stored, as a 16-bit KV cache would hold them
+    // (docs/RESULTS.md, issue 6, session 23). Unset: the float32 cache both backends keep.
+    const char* kv = std::getenv("SHARQ_CPU_KV_ROUND");
+    const std::string kv_round = kv ? kv : "";
+    if (kv_round == "bf16") {
+      kv_round_ = KvRound::kBf16;
+    } else if (kv_round == "f16") {
+      kv_round_ = KvRound::kF16;
+    } else if (!kv_round.empty()) {
+      throw Error("SHARQ_CPU_KV_ROUND: '" + kv_round + "' is not bf16 or f16");
+    }
   }
   std::string_view name() const override { return "cpu"; }
   int threads() const override { return threads_; }
@@ -116,6 +129,16 @@ class CpuBackend final : public Backend {
     for (int64_t b = 0; b < batch; ++b) {
       cpu::kv_store(k + b * row, v + b * row, t, pos0, kv_heads, head_dim, capacity,
                     k_cache + b * cache, v_cache + b * cache);
+      if (kv_round_ == KvRound::kNone) continue;
+      for (float* c : {k_cache + b * cache, v_cache + b * cache}) {
+        for (int64_t g = 0; g < kv_heads; ++g) {
+          float* r = c + (g * capacity + pos0) * head_dim;
+          for (int64_t e = 0; e < t * head_dim; ++e) {
+            r[e] = kv_round_ == KvRound::kBf16 ? bf16_round(r[e])
+                                               : static_cast<float>(static_cast<_Float16>(r[e]));
+          }
+        }
+      }
     }
   }
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
@@ -133,6 +156,8 @@ class CpuBackend final : public Backend {
   void add(float* x, const float* y, int64_t n) override { cpu::add(x, y, n); }
 
  private:
+  enum class KvRound { kNone, kBf16, kF16 };
+  KvRound kv_round_ = KvRound::kNone;
   int threads_;
   bool split_ = true;
 };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <numbers>
 #include <random>
@@ -304,6 +305,41 @@ TEST(CpuBackend, ResultsDoNotDependOnThreadCount) {
   one->matmul(*w1, x.data(), 1, y1.data());  // the decode GEMV path
   two->matmul(*w2, x.data(), 1, y2.data());
   EXPECT_TRUE(std::equal(y1.begin(), y1.begin() + n, y2.begin()));
+}
+
+// SHARQ_CPU_KV_ROUND (an accuracy study): the rows a kv_store writes hold their values rounded to
+// bf16 or FP16 (hand-derived: 1/3 is 0x3EAB in bf16, 0x3555 in FP16; 70000 overflows FP16); the
+// cache's other rows are untouched; any other value is refused.
+TEST(CpuBackend, KvRoundStudyRoundsTheStoredRows) {
+  const int64_t kvh = 1, hd = 4, cap = 3;
+  const std::vector<float> k = {1.0f / 3.0f, 70000.0f, -2.5f, 1e-30f};
+  const std::vector<float> v = {0.1f, -0.1f, 3.0f, 65504.0f};
+  struct Want {
+    const char* round;
+    std::vector<float> k, v;
+  };
+  for (const Want& w : std::vector<Want>{
+           {"bf16",
+            {0.333984375f, 70144.0f, -2.5f, 9.98402083e-31f},
+            {0.10009765625f, -0.10009765625f, 3.0f, 65536.0f}},
+           {"f16",
+            {0.333251953125f, INFINITY, -2.5f, 0.0f},
+            {0.0999755859375f, -0.0999755859375f, 3.0f, 65504.0f}},
+       }) {
+    ASSERT_EQ(setenv("SHARQ_CPU_KV_ROUND", w.round, 1), 0);
+    auto be = engine::make_cpu_backend(1);
+    std::vector<float> kc(cap * hd, 7.0f), vc(cap * hd, 7.0f);
+    be->kv_store(k.data(), v.data(), 1, 1, 1, kvh, hd, cap, kc.data(), vc.data());
+    for (int64_t e = 0; e < hd; ++e) {
+      EXPECT_EQ(kc[hd + e], w.k[e]) << w.round << " k[" << e << "]";
+      EXPECT_EQ(vc[hd + e], w.v[e]) << w.round << " v[" << e << "]";
+      EXPECT_EQ(kc[e], 7.0f);
+      EXPECT_EQ(vc[2 * hd + e], 7.0f);
+    }
+  }
+  ASSERT_EQ(setenv("SHARQ_CPU_KV_ROUND", "fp8", 1), 0);
+  EXPECT_THROW(engine::make_cpu_backend(1), Error);
+  ASSERT_EQ(unsetenv("SHARQ_CPU_KV_ROUND"), 0);
 }
 
 // Backend memory on the CPU: host allocations, copies in and out, resident tensors read in
