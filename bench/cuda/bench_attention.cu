@@ -37,29 +37,6 @@ void fill(float* p, size_t n, uint32_t seed) {
   check(cudaGetLastError(), "fill");
 }
 
-// The device copy rate (bytes read + written per second), as bench_gemm measures it: a 1 GiB
-// cudaMemcpyAsync issued on the stream (a graph's memcpy node measured slower).
-double copy_bandwidth_gbs(cudaStream_t s) {
-  const size_t bytes = size_t{1} << 30;
-  void* a = dmalloc(bytes);
-  void* b = dmalloc(bytes);
-  check(cudaMemset(a, 1, bytes), "memset");
-  cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "event");
-  check(cudaEventCreate(&e1), "event");
-  constexpr int kInner = 5;
-  const double us = sharq::bench::median_loop_us(s, e0, e1, kInner, 7, [&](int) {
-    for (int i = 0; i < kInner; ++i) {
-      check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), "copy");
-    }
-  });
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (us * 1e-6) / 1e9;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,7 +48,7 @@ int main(int argc, char** argv) {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "props");
-  const double bw = copy_bandwidth_gbs(s);
+  const double bw = sharq::bench::copy_bandwidth_gbs(s);
   std::printf("device: %s, %d SMs; copy %.0f GB/s (read+write); ctx %ld\n", prop.name,
               prop.multiProcessorCount, bw, static_cast<long>(ctx));
   std::printf("| batch | us a layer | K/V GB/s | %% of copy |\n|---|---|---|---|\n");

@@ -1,7 +1,8 @@
-// Helpers shared by the GPU benchmark harnesses (bench_gemm, bench_sparselt, bench_prepare) and
-// dev/cuda/prefill_variants: the cuBLAS status check, device allocation, the host random fill
-// with outlier channels, the number of weight copies that rotate beyond L2, and the timed loop
-// (CUDA events, median of repeated loops). Each harness is one translation unit.
+// Helpers shared by the GPU benchmark harnesses (bench_gemm, bench_sparselt, bench_prepare,
+// bench_attention) and dev/cuda/prefill_variants: the cuBLAS status check, device allocation,
+// the host random fill with outlier channels, the number of weight copies that rotate beyond L2,
+// the timed loop (CUDA events, median of repeated loops) and the device copy rate. Each harness
+// is one translation unit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -141,6 +142,27 @@ inline double median_calls_us(cudaStream_t s, cudaEvent_t a, cudaEvent_t b,
   return median_loop_us(s, a, b, inner, reps, [&](int r) {
     for (int i = 0; i < inner; ++i) fn(r * inner + i);
   });
+}
+
+// The device copy rate, GB/s of bytes read + written: a 1 GiB cudaMemcpyAsync on stream s
+// (median_calls_us: 5 warm-up copies, then the median of 7 loops of 5).
+inline double copy_bandwidth_gbs(cudaStream_t s = nullptr) {
+  using sharq::cuda::check;
+  const size_t bytes = size_t{1} << 30;
+  void* a = dmalloc(bytes);
+  void* b = dmalloc(bytes);
+  check(cudaMemset(a, 1, bytes), "memset");
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  const double us = median_calls_us(
+      s, e0, e1,
+      [&](int) { check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), "copy"); }, 5, 7);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (us * 1e-6) / 1e9;
 }
 
 }  // namespace sharq::bench

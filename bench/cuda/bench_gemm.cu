@@ -58,18 +58,6 @@ __global__ void to_fp8(const float* x, __nv_fp8_e4m3* y, size_t n, float inv) {
   if (i < n) y[i] = __nv_fp8_e4m3(x[i] * inv);
 }
 
-double copy_bandwidth_gbs() {
-  const size_t bytes = size_t(1) << 30;
-  void* a = dmalloc(bytes);
-  void* b = dmalloc(bytes);
-  check(cudaMemset(a, 1, bytes), "memset");
-  const double us = time_us(
-      [&](int) { check(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice), "copy"); }, 5, 7);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (us * 1e-6) / 1e9;  // read + write
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,7 +68,7 @@ int main(int argc, char** argv) {
   check(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking), "stream");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "props");
-  const double bw = copy_bandwidth_gbs();
+  const double bw = sharq::bench::copy_bandwidth_gbs();
   std::printf("device: %s, %d SMs, L2 %d MB; copy bandwidth %.0f GB/s (read+write)\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, bw);
   cublasHandle_t blas;
