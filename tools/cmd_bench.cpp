@@ -36,6 +36,7 @@ struct BenchArgs {
   int repeat = 3;
   std::string json;
   int threads = 0;
+  std::string kv_cache = "f32";
 };
 
 struct DecodeRow {
@@ -151,7 +152,9 @@ int run_bench(const BenchArgs& a) {
   const std::vector<Mode> modes = parse_mode_list(a.modes);
   const int threads = a.threads > 0 ? a.threads : default_threads();
   auto backend = engine::make_backend(a.device, threads);
-  std::fprintf(stderr, "bench: backend %s\n", std::string(backend->name()).c_str());
+  backend->set_kv_cache(parse_kv_cache(a.kv_cache));
+  std::fprintf(stderr, "bench: backend %s, kv cache %s\n", std::string(backend->name()).c_str(),
+               a.kv_cache.c_str());
   const double t0 = now_s();
   const model::LoadedModel lm = a.synthetic.empty()
                                     ? model::load_model(a.model)
@@ -162,9 +165,10 @@ int run_bench(const BenchArgs& a) {
   for (Mode mode : modes) rows.push_back(bench_mode(lm, mode, *backend, a, batches, ctxs));
 
   const double mib = 1024.0 * 1024.0;
-  std::printf("backend %s, model %s, prefill %lld tokens, decode %lld steps after ctx %s\n",
-              std::string(backend->name()).c_str(), lm.source.c_str(),
-              static_cast<long long>(a.prefill), static_cast<long long>(a.steps), a.ctxs.c_str());
+  std::printf(
+      "backend %s, model %s, kv cache %s, prefill %lld tokens, decode %lld steps after ctx %s\n",
+      std::string(backend->name()).c_str(), lm.source.c_str(), a.kv_cache.c_str(),
+      static_cast<long long>(a.prefill), static_cast<long long>(a.steps), a.ctxs.c_str());
   std::printf("%-16s %12s %12s %12s %12s", "mode", "linears_MiB", "lm_head_MiB", "prefill_ms",
               "prefill_t/s");
   for (int64_t ctx : ctxs) {
@@ -186,6 +190,7 @@ int run_bench(const BenchArgs& a) {
   if (!a.json.empty()) {
     nlohmann::json j;
     j["backend"] = std::string(backend->name());
+    j["kv_cache"] = a.kv_cache;
     j["model"] = lm.source;
     j["prefill_tokens"] = a.prefill;
     j["ctx"] = ctxs;
@@ -230,6 +235,7 @@ Action register_bench(CLI::App& app) {
   sub->add_option("--modes", args->modes,
                   "Comma-separated modes or 'all' (default bf16,nvfp4,sharq-nvfp4-24)");
   sub->add_option("--device", args->device, "cpu (default), cuda or cuda:N");
+  add_kv_cache_option(sub, &args->kv_cache);
   sub->add_option("--prefill", args->prefill, "Prefill length in tokens (default 512)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   sub->add_option("--batch", args->batches, "Decode batch sizes, comma-separated (default 1)");

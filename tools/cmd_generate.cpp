@@ -28,6 +28,7 @@ struct GenerateArgs {
   bool chat = false;
   int threads = 0;
   std::string device = "cpu";
+  std::string kv_cache = "f32";
 };
 
 // Bytes of `s` up to the last complete UTF-8 character (tokens may end inside one).
@@ -56,6 +57,7 @@ int run_generate(const GenerateArgs& a) {
   const model::LoadedModel lm = model::load_model(a.model);
   const Tokenizer tok(lm.tokenizer);
   auto backend = engine::make_backend(a.device, a.threads > 0 ? a.threads : default_threads());
+  backend->set_kv_cache(parse_kv_cache(a.kv_cache));
   const engine::Model m =
       f32 ? engine::Model::float32(lm, *backend) : engine::Model(lm, mode, *backend);
 
@@ -114,6 +116,7 @@ Action register_generate(CLI::App& app) {
   sub->add_flag("--chat", args->chat, "Wrap the prompt as one user turn (ChatML or Llama-3)");
   sub->add_option("--threads", args->threads, "CPU threads (default: SHARQ_THREADS or all)");
   sub->add_option("--device", args->device, "cpu (default), cuda or cuda:N");
+  add_kv_cache_option(sub, &args->kv_cache);
   return [args] { return run_generate(*args); };
 }
 

@@ -34,6 +34,7 @@ struct PerplexityArgs {
   std::string json;
   int threads = 0;
   std::string device = "cpu";
+  std::string kv_cache = "f32";
 };
 
 struct ModeRow {
@@ -107,10 +108,12 @@ int run_perplexity(const PerplexityArgs& a) {
   const Tokenizer tok(lm.tokenizer);
   const std::vector<int32_t> tokens = tok.encode(read_file(a.text), tok.add_bos_default());
   auto backend = engine::make_backend(a.device, a.threads > 0 ? a.threads : default_threads());
+  backend->set_kv_cache(parse_kv_cache(a.kv_cache));
   const engine::PerplexityOptions opt{a.ctx, a.max_tokens, 64};
-  std::fprintf(stderr, "%s: %zu tokens, ctx %lld, backend %s, %d threads, %zu mode(s)\n",
-               a.text.c_str(), tokens.size(), static_cast<long long>(a.ctx),
-               std::string(backend->name()).c_str(), backend->threads(), modes.size());
+  std::fprintf(
+      stderr, "%s: %zu tokens, ctx %lld, backend %s, %d threads, kv cache %s, %zu mode(s)\n",
+      a.text.c_str(), tokens.size(), static_cast<long long>(a.ctx),
+      std::string(backend->name()).c_str(), backend->threads(), a.kv_cache.c_str(), modes.size());
 
   std::vector<ModeRow> rows;
   for (const std::optional<Mode>& mode : modes) {
@@ -141,6 +144,7 @@ int run_perplexity(const PerplexityArgs& a) {
     j["tokens_in_text"] = tokens.size();
     j["threads"] = backend->threads();
     j["backend"] = std::string(backend->name());
+    j["kv_cache"] = a.kv_cache;
     for (const ModeRow& r : rows) {
       j["results"].push_back({{"mode", r.mode},
                               {"perplexity", r.r.perplexity},
@@ -173,6 +177,7 @@ Action register_perplexity(CLI::App& app) {
   sub->add_option("--json", args->json, "Write the results as JSON to this file");
   sub->add_option("--threads", args->threads, "CPU threads (default: SHARQ_THREADS or all)");
   sub->add_option("--device", args->device, "cpu (default), cuda or cuda:N");
+  add_kv_cache_option(sub, &args->kv_cache);
   return [args] { return run_perplexity(*args); };
 }
 

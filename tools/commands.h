@@ -3,8 +3,17 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 namespace sharq::tools {
+
+// --kv-cache f32|f16 on an engine subcommand (the backend's Backend::set_kv_cache).
+inline void add_kv_cache_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--kv-cache", *value,
+                  "KV cache format: f32 (default) or f16 (half the cache memory; on the GPU, "
+                  "half the bytes attention reads)")
+      ->check(CLI::IsMember({"f32", "f16"}));
+}
 
 // Each returns the action to run when its subcommand was chosen.
 using Action = std::function<int()>;

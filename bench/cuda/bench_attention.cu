@@ -3,7 +3,10 @@
 // one call per layer over that layer's own caches (32 layers, so the caches do not sit in L2),
 // captured as a CUDA graph of programmatic dependent launches, with the o projection's tensor max
 // published (TensorMaxSink). Prints per-layer time and the K/V bytes read per second, and those as
-// a share of the device copy rate (read + write). Usage: bench_attention [ctx]
+// a share of the device copy rate (read + write), for the float32 and the FP16 KV cache; then the
+// 2048-token prefill attention of one sequence (one layer at a time, same graph) for both.
+// Usage: bench_attention [ctx]
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,9 +35,28 @@ __global__ void fill_kernel(float* p, size_t n, uint32_t seed) {
   }
 }
 
+__global__ void to_half_kernel(const float* in, size_t n, __half* out) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    out[i] = __float2half_rn(in[i]);
+  }
+}
+
 void fill(float* p, size_t n, uint32_t seed) {
   fill_kernel<<<1024, 256>>>(p, n, seed);
   check(cudaGetLastError(), "fill");
+}
+
+// n cache elements of `kv`'s format (the float pointer the engine passes), filled like fill().
+float* cache_alloc(size_t n, sharq::KvCache kv, uint32_t seed) {
+  float* p = static_cast<float*>(dmalloc(n * 4));
+  fill(p, n, seed);
+  if (kv == sharq::KvCache::kF32) return p;
+  float* h = static_cast<float*>(dmalloc(n * 2));
+  to_half_kernel<<<1024, 256>>>(p, n, reinterpret_cast<__half*>(h));
+  check(cudaDeviceSynchronize(), "to half");
+  cudaFree(p);
+  return h;
 }
 
 }  // namespace
@@ -51,47 +73,83 @@ int main(int argc, char** argv) {
   const double bw = sharq::bench::copy_bandwidth_gbs(s);
   std::printf("device: %s, %d SMs; copy %.0f GB/s (read+write); ctx %ld\n", prop.name,
               prop.multiProcessorCount, bw, static_cast<long>(ctx));
-  std::printf("| batch | us a layer | K/V GB/s | %% of copy |\n|---|---|---|---|\n");
-  for (const int64_t batch : {1, 8, 32}) {
-    const size_t cache = static_cast<size_t>(batch * kKvHeads * cap * kHeadDim);
-    const size_t qn = static_cast<size_t>(batch * kHeads * kHeadDim);
-    std::vector<float*> kc(kLayers), vc(kLayers);
-    for (int l = 0; l < kLayers; ++l) {
-      kc[l] = static_cast<float*>(dmalloc(cache * 4));
-      vc[l] = static_cast<float*>(dmalloc(cache * 4));
-      fill(kc[l], cache, 2 * l + 1);
-      fill(vc[l], cache, 2 * l + 2);
+  std::printf("| cache | batch | us a layer | K/V GB/s | %% of copy |\n|---|---|---|---|---|\n");
+  for (const sharq::KvCache kv : {sharq::KvCache::kF32, sharq::KvCache::kF16}) {
+    const double elem = kv == sharq::KvCache::kF16 ? 2.0 : 4.0;
+    for (const int64_t batch : {1, 8, 32}) {
+      const size_t cache = static_cast<size_t>(batch * kKvHeads * cap * kHeadDim);
+      const size_t qn = static_cast<size_t>(batch * kHeads * kHeadDim);
+      std::vector<float*> kc(kLayers), vc(kLayers);
+      for (int l = 0; l < kLayers; ++l) {
+        kc[l] = cache_alloc(cache, kv, 2 * l + 1);
+        vc[l] = cache_alloc(cache, kv, 2 * l + 2);
+      }
+      float* q = static_cast<float*>(dmalloc(qn * 4));
+      float* out = static_cast<float*>(dmalloc(qn * 4));
+      fill(q, qn, 999);
+      const size_t scratch_bytes = sc::prepare_scratch_bytes(batch);
+      void* scratch = dmalloc(scratch_bytes);
+      check(cudaMemset(scratch, 0, scratch_bytes), "zero scratch");
+      float* ts = static_cast<float*>(dmalloc(8));
+      const size_t ws_bytes =
+          sc::attention_workspace_bytes(batch, 1, kHeads, kKvHeads, kHeadDim, cap);
+      void* ws = dmalloc(std::max<size_t>(ws_bytes, 16));
+      const sc::TensorMaxSink sink{static_cast<uint32_t*>(scratch), ts, ts + 1};
+      check(cudaDeviceSynchronize(), "fill");
+      const double kv_bytes = 2.0 * batch * kKvHeads * static_cast<double>(ctx) * kHeadDim * elem;
+      const double us = median_graph_us(
+          s,
+          [&](int l) {
+            sc::attention(q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, kc[l], vc[l], out,
+                          ws_bytes ? ws : nullptr, ws_bytes, s, nullptr, &sink, kv);
+          },
+          kLayers, 15);
+      std::printf("| %s | %ld | %.2f | %.0f | %.0f |\n", sharq::kv_cache_name(kv).data(),
+                  static_cast<long>(batch), us, kv_bytes / us * 1e-3,
+                  100.0 * kv_bytes / us * 1e-3 / bw);
+      for (int l = 0; l < kLayers; ++l) {
+        cudaFree(kc[l]);
+        cudaFree(vc[l]);
+      }
+      for (void* p :
+           {static_cast<void*>(q), static_cast<void*>(out), ws, scratch, static_cast<void*>(ts)}) {
+        cudaFree(p);
+      }
+    }
+  }
+  // Prefill: one sequence of 2048 tokens, 4 layers' caches in turn.
+  constexpr int64_t kT = 2048, kPrefillLayers = 4;
+  std::printf("\n| cache | prefill 1 x %ld, us a layer |\n|---|---|\n", static_cast<long>(kT));
+  for (const sharq::KvCache kv : {sharq::KvCache::kF32, sharq::KvCache::kF16}) {
+    const size_t cache = static_cast<size_t>(kKvHeads * kT * kHeadDim);
+    const size_t qn = static_cast<size_t>(kT * kHeads * kHeadDim);
+    std::vector<float*> kc(kPrefillLayers), vc(kPrefillLayers);
+    for (int l = 0; l < kPrefillLayers; ++l) {
+      kc[l] = cache_alloc(cache, kv, 2 * l + 1);
+      vc[l] = cache_alloc(cache, kv, 2 * l + 2);
     }
     float* q = static_cast<float*>(dmalloc(qn * 4));
     float* out = static_cast<float*>(dmalloc(qn * 4));
     fill(q, qn, 999);
-    const size_t scratch_bytes = sc::prepare_scratch_bytes(batch);
-    void* scratch = dmalloc(scratch_bytes);
-    check(cudaMemset(scratch, 0, scratch_bytes), "zero scratch");
-    float* ts = static_cast<float*>(dmalloc(8));
-    const size_t ws_bytes =
-        sc::attention_workspace_bytes(batch, 1, kHeads, kKvHeads, kHeadDim, cap);
+    const size_t ws_bytes = sc::attention_workspace_bytes(1, kT, kHeads, kKvHeads, kHeadDim, kT);
     void* ws = dmalloc(std::max<size_t>(ws_bytes, 16));
-    const sc::TensorMaxSink sink{static_cast<uint32_t*>(scratch), ts, ts + 1};
+    // Once outside the capture: the kernel's shared-memory opt-in is a host call.
+    sc::attention(q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, kc[0], vc[0], out, ws, ws_bytes, s,
+                  nullptr, nullptr, kv);
     check(cudaDeviceSynchronize(), "fill");
-    const double kv_bytes = 2.0 * batch * kKvHeads * static_cast<double>(ctx) * kHeadDim * 4;
     const double us = median_graph_us(
         s,
         [&](int l) {
-          sc::attention(q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, kc[l], vc[l], out,
-                        ws_bytes ? ws : nullptr, ws_bytes, s, nullptr, &sink);
+          sc::attention(q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, kc[l], vc[l], out, ws,
+                        ws_bytes, s, nullptr, nullptr, kv);
         },
-        kLayers, 15);
-    std::printf("| %ld | %.2f | %.0f | %.0f |\n", static_cast<long>(batch), us,
-                kv_bytes / us * 1e-3, 100.0 * kv_bytes / us * 1e-3 / bw);
-    for (int l = 0; l < kLayers; ++l) {
+        kPrefillLayers, 7);
+    std::printf("| %s | %.1f |\n", sharq::kv_cache_name(kv).data(), us);
+    for (int l = 0; l < kPrefillLayers; ++l) {
       cudaFree(kc[l]);
       cudaFree(vc[l]);
     }
-    for (void* p :
-         {static_cast<void*>(q), static_cast<void*>(out), ws, scratch, static_cast<void*>(ts)}) {
-      cudaFree(p);
-    }
+    for (void* p : {static_cast<void*>(q), static_cast<void*>(out), ws}) cudaFree(p);
   }
   return 0;
 }

@@ -42,6 +42,8 @@
 #   abattnprefill  prefill 1 x 2048 (bf16, nvfp4, sharq-nvfp4-24): the tensor-core attention on
 #            FP16 halves (default), on TF32 halves (SHARQ_CUDA_ATTN_PREFILL=tf32) and the FP32
 #            CUDA-core kernel (=fp32)
+#   kv16     prefill 1 x 2048 and decode batch 1/8/32 (bf16, sharq-nvfp4-24): the float32 KV
+#            cache (default) vs --kv-cache f16, alternating, same call (KV16_CTX, default 1024)
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -239,6 +241,17 @@ phase_abbase() {  # decode (AB_BATCH, default 1; AB_MODES): this tree against an
       timeout 150 env "$env_set" "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
         --modes "${AB_MODES:-bf16,sharq-nvfp4-24}" --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
         --json "$OUT/abbase_${v//[^A-Za-z0-9_]/_}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
+    done
+  done
+}
+
+phase_kv16() {  # the float32 KV cache vs --kv-cache f16, alternating, same call
+  for r in 1 2; do
+    for kv in f32 f16; do
+      echo "-- kv cache $kv run $r"
+      timeout 200 "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda --kv-cache "$kv" \
+        --modes bf16,sharq-nvfp4-24 --prefill 2048 --batch 1,8,32 --ctx "${KV16_CTX:-1024}" \
+        --steps 16 --repeat 3 --json "$OUT/kv16_${kv}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
     done
   done
 }

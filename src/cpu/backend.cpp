@@ -34,7 +34,8 @@ class CpuBackend final : public Backend {
     cpu::set_blas_threads(split_ ? 1 : threads_);
     // SHARQ_CPU_KV_ROUND=bf16|f16, an accuracy study and not a mode: the cached K and V values are
     // rounded to that 16-bit format as they are stored, as a 16-bit KV cache would hold them
-    // (docs/RESULTS.md, issue 6, session 23). Unset: the float32 cache both backends keep.
+    // (docs/RESULTS.md, issue 6, session 23), whatever set_kv_cache chose. Unset: the format
+    // set_kv_cache chose (float32 storage either way; KvCache::kF16 rounds as f16 does here).
     const char* kv = std::getenv("SHARQ_CPU_KV_ROUND");
     const std::string kv_round = kv ? kv : "";
     if (kv_round == "bf16") {
@@ -129,13 +130,16 @@ class CpuBackend final : public Backend {
     for (int64_t b = 0; b < batch; ++b) {
       cpu::kv_store(k + b * row, v + b * row, t, pos0, kv_heads, head_dim, capacity,
                     k_cache + b * cache, v_cache + b * cache);
-      if (kv_round_ == KvRound::kNone) continue;
+      const KvRound round = kv_round_ != KvRound::kNone   ? kv_round_
+                            : kv_cache() == KvCache::kF16 ? KvRound::kF16
+                                                          : KvRound::kNone;
+      if (round == KvRound::kNone) continue;
       for (float* c : {k_cache + b * cache, v_cache + b * cache}) {
         for (int64_t g = 0; g < kv_heads; ++g) {
           float* r = c + (g * capacity + pos0) * head_dim;
           for (int64_t e = 0; e < t * head_dim; ++e) {
-            r[e] = kv_round_ == KvRound::kBf16 ? bf16_round(r[e])
-                                               : static_cast<float>(static_cast<_Float16>(r[e]));
+            r[e] = round == KvRound::kBf16 ? bf16_round(r[e])
+                                           : static_cast<float>(static_cast<_Float16>(r[e]));
           }
         }
       }

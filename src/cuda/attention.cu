@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "cp_async.cuh"
 #include "device_info.cuh"
@@ -66,14 +67,27 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
   r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
   r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
 }
+// The same elements of an FP16 row (two 8-byte loads), exactly as floats.
+__device__ __forceinline__ void load8(const __half* p, int li, int lanes, float (&r)[8]) {
+  const uint2 a = *reinterpret_cast<const uint2*>(p + 4 * li);
+  const uint2 b = *reinterpret_cast<const uint2*>(p + 4 * (li + lanes));
+  const uint32_t w[4] = {a.x, a.y, b.x, b.y};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+    r[2 * i] = f.x, r[2 * i + 1] = f.y;
+  }
+}
 
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
-template <int D, int QH>
+// KV: the caches' element, float or __half (FP16 cache: half the bytes, the same arithmetic on
+// the values it holds).
+template <int D, int QH, typename KV>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
-                       int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
-                       const float* __restrict__ vc, float scale, int64_t per_split, int splits,
+                       int kv_heads, int chunks, int64_t capacity, const KV* __restrict__ kc,
+                       const KV* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
                        float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
@@ -96,14 +110,15 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int nh = min(QH, group - chunk * QH);
   const int64_t ctx = pos0 + i + 1;
   const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
-  const float* kb = kc + (b * kv_heads + g) * capacity * D;
-  const float* vb = vc + (b * kv_heads + g) * capacity * D;
+  const KV* kb = kc + (b * kv_heads + g) * capacity * D;
+  const KV* vb = vc + (b * kv_heads + g) * capacity * D;
   // At most the first kSplitKeys keys: at batch 32 a block's range is ~350 keys, and all of
   // them from every resident block would overflow L2 before the loop reads them.
-  constexpr int kLines = D / 32;  // 128-byte lines per row
+  constexpr int kLineElems = 128 / static_cast<int>(sizeof(KV));
+  constexpr int kLines = D / kLineElems;  // 128-byte lines per row
   const int64_t pre_keys = k1 - k0 < kSplitKeys ? k1 - k0 : kSplitKeys;
   for (int64_t x = threadIdx.x; x < pre_keys * kLines; x += kDecodeThreads) {
-    const int64_t off = (k0 + x / kLines) * D + (x % kLines) * 32;
+    const int64_t off = (k0 + x / kLines) * D + (x % kLines) * kLineElems;
     asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + off));
     asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + off));
   }
@@ -310,15 +325,15 @@ __device__ __forceinline__ void load_tile(float* smem, const float* src, int64_t
 }
 
 // The (sequence, head, tile of query rows) a prefill block works on, heaviest tiles (the last
-// rows, which see the most keys) first, and its kv head's cache rows.
-template <int D>
+// rows, which see the most keys) first, and its kv head's cache rows (KV: float or __half).
+template <int D, typename KV = float>
 struct PrefillBlock {
   int64_t m0, b, ld;  // first query row, sequence, q/out row stride
   int h;
-  const float* kb;
-  const float* vb;
-  __device__ PrefillBlock(int bm, int heads, int kv_heads, int64_t capacity, const float* kc,
-                          const float* vc)
+  const KV* kb;
+  const KV* vb;
+  __device__ PrefillBlock(int bm, int heads, int kv_heads, int64_t capacity, const KV* kc,
+                          const KV* vc)
       : m0(int64_t{gridDim.x - 1 - blockIdx.x} * bm),
         b(blockIdx.z),
         ld(int64_t{heads} * D),
@@ -475,11 +490,16 @@ __global__ void __launch_bounds__(kPrefillThreads, 2)
 // fragment loads (the TF32 form's Q/K loads are 2-way there). ----
 constexpr int kTcBM = 64, kTcBN = 64, kTcThreads = 128;
 
-template <int D>
+// Row strides in elements: Q is float32 (LQ); K and V are the cache's element (LK, LV). A float
+// cache: K at Q's stride, V at D + 4. An FP16 cache: K and V rows of D + 8 halves, so that the
+// 32-bit fragment loads (K: a lane's pair of columns; V: one half from each of two rows) fall in
+// distinct banks.
+template <int D, typename KV = float>
 struct TcLayout {
-  static constexpr int LQ = D + 8, LV = D + 4;
+  static constexpr bool kHalf = std::is_same_v<KV, __half>;
+  static constexpr int LQ = D + 8, LK = D + 8, LV = kHalf ? D + 8 : D + 4;
   static constexpr size_t smem_bytes =
-      sizeof(float) * (size_t{kTcBM + kTcBN} * LQ + size_t{kTcBN} * LV);
+      sizeof(float) * size_t{kTcBM} * LQ + sizeof(KV) * size_t{kTcBN} * (LK + LV);
 };
 
 // The range pass: block (x, y) takes sequence y / kv_heads, kv head y % kv_heads and writes the
@@ -492,25 +512,29 @@ __device__ __forceinline__ float max_abs4(float m, float4 v) {
   return fmaxf(fmaxf(m, fmaxf(fabsf(v.x), fabsf(v.y))), fmaxf(fabsf(v.z), fabsf(v.w)));
 }
 
-template <int D>
+// An FP16 cache's K and V are FP16 values already (the products read them as they are): their
+// partials are 0 (no scale) and only q is read.
+template <int D, typename KV>
 __global__ void __launch_bounds__(kRangeThreads)
     attn_range_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads, int kv_heads,
-                      int64_t capacity, const float* __restrict__ kc, const float* __restrict__ vc,
+                      int64_t capacity, const KV* __restrict__ kc, const KV* __restrict__ vc,
                       float* __restrict__ partials, const int64_t* pos_dev) {
   pdl_entry();
-  if (pos_dev) pos0 = *pos_dev;
   const int y = static_cast<int>(blockIdx.y);
   const int64_t b = y / kv_heads, kvh = y % kv_heads, group = heads / kv_heads;
   const int64_t stride = int64_t{kRangeBlocks} * kRangeThreads;
   const int64_t first = int64_t{blockIdx.x} * kRangeThreads + threadIdx.x;
-  // K and V rows 0 .. pos0 + t of this (sequence, kv head): contiguous.
-  const int64_t kv4 = (pos0 + t) * D / 4;
-  const auto* k4 = reinterpret_cast<const float4*>(kc + (b * kv_heads + kvh) * capacity * D);
-  const auto* v4 = reinterpret_cast<const float4*>(vc + (b * kv_heads + kvh) * capacity * D);
   float mk = 0.0f, mv = 0.0f, mq = 0.0f;
-  for (int64_t i = first; i < kv4; i += stride) {
-    mk = max_abs4(mk, __ldg(k4 + i));
-    mv = max_abs4(mv, __ldg(v4 + i));
+  if constexpr (std::is_same_v<KV, float>) {
+    if (pos_dev) pos0 = *pos_dev;
+    // K and V rows 0 .. pos0 + t of this (sequence, kv head): contiguous.
+    const int64_t kv4 = (pos0 + t) * D / 4;
+    const auto* k4 = reinterpret_cast<const float4*>(kc + (b * kv_heads + kvh) * capacity * D);
+    const auto* v4 = reinterpret_cast<const float4*>(vc + (b * kv_heads + kvh) * capacity * D);
+    for (int64_t i = first; i < kv4; i += stride) {
+      mk = max_abs4(mk, __ldg(k4 + i));
+      mv = max_abs4(mv, __ldg(v4 + i));
+    }
   }
   // q: each of the t rows holds this kv head's group of heads as group * D contiguous floats.
   const int64_t row4 = group * D / 4, ld4 = int64_t{heads} * D / 4;
@@ -606,30 +630,37 @@ __device__ __forceinline__ void mma_split3(float (&c)[4], const uint32_t (&ahi)[
   mma_tc<F16>(c, ahi, blo);
   mma_tc<F16>(c, ahi, bhi);
 }
+// c += a . b for an FP16 b (an FP16 cache's K or V: its lo is zero), the small term first.
+__device__ __forceinline__ void mma_split2(float (&c)[4], const uint32_t (&ahi)[4],
+                                           const uint32_t (&alo)[4], const uint32_t (&b)[2]) {
+  mma_tc<true>(c, alo, b);
+  mma_tc<true>(c, ahi, b);
+}
 
-// Starts copying rows [r0, r0 + R) of a (rows, ld) matrix into smem (R, LD); rows >= r_end are
-// zero-filled.
-template <int D, int R, int LD>
-__device__ __forceinline__ void copy_tile_async(float* smem, const float* src, int64_t ld,
-                                                int64_t r0, int64_t r_end) {
-  constexpr int kV = D / 4;
+// Starts copying rows [r0, r0 + R) of a (rows, ld) matrix of T (float or __half) into smem (R,
+// LD); rows >= r_end are zero-filled.
+template <int D, int R, int LD, typename T>
+__device__ __forceinline__ void copy_tile_async(T* smem, const T* src, int64_t ld, int64_t r0,
+                                                int64_t r_end) {
+  constexpr int kE = 16 / static_cast<int>(sizeof(T));  // elements a 16-byte copy
+  constexpr int kV = D / kE;
   for (int x = threadIdx.x; x < R * kV; x += kTcThreads) {
     const int r = x / kV, c = x % kV;
     const bool in = r0 + r < r_end;
-    cp_async16(smem_u32(smem + r * LD + 4 * c), in ? src + (r0 + r) * ld + 4 * c : src,
+    cp_async16(smem_u32(smem + r * LD + kE * c), in ? src + (r0 + r) * ld + kE * c : src,
                in ? 16 : 0);
   }
 }
 
 // What a prefill block works on, and its shared-memory tiles.
-template <int D>
+template <int D, typename KV = float>
 struct TcBlock {
-  PrefillBlock<D> blk;
+  PrefillBlock<D, KV> blk;
   const float* qg;  // the block's first query row
   int64_t t, n_end;
   float* qs;  // (BM, LQ)
-  float* ks;  // (BN, LQ)
-  float* vs;  // (BN, LV)
+  KV* ks;     // (BN, LK)
+  KV* vs;     // (BN, LV)
   int qr, g, tg;
   int64_t qpos[2];
   float sq, sk, sv;  // the FP16 form's power-of-two scales of q, k and v (1 in the TF32 form)
@@ -638,10 +669,32 @@ struct TcBlock {
 
 // S (16 x 64 a warp) = Q . K^T for one key tile; element e of n-tile nt: row qr + 8 (e / 2), key
 // n0 + 8 nt + 2 tg + e % 2.
-template <int D, bool F16>
-__device__ __forceinline__ void tile_scores(const TcBlock<D>& k, float (&s)[kTcBN / 8][4]) {
-  constexpr int LQ = TcLayout<D>::LQ, KT = kTcBN / 8;
-  if constexpr (F16) {
+template <int D, bool F16, typename KV>
+__device__ __forceinline__ void tile_scores(const TcBlock<D, KV>& k, float (&s)[kTcBN / 8][4]) {
+  constexpr int LQ = TcLayout<D, KV>::LQ, LK = TcLayout<D, KV>::LK, KT = kTcBN / 8;
+  if constexpr (TcLayout<D, KV>::kHalf) {
+    // K is FP16 as cached: its B fragment is two 32-bit loads of pairs, and only q is split.
+#pragma unroll 2
+    for (int kk = 0; kk < D; kk += 16) {
+      uint32_t ahi[4], alo[4];
+      const float* qa = k.qs + k.qr * LQ + kk + 2 * k.tg;
+      const float2 q0 = *reinterpret_cast<const float2*>(qa);
+      const float2 q1 = *reinterpret_cast<const float2*>(qa + 8 * LQ);
+      const float2 q2 = *reinterpret_cast<const float2*>(qa + 8);
+      const float2 q3 = *reinterpret_cast<const float2*>(qa + 8 * LQ + 8);
+      split_f16x2(q0.x, q0.y, ahi[0], alo[0]);
+      split_f16x2(q1.x, q1.y, ahi[1], alo[1]);
+      split_f16x2(q2.x, q2.y, ahi[2], alo[2]);
+      split_f16x2(q3.x, q3.y, ahi[3], alo[3]);
+#pragma unroll
+      for (int nt = 0; nt < KT; ++nt) {
+        const __half* kp = k.ks + (8 * nt + k.g) * LK + kk + 2 * k.tg;
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kp),
+                               *reinterpret_cast<const uint32_t*>(kp + 8)};
+        mma_split2(s[nt], ahi, alo, b);
+      }
+    }
+  } else if constexpr (F16) {
     // m16n8k16: A rows g, g + 8, columns 2 tg, 2 tg + 1 and those + 8; B column g, the same rows.
 #pragma unroll 2
     for (int kk = 0; kk < D; kk += 16) {
@@ -688,11 +741,29 @@ __device__ __forceinline__ void tile_scores(const TcBlock<D>& k, float (&s)[kTcB
 }
 
 // O += P . V for one key tile, P the softmaxed scores in their accumulator layout.
-template <int D, bool F16>
-__device__ __forceinline__ void tile_pv(const TcBlock<D>& k, const float (&s)[kTcBN / 8][4],
+template <int D, bool F16, typename KV>
+__device__ __forceinline__ void tile_pv(const TcBlock<D, KV>& k, const float (&s)[kTcBN / 8][4],
                                         float (&o)[D / 8][4]) {
-  constexpr int LV = TcLayout<D>::LV, NT = D / 8, KT = kTcBN / 8;
-  if constexpr (F16) {
+  constexpr int LV = TcLayout<D, KV>::LV, NT = D / 8, KT = kTcBN / 8;
+  if constexpr (TcLayout<D, KV>::kHalf) {
+    // As the FP16 form below, with V's fragment taken as cached (two halves a register).
+#pragma unroll
+    for (int j = 0; j < KT / 2; ++j) {
+      uint32_t ahi[4], alo[4];
+      split_f16x2(s[2 * j][0], s[2 * j][1], ahi[0], alo[0]);
+      split_f16x2(s[2 * j][2], s[2 * j][3], ahi[1], alo[1]);
+      split_f16x2(s[2 * j + 1][0], s[2 * j + 1][1], ahi[2], alo[2]);
+      split_f16x2(s[2 * j + 1][2], s[2 * j + 1][3], ahi[3], alo[3]);
+      const auto* vp = reinterpret_cast<const uint16_t*>(k.vs) + (16 * j + 2 * k.tg) * LV + k.g;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint32_t b[2] = {
+            vp[8 * nt] | (static_cast<uint32_t>(vp[LV + 8 * nt]) << 16),
+            vp[8 * LV + 8 * nt] | (static_cast<uint32_t>(vp[9 * LV + 8 * nt]) << 16)};
+        mma_split2(o[nt], ahi, alo, b);
+      }
+    }
+  } else if constexpr (F16) {
     // The scores of n-tiles 2 j and 2 j + 1 are P's m16n8k16 A fragment for keys 16 j .. 16 j +
     // 15 as they stand; V's B fragment is rows 16 j + 2 tg, + 1, + 8, + 9 of column g.
 #pragma unroll
@@ -739,12 +810,14 @@ __device__ __forceinline__ void tile_pv(const TcBlock<D>& k, const float (&s)[kT
 // scale: the scores' factor, the softmax scale times q's and k's inverse scales (powers of two
 // with exponents within +-60 each, so the product is exact and normal, and so is the score:
 // the unscaled one's).
-template <int D, bool F16>
-__device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale,
+template <int D, bool F16, typename KV>
+__device__ __forceinline__ void prefill_tc_rows(const TcBlock<D, KV>& k, float scale,
                                                 float (&o)[D / 8][4], float (&l)[2]) {
-  constexpr int LQ = TcLayout<D>::LQ, LV = TcLayout<D>::LV, NT = D / 8, BN = kTcBN, KT = BN / 8;
+  using Layout = TcLayout<D, KV>;
+  constexpr int LQ = Layout::LQ, LK = Layout::LK, LV = Layout::LV, NT = D / 8, BN = kTcBN;
+  constexpr int KT = BN / 8;
   copy_tile_async<D, kTcBM, LQ>(k.qs, k.qg, k.blk.ld, k.blk.m0, k.t);
-  copy_tile_async<D, BN, LQ>(k.ks, k.blk.kb, D, 0, k.n_end);
+  copy_tile_async<D, BN, LK>(k.ks, k.blk.kb, D, 0, k.n_end);
   cp_async_commit();
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
@@ -755,9 +828,9 @@ __device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale
     cp_async_commit();
     cp_async_wait<1>();  // Q and this K tile
     __syncthreads();
-    if (F16 && k.scaled) {
+    if (F16 && k.scaled) {  // an FP16 cache's K and V are never scaled (sk = sv = 1)
       if (n0 == 0) scale_tile<D, kTcBM, LQ>(k.qs, k.sq);
-      scale_tile<D, BN, LQ>(k.ks, k.sk);
+      if constexpr (!Layout::kHalf) scale_tile<D, BN, LK>(k.ks, k.sk);
     }
     float s[KT][4] = {};
     tile_scores<D, F16>(k, s);
@@ -798,28 +871,33 @@ __device__ __forceinline__ void prefill_tc_rows(const TcBlock<D>& k, float scale
       o[nt][3] *= corr[1];
     }
     __syncthreads();  // every warp is done with K
-    if (n0 + BN < k.n_end) copy_tile_async<D, BN, LQ>(k.ks, k.blk.kb, D, n0 + BN, k.n_end);
+    if (n0 + BN < k.n_end) copy_tile_async<D, BN, LK>(k.ks, k.blk.kb, D, n0 + BN, k.n_end);
     cp_async_commit();   // possibly empty: keeps the group count uniform
     cp_async_wait<1>();  // V
     __syncthreads();
-    if (F16 && k.scaled) scale_tile<D, BN, LV>(k.vs, k.sv);
+    if constexpr (!Layout::kHalf) {
+      if (F16 && k.scaled) scale_tile<D, BN, LV>(k.vs, k.sv);
+    }
     tile_pv<D, F16>(k, s, o);
     __syncthreads();  // every warp is done with V
   }
 }
 
-template <int D, bool F16>
+// KV = __half (an FP16 cache) only with F16: K and V enter the products as cached (two products
+// each, q's and P's halves against them), never scaled; q is scaled as for a float cache.
+template <int D, bool F16, typename KV>
 __global__ void __launch_bounds__(kTcThreads, 2)
     attn_prefill_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
-                           int kv_heads, int64_t capacity, const float* __restrict__ kc,
-                           const float* __restrict__ vc, float scale, float* __restrict__ out,
+                           int kv_heads, int64_t capacity, const KV* __restrict__ kc,
+                           const KV* __restrict__ vc, float scale, float* __restrict__ out,
                            const int64_t* pos_dev, const float* __restrict__ range) {
+  static_assert(F16 || std::is_same_v<KV, float>, "the TF32 form reads a float cache");
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   constexpr int NT = D / 8;
   extern __shared__ float4 smem4[];
-  TcBlock<D> k{.blk = PrefillBlock<D>(kTcBM, heads, kv_heads, capacity, kc, vc)};
-  const PrefillBlock<D>& blk = k.blk;
+  TcBlock<D, KV> k{.blk = PrefillBlock<D, KV>(kTcBM, heads, kv_heads, capacity, kc, vc)};
+  const PrefillBlock<D, KV>& blk = k.blk;
   const int lane = threadIdx.x % 32;
   k.g = lane / 4;
   k.tg = lane % 4;
@@ -830,8 +908,8 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   k.qpos[0] = pos0 + blk.m0 + k.qr;
   k.qpos[1] = k.qpos[0] + 8;
   k.qs = reinterpret_cast<float*>(smem4);
-  k.ks = k.qs + kTcBM * TcLayout<D>::LQ;
-  k.vs = k.ks + kTcBN * TcLayout<D>::LQ;
+  k.ks = reinterpret_cast<KV*>(k.qs + kTcBM * TcLayout<D, KV>::LQ);
+  k.vs = k.ks + kTcBN * TcLayout<D, KV>::LK;
 
   float o[NT][4], l[2], unscale_v = 1.0f;
   if constexpr (F16) {
@@ -893,16 +971,17 @@ void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads
   }
 }
 
-template <int D, int QH>
+template <int D, int QH, typename KV>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
-                   int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
-                   const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+                   int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
+                   float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
+                   const int64_t* pos_dev, const TensorMaxSink* sink) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
-  launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel",
-             q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity,
-             kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+  launch_pdl(attn_decode_kernel<D, QH, KV>, grid, dim3(kDecodeThreads), 0, stream,
+             "attn_decode_kernel", q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads),
+             p.chunks, capacity, kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o,
+             ws_ml, pos_dev);
   if (p.splits > 1) {
     const TensorMaxSink none{};
     launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
@@ -912,24 +991,24 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
   }
 }
 
-template <int D>
+template <int D, typename KV>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
-                     int64_t heads, int64_t kv_heads, int64_t capacity, const float* kc,
-                     const float* vc, float scale, float* out, float* ws_o, float2* ws_ml,
-                     cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+                     int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
+                     float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
+                     const int64_t* pos_dev, const TensorMaxSink* sink) {
   switch (p.qh) {
     case 1:
-      return launch_decode<D, 1>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev, sink);
+      return launch_decode<D, 1, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     case 2:
-      return launch_decode<D, 2>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev, sink);
+      return launch_decode<D, 2, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     case 4:
-      return launch_decode<D, 4>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev, sink);
+      return launch_decode<D, 4, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     default:
-      return launch_decode<D, 8>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                 out, ws_o, ws_ml, stream, pos_dev, sink);
+      return launch_decode<D, 8, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
   }
 }
 
@@ -952,13 +1031,19 @@ size_t prefill_range_bytes(int64_t batch, int64_t kv_heads) {
   return static_cast<size_t>(batch * kv_heads) * kRangeBlocks * 3 * sizeof(float);
 }
 
-template <int D>
+template <int D, typename KV>
 void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                    int64_t kv_heads, int64_t capacity, const float* kc, const float* vc,
-                    float scale, float* out, void* workspace, size_t workspace_bytes,
-                    cudaStream_t stream, const int64_t* pos_dev) {
+                    int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc, float scale,
+                    float* out, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                    const int64_t* pos_dev) {
   const int h = static_cast<int>(heads), kvh = static_cast<int>(kv_heads);
-  if (prefill_kernel() == PrefillKernel::kFp32Cores) {
+  if constexpr (std::is_same_v<KV, __half>) {
+    if (prefill_kernel() != PrefillKernel::kF16x3) {
+      throw Error(
+          "attention: SHARQ_CUDA_ATTN_PREFILL=fp32|tf32 (an A/B knob) reads only the float32 KV "
+          "cache; unset it or use --kv-cache f32");
+    }
+  } else if (prefill_kernel() == PrefillKernel::kFp32Cores) {
     constexpr size_t smem = prefill_smem_bytes<D>();
     opt_in_smem<attn_prefill_kernel<D>, smem>("attn_prefill_kernel smem");
     const dim3 grid(static_cast<unsigned>((t + kBM - 1) / kBM), static_cast<unsigned>(heads),
@@ -975,50 +1060,32 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
                   " bytes is smaller than the " + std::to_string(need) + " the prefill needs");
     }
     range = static_cast<float*>(workspace);
-    launch_pdl(attn_range_kernel<D>, dim3(kRangeBlocks, static_cast<unsigned>(batch * kv_heads)),
-               dim3(kRangeThreads), 0, stream, "attn_range_kernel", q, t, pos0, h, kvh, capacity,
-               kc, vc, range, pos_dev);
+    launch_pdl(attn_range_kernel<D, KV>,
+               dim3(kRangeBlocks, static_cast<unsigned>(batch * kv_heads)), dim3(kRangeThreads), 0,
+               stream, "attn_range_kernel", q, t, pos0, h, kvh, capacity, kc, vc, range, pos_dev);
   }
-  constexpr size_t smem = TcLayout<D>::smem_bytes;
+  constexpr size_t smem = TcLayout<D, KV>::smem_bytes;
   const dim3 grid(static_cast<unsigned>((t + kTcBM - 1) / kTcBM), static_cast<unsigned>(heads),
                   static_cast<unsigned>(batch));
   if (range) {
-    opt_in_smem<attn_prefill_tc_kernel<D, true>, smem>("attn_prefill_tc_kernel smem");
-    launch_pdl(attn_prefill_tc_kernel<D, true>, grid, dim3(kTcThreads), smem, stream,
+    opt_in_smem<attn_prefill_tc_kernel<D, true, KV>, smem>("attn_prefill_tc_kernel smem");
+    launch_pdl(attn_prefill_tc_kernel<D, true, KV>, grid, dim3(kTcThreads), smem, stream,
                "attn_prefill_tc_kernel", q, t, pos0, h, kvh, capacity, kc, vc, scale, out, pos_dev,
                static_cast<const float*>(range));
-  } else {
-    opt_in_smem<attn_prefill_tc_kernel<D, false>, smem>("attn_prefill_tc_kernel smem");
-    launch_pdl(attn_prefill_tc_kernel<D, false>, grid, dim3(kTcThreads), smem, stream,
+  } else if constexpr (std::is_same_v<KV, float>) {
+    opt_in_smem<attn_prefill_tc_kernel<D, false, KV>, smem>("attn_prefill_tc_kernel smem");
+    launch_pdl(attn_prefill_tc_kernel<D, false, KV>, grid, dim3(kTcThreads), smem, stream,
                "attn_prefill_tc_kernel", q, t, pos0, h, kvh, capacity, kc, vc, scale, out, pos_dev,
                static_cast<const float*>(nullptr));
   }
 }
 
-}  // namespace
-
-namespace testing {
-void attention_prefill_kernel(PrefillKernel k) {
-  prefill_kernel() = k;
-}
-}  // namespace testing
-
-size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
-                                 int64_t head_dim, int64_t capacity) {
-  if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
-  if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
-  const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
-  if (p.splits_bound <= 1) return 0;
-  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
-         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
-}
-
-bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-               int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
-               const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
-               cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
-  check_attention_shape(batch, t, pos0, heads, kv_heads, head_dim, capacity);
-  if (batch <= 0 || t <= 0 || heads <= 0) return false;
+// attention() for one cache element type.
+template <typename KV>
+bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                   int64_t kv_heads, int64_t head_dim, int64_t capacity, const KV* k_cache,
+                   const KV* v_cache, float* out, void* workspace, size_t workspace_bytes,
+                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (t < kDecodeMaxT) {
     // Key ranges from the capacity (ranges past the position are empty): the same split whether
@@ -1055,6 +1122,40 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
                         workspace, workspace_bytes, stream, pos_dev);
   }
   return false;
+}
+
+}  // namespace
+
+namespace testing {
+void attention_prefill_kernel(PrefillKernel k) {
+  prefill_kernel() = k;
+}
+}  // namespace testing
+
+size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
+                                 int64_t head_dim, int64_t capacity) {
+  if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
+  if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
+  const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
+  if (p.splits_bound <= 1) return 0;
+  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
+         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
+}
+
+bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+               int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+               const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
+               cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink, KvCache kv) {
+  check_attention_shape(batch, t, pos0, heads, kv_heads, head_dim, capacity);
+  if (batch <= 0 || t <= 0 || heads <= 0) return false;
+  if (kv == KvCache::kF16) {
+    return run_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity,
+                         reinterpret_cast<const __half*>(k_cache),
+                         reinterpret_cast<const __half*>(v_cache), out, workspace, workspace_bytes,
+                         stream, pos_dev, sink);
+  }
+  return run_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
+                       out, workspace, workspace_bytes, stream, pos_dev, sink);
 }
 
 }  // namespace sharq::cuda

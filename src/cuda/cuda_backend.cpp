@@ -332,6 +332,10 @@ class CudaBackend final : public Backend {
   // FP4 modes keep their GEMM operands in xq: the FP16 planes (paths * t * k halves, or in the
   // wgmma K order paths * t * k' with k' = k rounded up to 128; both <= t * k' floats), then the
   // activation tensor scale at float offset t * k' (act_scale).
+  // An FP16 cache: two halves in each float of storage.
+  int64_t kv_cache_floats(int64_t elements) const override {
+    return kv_cache() == KvCache::kF16 ? (elements + 1) / 2 : elements;
+  }
   int64_t quantized_activation_floats(int64_t t, int64_t k) const override {
     return t * padded_k(k) + 32;
   }
@@ -618,7 +622,7 @@ class CudaBackend final : public Backend {
                 int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
                 float* v_cache) override {
     cuda::kv_store(k, v, batch, t, pos0, kv_heads, head_dim, capacity, k_cache, v_cache, stream_,
-                   pos_dev());
+                   pos_dev(), kv_cache());
   }
   void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
@@ -629,7 +633,7 @@ class CudaBackend final : public Backend {
                                     capacity, k_cache, v_cache);
     }
     cuda::rope_kv_store(q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq, capacity,
-                        k_cache, v_cache, stream_, pos_dev());
+                        k_cache, v_cache, stream_, pos_dev(), kv_cache());
   }
   void attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                  int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
@@ -868,7 +872,8 @@ class CudaBackend final : public Backend {
         cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
     grow(attn_ws_, ws);
     return cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
-                           out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), sink);
+                           out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), sink,
+                           kv_cache());
   }
   // Tells the next-product prefetch that the FP4 decode product of `ws` was just launched.
   void decode_product_launched(std::span<const LinearWeights* const> ws) {

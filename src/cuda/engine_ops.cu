@@ -1,11 +1,13 @@
 // Elementwise and row-wise decoder ops of the CUDA backend (embedding, RMSNorm, RoPE, KV store,
 // SwiGLU, adds, bf16 rounding), each the same arithmetic as its sharq::cpu counterpart (this
 // library builds with -fmad=false, like the CPU's -ffp-contract=off). Attention: attention.cu.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "launch.cuh"
 #include "sharq/cuda/engine_ops.h"
@@ -129,14 +131,26 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int
   }
 }
 
+// A cache element from a float: itself, or the FP16 nearest to it (ties to even, as the CPU's
+// _Float16 conversion).
+template <typename KV>
+__device__ __forceinline__ KV to_cache(float x) {
+  if constexpr (std::is_same_v<KV, __half>) {
+    return __float2half_rn(x);
+  } else {
+    return x;
+  }
+}
+
 // RoPE on q and k and the KV store in one pass: thread (row, head of q then of k, j < half); a k
 // thread also writes its rotated pair and the same pair of v into the caches (as kv_store_kernel
-// would copy them).
+// would copy them). KV: the caches' element (float or __half).
+template <typename KV>
 __global__ void rope_kv_store_kernel(float* q, float* k, const float* __restrict__ v, int64_t t,
                                      int64_t rows, int64_t pos0, int64_t heads, int64_t kv_heads,
                                      int64_t head_dim, const float* __restrict__ inv_freq,
-                                     int64_t capacity, float* __restrict__ kc,
-                                     float* __restrict__ vc, const int64_t* pos_dev) {
+                                     int64_t capacity, KV* __restrict__ kc, KV* __restrict__ vc,
+                                     const int64_t* pos_dev) {
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
   const int64_t half = head_dim / 2, all = heads + kv_heads;
@@ -152,10 +166,10 @@ __global__ void rope_kv_store_kernel(float* q, float* k, const float* __restrict
     const float2 r = rope_pair(k + src, j, half, pos, inv_freq);
     const int64_t b = row / t, i = row % t;
     const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * head_dim;
-    kc[dst + j] = r.x;
-    kc[dst + j + half] = r.y;
-    vc[dst + j] = v[src + j];
-    vc[dst + j + half] = v[src + j + half];
+    kc[dst + j] = to_cache<KV>(r.x);
+    kc[dst + j + half] = to_cache<KV>(r.y);
+    vc[dst + j] = to_cache<KV>(v[src + j]);
+    vc[dst + j + half] = to_cache<KV>(v[src + j + half]);
   }
 }
 
@@ -177,6 +191,52 @@ __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v
     const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
     kc[dst] = k[e];
     vc[dst] = v[e];
+  }
+}
+
+// The same into FP16 caches: thread e stores elements 4 e .. 4 e + 3 of (batch * t, kv_heads *
+// hd) (hd a multiple of 4, the inputs 16-byte aligned), one 8-byte store per cache.
+__global__ void kv_store_f16_kernel(const float4* __restrict__ k, const float4* __restrict__ v,
+                                    int64_t batch, int64_t t, int64_t pos0, int64_t kv_heads,
+                                    int64_t hd4, int64_t capacity, uint2* __restrict__ kc,
+                                    uint2* __restrict__ vc, const int64_t* pos_dev) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  const int64_t n = batch * t * kv_heads * hd4;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = e % hd4;
+    const int64_t g = (e / hd4) % kv_heads;
+    const int64_t row = e / (hd4 * kv_heads);
+    const int64_t b = row / t, i = row % t;
+    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd4 + c;
+    const float4 kf = k[e], vf = v[e];
+    const __half2 k01 = __floats2half2_rn(kf.x, kf.y), k23 = __floats2half2_rn(kf.z, kf.w);
+    const __half2 v01 = __floats2half2_rn(vf.x, vf.y), v23 = __floats2half2_rn(vf.z, vf.w);
+    kc[dst] = make_uint2(*reinterpret_cast<const uint32_t*>(&k01),
+                         *reinterpret_cast<const uint32_t*>(&k23));
+    vc[dst] = make_uint2(*reinterpret_cast<const uint32_t*>(&v01),
+                         *reinterpret_cast<const uint32_t*>(&v23));
+  }
+}
+
+// Element by element into FP16 caches (any hd, any alignment).
+__global__ void kv_store_f16_scalar_kernel(const float* __restrict__ k, const float* __restrict__ v,
+                                           int64_t batch, int64_t t, int64_t pos0, int64_t kv_heads,
+                                           int64_t hd, int64_t capacity, __half* __restrict__ kc,
+                                           __half* __restrict__ vc, const int64_t* pos_dev) {
+  pdl_entry();
+  if (pos_dev) pos0 = *pos_dev;
+  const int64_t n = batch * t * kv_heads * hd;
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = e % hd;
+    const int64_t g = (e / hd) % kv_heads;
+    const int64_t row = e / (hd * kv_heads);
+    const int64_t b = row / t, i = row % t;
+    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
+    kc[dst] = __float2half_rn(k[e]);
+    vc[dst] = __float2half_rn(v[e]);
   }
 }
 
@@ -271,13 +331,28 @@ void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64
 
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
               int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
-              cudaStream_t stream, const int64_t* pos_dev) {
+              cudaStream_t stream, const int64_t* pos_dev, KvCache kv) {
   if (pos0 < 0 || pos0 + t > capacity) {
     throw Error("kv cache: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + t) +
                 " exceed its capacity " + std::to_string(capacity));
   }
   if (batch <= 0 || t <= 0 || kv_heads <= 0 || head_dim <= 0) return;
   const int64_t n = batch * t * kv_heads * head_dim;
+  if (kv == KvCache::kF16) {
+    if (head_dim % 4 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
+        aligned16(v_cache)) {
+      launch_pdl(kv_store_f16_kernel, dim3(grid_for(n / 4)), dim3(kThreads), 0, stream,
+                 "kv_store_f16_kernel", reinterpret_cast<const float4*>(k),
+                 reinterpret_cast<const float4*>(v), batch, t, pos0, kv_heads, head_dim / 4,
+                 capacity, reinterpret_cast<uint2*>(k_cache), reinterpret_cast<uint2*>(v_cache),
+                 pos_dev);
+    } else {
+      launch_pdl(kv_store_f16_scalar_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream,
+                 "kv_store_f16_scalar_kernel", k, v, batch, t, pos0, kv_heads, head_dim, capacity,
+                 reinterpret_cast<__half*>(k_cache), reinterpret_cast<__half*>(v_cache), pos_dev);
+    }
+    return;
+  }
   if (head_dim % 4 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
       aligned16(v_cache)) {
     launch_pdl(kv_store_kernel<float4>, dim3(grid_for(n / 4)), dim3(kThreads), 0, stream,
@@ -294,7 +369,7 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
 void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
                    int64_t capacity, float* k_cache, float* v_cache, cudaStream_t stream,
-                   const int64_t* pos_dev) {
+                   const int64_t* pos_dev, KvCache kv) {
   if (head_dim <= 0 || head_dim % 2 != 0) {
     throw Error("rope: head_dim " + std::to_string(head_dim) + " must be positive and even");
   }
@@ -304,9 +379,17 @@ void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t,
   }
   if (batch <= 0 || t <= 0 || heads <= 0 || kv_heads <= 0) return;
   const int64_t rows = batch * t;
-  launch_pdl(rope_kv_store_kernel, dim3(grid_for(rows * (heads + kv_heads) * head_dim / 2)),
-             dim3(kThreads), 0, stream, "rope_kv_store_kernel", q, k, v, t, rows, pos0, heads,
-             kv_heads, head_dim, inv_freq, capacity, k_cache, v_cache, pos_dev);
+  const dim3 grid(grid_for(rows * (heads + kv_heads) * head_dim / 2));
+  if (kv == KvCache::kF16) {
+    launch_pdl(rope_kv_store_kernel<__half>, grid, dim3(kThreads), 0, stream,
+               "rope_kv_store_kernel", q, k, v, t, rows, pos0, heads, kv_heads, head_dim, inv_freq,
+               capacity, reinterpret_cast<__half*>(k_cache), reinterpret_cast<__half*>(v_cache),
+               pos_dev);
+  } else {
+    launch_pdl(rope_kv_store_kernel<float>, grid, dim3(kThreads), 0, stream, "rope_kv_store_kernel",
+               q, k, v, t, rows, pos0, heads, kv_heads, head_dim, inv_freq, capacity, k_cache,
+               v_cache, pos_dev);
+  }
 }
 
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {

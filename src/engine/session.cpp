@@ -28,12 +28,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 Session::Session(const Model& model, int64_t capacity, int64_t batch)
-    : model_(&model), capacity_(capacity), batch_(batch) {
+    : model_(&model), capacity_(capacity), batch_(batch), kv_cache_(model.backend().kv_cache()) {
   if (capacity <= 0) throw Error("session: capacity must be positive");
   if (batch <= 0) throw Error("session: batch must be positive");
   const auto& c = model.config();
-  const int64_t n = batch * c.num_kv_heads * capacity * c.head_dim;
   Backend& be = model.backend();
+  const int64_t n = be.kv_cache_floats(batch * c.num_kv_heads * capacity * c.head_dim);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     k_cache_.emplace_back(be, n);
     v_cache_.emplace_back(be, n);
@@ -45,6 +45,11 @@ void Session::forward_hidden(std::span<const int32_t> ids) {
   Backend& be = model_->backend();
   const int64_t rows = static_cast<int64_t>(ids.size());
   if (rows == 0) throw Error("forward: no tokens");
+  if (be.kv_cache() != kv_cache_) {
+    throw Error("forward: the backend's KV cache format is now " +
+                std::string(kv_cache_name(be.kv_cache())) + "; this session's cache is " +
+                std::string(kv_cache_name(kv_cache_)) + " (create a new session)");
+  }
   if (rows % batch_ != 0) {
     throw Error("forward: " + std::to_string(rows) + " ids are not a multiple of the batch " +
                 std::to_string(batch_));

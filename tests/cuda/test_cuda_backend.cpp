@@ -76,9 +76,11 @@ class CudaBackend : public ::testing::TestWithParam<Case> {
 
 // Prefill 40 tokens (the prefill GEMM) then 3 decode steps (the decode GEMM): logits close to the
 // CPU's (the GPU's LM head is bf16, its sums run in another order), same greedy tokens.
-void check_decoder_matches_cpu(engine::Backend& gpu, const Case& c) {
+// kv: the CPU's KV cache format (the caller sets the GPU's).
+void check_decoder_matches_cpu(engine::Backend& gpu, const Case& c, KvCache kv = KvCache::kF32) {
   const auto lm = test::tiny_model(gpu_config(c.arch), 11);
   auto cpu = engine::make_cpu_backend(2);
+  cpu->set_kv_cache(kv);
   const Mode mode = mode_from_name(c.mode);
   const Model mc(lm, mode, *cpu), mg(lm, mode, gpu);
   Session sc(mc, 64), sg(mg, 64);
@@ -119,6 +121,19 @@ TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
 // cuBLAS path here) expands what it reads from the packed activation.
 TEST(CudaBackendPrefillExpand, DecoderMatchesCpu) {
   check_sharq24_decoders_with_prefill("expand");
+}
+
+// The FP16 KV cache (--kv-cache f16): the GPU stores halves (half the floats of storage), the CPU
+// the same rounded values, so the decoders match as closely as with float32 caches: prefill,
+// then launched, recorded and replayed decode steps.
+TEST(CudaBackendKvF16, DecoderMatchesCpu) {
+  auto be = engine::make_cuda_backend(0);
+  be->set_kv_cache(KvCache::kF16);
+  EXPECT_EQ(be->kv_cache_floats(1000), 500);
+  for (const Case c : {Case{"llama", "bf16"}, Case{"llama", "sharq-nvfp4-24"},
+                       Case{"qwen3", "sharq-nvfp4"}, Case{"qwen2", "nvfp4"}}) {
+    check_decoder_matches_cpu(*be, c, KvCache::kF16);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -2,6 +2,7 @@
 // CPU ops (cpu/ops.h) on fresh random inputs: exact where the arithmetic is the same, relative
 // 1e-5 for the reductions, 1e-4 absolute for attention. Outputs are poisoned with NaN first.
 // CudaOpsTiming prints attention times for Llama-3.1-8B shapes (no assertion on speed).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -93,6 +94,23 @@ int64_t count_bit_diffs(const std::vector<float>& a, const std::vector<float>& b
   return n;
 }
 
+// An FP16 cache's oracle: CUDA's host conversion (round to nearest even), bits and values.
+std::vector<uint16_t> to_half_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = __half_as_ushort(__float2half_rn(v[i]));
+  return out;
+}
+std::vector<float> round_to_half(const std::vector<float>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = __half2float(__float2half_rn(v[i]));
+  return out;
+}
+int64_t count_diffs(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  int64_t n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
+  return n;
+}
+
 TEST(CudaOpsElementwise, Embedding) {
   for (int64_t d : {96, 7}) {
     const int64_t vocab = 1000, t = 53;
@@ -175,6 +193,37 @@ TEST(CudaOpsElementwise, KvStore) {
   }
 }
 
+// The FP16 cache: each stored value is CUDA's host float -> half conversion of the CPU's float32
+// cache value, every other cache element untouched; hd 128 takes the 4-wide kernel, hd 6 and an
+// unaligned input the element-wise one.
+TEST(CudaOpsElementwise, KvStoreF16) {
+  for (int64_t hd : {128, 6, 4}) {
+    const int64_t batch = 2, t = 7, pos0 = 5, kvh = 3, cap = 20;
+    const bool unaligned = hd == 4;  // inputs one float past a 16-byte boundary
+    const auto k = randn(static_cast<size_t>(batch * t * kvh * hd + 1), 300.0f);
+    const auto v = randn(k.size(), 1e-3f);
+    const auto kc0 = randn(static_cast<size_t>(batch * kvh * cap * hd));
+    const auto vc0 = randn(kc0.size());
+    auto kw = kc0, vw = vc0;
+    const int64_t off = unaligned ? 1 : 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      cpu::kv_store(k.data() + off + b * t * kvh * hd, v.data() + off + b * t * kvh * hd, t, pos0,
+                    kvh, hd, cap, kw.data() + b * kvh * cap * hd, vw.data() + b * kvh * cap * hd);
+    }
+    Buf<float> dk(k), dv(v);
+    Buf<uint16_t> dkc(to_half_bits(kc0)), dvc(to_half_bits(vc0));
+    auto* kcp = reinterpret_cast<float*>(dkc.p);
+    auto* vcp = reinterpret_cast<float*>(dvc.p);
+    kv_store(dk.p + off, dv.p + off, batch, t, pos0, kvh, hd, cap, kcp, vcp, nullptr, nullptr,
+             KvCache::kF16);
+    EXPECT_EQ(count_diffs(dkc.download(), to_half_bits(kw)), 0) << "hd " << hd;
+    EXPECT_EQ(count_diffs(dvc.download(), to_half_bits(vw)), 0) << "hd " << hd;
+    EXPECT_THROW(
+        kv_store(dk.p, dv.p, batch, t, 14, kvh, hd, cap, kcp, vcp, nullptr, nullptr, KvCache::kF16),
+        Error);
+  }
+}
+
 // RoPE on q and k plus the KV store in one launch: the same bits as the CPU's three ops (q, k
 // rotated in place; both caches), and the same capacity check.
 TEST(CudaOpsElementwise, RopeKvStoreFused) {
@@ -201,6 +250,16 @@ TEST(CudaOpsElementwise, RopeKvStoreFused) {
     EXPECT_THROW(rope_kv_store(dq.p, dk.p, dv.p, batch, t, 10, heads, kvh, hd, dinv.p, cap, dkc.p,
                                dvc.p, nullptr),
                  Error);
+    // Into FP16 caches: q and k as above, the caches the float32 ones rounded (host oracle).
+    Buf<float> hq(q), hk(k);
+    Buf<uint16_t> hkc(to_half_bits(kc0)), hvc(to_half_bits(vc0));
+    rope_kv_store(hq.p, hk.p, dv.p, batch, t, pos0, heads, kvh, hd, dinv.p, cap,
+                  reinterpret_cast<float*>(hkc.p), reinterpret_cast<float*>(hvc.p), nullptr,
+                  nullptr, KvCache::kF16);
+    EXPECT_EQ(count_bit_diffs(hq.download(), qw), 0) << "hd " << hd;
+    EXPECT_EQ(count_bit_diffs(hk.download(), kw), 0) << "hd " << hd;
+    EXPECT_EQ(count_diffs(hkc.download(), to_half_bits(kcw)), 0) << "hd " << hd;
+    EXPECT_EQ(count_diffs(hvc.download(), to_half_bits(vcw)), 0) << "hd " << hd;
   }
 }
 
@@ -296,9 +355,14 @@ struct AttnCase {
 
 // Runs the CUDA attention on (q, kc, vc) and the CPU one per sequence and compares them: at most
 // 1e-4 apart, or 1e-4 of the values' largest magnitude with `relative`.
+// kv = KvCache::kF16: the GPU reads FP16 caches holding kc and vc rounded to nearest even, the
+// CPU the same rounded values in float32.
 void check_attention_on(const AttnCase& c, const std::vector<float>& q,
-                        const std::vector<float>& kc, const std::vector<float>& vc,
-                        bool relative = false) {
+                        const std::vector<float>& kc_in, const std::vector<float>& vc_in,
+                        bool relative = false, KvCache kv = KvCache::kF32) {
+  const bool f16 = kv == KvCache::kF16;
+  const std::vector<float> kc = f16 ? round_to_half(kc_in) : kc_in;
+  const std::vector<float> vc = f16 ? round_to_half(vc_in) : vc_in;
   const int64_t ld = c.heads * c.hd;
   std::vector<float> want(q.size());
   cpu::set_blas_threads(1);
@@ -308,44 +372,56 @@ void check_attention_on(const AttnCase& c, const std::vector<float>& q,
                    kc.data() + co, vc.data() + co, want.data() + b * c.t * ld, cpu_threads());
   }
   Buf<float> dq(q), dk(kc), dv(vc), out(q.size());
+  Buf<uint16_t> hk(f16 ? to_half_bits(kc) : std::vector<uint16_t>(1)),
+      hv(f16 ? to_half_bits(vc) : std::vector<uint16_t>(1));
+  const float* kp = f16 ? reinterpret_cast<const float*>(hk.p) : dk.p;
+  const float* vp = f16 ? reinterpret_cast<const float*>(hv.p) : dv.p;
   const size_t ws_bytes = attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
   Buf<char> ws(ws_bytes);
   out.poison();
-  attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, dk.p, dv.p, out.p,
-            ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);
+  attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, kp, vp, out.p,
+            ws_bytes ? ws.p : nullptr, ws_bytes, nullptr, nullptr, nullptr, kv);
   double v_max = 0.0;
   for (float v : vc) v_max = std::max(v_max, static_cast<double>(std::fabs(v)));
   const Diff e = compare(out.download(), want, 0.0, 1e-4 * (relative ? v_max : 1.0));
   EXPECT_EQ(e.bad, 0) << "batch " << c.batch << " t " << c.t << " pos0 " << c.pos0 << " heads "
                       << c.heads << "/" << c.kv_heads << " hd " << c.hd << " max abs " << e.max_abs;
-  std::printf("attention b%ld t%ld pos0 %ld h%ld/%ld hd%ld: max abs err %.2e (ws %zu B)\n",
-              static_cast<long>(c.batch), static_cast<long>(c.t), static_cast<long>(c.pos0),
-              static_cast<long>(c.heads), static_cast<long>(c.kv_heads), static_cast<long>(c.hd),
-              e.max_abs, ws_bytes);
+  std::printf("attention%s b%ld t%ld pos0 %ld h%ld/%ld hd%ld: max abs err %.2e (ws %zu B)\n",
+              f16 ? " (f16 cache)" : "", static_cast<long>(c.batch), static_cast<long>(c.t),
+              static_cast<long>(c.pos0), static_cast<long>(c.heads), static_cast<long>(c.kv_heads),
+              static_cast<long>(c.hd), e.max_abs, ws_bytes);
 }
 
-void check_attention(const AttnCase& c) {
+void check_attention(const AttnCase& c, KvCache kv = KvCache::kF32) {
   const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd), c.q_sigma);
   const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
-  check_attention_on(c, q, kc, randn(kc.size()));
+  check_attention_on(c, q, kc, randn(kc.size()), false, kv);
+}
+
+const std::vector<AttnCase>& decode_cases() {
+  static const std::vector<AttnCase> cases{
+      {1, 1, 0, 4, 2, 128, 16},
+      {2, 1, 100, 8, 2, 128, 200},
+      {1, 1, 8191, 32, 8, 128, 8192},
+      {3, 1, 5000, 8, 8, 64, 8192, 3.0f},
+      {32, 1, 1023, 32, 8, 128, 1024},
+      {1, 1, 500, 16, 1, 64, 600},  // group 16: two blocks per kv head
+      {1, 1, 300, 14, 2, 64, 400},  // group 7
+      {2, 1, 77, 9, 3, 64, 100},    // group 3
+      {2, 3, 50, 6, 2, 64, 60},     // small t through the decode kernel
+      {2, 7, 0, 8, 4, 128, 7},
+      {4, 1, 40, 32, 8, 128, 2048, 4.0f},  // workspace sized for the capacity
+  };
+  return cases;
 }
 
 TEST(CudaOpsAttention, Decode) {
-  for (const AttnCase& c : std::vector<AttnCase>{
-           {1, 1, 0, 4, 2, 128, 16},
-           {2, 1, 100, 8, 2, 128, 200},
-           {1, 1, 8191, 32, 8, 128, 8192},
-           {3, 1, 5000, 8, 8, 64, 8192, 3.0f},
-           {32, 1, 1023, 32, 8, 128, 1024},
-           {1, 1, 500, 16, 1, 64, 600},  // group 16: two blocks per kv head
-           {1, 1, 300, 14, 2, 64, 400},  // group 7
-           {2, 1, 77, 9, 3, 64, 100},    // group 3
-           {2, 3, 50, 6, 2, 64, 60},     // small t through the decode kernel
-           {2, 7, 0, 8, 4, 128, 7},
-           {4, 1, 40, 32, 8, 128, 2048, 4.0f},  // workspace sized for the capacity
-       }) {
-    check_attention(c);
-  }
+  for (const AttnCase& c : decode_cases()) check_attention(c);
+}
+
+// The decode kernel over FP16 caches: the CPU's attention over the same rounded values.
+TEST(CudaOpsAttention, DecodeF16Cache) {
+  for (const AttnCase& c : decode_cases()) check_attention(c, KvCache::kF16);
 }
 
 // The prefill kernels: the tensor-core one on FP16 halves (default), the same in its TF32 form
@@ -365,20 +441,48 @@ INSTANTIATE_TEST_SUITE_P(Kernel, CudaOpsAttentionPrefill,
                                                                       : std::string("Fp32Cores");
                          });
 
+const std::vector<AttnCase>& prefill_cases() {
+  static const std::vector<AttnCase> cases{
+      {2, 100, 0, 8, 2, 128, 100},
+      {1, 300, 37, 6, 3, 64, 400, 3.0f},
+      {2, 64, 64, 4, 4, 128, 128},
+      {1, 8, 0, 2, 1, 64, 8},
+      {1, 200, 1000, 4, 1, 128, 1200, 4.0f},
+      {1, 1000, 0, 8, 2, 128, 1000},
+      {1, 2048, 0, 32, 8, 128, 2048},
+      {1, 130, 0, 4, 2, 64, 130, 6.0f},  // a peaky softmax, a 2-row last tile
+      {3, 65, 900, 2, 1, 128, 1000},
+  };
+  return cases;
+}
+
 TEST_P(CudaOpsAttentionPrefill, MatchesCpu) {
-  for (const AttnCase& c : std::vector<AttnCase>{
-           {2, 100, 0, 8, 2, 128, 100},
-           {1, 300, 37, 6, 3, 64, 400, 3.0f},
-           {2, 64, 64, 4, 4, 128, 128},
-           {1, 8, 0, 2, 1, 64, 8},
-           {1, 200, 1000, 4, 1, 128, 1200, 4.0f},
-           {1, 1000, 0, 8, 2, 128, 1000},
-           {1, 2048, 0, 32, 8, 128, 2048},
-           {1, 130, 0, 4, 2, 64, 130, 6.0f},  // a peaky softmax, a 2-row last tile
-           {3, 65, 900, 2, 1, 128, 1000},
-       }) {
-    check_attention(c);
+  for (const AttnCase& c : prefill_cases()) check_attention(c);
+}
+
+// The prefill over FP16 caches: the tensor-core kernel takes K and V as cached (two products
+// each), q split and scaled as before; the CPU reads the same rounded values. q far outside
+// FP16's range both ways still matches to 1e-4 of the values. The A/B kernels that read only
+// float32 caches refuse.
+TEST(CudaOpsAttention, PrefillF16Cache) {
+  for (const AttnCase& c : prefill_cases()) check_attention(c, KvCache::kF16);
+  const AttnCase c{2, 200, 30, 4, 2, 128, 230};
+  const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd));
+  const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd), 30.0f);
+  const auto vc = randn(kc.size(), 1e-2f);
+  for (float sq : {1e-7f, 1e6f}) {
+    auto qs = q;
+    for (float& x : qs) x *= sq;
+    check_attention_on(c, qs, kc, vc, true, KvCache::kF16);
   }
+  Buf<float> b(1 << 20);
+  for (PrefillKernel k : {PrefillKernel::kTf32x3, PrefillKernel::kFp32Cores}) {
+    testing::attention_prefill_kernel(k);
+    EXPECT_THROW(attention(b.p, 1, 16, 0, 2, 1, 64, 16, b.p, b.p, b.p, b.p, 1 << 20, nullptr,
+                           nullptr, nullptr, KvCache::kF16),
+                 Error);
+  }
+  testing::attention_prefill_kernel(PrefillKernel::kF16x3);
 }
 
 // FP16's range in the default prefill (FP16 halves of power-of-two-scaled operands): inputs far

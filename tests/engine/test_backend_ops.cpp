@@ -342,6 +342,47 @@ TEST(CpuBackend, KvRoundStudyRoundsTheStoredRows) {
   ASSERT_EQ(unsetenv("SHARQ_CPU_KV_ROUND"), 0);
 }
 
+// The FP16 KV cache (set_kv_cache): the CPU keeps float32 storage (kv_cache_floats unchanged)
+// holding each stored value rounded to FP16, nearest even (hand-derived: 1/3 -> 0x3555 =
+// 0.333251953125, 0.1 -> 0x2E66 = 0.0999755859375; 70000 overflows to infinity; 1e-30 underflows
+// to 0; 65504 is FP16's largest). The rows before and after are untouched.
+TEST(CpuBackend, F16KvCacheRoundsTheStoredRows) {
+  auto be = engine::make_cpu_backend(1);
+  EXPECT_EQ(be->kv_cache(), KvCache::kF32);
+  be->set_kv_cache(KvCache::kF16);
+  EXPECT_EQ(be->kv_cache(), KvCache::kF16);
+  EXPECT_EQ(be->kv_cache_floats(1001), 1001);
+  const int64_t kvh = 1, hd = 4, cap = 3;
+  const std::vector<float> k = {1.0f / 3.0f, 70000.0f, -2.5f, 1e-30f};
+  const std::vector<float> v = {0.1f, -0.1f, 3.0f, 65504.0f};
+  const std::vector<float> wk = {0.333251953125f, INFINITY, -2.5f, 0.0f};
+  const std::vector<float> wv = {0.0999755859375f, -0.0999755859375f, 3.0f, 65504.0f};
+  std::vector<float> kc(cap * hd, 7.0f), vc(cap * hd, 7.0f);
+  be->kv_store(k.data(), v.data(), 1, 1, 1, kvh, hd, cap, kc.data(), vc.data());
+  for (int64_t e = 0; e < hd; ++e) {
+    EXPECT_EQ(kc[hd + e], wk[e]) << "k[" << e << "]";
+    EXPECT_EQ(vc[hd + e], wv[e]) << "v[" << e << "]";
+    EXPECT_EQ(kc[e], 7.0f);
+    EXPECT_EQ(vc[2 * hd + e], 7.0f);
+  }
+}
+
+TEST(KvCacheFormat, ParseAndNames) {
+  EXPECT_EQ(parse_kv_cache("f32"), KvCache::kF32);
+  EXPECT_EQ(parse_kv_cache("f16"), KvCache::kF16);
+  EXPECT_EQ(kv_cache_name(KvCache::kF16), "f16");
+  EXPECT_EQ(kv_cache_name(KvCache::kF32), "f32");
+  for (const char* bad : {"bf16", "", "F16", "f16 "}) {
+    try {
+      parse_kv_cache(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + std::string(bad) + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // Backend memory on the CPU: host allocations, copies in and out, resident tensors read in
 // place, and Buffer's grow/move/release.
 TEST(CpuBackend, MemoryAndBuffers) {

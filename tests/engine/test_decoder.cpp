@@ -247,6 +247,28 @@ TEST_P(Decoder, EveryModeRunsEndToEnd) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, Decoder, ::testing::Values("llama", "qwen2", "qwen3"));
 
+// The FP16 KV cache on the CPU: logits close to the float32 cache's (each cached value moves by
+// at most 2^-11 of itself), greedy decoding runs, and a session refuses to run once the backend's
+// format changed under it (its caches are in the old one); a new session runs.
+TEST_P(Decoder, F16KvCacheIsCloseAndFixedPerSession) {
+  const auto lm = test::tiny_model(test::tiny_config(GetParam()));
+  auto be = engine::make_cpu_backend(2);
+  const Model m(lm, Mode::kNvfp4W4A16, *be);
+  Session s32(m, 32);
+  const auto l32 = s32.forward(kTokens, true);
+  be->set_kv_cache(KvCache::kF16);
+  Session s16(m, 32);
+  EXPECT_EQ(s16.kv_cache(), KvCache::kF16);
+  const auto l16 = s16.forward(kTokens, true);
+  const double e = rel_err(l16, std::vector<double>(l32.begin(), l32.end()));
+  EXPECT_GT(e, 0.0);  // the rounding is there
+  EXPECT_LT(e, 1e-2);
+  EXPECT_THROW(s32.forward(std::span(kTokens).subspan(0, 1)), Error);
+  be->set_kv_cache(KvCache::kF32);
+  EXPECT_THROW(s16.forward(std::span(kTokens).subspan(0, 1)), Error);
+  EXPECT_NO_THROW(s32.forward(std::span(kTokens).subspan(0, 1)));
+}
+
 TEST(Perplexity, UniformLogitsGiveVocabSize) {
   auto cfg = test::tiny_config("qwen2");
   auto lm = test::tiny_model(cfg);

@@ -40,6 +40,18 @@ PY
 "$SHARQ_BIN" perplexity -m "$gguf" -f "$tmp/text.txt" --modes f32,nvfp4 --ctx 32 \
   --max-tokens 64 > "$tmp/ppl2.txt" 2> /dev/null
 grep -q "^f32 " "$tmp/ppl2.txt"
+# --kv-cache f16: the JSON names the format; the perplexity is finite and close to f32's.
+"$SHARQ_BIN" perplexity -m "$gguf" -f "$tmp/text.txt" --modes bf16 --ctx 32 --max-tokens 200 \
+  --kv-cache f16 --json "$tmp/ppl16.json" > /dev/null 2> /dev/null
+python3 - "$tmp/ppl.json" "$tmp/ppl16.json" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert a["kv_cache"] == "f32" and b["kv_cache"] == "f16", (a["kv_cache"], b["kv_cache"])
+pa, pb = a["results"][0]["perplexity"], b["results"][0]["perplexity"]
+assert abs(pb / pa - 1) < 0.01, (pa, pb)
+PY
+g16="$("$SHARQ_BIN" generate -m "$gguf" -p "hello" -n 4 --kv-cache f16 2> /dev/null)"
+[ -n "$g16" ] || { echo "generate --kv-cache f16 printed nothing"; exit 1; }
 
 # f32 logits: the same from GGUF and HF folder (the fixture's weights are exact in both).
 "$SHARQ_BIN" logits -m "$gguf" --tokens 1,5,9,33 -o "$tmp/a.npy"
@@ -76,6 +88,7 @@ expect_error "exactly one of" "$SHARQ_BIN" bench
 expect_error "bad --batch" "$SHARQ_BIN" bench --synthetic llama-tiny --batch 1,x
 expect_error "bad --ctx" "$SHARQ_BIN" bench --synthetic llama-tiny --ctx 0
 expect_error "unknown device" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device tpu
+expect_error "kv-cache" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --kv-cache bf16
 # No GPU here: the CUDA device is refused with a reason (no device, or a build without CUDA).
 expect_error "cuda\|CUDA" "$SHARQ_BIN" generate -m "$gguf" -p hi -n 1 --device cuda
 echo "engine CLI ok"

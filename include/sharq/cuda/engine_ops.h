@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "sharq/cuda/kernels.h"
+#include "sharq/kv_cache.h"
 
 namespace sharq::cuda {
 
@@ -32,16 +33,19 @@ void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64
 // k, v: (batch * t, kv_heads * head_dim) -> k_cache, v_cache: (batch, kv_heads, capacity,
 // head_dim) at rows pos0 .. pos0 + t - 1 of each sequence. Throws sharq::Error when
 // pos0 + t > capacity (the caller keeps *pos_dev + t <= capacity).
+// kv: the caches' format. KvCache::kF16: the caches are __half arrays of that shape behind the
+// float pointers (half the bytes), each value rounded to nearest even (the same holds for
+// rope_kv_store and attention).
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
               int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache, float* v_cache,
-              cudaStream_t stream, const int64_t* pos_dev = nullptr);
+              cudaStream_t stream, const int64_t* pos_dev = nullptr, KvCache kv = KvCache::kF32);
 
 // rope(q, heads), rope(k, kv_heads), then kv_store(k, v) in one launch, with the same results
 // (q and k rotated in place, the caches written).
 void rope_kv_store(float* q, float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t head_dim, const float* inv_freq,
                    int64_t capacity, float* k_cache, float* v_cache, cudaStream_t stream,
-                   const int64_t* pos_dev = nullptr);
+                   const int64_t* pos_dev = nullptr, KvCache kv = KvCache::kF32);
 
 // Device bytes of scratch that attention() needs for these shapes at any pos0 with
 // pos0 + t <= capacity (0 when it needs none). Depends on the device's SM count.
@@ -67,6 +71,9 @@ void attention_prefill_kernel(PrefillKernel k);
 // (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
 // decode kernel's key ranges follow the capacity, not the position, so a step gives the same
 // bits whether its position comes from pos0 or from pos_dev.
+// kv = KvCache::kF16: the caches hold halves (kv_store); decode reads them as floats, prefill
+// takes them into the products as they are (two products each instead of three; only q is split
+// and scaled). SHARQ_CUDA_ATTN_PREFILL=fp32|tf32 reads only a float32 cache (sharq::Error).
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
 // sink: where the combine pass also publishes the tensor max of out for an FP4 prepare (then
 // prepare_pass quantizes out); returns whether it did (only the split-key kernel's combine pass
@@ -75,7 +82,7 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
                int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                const float* v_cache, float* out, void* workspace, size_t workspace_bytes,
                cudaStream_t stream, const int64_t* pos_dev = nullptr,
-               const TensorMaxSink* sink = nullptr);
+               const TensorMaxSink* sink = nullptr, KvCache kv = KvCache::kF32);
 
 // out = gate / (1 + exp(-gate)) * up, (n). out may alias gate or up.
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);

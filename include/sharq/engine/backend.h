@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "sharq/kv_cache.h"
 #include "sharq/modes.h"
 
 namespace sharq::engine {
@@ -44,6 +45,13 @@ class Backend {
   virtual const float* resident(const float* host, int64_t n);
   // Waits for queued work (a no-op where every op is synchronous); timings call it.
   virtual void synchronize() {}
+  // The KV cache's element format (sharq/kv_cache.h) for sessions created after the call; a
+  // Session keeps the format it was created under and refuses to run after a change. The caches
+  // a session passes to kv_store / rope_kv_store / attention hold kv_cache_floats(elements)
+  // floats of storage each (a backend storing halves packs two in a float's bytes).
+  virtual void set_kv_cache(KvCache format) { kv_cache_ = format; }
+  virtual KvCache kv_cache() const { return kv_cache_; }
+  virtual int64_t kv_cache_floats(int64_t elements) const { return elements; }
   // Replay: a decode step repeats the same ops on the same buffers; only its token ids and its
   // position change. A device backend may record a step once (a CUDA graph whose ops read the ids
   // and the position from device memory) and replay it for later steps instead of launching
@@ -183,6 +191,9 @@ class Backend {
     quantize_activation(w.mode, x, t, w.k, scratch, w.name);
     matmul(w, scratch, t, y);
   }
+
+ private:
+  KvCache kv_cache_ = KvCache::kF32;
 };
 
 // One allocation in a backend's memory (move-only). grow() keeps at least n floats (contents

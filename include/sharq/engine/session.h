@@ -23,6 +23,7 @@ class Session {
   int64_t position() const { return pos_; }  // tokens already in the cache (per sequence)
   int64_t capacity() const { return capacity_; }
   int64_t batch() const { return batch_; }
+  KvCache kv_cache() const { return kv_cache_; }  // the backend's format at construction
   void reset() { pos_ = 0; }
 
   // Runs ids (batch * T, sequence-major: ids[b * T + i]) at positions position()..+T-1 as one
@@ -44,10 +45,13 @@ class Session {
   const Model* model_;
   int64_t capacity_;
   int64_t batch_;
+  KvCache kv_cache_;
   int64_t pos_ = 0;
-  int64_t rows_ = 0;                       // batch * T of the last forward_hidden
-  uint64_t step_key_ = 0;                  // names the buffers below (Backend::begin_step)
-  std::vector<Buffer> k_cache_, v_cache_;  // per layer (batch, kv_heads, capacity, head_dim)
+  int64_t rows_ = 0;       // batch * T of the last forward_hidden
+  uint64_t step_key_ = 0;  // names the buffers below (Backend::begin_step)
+  // Per layer (batch, kv_heads, capacity, head_dim) in kv_cache_'s format
+  // (Backend::kv_cache_floats of storage each).
+  std::vector<Buffer> k_cache_, v_cache_;
   // Scratch, grown per call: x (R, D) residual stream (R = batch * T), h (R, max(D, I)) normed
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
   // (R, kv_dim), a (R, q_dim) attention output, g/u (R, I) gate and up, lg logits.

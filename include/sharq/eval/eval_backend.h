@@ -46,6 +46,11 @@ class EvalBackend : public engine::Backend {
   void to_host(const float* src, float* host, int64_t n) override { inner_.to_host(src, host, n); }
   const float* resident(const float* host, int64_t n) override { return inner_.resident(host, n); }
   void synchronize() override { inner_.synchronize(); }
+  void set_kv_cache(KvCache format) override { inner_.set_kv_cache(format); }
+  KvCache kv_cache() const override { return inner_.kv_cache(); }
+  int64_t kv_cache_floats(int64_t elements) const override {
+    return inner_.kv_cache_floats(elements);
+  }
   void embedding(const float* table, int64_t vocab, int64_t d, const int32_t* ids, int64_t t,
                  float* out) override {
     inner_.embedding(table, vocab, d, ids, t, out);
