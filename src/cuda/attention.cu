@@ -67,17 +67,6 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
   r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
   r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
 }
-// The same elements of an FP16 row (two 8-byte loads), exactly as floats.
-__device__ __forceinline__ void load8(const __half* p, int li, int lanes, float (&r)[8]) {
-  const uint2 a = *reinterpret_cast<const uint2*>(p + 4 * li);
-  const uint2 b = *reinterpret_cast<const uint2*>(p + 4 * (li + lanes));
-  const uint32_t w[4] = {a.x, a.y, b.x, b.y};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-    r[2 * i] = f.x, r[2 * i + 1] = f.y;
-  }
-}
 
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
@@ -143,21 +132,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
   }
 
-  // Software pipeline: the next step's K and V rows load while this step computes.
-  float kr[8] = {}, vr[8] = {};
-  int64_t key = k0 + warp * KPW + sub;
-  if (key < k1) {
-    load8(kb + key * D, li, L, kr);
-    load8(vb + key * D, li, L, vr);
-  }
-  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
-    key = base + sub;
-    const int64_t next = key + kStep;
-    float kn[8] = {}, vn[8] = {};
-    if (next < k1) {
-      load8(kb + next * D, li, L, kn);
-      load8(vb + next * D, li, L, vn);
-    }
+  // One key's scores and online-softmax update from its K and V values (this lane's 8 of each).
+  auto consume = [&](const float(&kr)[8], const float(&vr)[8], int64_t key) {
     float sc[QH];
 #pragma unroll
     for (int j = 0; j < QH; ++j) {
@@ -180,8 +156,69 @@ __global__ void __launch_bounds__(kDecodeThreads)
         m[j] = mn;
       }
     }
+  };
+
+  if constexpr (std::is_same_v<KV, float>) {
+    // Software pipeline: the next step's K and V rows load while this step computes.
+    float kr[8] = {}, vr[8] = {};
+    int64_t key = k0 + warp * KPW + sub;
+    if (key < k1) {
+      load8(kb + key * D, li, L, kr);
+      load8(vb + key * D, li, L, vr);
+    }
+    for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+      key = base + sub;
+      const int64_t next = key + kStep;
+      float kn[8] = {}, vn[8] = {};
+      if (next < k1) {
+        load8(kb + next * D, li, L, kn);
+        load8(vb + next * D, li, L, vn);
+      }
+      consume(kr, vr, key);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
+      for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
+    }
+  } else {
+    // FP16 rows: the loads are bound by how many rows are in flight, not by their bytes
+    // (session 24: one step ahead, FP16 took as long as float32). Raw halves take half the
+    // registers of floats, so the rows of the next two steps are in flight, for the registers
+    // the float32 form spends on one.
+    constexpr int kAhead = 2;
+    uint2 rk[kAhead][2], rv[kAhead][2];
+    const int64_t first = k0 + warp * KPW + sub;
+    auto fetch = [&](int64_t key, uint2(&k2)[2], uint2(&v2)[2]) {
+      if (key < k1) {
+        k2[0] = *reinterpret_cast<const uint2*>(kb + key * D + 4 * li);
+        k2[1] = *reinterpret_cast<const uint2*>(kb + key * D + 4 * (li + L));
+        v2[0] = *reinterpret_cast<const uint2*>(vb + key * D + 4 * li);
+        v2[1] = *reinterpret_cast<const uint2*>(vb + key * D + 4 * (li + L));
+      } else {
+        k2[0] = k2[1] = v2[0] = v2[1] = make_uint2(0u, 0u);
+      }
+    };
+    auto widen = [](const uint2(&h)[2], float(&r)[8]) {
+      const uint32_t w[4] = {h[0].x, h[0].y, h[1].x, h[1].y};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+        r[2 * i] = f.x, r[2 * i + 1] = f.y;
+      }
+    };
+#pragma unroll
+    for (int a = 0; a < kAhead; ++a) fetch(first + a * kStep, rk[a], rv[a]);
+    for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+      const int64_t key = base + sub;
+      float kr[8], vr[8];
+      widen(rk[0], kr);
+      widen(rv[0], vr);
+#pragma unroll
+      for (int a = 0; a + 1 < kAhead; ++a) {
+        rk[a][0] = rk[a + 1][0], rk[a][1] = rk[a + 1][1];
+        rv[a][0] = rv[a + 1][0], rv[a][1] = rv[a + 1][1];
+      }
+      fetch(key + kAhead * kStep, rk[kAhead - 1], rv[kAhead - 1]);
+      consume(kr, vr, key);
+    }
   }
 
   // Merge the warp's key subgroups (lanes li, li + L, li + 2L, ...).
