@@ -44,6 +44,9 @@
 #            CUDA-core kernel (=fp32)
 #   kv16     prefill 1 x 2048 and decode batch 1/8/32 (bf16, sharq-nvfp4-24): the float32 KV
 #            cache (default) vs --kv-cache f16, alternating, same call (KV16_CTX, default 1024)
+#   kvmodel  the default real model (after stash) with --kv-cache f16: perplexity CPU (2k tokens)
+#            vs GPU (2k and 8k) in bf16, nvfp4, sharq-nvfp4-24; greedy bf16 text CPU vs GPU;
+#            memcheck on a short f16-cache generation
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -349,6 +352,32 @@ phase_e2e() {
 
 # A call replaces every carried folder, so the first half of the model and the text wait in /tmp
 # (kept while the machine stays warm) for the call that carries the second half.
+phase_kvmodel() {
+  join_model
+  local M=/tmp/sharq_stash/model.gguf T=/tmp/sharq_stash/devil.txt modes=bf16,nvfp4,sharq-nvfp4-24
+  echo "== perplexity, --kv-cache f16: cpu 2k, cuda 2k, cuda 8k"
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
+    --kv-cache f16 --json "$OUT/ppl16_cpu.json" 2>/dev/null
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
+    --kv-cache f16 --device cuda --json "$OUT/ppl16_cuda.json" 2>/dev/null
+  "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 8192 \
+    --kv-cache f16 --device cuda --json "$OUT/ppl16_cuda_8k.json" 2>/dev/null
+  echo "== greedy generation, bf16, --kv-cache f16, cpu vs cuda (64 tokens)"
+  local P="The Devil's Dictionary defines a cynic as"
+  "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 --kv-cache f16 >"$OUT/gen16_cpu.txt" 2>/dev/null
+  "$B/bin/sharq" generate -m "$M" -p "$P" -n 64 --mode bf16 --kv-cache f16 --device cuda \
+    >"$OUT/gen16_cuda.txt" 2>/dev/null
+  if [ -s "$OUT/gen16_cpu.txt" ] && cmp -s "$OUT/gen16_cpu.txt" "$OUT/gen16_cuda.txt"; then
+    echo "generation: identical"
+  else
+    echo "generation: DIFFERS (or failed)"; cat "$OUT/gen16_cpu.txt"
+  fi
+  cat "$OUT/gen16_cuda.txt"
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$B/bin/sharq" generate -m "$M" \
+    -p "$P" -n 8 --mode sharq-nvfp4-24 --kv-cache f16 --device cuda >"$OUT/memcheck_gen16.log" 2>&1
+  echo "memcheck generate sharq-nvfp4-24 f16 rc=$?"; tail -n 2 "$OUT/memcheck_gen16.log"
+}
+
 phase_stash() {
   mkdir -p /tmp/sharq_stash && cp "$ROOT"/.device/m1/part* "$PACK/devil.txt" /tmp/sharq_stash/
   ls -la /tmp/sharq_stash
