@@ -21,6 +21,7 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
 #include "tensor_max.cuh"
+#include "wgmma_sp.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -37,6 +38,12 @@ constexpr int64_t kDecodeMaxT = 8;  // t below this takes the decode path
 // Key ranges are multiples of kSplitKeys (16 measured slower); the rule: attn_split_rule.h.
 constexpr int64_t kSplitKeys = attn_split::kSplitKeys;
 constexpr int kBlocksPerSm = 4;  // decode blocks resident an SM (128 registers, 128 threads)
+// The FP16-cache (tensor-core) kernel's plan: 3 blocks are resident an SM at head_dim 128 (155
+// registers, ~70 KB of shared memory), but a plan for 6 measured best at batch 8-32 (H200,
+// session 24: batch 32 3 ranges 45.8 us a layer, 1 range 49.0); ranges of whole 64-key granules
+// so that all four warps get a 16-key tile (batch 1: 17 ranges 8.1 us, 34 of 32 keys 8.6).
+constexpr int kTcDecodeSlotsPerSm = 6;
+constexpr int64_t kTcDecodeGranule = 64;
 constexpr int64_t kMaxCombineSplits = attn_split::kMaxSplits;  // the combine's shared weights
 
 struct DecodePlan {
@@ -47,14 +54,19 @@ struct DecodePlan {
   int64_t splits_bound;  // >= splits, never smaller for a larger ctx (sizes the workspace)
 };
 
-// Query heads per block and the key ranges (attn_split_rule.h) for the device's SMs.
-DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads, int64_t ctx) {
+// Query heads per block and the key ranges (attn_split_rule.h) for the device's SMs: the
+// float32 kernel's (4 blocks an SM, 32-key granules) or, fp16, the FP16-cache kernel's.
+DecodePlan decode_plan(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads, int64_t ctx,
+                       bool fp16 = false) {
   const int64_t group = heads / kv_heads;
   DecodePlan p{};
   p.qh = group >= 8 ? 8 : group > 2 ? 4 : static_cast<int>(group);
   p.chunks = static_cast<int>((group + p.qh - 1) / p.qh);
   const attn_split::Split sp =
-      attn_split::choose(batch * t * kv_heads * p.chunks, ctx, int64_t{kBlocksPerSm} * sm_count());
+      fp16 ? attn_split::choose(batch * t * kv_heads * p.chunks, ctx,
+                                int64_t{kTcDecodeSlotsPerSm} * sm_count(), kTcDecodeGranule)
+           : attn_split::choose(batch * t * kv_heads * p.chunks, ctx,
+                                int64_t{kBlocksPerSm} * sm_count());
   p.splits = sp.splits;
   p.per_split = sp.per_split;
   p.splits_bound = sp.splits_bound;
@@ -66,6 +78,52 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
   const float4 b = *reinterpret_cast<const float4*>(p + 4 * (li + lanes));
   r[0] = a.x, r[1] = a.y, r[2] = a.z, r[3] = a.w;
   r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
+}
+
+// The block's warps' partial results merged, (j, d) pairs a thread: the output of heads rh0 ..
+// rh0 + nh - 1 (one key range), or split s's partials. sm_acc: (warps, QH, D); sm_m, sm_l:
+// (warps, QH), a warp that saw no key with max -inf. Ends the kernel's use of them.
+template <int D, int QH>
+__device__ __forceinline__ void store_merged(const float* sm_acc, const float* sm_m,
+                                             const float* sm_l, int nh, int64_t rh0, int s,
+                                             int splits, float* __restrict__ out,
+                                             float* __restrict__ ws_o, float2* __restrict__ ws_ml) {
+  for (int x = threadIdx.x; x < QH * D; x += kDecodeThreads) {
+    const int j = x / D, d = x % D;
+    if (j >= nh) break;
+    float mx = -INFINITY;
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w * QH + j]);
+    float sum = 0.0f, o = 0.0f;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (sm_m[w * QH + j] == -INFINITY) continue;
+      const float c = expf(sm_m[w * QH + j] - mx);
+      sum = __fmaf_rn(sm_l[w * QH + j], c, sum);
+      o = __fmaf_rn(sm_acc[(w * QH + j) * D + d], c, o);
+    }
+    const int64_t rh = rh0 + j;
+    if (splits == 1) {
+      out[rh * D + d] = o / sum;
+    } else {
+      ws_o[(rh * splits + s) * D + d] = o;
+      if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
+    }
+  }
+}
+
+// The first keys of the block's range [k0, k1) fetched into L2 (before the dependency wait:
+// earlier steps' rows are final). At most kSplitKeys keys: at batch 32 a block's range is ~350
+// keys, and all of them from every resident block would overflow L2 before the loop reads them.
+template <int D, typename KV>
+__device__ __forceinline__ void prefetch_first_keys(const KV* kb, const KV* vb, int64_t k0,
+                                                    int64_t k1) {
+  constexpr int kLineElems = 128 / static_cast<int>(sizeof(KV));
+  constexpr int kLines = D / kLineElems;  // 128-byte lines per row
+  const int64_t pre_keys = k1 - k0 < kSplitKeys ? k1 - k0 : kSplitKeys;
+  for (int64_t x = threadIdx.x; x < pre_keys * kLines; x += kDecodeThreads) {
+    const int64_t off = (k0 + x / kLines) * D + (x % kLines) * kLineElems;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + off));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + off));
+  }
 }
 
 // Partial results of split s for (row, head) when splits > 1:
@@ -101,16 +159,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
   const KV* kb = kc + (b * kv_heads + g) * capacity * D;
   const KV* vb = vc + (b * kv_heads + g) * capacity * D;
-  // At most the first kSplitKeys keys: at batch 32 a block's range is ~350 keys, and all of
-  // them from every resident block would overflow L2 before the loop reads them.
-  constexpr int kLineElems = 128 / static_cast<int>(sizeof(KV));
-  constexpr int kLines = D / kLineElems;  // 128-byte lines per row
-  const int64_t pre_keys = k1 - k0 < kSplitKeys ? k1 - k0 : kSplitKeys;
-  for (int64_t x = threadIdx.x; x < pre_keys * kLines; x += kDecodeThreads) {
-    const int64_t off = (k0 + x / kLines) * D + (x % kLines) * kLineElems;
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(kb + off));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(vb + off));
-  }
+  prefetch_first_keys<D>(kb, vb, k0, k1);
   pdl_entry();
 
   float qr[QH][8];
@@ -241,7 +290,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
   }
 
-  // Merge the warps through shared memory; thread x handles (j, d) pairs.
+  // Merge the warps through shared memory.
   __shared__ float sm_acc[kDecodeWarps][QH][D];
   __shared__ float sm_m[kDecodeWarps][QH], sm_l[kDecodeWarps][QH];
   if (sub == 0) {
@@ -256,26 +305,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
   }
   __syncthreads();
-  for (int x = threadIdx.x; x < QH * D; x += kDecodeThreads) {
-    const int j = x / D, d = x % D;
-    if (j >= nh) break;
-    float mx = -INFINITY;
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][j]);
-    float sum = 0.0f, o = 0.0f;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      if (sm_m[w][j] == -INFINITY) continue;
-      const float c = expf(sm_m[w][j] - mx);
-      sum = __fmaf_rn(sm_l[w][j], c, sum);
-      o = __fmaf_rn(sm_acc[w][j][d], c, o);
-    }
-    const int64_t rh = row * heads + h0 + j;
-    if (splits == 1) {
-      out[rh * D + d] = o / sum;
-    } else {
-      ws_o[(rh * splits + s) * D + d] = o;
-      if (d == 0) ws_ml[rh * splits + s] = make_float2(mx, sum);
-    }
-  }
+  store_merged<D, QH>(&sm_acc[0][0][0], &sm_m[0][0], &sm_l[0][0], nh, row * heads + h0, s, splits,
+                      out, ws_o, ws_ml);
 }
 
 // out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
@@ -988,6 +1019,209 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
+// ---- Decode over an FP16 cache on tensor cores (session 24). The CUDA-core kernel above is
+// bound by its instructions (every key's softmax update is computed by all 16 lanes of its row;
+// FP16 rows at twice the in-flight rows, through registers or a cp.async ring, stayed at
+// 22.5 / 61 us a layer at batch 8 / 32). Here a block is the same (query row, kv head, chunk of
+// QH <= 8 query heads, key range), and each warp walks 16-key tiles of the range (warp w: tiles
+// w, w + 4, ...) through its own two-slot cp.async ring:
+//   S (16 x 16) = Q (heads in rows 0..7, rows 8..15 zero) . K^T, m16n8k16, q split into FP16
+//     hi + lo (scaled by the power of two that puts the block's largest |q| in FP16's range), K
+//     as cached: two MMAs a product, float32-grade as the prefill's;
+//   the online softmax of head fr = lane / 4 over the lane's 4 keys and its 4-lane row;
+//   O^T (D x 8 heads) += V^T . P: V^T's A fragments by ldmatrix.trans, P's B fragment is the
+//     scores' accumulator rows as they stand, split hi + lo.
+// The warps' partials merge as the CUDA-core kernel's do (store_merged). ----
+constexpr int kTcDecodeStages = 2;
+constexpr int kTcDecodeKeys = 16;  // keys a tile
+
+template <int D>
+struct TcDecodeLayout {
+  static constexpr int LD = D + 8;  // halves a K/V row in shared memory: ldmatrix conflict-free
+  static constexpr int stage_halves = 2 * kTcDecodeKeys * LD;  // K rows, then V rows
+  static constexpr size_t ring_bytes =
+      sizeof(__half) * size_t{stage_halves} * kTcDecodeStages * kDecodeWarps;
+  static constexpr size_t merge_bytes = sizeof(float) * kDecodeWarps * 8 * (D + 2);
+  static constexpr size_t smem_bytes = ring_bytes > merge_bytes ? ring_bytes : merge_bytes;
+};
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+template <int D, int QH>
+__global__ void __launch_bounds__(kDecodeThreads)
+    attn_decode_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
+                          int kv_heads, int chunks, int64_t capacity, const __half* __restrict__ kc,
+                          const __half* __restrict__ vc, float scale, int64_t per_split, int splits,
+                          float* __restrict__ out, float* __restrict__ ws_o,
+                          float2* __restrict__ ws_ml, const int64_t* pos_dev) {
+  static_assert(QH <= 8, "the heads are one 8-column n-tile");
+  using Layout = TcDecodeLayout<D>;
+  constexpr int LD = Layout::LD, KT = kTcDecodeKeys, KS = D / 16, S = kTcDecodeStages;
+  if (pos_dev) pos0 = *pos_dev;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int fr = lane >> 2, tg = lane & 3, mi = lane >> 3;  // fragment row, column pair, matrix
+  const int s = blockIdx.x;
+  const int kvh = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
+  const int64_t row = blockIdx.z;  // b * t + i
+  const int64_t b = row / t, i = row % t;
+  const int group = heads / kv_heads;
+  const int h0 = kvh * group + chunk * QH;
+  const int nh = min(QH, group - chunk * QH);
+  const int64_t ctx = pos0 + i + 1;
+  const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
+  const __half* kb = kc + (b * kv_heads + kvh) * capacity * D;
+  const __half* vb = vc + (b * kv_heads + kvh) * capacity * D;
+  prefetch_first_keys<D>(kb, vb, k0, k1);
+  pdl_entry();
+
+  // This lane's q elements (head fr; A-fragment columns 2 tg, 2 tg + 1 and those + 8 of each
+  // 16-wide k-step), the block's largest |q| over every lane, then scaled and split.
+  float2 qv[KS][2];
+  float qmax = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      qv[kk][h] = fr < nh ? *reinterpret_cast<const float2*>(q + (row * heads + h0 + fr) * D +
+                                                             16 * kk + 8 * h + 2 * tg)
+                          : make_float2(0.0f, 0.0f);
+      qmax = fmaxf(qmax, fmaxf(fabsf(qv[kk][h].x), fabsf(qv[kk][h].y)));
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+    qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
+  const int eq = fp16_exponent(qmax);
+  const float sq = exp2i(eq), sscale = scale * exp2i(-eq);
+  uint32_t qhi[KS][2], qlo[KS][2];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      split_f16x2(qv[kk][h].x * sq, qv[kk][h].y * sq, qhi[kk][h], qlo[kk][h]);
+    }
+  }
+
+  extern __shared__ float4 smem4[];
+  __half* ring = reinterpret_cast<__half*>(smem4) + warp * S * Layout::stage_halves;
+  const int64_t ntiles = k1 > k0 ? (k1 - k0 + KT - 1) / KT : 0;
+  // Starts copying tile `tile` of the range into `slot` (rows past k1 zero); always commits, so
+  // the group count stays uniform.
+  auto issue = [&](int64_t tile, int slot) {
+    if (tile < ntiles) {
+      __half* st = ring + slot * Layout::stage_halves;
+      const int64_t key0 = k0 + tile * KT;
+      constexpr int kChunks = D / 8;  // 16-byte copies a row
+      for (int c = lane; c < 2 * KT * kChunks; c += 32) {
+        const int kv = c / (KT * kChunks), r = (c / kChunks) % KT, col = c % kChunks;
+        const int64_t key = key0 + r;
+        const bool in = key < k1;
+        const __half* src = (kv ? vb : kb) + (in ? key : key0) * D + 8 * col;
+        cp_async16(smem_u32(st + (kv * KT + r) * LD + 8 * col), src, in ? 16 : 0);
+      }
+    }
+    cp_async_commit();
+  };
+
+  float o[KS][4];  // O^T m-tile mt: dims 16 mt + fr (+ 8) x heads 2 tg, 2 tg + 1
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+  float m = -INFINITY, l = 0.0f;  // head fr: running max; this lane's share of the sum
+  const int64_t my_tiles = ntiles > warp ? (ntiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
+#pragma unroll
+  for (int st = 0; st + 1 < S; ++st) issue(warp + int64_t{st} * kDecodeWarps, st);
+  const uint32_t frag_off = static_cast<uint32_t>(((lane & 7) + 8 * (mi >> 1)) * LD + 8 * (mi & 1));
+  for (int64_t it = 0; it < my_tiles; ++it) {
+    const int slot = static_cast<int>(it % S);
+    issue(warp + (it + S - 1) * kDecodeWarps, static_cast<int>((it + S - 1) % S));
+    cp_async_wait<S - 1>();  // this tile's group
+    __syncwarp();
+    const __half* ks = ring + slot * Layout::stage_halves;
+    const uint32_t ka = smem_u32(ks) + 2 * frag_off, va = ka + 2 * KT * LD;
+    float sc[2][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      uint32_t kf[4];  // n-tile 0's b0, b1, n-tile 1's b0, b1
+      sm90::ldmatrix_x4(kf, ka + 2 * 16 * kk);
+      const uint32_t ahi[4] = {qhi[kk][0], 0u, qhi[kk][1], 0u};
+      const uint32_t alo[4] = {qlo[kk][0], 0u, qlo[kk][1], 0u};
+      const uint32_t b0[2] = {kf[0], kf[1]}, b1[2] = {kf[2], kf[3]};
+      mma_split2(sc[0], ahi, alo, b0);
+      mma_split2(sc[1], ahi, alo, b1);
+    }
+    // Head fr's scores for keys 8 nt + 2 tg + e of the tile (accumulator rows fr + 8: padding).
+    const int64_t key0 = k0 + (warp + it * kDecodeWarps) * KT;
+    float p[2][2], tmax = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        p[nt][e] = key0 + 8 * nt + 2 * tg + e < k1 ? sc[nt][e] * sscale : -INFINITY;
+        tmax = fmaxf(tmax, p[nt][e]);
+      }
+    }
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float mn = fmaxf(m, tmax);  // finite: the tile's first key is in the range
+    const float corr = expf(m - mn);  // 0 on the first tile
+    m = mn;
+    float rs = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        p[nt][e] = expf(p[nt][e] - mn);
+        rs += p[nt][e];
+      }
+    }
+    l = __fmaf_rn(l, corr, rs);
+    // O^T's columns 2 tg and 2 tg + 1 are heads whose rows lanes 8 tg and 8 tg + 4 hold.
+    const float ca = __shfl_sync(0xffffffffu, corr, 8 * tg);
+    const float cb = __shfl_sync(0xffffffffu, corr, 8 * tg + 4);
+    uint32_t phi[2], plo[2];
+    split_f16x2(p[0][0], p[0][1], phi[0], plo[0]);
+    split_f16x2(p[1][0], p[1][1], phi[1], plo[1]);
+#pragma unroll
+    for (int mt = 0; mt < KS; ++mt) {
+      o[mt][0] *= ca;
+      o[mt][1] *= cb;
+      o[mt][2] *= ca;
+      o[mt][3] *= cb;
+      uint32_t vf[4];  // V^T rows 16 mt .. + 15 (dims) x the tile's 16 keys
+      ldmatrix_x4_trans(vf, va + 2 * 16 * mt);
+      mma_tc<true>(o[mt], vf, plo);
+      mma_tc<true>(o[mt], vf, phi);
+    }
+    __syncwarp();  // the slot is read before a later issue reuses it
+  }
+  cp_async_wait<0>();
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+
+  __syncthreads();  // every warp is done with its ring: the merge arrays overlay them
+  float* sm_acc = reinterpret_cast<float*>(smem4);  // (warps, QH, D)
+  float* sm_m = sm_acc + kDecodeWarps * QH * D;
+  float* sm_l = sm_m + kDecodeWarps * QH;
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int j = 2 * tg + c;
+      if (j < QH) {
+        sm_acc[(warp * QH + j) * D + 16 * mt + fr] = o[mt][c];
+        sm_acc[(warp * QH + j) * D + 16 * mt + fr + 8] = o[mt][2 + c];
+      }
+    }
+  }
+  if (tg == 0 && fr < QH) sm_m[warp * QH + fr] = m, sm_l[warp * QH + fr] = l;
+  __syncthreads();
+  store_merged<D, QH>(sm_acc, sm_m, sm_l, nh, row * heads + h0, s, splits, out, ws_o, ws_ml);
+}
+
 void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
                            int64_t head_dim, int64_t capacity) {
   if (head_dim != 64 && head_dim != 128) {
@@ -1015,10 +1249,19 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                    const int64_t* pos_dev, const TensorMaxSink* sink) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
-  launch_pdl(attn_decode_kernel<D, QH, KV>, grid, dim3(kDecodeThreads), 0, stream,
-             "attn_decode_kernel", q, t, pos0, static_cast<int>(heads), static_cast<int>(kv_heads),
-             p.chunks, capacity, kc, vc, scale, p.per_split, static_cast<int>(p.splits), out, ws_o,
-             ws_ml, pos_dev);
+  if constexpr (std::is_same_v<KV, __half>) {
+    constexpr size_t smem = TcDecodeLayout<D>::smem_bytes;
+    opt_in_smem<attn_decode_tc_kernel<D, QH>, smem>("attn_decode_tc_kernel smem");
+    launch_pdl(attn_decode_tc_kernel<D, QH>, grid, dim3(kDecodeThreads), smem, stream,
+               "attn_decode_tc_kernel", q, t, pos0, static_cast<int>(heads),
+               static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
+               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+  } else {
+    launch_pdl(attn_decode_kernel<D, QH, KV>, grid, dim3(kDecodeThreads), 0, stream,
+               "attn_decode_kernel", q, t, pos0, static_cast<int>(heads),
+               static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
+               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+  }
   if (p.splits > 1) {
     const TensorMaxSink none{};
     launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
@@ -1127,7 +1370,8 @@ bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64
   if (t < kDecodeMaxT) {
     // Key ranges from the capacity (ranges past the position are empty): the same split whether
     // the position is pos0 or read from pos_dev in a replayed graph.
-    const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
+    const DecodePlan p =
+        decode_plan(batch, t, heads, kv_heads, capacity, std::is_same_v<KV, __half>);
     float* ws_o = nullptr;
     float2* ws_ml = nullptr;
     if (p.splits > 1) {
@@ -1173,9 +1417,12 @@ size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_
                                  int64_t head_dim, int64_t capacity) {
   if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
   if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
-  const DecodePlan p = decode_plan(batch, t, heads, kv_heads, capacity);
-  if (p.splits_bound <= 1) return 0;
-  return static_cast<size_t>(batch * t * heads * p.splits_bound) *
+  // Either cache format's plan (the float32 and the FP16 kernels have their own occupancy).
+  const int64_t bound =
+      std::max(decode_plan(batch, t, heads, kv_heads, capacity).splits_bound,
+               decode_plan(batch, t, heads, kv_heads, capacity, true).splits_bound);
+  if (bound <= 1) return 0;
+  return static_cast<size_t>(batch * t * heads * bound) *
          (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
 }
 

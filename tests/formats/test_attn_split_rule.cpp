@@ -56,5 +56,27 @@ TEST(AttnSplitRule, RangesCoverTheContextInWholeKeyBlocks) {
   }
 }
 
+// The FP16-cache kernel's plan (src/cuda/attention.cu): 6 x 132 slots, ranges of whole 64-key
+// granules (four warps of 16-key tiles). Measured best on the H200 of the plans tried (session
+// 24): batch 1 17 ranges of 64 keys (not 34 of 32, where two warps idle), batch 32 3 ranges.
+TEST(AttnSplitRule, Fp16KernelPlanInWholeGranules) {
+  constexpr int64_t kTcSlots = 132 * 6;
+  const Split b1 = choose(8, kCap, kTcSlots, 64);
+  EXPECT_EQ(b1.per_split, 64);
+  EXPECT_EQ(b1.splits, 17);
+  const Split b8 = choose(64, kCap, kTcSlots, 64);
+  EXPECT_EQ(b8.per_split, 128);
+  EXPECT_EQ(b8.splits, 9);
+  const Split b32 = choose(256, kCap, kTcSlots, 64);
+  EXPECT_EQ(b32.splits, 3);
+  EXPECT_EQ(b32.per_split, 384);
+  for (const int64_t ctx : {1, 63, 64, 65, 1088, 8192}) {
+    const Split s = choose(8, ctx, kTcSlots, 64);
+    EXPECT_EQ(s.per_split % 64, 0);
+    EXPECT_GE(s.splits * s.per_split, ctx);
+    EXPECT_LT((s.splits - 1) * s.per_split, ctx);
+  }
+}
+
 }  // namespace
 }  // namespace sharq::cuda::attn_split

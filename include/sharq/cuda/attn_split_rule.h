@@ -27,16 +27,16 @@ struct Split {
 };
 
 // groups: blocks a range (rows x kv heads x chunks); ctx: keys to cover (the cache capacity);
-// slots: decode blocks resident on the device at once.
-inline Split choose(int64_t groups, int64_t ctx, int64_t slots) {
+// slots: decode blocks resident on the device at once; granule: ranges are multiples of it (a
+// multiple of kSplitKeys: the FP16-cache kernel's four warps take 16-key tiles, so 64).
+inline Split choose(int64_t groups, int64_t ctx, int64_t slots, int64_t granule = kSplitKeys) {
   const int64_t fill = (slots + groups - 1) / groups;
   const int64_t want = groups * fill * kMaxWavesDen > slots * kMaxWavesNum ? slots / groups : fill;
-  const int64_t max_splits =
-      std::clamp<int64_t>((ctx + kSplitKeys - 1) / kSplitKeys, 1, kMaxSplits);
+  const int64_t max_splits = std::clamp<int64_t>((ctx + granule - 1) / granule, 1, kMaxSplits);
   Split s{};
   s.splits_bound = std::clamp<int64_t>(want, 1, max_splits);
   s.per_split = (ctx + s.splits_bound - 1) / s.splits_bound;
-  s.per_split = (s.per_split + kSplitKeys - 1) / kSplitKeys * kSplitKeys;
+  s.per_split = (s.per_split + granule - 1) / granule * granule;
   s.splits = (ctx + s.per_split - 1) / s.per_split;
   return s;
 }
