@@ -1,7 +1,9 @@
-// Causal GQA attention over the float32 KV cache with an online softmax: a split-key decode
-// kernel on FP32 CUDA cores (flash-decoding: key ranges over blocks, then a combine pass) for
-// t < 8, and for prefill a tiled flash kernel on tensor cores, each product as three products of
-// FP16 halves (float32-grade; TF32 halves and the FP32 CUDA-core flash kernel stay for A/B,
+// Causal GQA attention over the KV cache (float32, or FP16 with --kv-cache f16) with an online
+// softmax: for t < 8 split-key decode (flash-decoding: key ranges over blocks, then a combine
+// pass), on FP32 CUDA cores over a float32 cache and on tensor cores over an FP16 one; for
+// prefill a tiled flash kernel on tensor cores, each product as three products of FP16 halves
+// (two over an FP16 cache, whose K and V are FP16 already; float32-grade either way; TF32 halves
+// and the FP32 CUDA-core flash kernel stay for A/B on a float32 cache,
 // SHARQ_CUDA_ATTN_PREFILL=tf32|fp32).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

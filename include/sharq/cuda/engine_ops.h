@@ -71,9 +71,10 @@ void attention_prefill_kernel(PrefillKernel k);
 // (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
 // decode kernel's key ranges follow the capacity, not the position, so a step gives the same
 // bits whether its position comes from pos0 or from pos_dev.
-// kv = KvCache::kF16: the caches hold halves (kv_store); decode reads them as floats, prefill
-// takes them into the products as they are (two products each instead of three; only q is split
-// and scaled). SHARQ_CUDA_ATTN_PREFILL=fp32|tf32 reads only a float32 cache (sharq::Error).
+// kv = KvCache::kF16: the caches hold halves (kv_store); decode and prefill take them into
+// tensor-core products as they are (q and the softmax weights split into FP16 hi + lo, q scaled by
+// a power of two: float32-grade). SHARQ_CUDA_ATTN_PREFILL=fp32|tf32 reads only a float32 cache
+// (sharq::Error).
 // head_dim must be 64 or 128 (sharq::Error otherwise). out must not alias q.
 // sink: where the combine pass also publishes the tensor max of out for an FP4 prepare (then
 // prepare_pass quantizes out); returns whether it did (only the split-key kernel's combine pass
