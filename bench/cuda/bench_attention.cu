@@ -59,6 +59,33 @@ float* cache_alloc(size_t n, sharq::KvCache kv, uint32_t seed) {
   return h;
 }
 
+// Each layer's own K and V caches of `elems` elements in `kv`'s format, q and out (qn floats).
+struct LayerBuffers {
+  std::vector<float*> k, v;
+  float* q;
+  float* out;
+  LayerBuffers(int64_t layers, size_t elems, size_t qn, sharq::KvCache kv)
+      : k(static_cast<size_t>(layers)), v(static_cast<size_t>(layers)) {
+    for (size_t l = 0; l < k.size(); ++l) {
+      k[l] = cache_alloc(elems, kv, static_cast<uint32_t>(2 * l + 1));
+      v[l] = cache_alloc(elems, kv, static_cast<uint32_t>(2 * l + 2));
+    }
+    q = static_cast<float*>(dmalloc(qn * 4));
+    out = static_cast<float*>(dmalloc(qn * 4));
+    fill(q, qn, 999);
+  }
+  LayerBuffers(const LayerBuffers&) = delete;
+  LayerBuffers& operator=(const LayerBuffers&) = delete;
+  ~LayerBuffers() {
+    for (size_t l = 0; l < k.size(); ++l) {
+      cudaFree(k[l]);
+      cudaFree(v[l]);
+    }
+    cudaFree(q);
+    cudaFree(out);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,16 +104,8 @@ int main(int argc, char** argv) {
   for (const sharq::KvCache kv : {sharq::KvCache::kF32, sharq::KvCache::kF16}) {
     const double elem = kv == sharq::KvCache::kF16 ? 2.0 : 4.0;
     for (const int64_t batch : {1, 8, 32}) {
-      const size_t cache = static_cast<size_t>(batch * kKvHeads * cap * kHeadDim);
-      const size_t qn = static_cast<size_t>(batch * kHeads * kHeadDim);
-      std::vector<float*> kc(kLayers), vc(kLayers);
-      for (int l = 0; l < kLayers; ++l) {
-        kc[l] = cache_alloc(cache, kv, 2 * l + 1);
-        vc[l] = cache_alloc(cache, kv, 2 * l + 2);
-      }
-      float* q = static_cast<float*>(dmalloc(qn * 4));
-      float* out = static_cast<float*>(dmalloc(qn * 4));
-      fill(q, qn, 999);
+      const LayerBuffers lb(kLayers, static_cast<size_t>(batch * kKvHeads * cap * kHeadDim),
+                            static_cast<size_t>(batch * kHeads * kHeadDim), kv);
       const size_t scratch_bytes = sc::prepare_scratch_bytes(batch);
       void* scratch = dmalloc(scratch_bytes);
       check(cudaMemset(scratch, 0, scratch_bytes), "zero scratch");
@@ -100,56 +119,38 @@ int main(int argc, char** argv) {
       const double us = median_graph_us(
           s,
           [&](int l) {
-            sc::attention(q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, kc[l], vc[l], out,
-                          ws_bytes ? ws : nullptr, ws_bytes, s, nullptr, &sink, kv);
+            sc::attention(lb.q, batch, 1, ctx - 1, kHeads, kKvHeads, kHeadDim, cap, lb.k[l],
+                          lb.v[l], lb.out, ws_bytes ? ws : nullptr, ws_bytes, s, nullptr, &sink,
+                          kv);
           },
           kLayers, 15);
       std::printf("| %s | %ld | %.2f | %.0f | %.0f |\n", sharq::kv_cache_name(kv).data(),
                   static_cast<long>(batch), us, kv_bytes / us * 1e-3,
                   100.0 * kv_bytes / us * 1e-3 / bw);
-      for (int l = 0; l < kLayers; ++l) {
-        cudaFree(kc[l]);
-        cudaFree(vc[l]);
-      }
-      for (void* p :
-           {static_cast<void*>(q), static_cast<void*>(out), ws, scratch, static_cast<void*>(ts)}) {
-        cudaFree(p);
-      }
+      for (void* p : {ws, scratch, static_cast<void*>(ts)}) cudaFree(p);
     }
   }
   // Prefill: one sequence of 2048 tokens, 4 layers' caches in turn.
   constexpr int64_t kT = 2048, kPrefillLayers = 4;
   std::printf("\n| cache | prefill 1 x %ld, us a layer |\n|---|---|\n", static_cast<long>(kT));
   for (const sharq::KvCache kv : {sharq::KvCache::kF32, sharq::KvCache::kF16}) {
-    const size_t cache = static_cast<size_t>(kKvHeads * kT * kHeadDim);
-    const size_t qn = static_cast<size_t>(kT * kHeads * kHeadDim);
-    std::vector<float*> kc(kPrefillLayers), vc(kPrefillLayers);
-    for (int l = 0; l < kPrefillLayers; ++l) {
-      kc[l] = cache_alloc(cache, kv, 2 * l + 1);
-      vc[l] = cache_alloc(cache, kv, 2 * l + 2);
-    }
-    float* q = static_cast<float*>(dmalloc(qn * 4));
-    float* out = static_cast<float*>(dmalloc(qn * 4));
-    fill(q, qn, 999);
+    const LayerBuffers lb(kPrefillLayers, static_cast<size_t>(kKvHeads * kT * kHeadDim),
+                          static_cast<size_t>(kT * kHeads * kHeadDim), kv);
     const size_t ws_bytes = sc::attention_workspace_bytes(1, kT, kHeads, kKvHeads, kHeadDim, kT);
     void* ws = dmalloc(std::max<size_t>(ws_bytes, 16));
     // Once outside the capture: the kernel's shared-memory opt-in is a host call.
-    sc::attention(q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, kc[0], vc[0], out, ws, ws_bytes, s,
-                  nullptr, nullptr, kv);
+    sc::attention(lb.q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, lb.k[0], lb.v[0], lb.out, ws,
+                  ws_bytes, s, nullptr, nullptr, kv);
     check(cudaDeviceSynchronize(), "fill");
     const double us = median_graph_us(
         s,
         [&](int l) {
-          sc::attention(q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, kc[l], vc[l], out, ws,
-                        ws_bytes, s, nullptr, nullptr, kv);
+          sc::attention(lb.q, 1, kT, 0, kHeads, kKvHeads, kHeadDim, kT, lb.k[l], lb.v[l], lb.out,
+                        ws, ws_bytes, s, nullptr, nullptr, kv);
         },
         kPrefillLayers, 7);
     std::printf("| %s | %.1f |\n", sharq::kv_cache_name(kv).data(), us);
-    for (int l = 0; l < kPrefillLayers; ++l) {
-      cudaFree(kc[l]);
-      cudaFree(vc[l]);
-    }
-    for (void* p : {static_cast<void*>(q), static_cast<void*>(out), ws}) cudaFree(p);
+    cudaFree(ws);
   }
   return 0;
 }

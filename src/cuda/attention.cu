@@ -112,6 +112,31 @@ __device__ __forceinline__ void store_merged(const float* sm_acc, const float* s
   }
 }
 
+// What a decode block works on: key range s = blockIdx.x, kv head and chunk of its query heads
+// from blockIdx.y, query row b * t + i = blockIdx.z; heads h0 .. h0 + nh - 1, keys [k0, k1) of
+// the sequence's cache rows kb, vb.
+template <int D, int QH, typename KV>
+struct DecodeBlock {
+  int s, h0, nh;
+  int64_t row, k0, k1;
+  const KV* kb;
+  const KV* vb;
+  __device__ DecodeBlock(int64_t t, int64_t pos0, int heads, int kv_heads, int chunks,
+                         int64_t capacity, const KV* kc, const KV* vc, int64_t per_split)
+      : s(static_cast<int>(blockIdx.x)), row(blockIdx.z) {
+    const int kvh = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
+    const int64_t b = row / t, i = row % t;
+    const int group = heads / kv_heads;
+    h0 = kvh * group + chunk * QH;
+    nh = min(QH, group - chunk * QH);
+    const int64_t ctx = pos0 + i + 1;
+    k0 = s * per_split;
+    k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
+    kb = kc + (b * kv_heads + kvh) * capacity * D;
+    vb = vc + (b * kv_heads + kvh) * capacity * D;
+  }
+};
+
 // The first keys of the block's range [k0, k1) fetched into L2 (before the dependency wait:
 // earlier steps' rows are final). At most kSplitKeys keys: at batch 32 a block's range is ~350
 // keys, and all of them from every resident block would overflow L2 before the loop reads them.
@@ -130,13 +155,12 @@ __device__ __forceinline__ void prefetch_first_keys(const KV* kb, const KV* vb, 
 
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
-// KV: the caches' element, float or __half (FP16 cache: half the bytes, the same arithmetic on
-// the values it holds).
-template <int D, int QH, typename KV>
+// A float32 cache (an FP16 one: attn_decode_tc_kernel).
+template <int D, int QH>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
-                       int kv_heads, int chunks, int64_t capacity, const KV* __restrict__ kc,
-                       const KV* __restrict__ vc, float scale, int64_t per_split, int splits,
+                       int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
+                       const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
                        float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
@@ -150,17 +174,12 @@ __global__ void __launch_bounds__(kDecodeThreads)
   constexpr int kStep = kDecodeWarps * KPW;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / L, li = lane % L;
-  const int s = blockIdx.x;
-  const int g = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
-  const int64_t row = blockIdx.z;  // b * t + i
-  const int64_t b = row / t, i = row % t;
-  const int group = heads / kv_heads;
-  const int h0 = g * group + chunk * QH;
-  const int nh = min(QH, group - chunk * QH);
-  const int64_t ctx = pos0 + i + 1;
-  const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
-  const KV* kb = kc + (b * kv_heads + g) * capacity * D;
-  const KV* vb = vc + (b * kv_heads + g) * capacity * D;
+  const DecodeBlock<D, QH, float> blk(t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
+                                      per_split);
+  const int s = blk.s, h0 = blk.h0, nh = blk.nh;
+  const int64_t row = blk.row, k0 = blk.k0, k1 = blk.k1;
+  const float* kb = blk.kb;
+  const float* vb = blk.vb;
   prefetch_first_keys<D>(kb, vb, k0, k1);
   pdl_entry();
 
@@ -209,67 +228,24 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
   };
 
-  if constexpr (std::is_same_v<KV, float>) {
-    // Software pipeline: the next step's K and V rows load while this step computes.
-    float kr[8] = {}, vr[8] = {};
-    int64_t key = k0 + warp * KPW + sub;
-    if (key < k1) {
-      load8(kb + key * D, li, L, kr);
-      load8(vb + key * D, li, L, vr);
+  // Software pipeline: the next step's K and V rows load while this step computes.
+  float kr[8] = {}, vr[8] = {};
+  int64_t key = k0 + warp * KPW + sub;
+  if (key < k1) {
+    load8(kb + key * D, li, L, kr);
+    load8(vb + key * D, li, L, vr);
+  }
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    key = base + sub;
+    const int64_t next = key + kStep;
+    float kn[8] = {}, vn[8] = {};
+    if (next < k1) {
+      load8(kb + next * D, li, L, kn);
+      load8(vb + next * D, li, L, vn);
     }
-    for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
-      key = base + sub;
-      const int64_t next = key + kStep;
-      float kn[8] = {}, vn[8] = {};
-      if (next < k1) {
-        load8(kb + next * D, li, L, kn);
-        load8(vb + next * D, li, L, vn);
-      }
-      consume(kr, vr, key);
+    consume(kr, vr, key);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
-    }
-  } else {
-    // FP16 rows: the loads are bound by how many rows are in flight, not by their bytes
-    // (session 24: one step ahead, FP16 took as long as float32). Raw halves take half the
-    // registers of floats, so the rows of the next two steps are in flight, for the registers
-    // the float32 form spends on one.
-    constexpr int kAhead = 2;
-    uint2 rk[kAhead][2], rv[kAhead][2];
-    const int64_t first = k0 + warp * KPW + sub;
-    auto fetch = [&](int64_t key, uint2(&k2)[2], uint2(&v2)[2]) {
-      if (key < k1) {
-        k2[0] = *reinterpret_cast<const uint2*>(kb + key * D + 4 * li);
-        k2[1] = *reinterpret_cast<const uint2*>(kb + key * D + 4 * (li + L));
-        v2[0] = *reinterpret_cast<const uint2*>(vb + key * D + 4 * li);
-        v2[1] = *reinterpret_cast<const uint2*>(vb + key * D + 4 * (li + L));
-      } else {
-        k2[0] = k2[1] = v2[0] = v2[1] = make_uint2(0u, 0u);
-      }
-    };
-    auto widen = [](const uint2(&h)[2], float(&r)[8]) {
-      const uint32_t w[4] = {h[0].x, h[0].y, h[1].x, h[1].y};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-        r[2 * i] = f.x, r[2 * i + 1] = f.y;
-      }
-    };
-#pragma unroll
-    for (int a = 0; a < kAhead; ++a) fetch(first + a * kStep, rk[a], rv[a]);
-    for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
-      const int64_t key = base + sub;
-      float kr[8], vr[8];
-      widen(rk[0], kr);
-      widen(rv[0], vr);
-#pragma unroll
-      for (int a = 0; a + 1 < kAhead; ++a) {
-        rk[a][0] = rk[a + 1][0], rk[a][1] = rk[a + 1][1];
-        rv[a][0] = rv[a + 1][0], rv[a][1] = rv[a + 1][1];
-      }
-      fetch(key + kAhead * kStep, rk[kAhead - 1], rv[kAhead - 1]);
-      consume(kr, vr, key);
-    }
+    for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
   }
 
   // Merge the warp's key subgroups (lanes li, li + L, li + 2L, ...).
@@ -737,56 +713,48 @@ struct TcBlock {
   bool scaled;       // any of them is not 1: the tiles are scaled in shared memory
 };
 
+// Q's m16n8k16 A fragment (rows r, r + 8 at stride ld; columns c, c + 1 and c + 8, c + 9) from
+// shared float32 at qa = &Q[r][c], split into FP16 hi + lo.
+__device__ __forceinline__ void q_fragment_f16(const float* qa, int ld, uint32_t (&ahi)[4],
+                                               uint32_t (&alo)[4]) {
+  const float2 q0 = *reinterpret_cast<const float2*>(qa);
+  const float2 q1 = *reinterpret_cast<const float2*>(qa + 8 * ld);
+  const float2 q2 = *reinterpret_cast<const float2*>(qa + 8);
+  const float2 q3 = *reinterpret_cast<const float2*>(qa + 8 * ld + 8);
+  split_f16x2(q0.x, q0.y, ahi[0], alo[0]);
+  split_f16x2(q1.x, q1.y, ahi[1], alo[1]);
+  split_f16x2(q2.x, q2.y, ahi[2], alo[2]);
+  split_f16x2(q3.x, q3.y, ahi[3], alo[3]);
+}
+
 // S (16 x 64 a warp) = Q . K^T for one key tile; element e of n-tile nt: row qr + 8 (e / 2), key
 // n0 + 8 nt + 2 tg + e % 2.
 template <int D, bool F16, typename KV>
 __device__ __forceinline__ void tile_scores(const TcBlock<D, KV>& k, float (&s)[kTcBN / 8][4]) {
   constexpr int LQ = TcLayout<D, KV>::LQ, LK = TcLayout<D, KV>::LK, KT = kTcBN / 8;
-  if constexpr (TcLayout<D, KV>::kHalf) {
-    // K is FP16 as cached: its B fragment is two 32-bit loads of pairs, and only q is split.
-#pragma unroll 2
-    for (int kk = 0; kk < D; kk += 16) {
-      uint32_t ahi[4], alo[4];
-      const float* qa = k.qs + k.qr * LQ + kk + 2 * k.tg;
-      const float2 q0 = *reinterpret_cast<const float2*>(qa);
-      const float2 q1 = *reinterpret_cast<const float2*>(qa + 8 * LQ);
-      const float2 q2 = *reinterpret_cast<const float2*>(qa + 8);
-      const float2 q3 = *reinterpret_cast<const float2*>(qa + 8 * LQ + 8);
-      split_f16x2(q0.x, q0.y, ahi[0], alo[0]);
-      split_f16x2(q1.x, q1.y, ahi[1], alo[1]);
-      split_f16x2(q2.x, q2.y, ahi[2], alo[2]);
-      split_f16x2(q3.x, q3.y, ahi[3], alo[3]);
-#pragma unroll
-      for (int nt = 0; nt < KT; ++nt) {
-        const __half* kp = k.ks + (8 * nt + k.g) * LK + kk + 2 * k.tg;
-        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kp),
-                               *reinterpret_cast<const uint32_t*>(kp + 8)};
-        mma_split2(s[nt], ahi, alo, b);
-      }
-    }
-  } else if constexpr (F16) {
+  if constexpr (F16) {
     // m16n8k16: A rows g, g + 8, columns 2 tg, 2 tg + 1 and those + 8; B column g, the same rows.
+    // An FP16 cache's K is its B fragment as cached (two 32-bit loads of pairs; only q is split).
 #pragma unroll 2
     for (int kk = 0; kk < D; kk += 16) {
       uint32_t ahi[4], alo[4];
-      const float* qa = k.qs + k.qr * LQ + kk + 2 * k.tg;
-      const float2 q0 = *reinterpret_cast<const float2*>(qa);
-      const float2 q1 = *reinterpret_cast<const float2*>(qa + 8 * LQ);
-      const float2 q2 = *reinterpret_cast<const float2*>(qa + 8);
-      const float2 q3 = *reinterpret_cast<const float2*>(qa + 8 * LQ + 8);
-      split_f16x2(q0.x, q0.y, ahi[0], alo[0]);
-      split_f16x2(q1.x, q1.y, ahi[1], alo[1]);
-      split_f16x2(q2.x, q2.y, ahi[2], alo[2]);
-      split_f16x2(q3.x, q3.y, ahi[3], alo[3]);
+      q_fragment_f16(k.qs + k.qr * LQ + kk + 2 * k.tg, LQ, ahi, alo);
 #pragma unroll
       for (int nt = 0; nt < KT; ++nt) {
-        const float* kp = k.ks + (8 * nt + k.g) * LQ + kk + 2 * k.tg;
-        const float2 k0 = *reinterpret_cast<const float2*>(kp);
-        const float2 k1 = *reinterpret_cast<const float2*>(kp + 8);
-        uint32_t bhi[2], blo[2];
-        split_f16x2(k0.x, k0.y, bhi[0], blo[0]);
-        split_f16x2(k1.x, k1.y, bhi[1], blo[1]);
-        mma_split3<true>(s[nt], ahi, alo, bhi, blo);
+        if constexpr (TcLayout<D, KV>::kHalf) {
+          const __half* kp = k.ks + (8 * nt + k.g) * LK + kk + 2 * k.tg;
+          const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kp),
+                                 *reinterpret_cast<const uint32_t*>(kp + 8)};
+          mma_split2(s[nt], ahi, alo, b);
+        } else {
+          const float* kp = k.ks + (8 * nt + k.g) * LQ + kk + 2 * k.tg;
+          const float2 k0 = *reinterpret_cast<const float2*>(kp);
+          const float2 k1 = *reinterpret_cast<const float2*>(kp + 8);
+          uint32_t bhi[2], blo[2];
+          split_f16x2(k0.x, k0.y, bhi[0], blo[0]);
+          split_f16x2(k1.x, k1.y, bhi[1], blo[1]);
+          mma_split3<true>(s[nt], ahi, alo, bhi, blo);
+        }
       }
     }
   } else {
@@ -815,27 +783,10 @@ template <int D, bool F16, typename KV>
 __device__ __forceinline__ void tile_pv(const TcBlock<D, KV>& k, const float (&s)[kTcBN / 8][4],
                                         float (&o)[D / 8][4]) {
   constexpr int LV = TcLayout<D, KV>::LV, NT = D / 8, KT = kTcBN / 8;
-  if constexpr (TcLayout<D, KV>::kHalf) {
-    // As the FP16 form below, with V's fragment taken as cached (two halves a register).
-#pragma unroll
-    for (int j = 0; j < KT / 2; ++j) {
-      uint32_t ahi[4], alo[4];
-      split_f16x2(s[2 * j][0], s[2 * j][1], ahi[0], alo[0]);
-      split_f16x2(s[2 * j][2], s[2 * j][3], ahi[1], alo[1]);
-      split_f16x2(s[2 * j + 1][0], s[2 * j + 1][1], ahi[2], alo[2]);
-      split_f16x2(s[2 * j + 1][2], s[2 * j + 1][3], ahi[3], alo[3]);
-      const auto* vp = reinterpret_cast<const uint16_t*>(k.vs) + (16 * j + 2 * k.tg) * LV + k.g;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const uint32_t b[2] = {
-            vp[8 * nt] | (static_cast<uint32_t>(vp[LV + 8 * nt]) << 16),
-            vp[8 * LV + 8 * nt] | (static_cast<uint32_t>(vp[9 * LV + 8 * nt]) << 16)};
-        mma_split2(o[nt], ahi, alo, b);
-      }
-    }
-  } else if constexpr (F16) {
+  if constexpr (F16) {
     // The scores of n-tiles 2 j and 2 j + 1 are P's m16n8k16 A fragment for keys 16 j .. 16 j +
-    // 15 as they stand; V's B fragment is rows 16 j + 2 tg, + 1, + 8, + 9 of column g.
+    // 15 as they stand; V's B fragment is rows 16 j + 2 tg, + 1, + 8, + 9 of column g (an FP16
+    // cache's as cached, two halves a register).
 #pragma unroll
     for (int j = 0; j < KT / 2; ++j) {
       uint32_t ahi[4], alo[4];
@@ -843,13 +794,21 @@ __device__ __forceinline__ void tile_pv(const TcBlock<D, KV>& k, const float (&s
       split_f16x2(s[2 * j][2], s[2 * j][3], ahi[1], alo[1]);
       split_f16x2(s[2 * j + 1][0], s[2 * j + 1][1], ahi[2], alo[2]);
       split_f16x2(s[2 * j + 1][2], s[2 * j + 1][3], ahi[3], alo[3]);
-      const float* vp = k.vs + (16 * j + 2 * k.tg) * LV + k.g;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        uint32_t bhi[2], blo[2];
-        split_f16x2(vp[8 * nt], vp[LV + 8 * nt], bhi[0], blo[0]);
-        split_f16x2(vp[8 * LV + 8 * nt], vp[9 * LV + 8 * nt], bhi[1], blo[1]);
-        mma_split3<true>(o[nt], ahi, alo, bhi, blo);
+        if constexpr (TcLayout<D, KV>::kHalf) {
+          const auto* vp = reinterpret_cast<const uint16_t*>(k.vs) + (16 * j + 2 * k.tg) * LV + k.g;
+          const uint32_t b[2] = {
+              vp[8 * nt] | (static_cast<uint32_t>(vp[LV + 8 * nt]) << 16),
+              vp[8 * LV + 8 * nt] | (static_cast<uint32_t>(vp[9 * LV + 8 * nt]) << 16)};
+          mma_split2(o[nt], ahi, alo, b);
+        } else {
+          const float* vp = k.vs + (16 * j + 2 * k.tg) * LV + k.g;
+          uint32_t bhi[2], blo[2];
+          split_f16x2(vp[8 * nt], vp[LV + 8 * nt], bhi[0], blo[0]);
+          split_f16x2(vp[8 * LV + 8 * nt], vp[9 * LV + 8 * nt], bhi[1], blo[1]);
+          mma_split3<true>(o[nt], ahi, alo, bhi, blo);
+        }
       }
     }
   } else {
@@ -1066,18 +1025,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
   if (pos_dev) pos0 = *pos_dev;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int fr = lane >> 2, tg = lane & 3, mi = lane >> 3;  // fragment row, column pair, matrix
-  const int s = blockIdx.x;
-  const int kvh = blockIdx.y / chunks, chunk = blockIdx.y % chunks;
-  const int64_t row = blockIdx.z;  // b * t + i
-  const int64_t b = row / t, i = row % t;
-  const int group = heads / kv_heads;
-  const int h0 = kvh * group + chunk * QH;
-  const int nh = min(QH, group - chunk * QH);
-  const int64_t ctx = pos0 + i + 1;
-  const int64_t k0 = s * per_split, k1 = ctx < k0 + per_split ? ctx : k0 + per_split;
-  const __half* kb = kc + (b * kv_heads + kvh) * capacity * D;
-  const __half* vb = vc + (b * kv_heads + kvh) * capacity * D;
-  prefetch_first_keys<D>(kb, vb, k0, k1);
+  const DecodeBlock<D, QH, __half> blk(t, pos0, heads, kv_heads, chunks, capacity, kc, vc,
+                                       per_split);
+  prefetch_first_keys<D>(blk.kb, blk.vb, blk.k0, blk.k1);
   pdl_entry();
 
   // This lane's q elements (head fr; A-fragment columns 2 tg, 2 tg + 1 and those + 8 of each
@@ -1088,9 +1038,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
   for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      qv[kk][h] = fr < nh ? *reinterpret_cast<const float2*>(q + (row * heads + h0 + fr) * D +
-                                                             16 * kk + 8 * h + 2 * tg)
-                          : make_float2(0.0f, 0.0f);
+      qv[kk][h] = fr < blk.nh
+                      ? *reinterpret_cast<const float2*>(q + (blk.row * heads + blk.h0 + fr) * D +
+                                                         16 * kk + 8 * h + 2 * tg)
+                      : make_float2(0.0f, 0.0f);
       qmax = fmaxf(qmax, fmaxf(fabsf(qv[kk][h].x), fabsf(qv[kk][h].y)));
     }
   }
@@ -1110,19 +1061,19 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
   extern __shared__ float4 smem4[];
   __half* ring = reinterpret_cast<__half*>(smem4) + warp * S * Layout::stage_halves;
-  const int64_t ntiles = k1 > k0 ? (k1 - k0 + KT - 1) / KT : 0;
+  const int64_t ntiles = blk.k1 > blk.k0 ? (blk.k1 - blk.k0 + KT - 1) / KT : 0;
   // Starts copying tile `tile` of the range into `slot` (rows past k1 zero); always commits, so
   // the group count stays uniform.
   auto issue = [&](int64_t tile, int slot) {
     if (tile < ntiles) {
       __half* st = ring + slot * Layout::stage_halves;
-      const int64_t key0 = k0 + tile * KT;
+      const int64_t key0 = blk.k0 + tile * KT;
       constexpr int kChunks = D / 8;  // 16-byte copies a row
       for (int c = lane; c < 2 * KT * kChunks; c += 32) {
         const int kv = c / (KT * kChunks), r = (c / kChunks) % KT, col = c % kChunks;
         const int64_t key = key0 + r;
-        const bool in = key < k1;
-        const __half* src = (kv ? vb : kb) + (in ? key : key0) * D + 8 * col;
+        const bool in = key < blk.k1;
+        const __half* src = (kv ? blk.vb : blk.kb) + (in ? key : key0) * D + 8 * col;
         cp_async16(smem_u32(st + (kv * KT + r) * LD + 8 * col), src, in ? 16 : 0);
       }
     }
@@ -1156,13 +1107,13 @@ __global__ void __launch_bounds__(kDecodeThreads)
       mma_split2(sc[1], ahi, alo, b1);
     }
     // Head fr's scores for keys 8 nt + 2 tg + e of the tile (accumulator rows fr + 8: padding).
-    const int64_t key0 = k0 + (warp + it * kDecodeWarps) * KT;
+    const int64_t key0 = blk.k0 + (warp + it * kDecodeWarps) * KT;
     float p[2][2], tmax = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        p[nt][e] = key0 + 8 * nt + 2 * tg + e < k1 ? sc[nt][e] * sscale : -INFINITY;
+        p[nt][e] = key0 + 8 * nt + 2 * tg + e < blk.k1 ? sc[nt][e] * sscale : -INFINITY;
         tmax = fmaxf(tmax, p[nt][e]);
       }
     }
@@ -1221,7 +1172,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   if (tg == 0 && fr < QH) sm_m[warp * QH + fr] = m, sm_l[warp * QH + fr] = l;
   __syncthreads();
-  store_merged<D, QH>(sm_acc, sm_m, sm_l, nh, row * heads + h0, s, splits, out, ws_o, ws_ml);
+  store_merged<D, QH>(sm_acc, sm_m, sm_l, blk.nh, blk.row * heads + blk.h0, blk.s, splits, out,
+                      ws_o, ws_ml);
 }
 
 void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
@@ -1259,7 +1211,7 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
                static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   } else {
-    launch_pdl(attn_decode_kernel<D, QH, KV>, grid, dim3(kDecodeThreads), 0, stream,
+    launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream,
                "attn_decode_kernel", q, t, pos0, static_cast<int>(heads),
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
                static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);

@@ -173,6 +173,17 @@ __global__ void rope_kv_store_kernel(float* q, float* k, const float* __restrict
   }
 }
 
+// Where element e of a (batch * t, kv_heads * hd) K or V input goes in its cache (batch,
+// kv_heads, capacity, hd): row b * t + i to position pos0 + i of sequence b.
+__device__ __forceinline__ int64_t cache_index(int64_t e, int64_t hd, int64_t kv_heads, int64_t t,
+                                               int64_t capacity, int64_t pos0) {
+  const int64_t c = e % hd;
+  const int64_t g = (e / hd) % kv_heads;
+  const int64_t row = e / (hd * kv_heads);  // b * t + i
+  const int64_t b = row / t, i = row % t;
+  return ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
+}
+
 // k, v: (batch * t, kv_heads * hd4) float4 -> caches (batch, kv_heads, capacity, hd4).
 template <typename V>
 __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v, int64_t batch,
@@ -184,59 +195,39 @@ __global__ void kv_store_kernel(const V* __restrict__ k, const V* __restrict__ v
   const int64_t n = batch * t * kv_heads * hd;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
        e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = e % hd;
-    const int64_t g = (e / hd) % kv_heads;
-    const int64_t row = e / (hd * kv_heads);  // b * t + i
-    const int64_t b = row / t, i = row % t;
-    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
+    const int64_t dst = cache_index(e, hd, kv_heads, t, capacity, pos0);
     kc[dst] = k[e];
     vc[dst] = v[e];
   }
 }
 
-// The same into FP16 caches: thread e stores elements 4 e .. 4 e + 3 of (batch * t, kv_heads *
-// hd) (hd a multiple of 4, the inputs 16-byte aligned), one 8-byte store per cache.
-__global__ void kv_store_f16_kernel(const float4* __restrict__ k, const float4* __restrict__ v,
+// The same into FP16 caches, W elements a thread: 4 (hd a multiple of 4, every pointer 16-byte
+// aligned: one 16-byte load and one 8-byte store a cache) or 1 (any hd, any alignment). hdw =
+// hd / W.
+template <int W>
+__global__ void kv_store_f16_kernel(const float* __restrict__ k, const float* __restrict__ v,
                                     int64_t batch, int64_t t, int64_t pos0, int64_t kv_heads,
-                                    int64_t hd4, int64_t capacity, uint2* __restrict__ kc,
-                                    uint2* __restrict__ vc, const int64_t* pos_dev) {
+                                    int64_t hdw, int64_t capacity, __half* __restrict__ kc,
+                                    __half* __restrict__ vc, const int64_t* pos_dev) {
   pdl_entry();
   if (pos_dev) pos0 = *pos_dev;
-  const int64_t n = batch * t * kv_heads * hd4;
+  const int64_t n = batch * t * kv_heads * hdw;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
        e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = e % hd4;
-    const int64_t g = (e / hd4) % kv_heads;
-    const int64_t row = e / (hd4 * kv_heads);
-    const int64_t b = row / t, i = row % t;
-    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd4 + c;
-    const float4 kf = k[e], vf = v[e];
-    const __half2 k01 = __floats2half2_rn(kf.x, kf.y), k23 = __floats2half2_rn(kf.z, kf.w);
-    const __half2 v01 = __floats2half2_rn(vf.x, vf.y), v23 = __floats2half2_rn(vf.z, vf.w);
-    kc[dst] = make_uint2(*reinterpret_cast<const uint32_t*>(&k01),
-                         *reinterpret_cast<const uint32_t*>(&k23));
-    vc[dst] = make_uint2(*reinterpret_cast<const uint32_t*>(&v01),
-                         *reinterpret_cast<const uint32_t*>(&v23));
-  }
-}
-
-// Element by element into FP16 caches (any hd, any alignment).
-__global__ void kv_store_f16_scalar_kernel(const float* __restrict__ k, const float* __restrict__ v,
-                                           int64_t batch, int64_t t, int64_t pos0, int64_t kv_heads,
-                                           int64_t hd, int64_t capacity, __half* __restrict__ kc,
-                                           __half* __restrict__ vc, const int64_t* pos_dev) {
-  pdl_entry();
-  if (pos_dev) pos0 = *pos_dev;
-  const int64_t n = batch * t * kv_heads * hd;
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t c = e % hd;
-    const int64_t g = (e / hd) % kv_heads;
-    const int64_t row = e / (hd * kv_heads);
-    const int64_t b = row / t, i = row % t;
-    const int64_t dst = ((b * kv_heads + g) * capacity + pos0 + i) * hd + c;
-    kc[dst] = __float2half_rn(k[e]);
-    vc[dst] = __float2half_rn(v[e]);
+    const int64_t dst = cache_index(e, hdw, kv_heads, t, capacity, pos0) * W;
+    if constexpr (W == 4) {
+      const float4 kf = reinterpret_cast<const float4*>(k)[e];
+      const float4 vf = reinterpret_cast<const float4*>(v)[e];
+      const __half2 k01 = __floats2half2_rn(kf.x, kf.y), k23 = __floats2half2_rn(kf.z, kf.w);
+      const __half2 v01 = __floats2half2_rn(vf.x, vf.y), v23 = __floats2half2_rn(vf.z, vf.w);
+      *reinterpret_cast<uint2*>(kc + dst) = make_uint2(*reinterpret_cast<const uint32_t*>(&k01),
+                                                       *reinterpret_cast<const uint32_t*>(&k23));
+      *reinterpret_cast<uint2*>(vc + dst) = make_uint2(*reinterpret_cast<const uint32_t*>(&v01),
+                                                       *reinterpret_cast<const uint32_t*>(&v23));
+    } else {
+      kc[dst] = __float2half_rn(k[e]);
+      vc[dst] = __float2half_rn(v[e]);
+    }
   }
 }
 
@@ -339,17 +330,17 @@ void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t 
   if (batch <= 0 || t <= 0 || kv_heads <= 0 || head_dim <= 0) return;
   const int64_t n = batch * t * kv_heads * head_dim;
   if (kv == KvCache::kF16) {
+    auto* kh = reinterpret_cast<__half*>(k_cache);
+    auto* vh = reinterpret_cast<__half*>(v_cache);
     if (head_dim % 4 == 0 && aligned16(k) && aligned16(v) && aligned16(k_cache) &&
         aligned16(v_cache)) {
-      launch_pdl(kv_store_f16_kernel, dim3(grid_for(n / 4)), dim3(kThreads), 0, stream,
-                 "kv_store_f16_kernel", reinterpret_cast<const float4*>(k),
-                 reinterpret_cast<const float4*>(v), batch, t, pos0, kv_heads, head_dim / 4,
-                 capacity, reinterpret_cast<uint2*>(k_cache), reinterpret_cast<uint2*>(v_cache),
-                 pos_dev);
+      launch_pdl(kv_store_f16_kernel<4>, dim3(grid_for(n / 4)), dim3(kThreads), 0, stream,
+                 "kv_store_f16_kernel", k, v, batch, t, pos0, kv_heads, head_dim / 4, capacity, kh,
+                 vh, pos_dev);
     } else {
-      launch_pdl(kv_store_f16_scalar_kernel, dim3(grid_for(n)), dim3(kThreads), 0, stream,
-                 "kv_store_f16_scalar_kernel", k, v, batch, t, pos0, kv_heads, head_dim, capacity,
-                 reinterpret_cast<__half*>(k_cache), reinterpret_cast<__half*>(v_cache), pos_dev);
+      launch_pdl(kv_store_f16_kernel<1>, dim3(grid_for(n)), dim3(kThreads), 0, stream,
+                 "kv_store_f16_kernel", k, v, batch, t, pos0, kv_heads, head_dim, capacity, kh, vh,
+                 pos_dev);
     }
     return;
   }
