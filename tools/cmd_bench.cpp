@@ -44,6 +44,7 @@ struct DecodeRow {
   int64_t ctx = 0;
   double seconds = 0.0;  // median over repeats of `steps` decode steps
   double tokens_per_s = 0.0;
+  int64_t kv_cache_bytes = 0;  // the session's K and V caches (every layer)
 };
 
 struct ModeRow {
@@ -133,10 +134,11 @@ ModeRow bench_mode(const model::LoadedModel& lm, Mode mode, engine::Backend& be,
         }
         if (r > 0) times.push_back(now_s() - t0);
       }
-      DecodeRow d{b, ctx, median(times), 0.0};
+      DecodeRow d{b, ctx, median(times), 0.0, s.kv_cache_bytes()};
       d.tokens_per_s = static_cast<double>(b * a.steps) / d.seconds;
-      std::fprintf(stderr, "%s: decode batch %lld at ctx %lld: %.1f tokens/s\n", row.mode.c_str(),
-                   static_cast<long long>(b), static_cast<long long>(ctx), d.tokens_per_s);
+      std::fprintf(stderr, "%s: decode batch %lld at ctx %lld: %.1f tokens/s, kv cache %.1f MiB\n",
+                   row.mode.c_str(), static_cast<long long>(b), static_cast<long long>(ctx),
+                   d.tokens_per_s, static_cast<double>(d.kv_cache_bytes) / (1024.0 * 1024.0));
       row.decode.push_back(d);
     }
   }
@@ -209,7 +211,8 @@ int run_bench(const BenchArgs& a) {
         m["decode"].push_back({{"batch", d.batch},
                                {"ctx", d.ctx},
                                {"seconds", d.seconds},
-                               {"tokens_per_s", d.tokens_per_s}});
+                               {"tokens_per_s", d.tokens_per_s},
+                               {"kv_cache_bytes", d.kv_cache_bytes}});
       }
       j["results"].push_back(m);
     }

@@ -40,6 +40,13 @@ Session::Session(const Model& model, int64_t capacity, int64_t batch)
   }
 }
 
+int64_t Session::kv_cache_bytes() const {
+  int64_t floats = 0;
+  for (const Buffer& b : k_cache_) floats += b.size();
+  for (const Buffer& b : v_cache_) floats += b.size();
+  return floats * static_cast<int64_t>(sizeof(float));
+}
+
 void Session::forward_hidden(std::span<const int32_t> ids) {
   const auto& c = model_->config();
   Backend& be = model_->backend();

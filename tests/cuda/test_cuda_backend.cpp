@@ -130,6 +130,15 @@ TEST(CudaBackendKvF16, DecoderMatchesCpu) {
   auto be = engine::make_cuda_backend(0);
   be->set_kv_cache(KvCache::kF16);
   EXPECT_EQ(be->kv_cache_floats(1000), 500);
+  {  // A session's caches take half the bytes of float32 ones.
+    const auto lm = test::tiny_model(gpu_config("llama"), 11);
+    const Model m(lm, Mode::kBf16, *be);
+    const Session s16(m, 64);
+    be->set_kv_cache(KvCache::kF32);
+    const Session s32(m, 64);
+    be->set_kv_cache(KvCache::kF16);
+    EXPECT_EQ(2 * s16.kv_cache_bytes(), s32.kv_cache_bytes());
+  }
   for (const Case c : {Case{"llama", "bf16"}, Case{"llama", "sharq-nvfp4-24"},
                        Case{"qwen3", "sharq-nvfp4"}, Case{"qwen2", "nvfp4"}}) {
     check_decoder_matches_cpu(*be, c, KvCache::kF16);

@@ -259,6 +259,10 @@ TEST_P(Decoder, F16KvCacheIsCloseAndFixedPerSession) {
   be->set_kv_cache(KvCache::kF16);
   Session s16(m, 32);
   EXPECT_EQ(s16.kv_cache(), KvCache::kF16);
+  // The CPU keeps float32 storage either way: 2 caches x layers x kv_heads x 32 x head_dim floats.
+  const auto& c = lm.config;
+  EXPECT_EQ(s32.kv_cache_bytes(), 2 * c.num_layers * c.num_kv_heads * 32 * c.head_dim * 4);
+  EXPECT_EQ(s16.kv_cache_bytes(), s32.kv_cache_bytes());
   const auto l16 = s16.forward(kTokens, true);
   const double e = rel_err(l16, std::vector<double>(l32.begin(), l32.end()));
   EXPECT_GT(e, 0.0);  // the rounding is there

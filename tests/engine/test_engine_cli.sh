@@ -76,6 +76,10 @@ for x in r:
     assert x["prefill_seconds"] > 0 and x["linear_weight_bytes"] > 0, x
     assert [(d["batch"], d["ctx"]) for d in x["decode"]] == [(1, 8), (2, 8), (1, 24), (2, 24)], x
     assert all(d["tokens_per_s"] > 0 for d in x["decode"]), x
+    # The caches' bytes: 2 x layers x batch x kv_heads x (ctx + 2 x steps) x head_dim x 4 on the
+    # CPU (float32 storage); the ratio between rows is exact whatever the fixture's shape.
+    kv = {(d["batch"], d["ctx"]): d["kv_cache_bytes"] for d in x["decode"]}
+    assert kv[(2, 8)] == 2 * kv[(1, 8)] and kv[(1, 24)] * 12 == kv[(1, 8)] * 28, kv
 PY
 # Bad requests fail with one clear line.
 expect_error() {  # expected message fragment, then the command

@@ -24,6 +24,8 @@ class Session {
   int64_t capacity() const { return capacity_; }
   int64_t batch() const { return batch_; }
   KvCache kv_cache() const { return kv_cache_; }  // the backend's format at construction
+  // Backend memory the K and V caches of every layer hold (the format's storage).
+  int64_t kv_cache_bytes() const;
   void reset() { pos_ = 0; }
 
   // Runs ids (batch * T, sequence-major: ids[b * T + i]) at positions position()..+T-1 as one
