@@ -10,8 +10,9 @@ namespace sharq::tools {
 // --kv-cache f32|f16 on an engine subcommand (the backend's Backend::set_kv_cache).
 inline void add_kv_cache_option(CLI::App* sub, std::string* value) {
   sub->add_option("--kv-cache", *value,
-                  "KV cache format: f32 (default) or f16 (half the cache memory; on the GPU, "
-                  "half the bytes attention reads)")
+                  "KV cache format: f32 (default) or f16 (K and V rounded to FP16 as they are "
+                  "stored; on the GPU half the cache memory and the bytes attention reads, on the "
+                  "CPU the same values in float32 storage)")
       ->check(CLI::IsMember({"f32", "f16"}));
 }
 

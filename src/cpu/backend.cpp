@@ -127,12 +127,12 @@ class CpuBackend final : public Backend {
                 int64_t kv_heads, int64_t head_dim, int64_t capacity, float* k_cache,
                 float* v_cache) override {
     const int64_t row = t * kv_heads * head_dim, cache = kv_heads * capacity * head_dim;
+    const KvRound round = kv_round_ != KvRound::kNone   ? kv_round_
+                          : kv_cache() == KvCache::kF16 ? KvRound::kF16
+                                                        : KvRound::kNone;
     for (int64_t b = 0; b < batch; ++b) {
       cpu::kv_store(k + b * row, v + b * row, t, pos0, kv_heads, head_dim, capacity,
                     k_cache + b * cache, v_cache + b * cache);
-      const KvRound round = kv_round_ != KvRound::kNone   ? kv_round_
-                            : kv_cache() == KvCache::kF16 ? KvRound::kF16
-                                                          : KvRound::kNone;
       if (round == KvRound::kNone) continue;
       for (float* c : {k_cache + b * cache, v_cache + b * cache}) {
         for (int64_t g = 0; g < kv_heads; ++g) {
