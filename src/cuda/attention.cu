@@ -202,8 +202,21 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
   }
 
-  // One key's scores and online-softmax update from its K and V values (this lane's 8 of each).
-  auto consume = [&](const float(&kr)[8], const float(&vr)[8], int64_t key) {
+  // Software pipeline: the next step's K and V rows load while this step computes.
+  float kr[8] = {}, vr[8] = {};
+  int64_t key = k0 + warp * KPW + sub;
+  if (key < k1) {
+    load8(kb + key * D, li, L, kr);
+    load8(vb + key * D, li, L, vr);
+  }
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    key = base + sub;
+    const int64_t next = key + kStep;
+    float kn[8] = {}, vn[8] = {};
+    if (next < k1) {
+      load8(kb + next * D, li, L, kn);
+      load8(vb + next * D, li, L, vn);
+    }
     float sc[QH];
 #pragma unroll
     for (int j = 0; j < QH; ++j) {
@@ -226,24 +239,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
         m[j] = mn;
       }
     }
-  };
-
-  // Software pipeline: the next step's K and V rows load while this step computes.
-  float kr[8] = {}, vr[8] = {};
-  int64_t key = k0 + warp * KPW + sub;
-  if (key < k1) {
-    load8(kb + key * D, li, L, kr);
-    load8(vb + key * D, li, L, vr);
-  }
-  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
-    key = base + sub;
-    const int64_t next = key + kStep;
-    float kn[8] = {}, vn[8] = {};
-    if (next < k1) {
-      load8(kb + next * D, li, L, kn);
-      load8(vb + next * D, li, L, vn);
-    }
-    consume(kr, vr, key);
 #pragma unroll
     for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
   }
@@ -1006,12 +1001,6 @@ struct TcDecodeLayout {
   static constexpr size_t smem_bytes = ring_bytes > merge_bytes ? ring_bytes : merge_bytes;
 };
 
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
 template <int D, int QH>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_tc_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
@@ -1145,7 +1134,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
       o[mt][2] *= ca;
       o[mt][3] *= cb;
       uint32_t vf[4];  // V^T rows 16 mt .. + 15 (dims) x the tile's 16 keys
-      ldmatrix_x4_trans(vf, va + 2 * 16 * mt);
+      sm90::ldmatrix_x4_trans(vf, va + 2 * 16 * mt);
       mma_tc<true>(o[mt], vf, plo);
       mma_tc<true>(o[mt], vf, phi);
     }

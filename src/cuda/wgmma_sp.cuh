@@ -37,6 +37,12 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
+// The same with each 8x8 matrix transposed (attention.cu: V^T's A fragments from row-major V).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
 
 // K-major operand, 128-byte swizzle, 8-row atoms 1024 bytes apart (as gemm_prefill.cu).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
