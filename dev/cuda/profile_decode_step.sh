@@ -5,7 +5,8 @@
 # CSV per mode in $OUT; the last decode step is the tail of each CSV.
 # BATCH (default 1) sets the decode batch; NCU_ARGS replaces the default metric list (e.g.
 # "--kernel-name regex:gemm_decode_shared --launch-count 3 --section WarpStateStats" for a
-# kernel's stall reasons; the output is then ncu's text report).
+# kernel's stall reasons; the output is then ncu's text report). BENCH_ARGS adds sharq bench
+# arguments (e.g. "--kv-cache f16").
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 B=/tmp/sharq
@@ -17,6 +18,6 @@ for mode in ${MODES:-sharq-nvfp4-24 bf16}; do
   SHARQ_CUDA_GRAPHS=0 timeout 250 "$NCU" --clock-control none \
     ${NCU_ARGS:---metrics gpu__time_duration.sum --csv} \
     "$B/bin/sharq" bench --synthetic llama-3.1-8b --layers 2 --device cuda --modes "$mode" \
-    --prefill "${PREFILL:-16}" --batch "${BATCH:-1}" --ctx 1024 --steps 4 --repeat 1 >"$OUT/ncu_$mode.csv" 2>"$OUT/ncu_$mode.err"
+    --prefill "${PREFILL:-16}" --batch "${BATCH:-1}" --ctx 1024 --steps 4 --repeat 1 ${BENCH_ARGS:-} >"$OUT/ncu_$mode.csv" 2>"$OUT/ncu_$mode.err"
   echo "$mode rc=$?"
 done
