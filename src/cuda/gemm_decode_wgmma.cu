@@ -25,7 +25,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <type_traits>
@@ -35,7 +34,6 @@
 #include "decode_split_k.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
-#include "sharq/cuda/stream_k_plan.h"
 #include "wgmma_sp.cuh"
 
 namespace sharq::cuda::decode_mma {
@@ -55,15 +53,6 @@ const bool g_no_fence = [] {
   const char* e = std::getenv("SHARQ_CUDA_WGMMA_NOFENCE");
   return e && e[0] == '1';
 }();
-
-// The stream-K schedule where it applies (stream_k_plan.h): on by default;
-// SHARQ_CUDA_DECODE_STREAMK=0 or testing::decode_gemm_stream_k(false) for the plain multi-wave grid
-// (A/B, tests).
-std::atomic<bool> g_stream_k{[] {
-  const char* e = std::getenv("SHARQ_CUDA_DECODE_STREAMK");
-  return !(e && e[0] == '0');
-}()};
-std::atomic<int64_t> g_stream_k_launches{0};  // for the tests: the schedule was taken
 
 constexpr int kWarps = kSplitWarps;  // two warpgroups
 constexpr int kAhead = 2;            // activation windows in flight ahead of the one in use
@@ -133,7 +122,6 @@ struct RowStreams {
   const uint8_t* s[2];
   uint32_t cstep, sstep;
 
-  RowStreams() = default;
   template <typename OutT>
   __device__ __forceinline__ RowStreams(const TileRef<OutT>& tr, const int64_t (&rows)[1][2],
                                         int64_t k, int t) {
@@ -186,28 +174,10 @@ __device__ __forceinline__ void decode_window(uint32_t (&a)[kSteps][4], const We
   }
 }
 
-// The stream-K schedule's workspace (stream_k_plan.h): a warp's partial sums of each segment,
-// [block][segment][warp][NT * 4 values][lane] (room for NT = 4), and an arrival count per tile
-// that the last arriving segment resets, so no memset precedes a launch. Static device memory:
-// launches that use it must not overlap (the engine runs its decode steps on one stream; under
-// programmatic dependent launch the workspace is touched only after the dependency wait).
-constexpr int kSkMaxBlocks = 160;
-constexpr int kSkMaxTiles = 8192;
-constexpr int kSkWarpFloats = 4 * 4 * 32;
-__device__ float g_sk_partials[kSkMaxBlocks * stream_k::kMaxSegments * kWarps * kSkWarpFloats];
-__device__ uint32_t g_sk_arrivals[kSkMaxTiles];
-
-__device__ __forceinline__ float* sk_slot(int64_t block, int64_t segment, int warp) {
-  return g_sk_partials +
-         ((block * stream_k::kMaxSegments + segment) * kWarps + warp) * kSkWarpFloats;
-}
-
 // Grid (tile groups, split_k), cluster (1, split_k): block (b, c) runs warp w on tile
-// b * kWarps + w over the c-th share of K's windows. SK (stream-K): a grid of persistent blocks,
-// block b runs units [first_unit(b), first_unit(b + 1)) of the groups x windows units, its warp w
-// on tile group * kWarps + w (every tile exists: the launch checks tiles % kWarps == 0 and
-// k % kWin == 0). x: (P, m, plane_row_halves(k, kWgmma)) FP16 planes in the kWgmma order.
-template <int NT, int P, int WG, typename OutT, bool SK>
+// b * kWarps + w over the c-th share of K's windows. x: (P, m, plane_row_halves(k, kWgmma)) FP16
+// planes in the kWgmma order.
+template <int NT, int P, int WG, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemm_decode_wgmma_kernel(const __half* __restrict__ x, const float* __restrict__ sx, int m,
                              const __grid_constant__ Parts<OutT> parts, int64_t k, int64_t tiles,
@@ -218,36 +188,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int64_t tile = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   // Idle warps (past the last tile) still take part in every MMA, on zero weights.
-  const bool active = SK || tile < tiles;
+  const bool active = tile < tiles;
   const TileRef<OutT> tr = tile_ref<1>(parts, active ? tile : tiles - 1);
   int64_t rows[1][2];
   tile_rows<1>(tr, g, rows);
   const int64_t nwin = (k + kWin - 1) / kWin;
-  // Plain: the block's share of the windows, one tile a warp. SK: the block's range of units
-  // (unit u: window u % nwin of group u / nwin), which starts in group sk_g0.
-  const int64_t units = (tiles / kWarps) * nwin;
-  const int64_t w0 =
-      SK ? stream_k::first_unit(blockIdx.x, units, gridDim.x) : nwin * blockIdx.y / gridDim.y;
-  const int64_t nw = SK ? stream_k::first_unit(blockIdx.x + 1, units, gridDim.x) - w0
-                        : nwin * (blockIdx.y + 1) / gridDim.y - w0;
-  // SK, in 32-bit unit offsets j from w0 (the launch keeps units below 2^30): the range starts at
-  // window sk_r0 of group sk_g0 and crosses into a new group at j = sk_b1, sk_b1 + nwin, ..., so
-  // segment seg_of(j) and window j + sk_r0 - seg_of(j) * nwin, without a division a window.
-  const int64_t sk_g0 = SK ? w0 / nwin : 0;
-  const int sk_r0 = SK ? static_cast<int>(w0 % nwin) : 0, sk_nwin = static_cast<int>(nwin);
-  const int sk_b1 = sk_nwin - sk_r0;
-  auto seg_of = [&](int64_t j) {
-    const int jj = static_cast<int>(j);
-    static_assert(stream_k::kMaxSegments == 4, "three group boundaries in a range");
-    return int(jj >= sk_b1) + int(jj >= sk_b1 + sk_nwin) + int(jj >= sk_b1 + 2 * sk_nwin);
-  };
-  auto window_of = [&](int64_t j) -> int64_t {
-    if constexpr (SK) {
-      return static_cast<int>(j) + sk_r0 - seg_of(j) * sk_nwin;
-    } else {
-      return w0 + j;
-    }
-  };
+  const int64_t w0 = nwin * blockIdx.y / gridDim.y, nw = nwin * (blockIdx.y + 1) / gridDim.y - w0;
 
   // Window j sits in slot j % kStages; the main loop's steps are unrolled kDepth == kStages at a
   // time, so that slot is step B's own (a constant), and so is every MMA's descriptor: the base
@@ -257,32 +203,14 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   auto slot = [&](int idx) { return sbase + static_cast<uint32_t>(idx) * window_bytes<NT, P>(); };
   const uint64_t desc0 = smem_desc(sbase);
   const RowCopy<NT, P> rc(m, nwin * kWin);
-  auto copy = [&](uint32_t dst, int64_t j) { rc.copy(dst, x, window_of(j)); };
-  // SK: the row streams of the group a load reaches, in two named slots by group parity (the
-  // ring is 4 units deep, so at most two groups have loads pending), set up at its first load.
-  RowStreams<WG> rs = SK ? RowStreams<WG>() : RowStreams<WG>(tr, rows, k, t), rs_odd;
+  auto copy = [&](uint32_t dst, int64_t w) { rc.copy(dst, x, w); };
+  const RowStreams<WG> rs(tr, rows, k, t);
   auto load_w = [&](WeightSlice<1>& sl, int64_t j) {
     if (j >= nw) return;
-    const int64_t w = window_of(j);
-    if constexpr (SK) {
-      const int seg = seg_of(j);
-      if (w == 0 || j == 0) {
-        const TileRef<OutT> tg = tile_ref<1>(parts, (sk_g0 + seg) * kWarps + warp);
-        int64_t rg[1][2];
-        tile_rows<1>(tg, g, rg);
-        // Named slots, no reference to either: a runtime-selected reference put both on the stack.
-        if (seg & 1) {
-          rs_odd = RowStreams<WG>(tg, rg, k, t);
-        } else {
-          rs = RowStreams<WG>(tg, rg, k, t);
-        }
-      }
-      return (seg & 1) ? rs_odd.load(sl, w) : rs.load(sl, w);
-    } else {
-      if (active && (w + 1) * kWin <= k) return rs.load(sl, w);
-      const int64_t kl = w * kWin + 32 * t;  // a 64-wide last window, or an idle warp (zeros)
-      load_slice<WG>(sl, tr.codes, tr.scales, rows, tr.n, k, kl, active && kl < k);
-    }
+    const int64_t w = w0 + j;
+    if (active && (w + 1) * kWin <= k) return rs.load(sl, w);
+    const int64_t kl = w * kWin + 32 * t;  // a 64-wide last window, or an idle warp (zeros)
+    load_slice<WG>(sl, tr.codes, tr.scales, rows, tr.n, k, kl, active && kl < k);
   };
 
   // Consecutive MMAs go to alternating sets: each accumulates into the previous one's registers
@@ -293,39 +221,6 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   auto fence_sets = [&] {
 #pragma unroll
     for (int i = 0; i < kSets; ++i) fence_acc(acc[i]);
-  };
-
-  // SK: unit j ends a segment (the block's last unit, or a group's last window). Its partial sums
-  // go to the workspace, the accumulators restart from zero, and the warp counts its segment in;
-  // the warp that brings a tile's count to the group's number of segments adds them up after the
-  // main loop (bit s of sk_done: segment s of this block).
-  uint32_t sk_done = 0;
-  auto sk_flush = [&](int64_t j) {
-    wgmma_wait<0>();
-    fence_sets();
-    const int seg = seg_of(j);
-    const int64_t grp = sk_g0 + seg;
-    float* slot_p = sk_slot(blockIdx.x, seg, warp);
-#pragma unroll
-    for (int i = 0; i < NT * 4; ++i) {
-      slot_p[i * 32 + lane] = acc[0][i] + acc[1][i];
-      acc[0][i] = acc[1][i] = 0.0f;
-    }
-    __syncwarp();
-    uint32_t last = 0;
-    if (lane == 0) {
-      const int64_t first = grp * nwin;
-      const int64_t segs = stream_k::block_of(first + nwin - 1, units, gridDim.x) -
-                           stream_k::block_of(first, units, gridDim.x) + 1;
-      __threadfence();
-      ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_device> arrivals(
-          g_sk_arrivals[grp * kWarps + warp]);
-      if (arrivals.fetch_add(1u, ::cuda::memory_order_acq_rel) + 1 == segs) {
-        arrivals.store(0u, ::cuda::memory_order_relaxed);
-        last = 1;
-      }
-    }
-    sk_done |= __shfl_sync(0xffffffffu, last, 0) << seg;
   };
 
   // Window j's MMAs run while the next window's fragments are decoded and the step after next's
@@ -339,7 +234,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     // only 1-3% faster on an H100, SHARQ_CUDA_WGMMA_NOFENCE=1) ...
     if (proxy_fence) fence_proxy_async();
     __syncthreads();  // ... and everyone's are; every warpgroup is done with window j - 2's slot
-    if (j + kAhead < nw) copy(slot((B + kAhead) % kStages), j + kAhead);
+    if (j + kAhead < nw) copy(slot((B + kAhead) % kStages), w0 + j + kAhead);
     cp_async_commit();  // one group per step, empty or not, so the wait count stays exact
     fence_sets();
     wgmma_fence();
@@ -355,9 +250,6 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     wgmma_commit();
     wgmma_wait<1>();  // window j - 1's MMAs are done: its fragments and slot are free
     fence_sets();
-    if constexpr (SK) {
-      if (window_of(j) == nwin - 1 || j + 1 == nw) sk_flush(j);  // unit j ends a segment
-    }
     if (j + 1 < nw) {
       decode_window(a[1 - A], ring[R]);
       load_w(ring[R], j + 1 + kDepth);
@@ -372,7 +264,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
   for (int j = 0; j < kAhead; ++j) {
-    if (j < nw) copy(slot(j), j);
+    if (j < nw) copy(slot(j), w0 + j);
     cp_async_commit();
   }
   static_assert(kStages * window_bytes<NT, P>() + 1024 <= 0x3FFFFu, "descriptor address field");
@@ -387,37 +279,13 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   wgmma_wait<0>();
   fence_sets();
 
-  if constexpr (SK) {
-    // The tiles this warp completed: their segments' partials in segment order (L2 reads: other
-    // SMs wrote them during this launch).
-    __syncwarp();
-    for (int seg = 0; seg < stream_k::kMaxSegments; ++seg) {
-      if (!((sk_done >> seg) & 1)) continue;
-      const int64_t grp = sk_g0 + seg, first = grp * nwin;
-      const TileRef<OutT> tg = tile_ref<1>(parts, grp * kWarps + warp);
-      float v[NT][4] = {};
-      const int64_t b1 = stream_k::block_of(first + nwin - 1, units, gridDim.x);
-      for (int64_t b = stream_k::block_of(first, units, gridDim.x); b <= b1; ++b) {
-        const int64_t sb = grp - stream_k::first_unit(b, units, gridDim.x) / nwin;
-        const float* p = sk_slot(b, sb, warp);
+  float v[1][NT][4];
 #pragma unroll
-        for (int i = 0; i < NT; ++i) {
+  for (int i = 0; i < NT; ++i) {
 #pragma unroll
-          for (int c = 0; c < 4; ++c) v[i][c] += __ldcg(p + (4 * i + c) * 32 + lane);
-        }
-      }
-      store_tile<NT, false>(v, tg, tg.row_base, sx, m, parts.accumulate, lane);
-    }
-    return;
-  } else {
-    float v[1][NT][4];
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) v[0][i][c] = acc[0][4 * i + c] + acc[1][4 * i + c];
-    }
-    store_or_reduce<NT, 1>(v, tr, active, sx, m, parts.accumulate, smem);
+    for (int c = 0; c < 4; ++c) v[0][i][c] = acc[0][4 * i + c] + acc[1][4 * i + c];
   }
+  store_or_reduce<NT, 1>(v, tr, active, sx, m, parts.accumulate, smem);
 }
 
 template <int NT, int P>
@@ -433,33 +301,13 @@ void launch_nt(const uint16_t* x, const float* sx, int64_t m, Parts<OutT> parts,
   }
   const int64_t tiles = parts.tile0[parts.count];
   const int64_t groups = (tiles + kWarps - 1) / kWarps;
-  constexpr auto kernel32 = gemm_decode_wgmma_kernel<NT, P, 32, OutT, false>;
-  constexpr auto kernel16 = gemm_decode_wgmma_kernel<NT, P, 16, OutT, false>;
+  constexpr auto kernel32 = gemm_decode_wgmma_kernel<NT, P, 32, OutT>;
+  constexpr auto kernel16 = gemm_decode_wgmma_kernel<NT, P, 16, OutT>;
   const auto kernel = group == 32 ? kernel32 : kernel16;
   constexpr size_t smem = smem_bytes<NT, P>();
   const int resident =
       group == 32 ? resident_blocks_smem<kernel32, kWarps * 32, smem>("gemm_decode_wgmma smem")
                   : resident_blocks_smem<kernel16, kWarps * 32, smem>("gemm_decode_wgmma smem");
-  const int64_t nwin = (k + kWin - 1) / kWin;
-  if (split_k <= 0 && g_stream_k.load(std::memory_order_relaxed) && tiles % kWarps == 0 &&
-      k % kWin == 0 && resident <= kSkMaxBlocks && tiles <= kSkMaxTiles &&
-      stream_k::use(groups, nwin, resident)) {
-    constexpr auto sk32 = gemm_decode_wgmma_kernel<NT, P, 32, OutT, true>;
-    constexpr auto sk16 = gemm_decode_wgmma_kernel<NT, P, 16, OutT, true>;
-    const int sk_resident =
-        group == 32 ? resident_blocks_smem<sk32, kWarps * 32, smem>("gemm_decode_wgmma smem")
-                    : resident_blocks_smem<sk16, kWarps * 32, smem>("gemm_decode_wgmma smem");
-    // One block a resident slot: every block's range is a wave's share. (The plain build's
-    // residency decided; the stream-K build's is the same or the plan would not fit.)
-    if (sk_resident >= resident) {
-      g_stream_k_launches.fetch_add(1, std::memory_order_relaxed);
-      launch_pdl(group == 32 ? sk32 : sk16, dim3(static_cast<unsigned>(resident)),
-                 dim3(kWarps * 32), smem, stream, "gemm_decode_wgmma_kernel (stream-K)",
-                 reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
-                 static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
-      return;
-    }
-  }
   launch_split_k(kernel, resident, groups, k, split_k, m, smem, stream, "gemm_decode_wgmma_kernel",
                  reinterpret_cast<const __half*>(x), sx, static_cast<int>(m),
                  static_cast<const Parts<OutT>>(parts), k, tiles, !g_no_fence);
@@ -488,12 +336,3 @@ template void launch_wgmma_x<2, __nv_bfloat16>(const uint16_t*, const float*, in
                                                cudaStream_t);
 
 }  // namespace sharq::cuda::decode_mma
-
-namespace sharq::cuda::testing {
-void decode_gemm_stream_k(bool on) {
-  decode_mma::g_stream_k.store(on, std::memory_order_relaxed);
-}
-int64_t decode_gemm_stream_k_launches() {
-  return decode_mma::g_stream_k_launches.load(std::memory_order_relaxed);
-}
-}  // namespace sharq::cuda::testing

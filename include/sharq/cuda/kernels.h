@@ -140,11 +140,6 @@ void decode_gemm_m1(int mode);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
-// The wgmma decode kernel's stream-K schedule for multi-wave grids (stream_k_plan.h): on (default)
-// where it applies, off for the plain grid (SHARQ_CUDA_DECODE_STREAMK=0 sets the start value).
-void decode_gemm_stream_k(bool on);
-// Launches that took that schedule so far (the tests check that their shapes reach it).
-int64_t decode_gemm_stream_k_launches();
 // What decode_plane_order answers: -1 (default) per M, 0 always kMma, 1 always kWgmma
 // (SHARQ_CUDA_DECODE_WGMMA=0|1 sets the start value).
 void decode_gemm_wgmma_order(int mode);
