@@ -1053,7 +1053,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t ntiles = blk.k1 > blk.k0 ? (blk.k1 - blk.k0 + KT - 1) / KT : 0;
   // Starts copying tile `tile` of the range into `slot` (rows past k1 zero); always commits, so
   // the group count stays uniform. K and V rows in one loop, not two copy_tile_async calls over a
-  // warp's lanes: that form took more registers (155 -> 161 at head_dim 128) and 10% more
+  // warp's lanes: that form took more registers (155 -> 161 at head_dim 128) and 10% more static
   // instructions, and ran batch 8 4% slower (H200, session 25).
   auto issue = [&](int64_t tile, int slot) {
     if (tile < ntiles) {
