@@ -251,9 +251,8 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // and takes its scale in one FMA. M = 1's two paths times four groups fill the eight columns; the
 // planes are in the scaled domain already. The sums round in another order than the general
 // kernel's (CudaGemmDecodeM1 holds both to the float64 reference).
-// MINB: blocks an SM the registers are sized for (3: at most 80 registers). DEPTH: weight
-// windows in flight a warp (the ring; 3 by default, SHARQ_CUDA_DECODE_M1_RING).
-template <int MINB, int DEPTH, typename OutT>
+// MINB: blocks an SM the registers are sized for (3: at most 80 registers).
+template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
@@ -315,28 +314,19 @@ __global__ void __launch_bounds__(256, MINB)
       tot[c] = __fmaf_rn(c & 1 ? ue4m3_byte<1>(sb) : ue4m3_byte<0>(sb), acc[c], tot[c]);
     }
   };
-  // The ring's slots as named variables, not an array: ptxas allocates an array's unrolled form
-  // differently (session 11: 87 instead of 128 registers, slower), and DEPTH 3 keeps its SASS.
-  static_assert(DEPTH == 3 || DEPTH == 4 || DEPTH == 6, "ring of 3, 4 or 6 windows");
-  Window s0, s1, s2, s3, s4, s5;
-  auto each = [&](auto&& f) {
-    f(s0, 0u);
-    f(s1, 1u);
-    f(s2, 2u);
-    if constexpr (DEPTH >= 4) f(s3, 3u);
-    if constexpr (DEPTH >= 6) {
-      f(s4, 4u);
-      f(s5, 5u);
-    }
-  };
+  Window s0, s1, s2;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  each([&](Window& s, uint32_t d) { load(s, warp + d * kWarps); });
+  load(s0, warp);
+  load(s1, warp + kWarps);
+  load(s2, warp + 2 * kWarps);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  for (uint32_t w = warp; w < nwin; w += DEPTH * kWarps) {
-    each([&](Window& s, uint32_t d) {
-      step(s, w + d * kWarps);
-      load(s, w + (d + DEPTH) * kWarps);
-    });
+  for (uint32_t w = warp; w < nwin; w += 3 * kWarps) {
+    step(s0, w);
+    load(s0, w + 3 * kWarps);
+    step(s1, w + kWarps);
+    load(s1, w + 4 * kWarps);
+    step(s2, w + 2 * kWarps);
+    load(s2, w + 5 * kWarps);
   }
   // Rows g and g + 8: the lane's two columns, the four lanes' (all eight columns), then the
   // warps in order.
@@ -507,16 +497,6 @@ bool m1_eligible(const Parts<OutT>& parts, int paths, int64_t m, int group, int6
   return true;
 }
 
-// The M = 1 kernel's weight ring, windows in flight a warp: for the two-blocks-an-SM build (3, 4
-// or 6) and the three-blocks build (3 or 4, its 80 registers). SHARQ_CUDA_DECODE_M1_RING="AB"
-// sets them (digit A the two-blocks build, B the three-blocks build, default "33").
-std::atomic<int> g_m1_ring2{3}, g_m1_ring3{3};
-const bool g_m1_ring_env = [] {
-  const char* e = std::getenv("SHARQ_CUDA_DECODE_M1_RING");
-  if (e && e[0] && e[1]) testing::decode_gemm_m1_ring(e[0] - '0', e[1] - '0');
-  return true;
-}();
-
 template <typename OutT>
 void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
                cudaStream_t stream) {
@@ -524,12 +504,7 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
   const int64_t tiles = parts.tile0[parts.count];
   const int mode = g_m1.load(std::memory_order_relaxed);
   const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
-  const int ring = (two ? g_m1_ring2 : g_m1_ring3).load(std::memory_order_relaxed);
-  const auto kernel = two ? (ring == 6   ? gemm_decode_m1_kernel<2, 6, OutT>
-                             : ring == 4 ? gemm_decode_m1_kernel<2, 4, OutT>
-                                         : gemm_decode_m1_kernel<2, 3, OutT>)
-                          : (ring == 4 ? gemm_decode_m1_kernel<3, 4, OutT>
-                                       : gemm_decode_m1_kernel<3, 3, OutT>);
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
   launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
              "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
@@ -658,10 +633,6 @@ void decode_gemm_shared_x(int mode) {
 }
 void decode_gemm_m1(int mode) {
   g_m1.store(mode >= 0 && mode <= 3 ? mode : 1, std::memory_order_relaxed);
-}
-void decode_gemm_m1_ring(int two_blocks, int three_blocks) {
-  g_m1_ring2.store(two_blocks == 4 || two_blocks == 6 ? two_blocks : 3, std::memory_order_relaxed);
-  g_m1_ring3.store(three_blocks == 4 ? 4 : 3, std::memory_order_relaxed);
 }
 void decode_gemm_warps(int warps) {
   g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);

@@ -427,32 +427,13 @@ const std::tuple<int64_t, int64_t, int64_t> kPrefillShapes[] = {
     {128, 256, 4096}, {300, 520, 1088}, {2049, 264, 512}};
 
 // The M = 1 kernel (two paths, g32, K % 128 == 0, N % 16 == 0), built for three and for two
-// blocks an SM and chosen per grid (testing::decode_gemm_m1), with each weight ring depth
-// (testing::decode_gemm_m1_ring: 3, 4 or 6 windows for the two-blocks build, 3 or 4 for the
-// three-blocks build).
-struct M1Build {
-  int mode, ring_two, ring_three;
-};
-class CudaGemmDecodeM1 : public ::testing::TestWithParam<M1Build> {
+// blocks an SM and chosen per grid (testing::decode_gemm_m1).
+class CudaGemmDecodeM1 : public ::testing::TestWithParam<int> {
  protected:
-  void SetUp() override {
-    sharq::cuda::testing::decode_gemm_m1(GetParam().mode);
-    sharq::cuda::testing::decode_gemm_m1_ring(GetParam().ring_two, GetParam().ring_three);
-  }
-  void TearDown() override {
-    sharq::cuda::testing::decode_gemm_m1(1);
-    sharq::cuda::testing::decode_gemm_m1_ring(3, 3);
-  }
+  void SetUp() override { sharq::cuda::testing::decode_gemm_m1(GetParam()); }
+  void TearDown() override { sharq::cuda::testing::decode_gemm_m1(1); }
 };
-INSTANTIATE_TEST_SUITE_P(Build, CudaGemmDecodeM1,
-                         ::testing::Values(M1Build{3, 3, 3}, M1Build{2, 3, 3}, M1Build{1, 3, 3},
-                                           M1Build{3, 3, 4}, M1Build{2, 4, 3},
-                                           M1Build{2, 6, 3}),
-                         [](const ::testing::TestParamInfo<M1Build>& i) {
-                           return "mode" + std::to_string(i.param.mode) + "_ring" +
-                                  std::to_string(i.param.ring_two) +
-                                  std::to_string(i.param.ring_three);
-                         });
+INSTANTIATE_TEST_SUITE_P(Build, CudaGemmDecodeM1, ::testing::Values(3, 2, 1));
 
 // Each build (its scales applied after the products, per-group columns): both SharQ modes, bf16 and
 // float32 out, against the float64 reference; the shapes are the engine's o and down products and

@@ -137,10 +137,6 @@ void decode_gemm_warps(int warps);
 // always three, 2 always two, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start
 // value.
 void decode_gemm_m1(int mode);
-// The M = 1 kernel's weight windows in flight a warp (default 3 and 3): two_blocks 3, 4 or 6 for
-// its two-blocks-an-SM build (o, down), three_blocks 3 or 4 for the three-blocks build (q/k/v,
-// gate/up); other values mean 3. SHARQ_CUDA_DECODE_M1_RING="AB" sets the start values.
-void decode_gemm_m1_ring(int two_blocks, int three_blocks);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
