@@ -62,7 +62,7 @@ __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
 template <int RT>
 __device__ __forceinline__ void scaled_pairs(const WeightSlice<RT>& sl, int st, int r, int u,
                                              __half2 scale, uint32_t (&h)[4]) {
-  e2m1x8_to_f16x2(comp(sl.q[st][r], u), h);
+  e2m1x8_stored_to_f16x2(comp(sl.q[st][r], u), h);
 #pragma unroll
   for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], scale);
 }

@@ -20,7 +20,8 @@ __device__ __forceinline__ void e2m1x8_high_bytes(uint32_t w, uint32_t& lo, uint
   hi = (w & 0x80808080u) | ((w >> 3) & 0x0E0E0E0Eu);
 }
 
-// Four FP16 pairs from 8 E2M1 nibbles, pair j = (nibble j, nibble j + 4), each half the code's
+// Four FP16 pairs from 8 E2M1 nibbles in SPEC order (the activations' codes; the weights' decode
+// is e2m1x8_stored_to_f16x2, below), pair j = (nibble j, nibble j + 4), each half the code's
 // value times 2^-14 (2^14 returns in the epilogue). Pair j's nibbles sit in bytes j / 2 and
 // j / 2 + 2, both low or both high, so one byte permute places the two high bytes next to zero
 // bytes. 11 integer operations per 8 codes where masking each pair in place took 15 (SASS of the
@@ -34,6 +35,32 @@ __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
   h[1] = __byte_perm(hi, 0u, 0x2404u);  // nibbles 1 and 5
   h[2] = __byte_perm(lo, 0u, 0x3414u);  // 0, lo.1, 0, lo.3: nibbles 2 and 6
   h[3] = __byte_perm(hi, 0u, 0x3414u);  // nibbles 3 and 7
+}
+
+// The same four pairs from a weight code word in the stored bit order (weight_layout.h,
+// stored_code_word: the tiled weights are kept that way), in 9 integer operations instead of 11:
+// elements 0 and 4 are already where their FP16 pair wants them (one mask), 1 and 5 a byte lower
+// (a shift and a mask), and 2, 3, 6, 7 each have their sign in bit 0 and magnitude in bits 4-6 of
+// a byte, so two shifts and two masks make their four high bytes and two byte permutes place
+// them. The integer ALU pipe runs 7 of the 9 (the two left shifts go to the multiply pipe).
+__device__ __forceinline__ void e2m1x8_stored_to_f16x2(uint32_t s, uint32_t (&h)[4]) {
+  h[0] = s & 0x8E008E00u;
+  h[1] = (s << 8) & 0x8E008E00u;
+  const uint32_t z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);  // elements 2 3 6 7
+  h[2] = __byte_perm(z, 0u, 0x2404u);  // 0, z.0, 0, z.2: elements 2 and 6
+  h[3] = __byte_perm(z, 0u, 0x3414u);  // 0, z.1, 0, z.3: elements 3 and 7
+}
+
+// Natural pairs (pair j = elements 2j, 2j + 1) from a stored weight word: the same three images,
+// four byte permutes (whose zero bytes come from the images' own zero bytes 0 and 2).
+__device__ __forceinline__ void e2m1x8_stored_natural(uint32_t s, uint32_t (&h)[4]) {
+  const uint32_t r04 = s & 0x8E008E00u, r15 = (s << 8) & 0x8E008E00u;
+  const uint32_t z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);
+  // __byte_perm(a, b, s): result byte i = byte (s >> 4i) & 7 of the 8 bytes b:a.
+  h[0] = __byte_perm(r04, r15, 0x5210u);  // 0, r04.1, 0, r15.1: elements 0, 1
+  h[1] = __byte_perm(z, 0u, 0x1404u);     // 0, z.0, 0, z.1: elements 2, 3
+  h[2] = __byte_perm(r04, r15, 0x7230u);  // 0, r04.3, 0, r15.3: elements 4, 5
+  h[3] = __byte_perm(z, 0u, 0x3424u);     // 0, z.2, 0, z.3: elements 6, 7
 }
 
 // The UE4M3 scale (code & 0x7F, as ue4m3_decode reads it) in both halves, exact. code << 7 is the

@@ -17,6 +17,13 @@
 namespace sharq::cuda {
 namespace {
 
+// A code block's four words back in SPEC order (the tiled weights keep each word in the stored
+// bit order, weight_layout.h): these kernels pick nibbles out one at a time.
+__device__ __forceinline__ uint4 spec_words(uint4 q) {
+  return make_uint4(weight_layout::spec_code_word(q.x), weight_layout::spec_code_word(q.y),
+                    weight_layout::spec_code_word(q.z), weight_layout::spec_code_word(q.w));
+}
+
 constexpr int kWarps = 8;
 constexpr int kChunk = 1024;      // K elements per shared-memory chunk (32 lanes x 32)
 constexpr int kPadded = 32 * 33;  // one chunk of one activation row, +1 float per lane
@@ -72,7 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int r = 0; r < ROWS; ++r) {
       const int64_t row = row0 + r < n ? row0 + r : n - 1;  // clamp: results dropped below
       const int64_t c = weight_layout::code_offset(row, 32 * blk, n, k);
-      q[r] = *reinterpret_cast<const uint4*>(wcodes + c);
+      q[r] = spec_words(*reinterpret_cast<const uint4*>(wcodes + c));
       const uint8_t* sp = wscales + weight_layout::scale_of_code(c, WGROUP);
       s[r][0] = ue4m3_decode(sp[0]);
       s[r][1] = WGROUP == 32 ? s[r][0] : ue4m3_decode(sp[1]);
@@ -128,7 +135,7 @@ __global__ void __launch_bounds__(128)
       for (int r = 0; r < ROWS; ++r) {
         if (b < kb) {
           const int64_t c = weight_layout::code_offset(rows[r], 32 * b, n, k);
-          q[u][r] = __ldg(reinterpret_cast<const uint4*>(wcodes + c));
+          q[u][r] = spec_words(__ldg(reinterpret_cast<const uint4*>(wcodes + c)));
           const uint8_t* sp = wscales + weight_layout::scale_of_code(c, WGROUP);
           s[u][r][0] = ue4m3_decode(__ldg(sp));
           s[u][r][1] = WGROUP == 32 ? s[u][r][0] : ue4m3_decode(__ldg(sp + 1));

@@ -300,8 +300,8 @@ __global__ void __launch_bounds__(256, MINB)
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       uint32_t h0[4], h1[4];
-      e2m1x8_to_f16x2(comp(ww.q[0], u), h0);
-      e2m1x8_to_f16x2(comp(ww.q[1], u), h1);
+      e2m1x8_stored_to_f16x2(comp(ww.q[0], u), h0);
+      e2m1x8_stored_to_f16x2(comp(ww.q[1], u), h1);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};

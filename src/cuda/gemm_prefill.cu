@@ -140,7 +140,7 @@ __device__ __forceinline__ void decode_unit(const Params& p, const uint8_t* raw,
 #pragma unroll
   for (int c = 0; c < 4; ++c) {
     uint32_t v[4];
-    e2m1x8_to_f16x2(words[c], v);
+    e2m1x8_stored_to_f16x2(words[c], v);
 #pragma unroll
     for (int j = 0; j < 4; ++j) v[j] = hmul2_u32(v[j], s[c >> 1]);
     *reinterpret_cast<uint4*>(wdec + swz(r, h * 4 + c)) = make_uint4(v[0], v[1], v[2], v[3]);

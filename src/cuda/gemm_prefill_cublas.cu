@@ -64,7 +64,7 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
       if (j >= words) break;
       const __half2 s = scale_h2(sc[i]);
       uint32_t h[4];
-      e2m1x8_to_f16x2(w[i], h);
+      e2m1x8_stored_to_f16x2(w[i], h);
 #pragma unroll
       for (int t = 0; t < 4; ++t) {
         h[t] = hmul2_u32(h[t], s);

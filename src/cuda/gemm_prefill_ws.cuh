@@ -174,7 +174,7 @@ __device__ __forceinline__ void decode_raw(const RawRows<R>& raw, uint8_t* wdec,
         continue;
       }
       uint32_t h[4];
-      e2m1x8_natural(w[c], h);
+      e2m1x8_stored_natural(w[c], h);
 #pragma unroll
       for (int j = 0; j < 4; ++j) h[j] = hmul2_u32(h[j], c < 4 ? s0 : s1);
       if (ABL & 4) {

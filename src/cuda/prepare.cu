@@ -57,13 +57,16 @@ __device__ __forceinline__ void load32(const float* p, float* v) {
   }
 }
 
-__device__ __forceinline__ void store16(uint8_t* dst, const uint8_t* src) {
+__device__ __forceinline__ uint4 words16(const uint8_t* src) {
   uint4 u;
   u.x = src[0] | (src[1] << 8) | (src[2] << 16) | (static_cast<uint32_t>(src[3]) << 24);
   u.y = src[4] | (src[5] << 8) | (src[6] << 16) | (static_cast<uint32_t>(src[7]) << 24);
   u.z = src[8] | (src[9] << 8) | (src[10] << 16) | (static_cast<uint32_t>(src[11]) << 24);
   u.w = src[12] | (src[13] << 8) | (src[14] << 16) | (static_cast<uint32_t>(src[15]) << 24);
-  *reinterpret_cast<uint4*>(dst) = u;
+  return u;
+}
+__device__ __forceinline__ void store16(uint8_t* dst, const uint8_t* src) {
+  *reinterpret_cast<uint4*>(dst) = words16(src);
 }
 
 // The backbone of 8 consecutive scaled values (a group of 8 never straddles a mask group): MODE 1
@@ -284,7 +287,12 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
     nvfp4_block<16>(v, codes, scale, deq);
     nvfp4_block<16>(v + 16, codes + 8, scale + 1, deq + 16);
   }
-  store16(out.codes + c, codes);
+  uint4 u = words16(codes);  // each word in the stored bit order (weight_layout.h)
+  u.x = weight_layout::stored_code_word(u.x);
+  u.y = weight_layout::stored_code_word(u.y);
+  u.z = weight_layout::stored_code_word(u.z);
+  u.w = weight_layout::stored_code_word(u.w);
+  *reinterpret_cast<uint4*>(out.codes + c) = u;
 }
 
 // ---- Fused schedules (prepare_fused, prepare_rmsnorm): scratch words in tensor_max.cuh ------

@@ -13,6 +13,7 @@
 #include "codecs.cuh"
 #include "cuda_test_util.cuh"
 #include "fp4_decode.cuh"
+#include "sharq/cuda/weight_layout.h"
 
 namespace sharq::cuda {
 namespace {
@@ -134,6 +135,33 @@ __global__ void weight_decode_every_word(Tally* vs_codec, Tally* vs_cuda) {
   }
 }
 
+// Every 32-bit word of 8 E2M1 codes in SPEC order, stored the way the tiled weights keep it
+// (weight_layout.h, stored_code_word): the weight GEMMs' decodes of the stored word give the
+// same FP16 pairs as the SPEC-order decode and as e2m1_decode (pairs j, j + 4 and natural pairs
+// 2j, 2j + 1), and spec_code_word undoes the store.
+__global__ void stored_weight_decode_every_word(Tally* pairs, Tally* natural) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
+       i < 0x100000000ull; i += stride) {
+    const uint32_t w = static_cast<uint32_t>(i);
+    const uint32_t s = weight_layout::stored_code_word(w);
+    uint32_t want[4], got[4], nat[4];
+    e2m1x8_to_f16x2(w, want);
+    e2m1x8_stored_to_f16x2(s, got);
+    e2m1x8_stored_natural(s, nat);
+    bool ok = weight_layout::spec_code_word(s) == w;
+    for (int j = 0; j < 4; ++j) ok = ok && got[j] == want[j];
+    if (!ok) record(pairs, w);
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&nat[j]));
+      const uint32_t a = (w >> (8 * j)) & 0xFu, b = (w >> (8 * j + 4)) & 0xFu;
+      if (__float_as_uint(f.x) != __float_as_uint(e2m1_decode(a) * 0x1p-14f) ||
+          __float_as_uint(f.y) != __float_as_uint(e2m1_decode(b) * 0x1p-14f))
+        record(natural, w);
+    }
+  }
+}
+
 Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
   test_util::DeviceBuf<Tally> t(2);
   const Tally clean{0, 0xFFFFFFFFu};
@@ -181,6 +209,15 @@ TEST(CudaCodecs, WeightDecodeOnEveryWord) {
   EXPECT_EQ(codec.wrong, 0u) << "vs e2m1_decode: first wrong word 0x" << std::hex << codec.first;
   EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex
                             << cuda.first;
+}
+
+TEST(CudaCodecs, StoredWeightDecodeOnEveryWord) {
+  const auto launch = [](Tally* a, Tally* b) {
+    stored_weight_decode_every_word<<<1056, 256>>>(a, b);
+  };
+  const Tally pairs = run_tally(launch, 0), natural = run_tally(launch, 1);
+  EXPECT_EQ(pairs.wrong, 0u) << "pairs j, j + 4: first wrong word 0x" << std::hex << pairs.first;
+  EXPECT_EQ(natural.wrong, 0u) << "natural pairs: first wrong word 0x" << std::hex << natural.first;
 }
 
 }  // namespace

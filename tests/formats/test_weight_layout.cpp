@@ -116,5 +116,46 @@ TEST(WeightLayout, RoundTripAndSixteenRowCuts) {
   }
 }
 
+// The stored bit order of a code word against a table written out by hand: element e's SPEC
+// bits m, e0, e1, s (nibble bits 0-3) land at these stored bits.
+TEST(WeightLayout, StoredCodeWordPlacesEachBitWhereTheTableSays) {
+  const int where[8][4] = {{9, 10, 11, 15},  {1, 2, 3, 7},     {4, 5, 6, 0},     {12, 13, 14, 8},
+                           {25, 26, 27, 31}, {17, 18, 19, 23}, {20, 21, 22, 16}, {28, 29, 30, 24}};
+  uint32_t used = 0;
+  for (int e = 0; e < 8; ++e) {
+    for (int b = 0; b < 4; ++b) {
+      const uint32_t spec = 1u << (4 * e + b);
+      EXPECT_EQ(stored_code_word(spec), 1u << where[e][b]) << "element " << e << " bit " << b;
+      EXPECT_EQ(spec_code_word(1u << where[e][b]), spec) << "element " << e << " bit " << b;
+      used |= 1u << where[e][b];
+    }
+  }
+  EXPECT_EQ(used, 0xFFFFFFFFu);
+}
+
+// The GEMMs' decode of a stored word (fp4_decode.cuh's e2m1x8_stored_to_f16x2), written here
+// with the same shifts and masks on the host, against FP16 high bytes built from the SPEC
+// nibbles: pair j's halves are elements j and j + 4, each sign << 15 | (e1 e0 m) << 9.
+TEST(WeightLayout, StoredWordDecodeFormulasGiveFp16Pairs) {
+  const auto half = [](uint32_t code) { return (code >> 3) << 15 | (code & 7u) << 9; };
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 200000; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const uint32_t spec =
+        i < 16 ? 0x11111111u * static_cast<uint32_t>(i) : static_cast<uint32_t>(state >> 32);
+    const uint32_t s = stored_code_word(spec);
+    ASSERT_EQ(spec_code_word(s), spec);
+    const uint32_t z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);
+    const uint32_t got[4] = {s & 0x8E008E00u, (s << 8) & 0x8E008E00u,
+                             (z & 0xFFu) << 8 | (z & 0xFF0000u) << 8,
+                             (z & 0xFF00u) | (z & 0xFF000000u)};
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t want = half((spec >> (4 * j)) & 0xFu) | half((spec >> (4 * j + 16)) & 0xFu)
+                                                                 << 16;
+      ASSERT_EQ(got[j], want) << "word 0x" << std::hex << spec << " pair " << j;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sharq::cuda::weight_layout
