@@ -32,7 +32,7 @@ __device__ __forceinline__ uint4 decode_lane(const uint8_t* __restrict__ codes, 
   word = __ldg(reinterpret_cast<const uint32_t*>(codes + b * 16) + q);
   uint32_t h[4];
   if (NATURAL) {
-    prefill_ws::e2m1x8_natural(word, h);
+    e2m1x8_natural(word, h);
   } else {
     e2m1x8_to_f16x2(word, h);
   }

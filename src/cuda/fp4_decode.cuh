@@ -37,6 +37,21 @@ __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
   h[3] = __byte_perm(hi, 0u, 0x3414u);  // nibbles 3 and 7
 }
 
+// Four FP16 pairs, natural order (pair j = elements 2j, 2j + 1), from 8 E2M1 codes in SPEC order
+// (element i in nibble i: the activations'), each half code x 2^-14, from e2m1x8_high_bytes: one
+// byte permute per pair places a lo and a hi byte, taking its zero bytes from lo << 8 (byte 0) or
+// hi >> 8 (byte 3). 11 integer operations per 8 codes, none of them multiplies.
+__device__ __forceinline__ void e2m1x8_natural(uint32_t w, uint32_t (&h)[4]) {
+  uint32_t lo, hi;
+  e2m1x8_high_bytes(w, lo, hi);
+  const uint32_t lo8 = lo << 8, hi8 = hi >> 8;
+  // __byte_perm(a, b, s): result byte i = byte (s >> 4i) & 7 of the 8 bytes b:a.
+  h[0] = __byte_perm(lo8, hi, 0x4010);  // 0, lo.0, 0, hi.0
+  h[1] = __byte_perm(lo8, hi, 0x5020);  // 0, lo.1, 0, hi.1
+  h[2] = __byte_perm(lo8, hi, 0x6030);  // 0, lo.2, 0, hi.2
+  h[3] = __byte_perm(lo, hi8, 0x6737);  // 0 (hi8.3), lo.3, 0, hi.3 (hi8.2)
+}
+
 // The same four pairs from a weight code word in the stored bit order (weight_layout.h,
 // stored_code_word: the tiled weights are kept that way), in 9 integer operations instead of 11:
 // elements 0 and 4 are already where their FP16 pair wants them (one mask), 1 and 5 a byte lower
