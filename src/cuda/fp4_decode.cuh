@@ -52,25 +52,34 @@ __device__ __forceinline__ void e2m1x8_natural(uint32_t w, uint32_t (&h)[4]) {
   h[3] = __byte_perm(lo, hi8, 0x6737);  // 0 (hi8.3), lo.3, 0, hi.3 (hi8.2)
 }
 
-// The same four pairs from a weight code word in the stored bit order (weight_layout.h,
-// stored_code_word: the tiled weights are kept that way), in 9 integer operations instead of 11:
-// elements 0 and 4 are already where their FP16 pair wants them (one mask), 1 and 5 a byte lower
-// (a shift and a mask), and 2, 3, 6, 7 each have their sign in bit 0 and magnitude in bits 4-6 of
-// a byte, so two shifts and two masks make their four high bytes and two byte permutes place
-// them. The integer ALU pipe runs 7 of the 9 (the two left shifts go to the multiply pipe).
+// The three images a weight code word in the stored bit order (weight_layout.h,
+// stored_code_word: the tiled weights are kept that way) decodes through: elements 0 and 4 are
+// already where their FP16 pair (code x 2^-14) wants them, so r04 is one mask; 1 and 5 sit a byte
+// lower, so r15 is a shift and a mask; 2, 3, 6, 7 each have their sign in bit 0 and magnitude in
+// bits 4-6 of a byte, so two shifts and two masks make z, their four FP16 high bytes. Bytes 0
+// and 2 of r04 and r15 are zero.
+__device__ __forceinline__ void e2m1x8_stored_images(uint32_t s, uint32_t& r04, uint32_t& r15,
+                                                     uint32_t& z) {
+  r04 = s & 0x8E008E00u;
+  r15 = (s << 8) & 0x8E008E00u;
+  z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);
+}
+
+// The pairs of e2m1x8_to_f16x2 (j, j + 4) from a stored weight word, in 9 integer operations
+// instead of 11: the images, then two byte permutes place z's bytes. The integer ALU pipe runs 7
+// of the 9 (the two left shifts go to the multiply pipe).
 __device__ __forceinline__ void e2m1x8_stored_to_f16x2(uint32_t s, uint32_t (&h)[4]) {
-  h[0] = s & 0x8E008E00u;
-  h[1] = (s << 8) & 0x8E008E00u;
-  const uint32_t z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);  // elements 2 3 6 7
+  uint32_t z;
+  e2m1x8_stored_images(s, h[0], h[1], z);
   h[2] = __byte_perm(z, 0u, 0x2404u);  // 0, z.0, 0, z.2: elements 2 and 6
   h[3] = __byte_perm(z, 0u, 0x3414u);  // 0, z.1, 0, z.3: elements 3 and 7
 }
 
-// Natural pairs (pair j = elements 2j, 2j + 1) from a stored weight word: the same three images,
-// four byte permutes (whose zero bytes come from the images' own zero bytes 0 and 2).
+// Natural pairs (pair j = elements 2j, 2j + 1) from a stored weight word: the same images, four
+// byte permutes (whose zero bytes come from the images' own zero bytes 0 and 2).
 __device__ __forceinline__ void e2m1x8_stored_natural(uint32_t s, uint32_t (&h)[4]) {
-  const uint32_t r04 = s & 0x8E008E00u, r15 = (s << 8) & 0x8E008E00u;
-  const uint32_t z = ((s << 7) & 0x80808080u) | ((s >> 3) & 0x0E0E0E0Eu);
+  uint32_t r04, r15, z;
+  e2m1x8_stored_images(s, r04, r15, z);
   // __byte_perm(a, b, s): result byte i = byte (s >> 4i) & 7 of the 8 bytes b:a.
   h[0] = __byte_perm(r04, r15, 0x5210u);  // 0, r04.1, 0, r15.1: elements 0, 1
   h[1] = __byte_perm(z, 0u, 0x1404u);     // 0, z.0, 0, z.1: elements 2, 3
