@@ -47,10 +47,6 @@ constexpr int kBlocksPerSm = 4;  // decode blocks resident an SM (128 registers,
 constexpr int kTcDecodeSlotsPerSm = 6;
 constexpr int64_t kTcDecodeGranule = 64;
 constexpr int64_t kMaxCombineSplits = attn_split::kMaxSplits;  // the combine's shared weights
-// The workspace's first bytes: the fused combine's arrival counters, one a kv-head group
-// (attention_workspace_bytes, FusedCombine). A fixed size at a fixed place, so that calls of any
-// shape sharing one workspace never write partials over a counter.
-constexpr size_t kArriveBytes = 4096 * sizeof(uint32_t);
 
 struct DecodePlan {
   int qh;          // query heads per block: 1, 2, 4 or 8
@@ -157,129 +153,6 @@ __device__ __forceinline__ void prefetch_first_keys(const KV* kb, const KV* vb, 
   }
 }
 
-// Shared-memory floats combine_head needs for `splits` key ranges.
-__host__ __device__ constexpr int64_t combine_smem_floats(int64_t splits) { return 2 * splits + 34; }
-
-// out[rh * D + d] (d < D) from head rh's `splits` partials, one thread an element (threads >= D
-// only take part in the barriers). The splits' (max, sum) pairs load in parallel (a thread each)
-// and their weights go through shared memory, so the output loop's loads do not wait on one
-// another. sm: combine_smem_floats(splits) floats, free on entry and again on return. The
-// partials are read through L2 (__ldcg): in the fused form other blocks of the same kernel wrote
-// them. Returns |out| of the thread's element (0 for threads >= D).
-// PRE: partials preloaded (the combine kernel's 32; the fused form takes fewer, since its
-// registers count against the split-key kernel's occupancy).
-template <int D, int PRE>
-__device__ float combine_head(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
-                              int splits, float* __restrict__ out, int64_t rh, float* sm) {
-  float* c_s = sm;
-  float* l_s = sm + splits;
-  float* red = sm + 2 * splits;  // 32 warp slots, then the max and the sum
-  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
-  const int threads = static_cast<int>(blockDim.x);
-  const bool act = d < D;
-  const float2* ml = ws_ml + rh * splits;
-  // The first kPre partials of this thread's output element load at once, with the (max, sum)
-  // pairs, instead of in the output loop's batches: one L2 round trip instead of four at the
-  // decode step's 32 splits. The sums below keep their order (the same bits).
-  constexpr int kPre = PRE;
-  float pre[kPre > 0 ? kPre : 1];
-#pragma unroll
-  for (int s = 0; s < kPre; ++s) {
-    pre[s] = act && s < splits ? __ldcg(ws_o + (rh * splits + s) * D + d) : 0.0f;
-  }
-  float mx = -INFINITY;
-  for (int s = d; s < splits; s += threads) mx = fmaxf(mx, __ldcg(ml + s).x);
-  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  if (lane == 0) red[warp] = mx;
-  __syncthreads();
-  if (d == 0) {
-    float m = red[0];
-    for (int w = 1; w < threads / 32; ++w) m = fmaxf(m, red[w]);
-    red[32] = m;
-  }
-  __syncthreads();
-  mx = red[32];
-  for (int s = d; s < splits; s += threads) {
-    const float2 v = __ldcg(ml + s);
-    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
-    l_s[s] = v.y;
-  }
-  __syncthreads();
-  if (d == 0) {  // the softmax denominator, splits in order
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(l_s[s], c_s[s], sum);
-    red[33] = sum;
-  }
-  float o = 0.0f;
-  if (act) {
-#pragma unroll
-    for (int s = 0; s < kPre; ++s) {
-      if (s < splits) o = __fmaf_rn(pre[s], c_s[s], o);
-    }
-#pragma unroll 8
-    for (int s = kPre; s < splits; ++s) {
-      o = __fmaf_rn(__ldcg(ws_o + (rh * splits + s) * D + d), c_s[s], o);
-    }
-  }
-  __syncthreads();
-  const float r = o / red[33];
-  if (act) out[rh * D + d] = r;
-  __syncthreads();  // sm is free again
-  return act ? fabsf(r) : 0.0f;
-}
-
-// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head).
-// PUBLISH: also the tensor max of out for the FP4 prepare of the o projection's input
-// (TensorMaxSink; that prepare then runs only its pass, prepare_pass).
-template <int D, bool PUBLISH>
-__global__ void __launch_bounds__(D)
-    attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
-                        int splits, float* __restrict__ out, const TensorMaxSink sink) {
-  pdl_entry();
-  __shared__ float sm[combine_smem_floats(kMaxCombineSplits)];
-  const float a = combine_head<D, 32>(ws_o, ws_ml, splits, out, blockIdx.x, sm);
-  if (PUBLISH)
-    publish_tensor_max(sink.scratch, block_max(a, sm), sink.ts_sparse, sink.ts_residual);
-}
-
-// The combine fused into the split-key kernel (one launch fewer in the decode chain): every block
-// of a kv-head group (blockIdx.y, row blockIdx.z) arrives on the group's counter after writing
-// its partials; the last of the `splits` to arrive combines the group's heads rh0 .. rh0 + nh - 1
-// with combine_head (the combine kernel's operations, so the same bits) and resets the counter.
-// With a sink the combining blocks publish the tensor max (`groups` of them arrive there).
-// arrive: the workspace's counters (attention_workspace_bytes), zero before the first call and
-// left zero. sm: combine_smem_floats(splits) floats of the kernel's shared memory, free here.
-struct FusedCombine {
-  uint32_t* arrive;  // null: the separate combine kernel runs instead
-  TensorMaxSink sink;
-  unsigned groups;
-};
-
-constexpr int kFusedPre = 8;
-
-template <int D>
-__device__ void combine_if_last(const FusedCombine& fc, const float* ws_o, const float2* ws_ml,
-                                int splits, float* out, int64_t rh0, int nh, float* sm) {
-  __shared__ int last;
-  __threadfence();  // this block's partials are visible before it arrives
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    AtomicU32 a(fc.arrive[blockIdx.z * gridDim.y + blockIdx.y]);
-    last = a.fetch_add(1u, ::cuda::memory_order_acq_rel) == static_cast<uint32_t>(splits) - 1;
-    if (last) a.store(0u, ::cuda::memory_order_relaxed);
-  }
-  __syncthreads();
-  if (!last) return;
-  float m = 0.0f;
-  for (int j = 0; j < nh; ++j) {
-    m = fmaxf(m, combine_head<D, kFusedPre>(ws_o, ws_ml, splits, out, rh0 + j, sm));
-  }
-  if (fc.sink.scratch) {
-    publish_tensor_max(fc.sink.scratch, block_max(m, sm), fc.sink.ts_sparse, fc.sink.ts_residual,
-                       fc.groups);
-  }
-}
-
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
 // A float32 cache (an FP16 one: attn_decode_tc_kernel).
@@ -289,8 +162,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
-                       float2* __restrict__ ws_ml, const int64_t* pos_dev,
-                       const FusedCombine fc) {
+                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
   // are final before the kernel before this one started, so the block's first keys are fetched
   // into L2 before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
@@ -408,10 +280,67 @@ __global__ void __launch_bounds__(kDecodeThreads)
   __syncthreads();
   store_merged<D, QH>(&sm_acc[0][0][0], &sm_m[0][0], &sm_l[0][0], nh, row * heads + h0, s, splits,
                       out, ws_o, ws_ml);
-  if (fc.arrive) {
-    __syncthreads();  // sm_acc is free: the combine's shared memory
-    combine_if_last<D>(fc, ws_o, ws_ml, splits, out, row * heads + h0, nh, &sm_acc[0][0][0]);
+}
+
+// out (rows * heads, D) from the splits' partials; one block of D threads per (row, head). The
+// splits' (max, sum) pairs load in parallel (a thread each) and their weights go through shared
+// memory, so the output loop's loads do not wait on one another.
+// PUBLISH: also the tensor max of out for the FP4 prepare of the o projection's input
+// (TensorMaxSink; that prepare then runs only its pass, prepare_pass).
+template <int D, bool PUBLISH>
+__global__ void __launch_bounds__(D)
+    attn_combine_kernel(const float* __restrict__ ws_o, const float2* __restrict__ ws_ml,
+                        int splits, float* __restrict__ out, const TensorMaxSink sink) {
+  pdl_entry();
+  __shared__ float c_s[kMaxCombineSplits];
+  __shared__ float red[32];
+  __shared__ float mx_s, sum_s;
+  __shared__ float l_s[kMaxCombineSplits];
+  const int64_t rh = blockIdx.x;
+  const int d = threadIdx.x, lane = d & 31, warp = d >> 5;
+  const float2* ml = ws_ml + rh * splits;
+  // The first kPre partials of this thread's output element load at once, with the (max, sum)
+  // pairs, instead of in the output loop's batches: one L2 round trip instead of four at the
+  // decode step's 32 splits. The sums below keep their order (the same bits).
+  constexpr int kPre = 32;
+  float pre[kPre];
+#pragma unroll
+  for (int s = 0; s < kPre; ++s) pre[s] = s < splits ? ws_o[(rh * splits + s) * D + d] : 0.0f;
+  float mx = -INFINITY;
+  for (int s = d; s < splits; s += D) mx = fmaxf(mx, ml[s].x);
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  if (d == 0) {
+    float m = red[0];
+    for (int w = 1; w < D / 32; ++w) m = fmaxf(m, red[w]);
+    mx_s = m;
   }
+  __syncthreads();
+  mx = mx_s;
+  for (int s = d; s < splits; s += D) {
+    const float2 v = ml[s];
+    c_s[s] = v.x == -INFINITY ? 0.0f : expf(v.x - mx);  // an empty key range weighs 0
+    l_s[s] = v.y;
+  }
+  __syncthreads();
+  if (d == 0) {  // the softmax denominator, splits in order
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum = __fmaf_rn(l_s[s], c_s[s], sum);
+    sum_s = sum;
+  }
+  float o = 0.0f;
+#pragma unroll
+  for (int s = 0; s < kPre; ++s) {
+    if (s < splits) o = __fmaf_rn(pre[s], c_s[s], o);
+  }
+#pragma unroll 8
+  for (int s = kPre; s < splits; ++s) o = __fmaf_rn(ws_o[(rh * splits + s) * D + d], c_s[s], o);
+  __syncthreads();
+  const float r = o / sum_s;
+  out[rh * D + d] = r;
+  if (PUBLISH)
+    publish_tensor_max(sink.scratch, block_max(fabsf(r), red), sink.ts_sparse, sink.ts_residual);
 }
 
 // ---- Prefill: one block = one (sequence, head, tile of BM query rows); key tiles of BN rows
@@ -1078,8 +1007,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
                           int kv_heads, int chunks, int64_t capacity, const __half* __restrict__ kc,
                           const __half* __restrict__ vc, float scale, int64_t per_split, int splits,
                           float* __restrict__ out, float* __restrict__ ws_o,
-                          float2* __restrict__ ws_ml, const int64_t* pos_dev,
-                          const FusedCombine fc) {
+                          float2* __restrict__ ws_ml, const int64_t* pos_dev) {
   static_assert(QH <= 8, "the heads are one 8-column n-tile");
   using Layout = TcDecodeLayout<D>;
   constexpr int LD = Layout::LD, KT = kTcDecodeKeys, KS = D / 16, S = kTcDecodeStages;
@@ -1237,11 +1165,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
   __syncthreads();
   store_merged<D, QH>(sm_acc, sm_m, sm_l, blk.nh, blk.row * heads + blk.h0, blk.s, splits, out,
                       ws_o, ws_ml);
-  if (fc.arrive) {
-    __syncthreads();  // the stages are free: the combine's shared memory
-    combine_if_last<D>(fc, ws_o, ws_ml, splits, out, blk.row * heads + blk.h0, blk.nh,
-                       reinterpret_cast<float*>(smem4));
-  }
 }
 
 void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
@@ -1264,48 +1187,27 @@ void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads
   }
 }
 
-// The combine fused into the split-key kernel (combine_if_last) unless
-// SHARQ_CUDA_ATTN_FUSE_COMBINE=0 (the separate combine kernel, for A/B).
-bool& fuse_combine() {
-  static bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_ATTN_FUSE_COMBINE");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
 template <int D, int QH, typename KV>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
-                   float scale, float* out, float* ws_o, float2* ws_ml, uint32_t* arrive,
-                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+                   float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
+                   const int64_t* pos_dev, const TensorMaxSink* sink) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
-  constexpr bool kF16 = std::is_same_v<KV, __half>;
-  // The fused combine reuses the kernel's shared memory: the FP16 kernel's stages, the float32
-  // kernel's (warps, QH, D) merge buffer.
-  const int64_t smem_floats = kF16 ? static_cast<int64_t>(TcDecodeLayout<D>::smem_bytes / 4)
-                                   : int64_t{kDecodeWarps} * QH * D;
-  FusedCombine fc{nullptr, TensorMaxSink{}, static_cast<unsigned>(grid.y * grid.z)};
-  if (p.splits > 1 && fuse_combine() && arrive != nullptr &&
-      combine_smem_floats(p.splits) <= smem_floats) {
-    fc.arrive = arrive;
-    if (sink) fc.sink = *sink;
-  }
-  if constexpr (kF16) {
+  if constexpr (std::is_same_v<KV, __half>) {
     constexpr size_t smem = TcDecodeLayout<D>::smem_bytes;
     opt_in_smem<attn_decode_tc_kernel<D, QH>, smem>("attn_decode_tc_kernel smem");
     launch_pdl(attn_decode_tc_kernel<D, QH>, grid, dim3(kDecodeThreads), smem, stream,
                "attn_decode_tc_kernel", q, t, pos0, static_cast<int>(heads),
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
-               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev, fc);
+               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   } else {
     launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream,
                "attn_decode_kernel", q, t, pos0, static_cast<int>(heads),
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
-               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev, fc);
+               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   }
-  if (p.splits > 1 && fc.arrive == nullptr) {
+  if (p.splits > 1) {
     const TensorMaxSink none{};
     launch_pdl(sink ? attn_combine_kernel<D, true> : attn_combine_kernel<D, false>,
                dim3(static_cast<unsigned>(batch * t * heads)), dim3(D), 0, stream,
@@ -1317,21 +1219,21 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
 template <int D, typename KV>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
-                     float scale, float* out, float* ws_o, float2* ws_ml, uint32_t* arrive,
-                     cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+                     float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
+                     const int64_t* pos_dev, const TensorMaxSink* sink) {
   switch (p.qh) {
     case 1:
       return launch_decode<D, 1, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     case 2:
       return launch_decode<D, 2, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     case 4:
       return launch_decode<D, 4, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
     default:
       return launch_decode<D, 8, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink);
   }
 }
 
@@ -1410,17 +1312,6 @@ bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64
                    const KV* v_cache, float* out, void* workspace, size_t workspace_bytes,
                    cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  // The workspace starts with the fused combine's arrival counters (kArriveBytes, zero before
-  // the first call and left zero), then the decode partials or the prefill's ranges.
-  uint32_t* arrive = nullptr;
-  if (workspace != nullptr && workspace_bytes >= kArriveBytes) {
-    arrive = static_cast<uint32_t*>(workspace);
-    workspace = static_cast<char*>(workspace) + kArriveBytes;
-    workspace_bytes -= kArriveBytes;
-  } else {
-    workspace = nullptr;
-    workspace_bytes = 0;
-  }
   if (t < kDecodeMaxT) {
     // Key ranges from the capacity (ranges past the position are empty): the same split whether
     // the position is pos0 or read from pos_dev in a replayed graph.
@@ -1440,16 +1331,12 @@ bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64
       ws_o = static_cast<float*>(workspace);
       ws_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace) + o_bytes);
     }
-    // One counter a kv-head group (a row's kv head and chunk of its query heads).
-    if (batch * t * kv_heads * p.chunks > static_cast<int64_t>(kArriveBytes / sizeof(uint32_t))) {
-      arrive = nullptr;  // more groups than counters: the separate combine kernel
-    }
     if (head_dim == 64) {
       decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                          out, ws_o, ws_ml, stream, pos_dev, sink);
     } else {
       decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, ws_o, ws_ml, arrive, stream, pos_dev, sink);
+                           out, ws_o, ws_ml, stream, pos_dev, sink);
     }
     return sink != nullptr && p.splits > 1;
   }
@@ -1469,24 +1356,19 @@ namespace testing {
 void attention_prefill_kernel(PrefillKernel k) {
   prefill_kernel() = k;
 }
-void attention_fuse_combine(bool on) {
-  fuse_combine() = on;
-}
 }  // namespace testing
 
 size_t attention_workspace_bytes(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                                  int64_t head_dim, int64_t capacity) {
   if (t <= 0 || batch <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || capacity <= 0) return 0;
-  if (t >= kDecodeMaxT) {
-    return kArriveBytes + prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
-  }
+  if (t >= kDecodeMaxT) return prefill_range_bytes(batch, kv_heads);  // the FP16 form's range pass
   // Either cache format's plan (the float32 and the FP16 kernels have their own occupancy).
   const int64_t bound =
       std::max(decode_plan(batch, t, heads, kv_heads, capacity).splits_bound,
                decode_plan(batch, t, heads, kv_heads, capacity, true).splits_bound);
   if (bound <= 1) return 0;
-  return kArriveBytes + static_cast<size_t>(batch * t * heads * bound) *
-                            (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
+  return static_cast<size_t>(batch * t * heads * bound) *
+         (static_cast<size_t>(head_dim) * sizeof(float) + sizeof(float2));
 }
 
 bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,

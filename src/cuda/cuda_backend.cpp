@@ -58,9 +58,6 @@ class DeviceMem {
     p_ = nullptr;
     n_ = 0;
     check(cudaMalloc(&p_, std::max<size_t>(bytes, 16)), "cudaMalloc");
-    // Zeroed: workspaces with self-resetting counters (the attention's, the prepares' scratch)
-    // need zero before their first use.
-    check(cudaMemset(p_, 0, std::max<size_t>(bytes, 16)), "cudaMemset");
     n_ = bytes;
     return true;
   }

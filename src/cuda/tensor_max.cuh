@@ -53,12 +53,10 @@ __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
 // last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
 // accumulator and the counter, so no memset launch precedes the next call. A one-block grid
 // (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
-// `arrivals`: the blocks that publish (the grid by default; the decode attention's combining
-// blocks, one a kv-head group, pass their count).
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
-                                   float* ts_residual, unsigned arrivals = gridDim.x) {
+                                   float* ts_residual) {
   if (threadIdx.x != 0) return;
-  if (arrivals == 1) {  // the block max is the tensor max: published without the atomics
+  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
     const uint32_t bits = __float_as_uint(block_max_v);
     scratch[kMaxFinal] = bits;
     const float st = scale_of_max_bits(bits);
@@ -68,7 +66,7 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
   }
   atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
   AtomicU32 arrive(scratch[kArrive]);
-  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == arrivals - 1) {
+  if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
     AtomicU32 acc(scratch[kMaxAcc]);
     const uint32_t a = acc.load(::cuda::memory_order_relaxed);
     acc.store(0u, ::cuda::memory_order_relaxed);

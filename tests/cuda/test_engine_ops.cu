@@ -378,20 +378,14 @@ void check_attention_on(const AttnCase& c, const std::vector<float>& q,
   const float* vp = f16 ? reinterpret_cast<const float*>(hv.p) : dv.p;
   const size_t ws_bytes = attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
   Buf<char> ws(ws_bytes);
-  ws.test_util::DeviceBuf<char>::poison(0);  // the fused combine's counters start at zero
+  out.poison();
+  attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, kp, vp, out.p,
+            ws_bytes ? ws.p : nullptr, ws_bytes, nullptr, nullptr, nullptr, kv);
   double v_max = 0.0;
   for (float v : vc) v_max = std::max(v_max, static_cast<double>(std::fabs(v)));
-  // Twice on one workspace: the first call must leave the counters zero for the second.
-  Diff e;
-  for (int rep = 0; rep < 2; ++rep) {
-    out.poison();
-    attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, kp, vp, out.p,
-              ws_bytes ? ws.p : nullptr, ws_bytes, nullptr, nullptr, nullptr, kv);
-    e = compare(out.download(), want, 0.0, 1e-4 * (relative ? v_max : 1.0));
-    EXPECT_EQ(e.bad, 0) << "batch " << c.batch << " t " << c.t << " pos0 " << c.pos0 << " heads "
-                        << c.heads << "/" << c.kv_heads << " hd " << c.hd << " max abs "
-                        << e.max_abs << " call " << rep + 1;
-  }
+  const Diff e = compare(out.download(), want, 0.0, 1e-4 * (relative ? v_max : 1.0));
+  EXPECT_EQ(e.bad, 0) << "batch " << c.batch << " t " << c.t << " pos0 " << c.pos0 << " heads "
+                      << c.heads << "/" << c.kv_heads << " hd " << c.hd << " max abs " << e.max_abs;
   std::printf("attention%s b%ld t%ld pos0 %ld h%ld/%ld hd%ld: max abs err %.2e (ws %zu B)\n",
               f16 ? " (f16 cache)" : "", static_cast<long>(c.batch), static_cast<long>(c.t),
               static_cast<long>(c.pos0), static_cast<long>(c.heads), static_cast<long>(c.kv_heads),
@@ -423,67 +417,6 @@ const std::vector<AttnCase>& decode_cases() {
 
 TEST(CudaOpsAttention, Decode) {
   for (const AttnCase& c : decode_cases()) check_attention(c);
-}
-
-// The combine inside the split-key kernel (its last block a kv-head group) against the separate
-// combine kernel: the same output bits and the same published tensor max, both cache formats,
-// GQA groups of 4 and 7 (two chunks a kv head), and the counters left zero (a second fused call
-// on the same workspace gives the same bits).
-TEST(CudaOpsAttention, FusedCombineSameBitsAsCombineKernel) {
-  struct Case {
-    int64_t batch, t, pos0, heads, kv_heads, hd, cap;
-  };
-  const std::vector<Case> cases = {
-      {1, 1, 1040, 32, 8, 128, 1056}, {8, 1, 1000, 32, 8, 128, 1024}, {3, 2, 250, 8, 2, 64, 300},
-      {2, 1, 100, 14, 2, 64, 128},    {32, 1, 900, 32, 8, 128, 1024},
-  };
-  for (const KvCache kv : {KvCache::kF32, KvCache::kF16}) {
-    for (const Case& c : cases) {
-      const bool f16 = kv == KvCache::kF16;
-      const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd));
-      const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
-      const auto vc = randn(kc.size(), 3.0f);
-      Buf<float> dq(q), dk(kc), dv(vc), out(q.size());
-      Buf<uint16_t> hk(f16 ? to_half_bits(kc) : std::vector<uint16_t>(1)),
-          hv(f16 ? to_half_bits(vc) : std::vector<uint16_t>(1));
-      const float* kp = f16 ? reinterpret_cast<const float*>(hk.p) : dk.p;
-      const float* vp = f16 ? reinterpret_cast<const float*>(hv.p) : dv.p;
-      const size_t ws_bytes =
-          attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
-      Buf<char> ws(ws_bytes);
-      ws.test_util::DeviceBuf<char>::poison(0);
-      const size_t scratch_bytes = prepare_scratch_bytes(c.batch * c.t);
-      Buf<uint32_t> scratch((scratch_bytes + 3) / 4);
-      scratch.test_util::DeviceBuf<uint32_t>::poison(0);
-      Buf<float> ts(2);
-      const TensorMaxSink sink{scratch.p, ts.p, ts.p + 1};
-      auto run = [&](bool fused) {
-        testing::attention_fuse_combine(fused);
-        out.poison();
-        ts.poison();
-        const bool published = attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd,
-                                         c.cap, kp, vp, out.p, ws.p, ws_bytes, nullptr, nullptr,
-                                         &sink, kv);
-        EXPECT_TRUE(published);
-        const auto o = out.download();
-        auto t = ts.download();
-        std::vector<uint32_t> bits(o.size() + 2);
-        std::memcpy(bits.data(), o.data(), o.size() * sizeof(float));
-        std::memcpy(bits.data() + o.size(), t.data(), 2 * sizeof(float));
-        return bits;
-      };
-      const auto fused = run(true), separate = run(false), again = run(true);
-      testing::attention_fuse_combine(true);
-      int64_t diff = 0, diff_again = 0;
-      for (size_t i = 0; i < fused.size(); ++i) {
-        diff += fused[i] != separate[i];
-        diff_again += fused[i] != again[i];
-      }
-      EXPECT_EQ(diff, 0) << "batch " << c.batch << " t " << c.t << " heads " << c.heads << "/"
-                         << c.kv_heads << " hd " << c.hd << (f16 ? " f16" : " f32");
-      EXPECT_EQ(diff_again, 0) << "second fused call, batch " << c.batch;
-    }
-  }
 }
 
 // The decode kernel over FP16 caches: the CPU's attention over the same rounded values.
@@ -609,7 +542,6 @@ TEST(CudaOpsTiming, Attention) {
     Buf<float> dq(q), dk(kc), dv(kc), out(q.size());
     const size_t ws_bytes = attention_workspace_bytes(s.batch, s.t, heads, kvh, hd, s.cap);
     Buf<char> ws(ws_bytes);
-    ws.test_util::DeviceBuf<char>::poison(0);
     auto once = [&] {
       attention(dq.p, s.batch, s.t, s.pos0, heads, kvh, hd, s.cap, dk.p, dv.p, out.p,
                 ws_bytes ? ws.p : nullptr, ws_bytes, nullptr);

@@ -59,10 +59,6 @@ namespace testing {
 // (SHARQ_CUDA_ATTN_PREFILL=fp32). The variable sets the start value.
 enum class PrefillKernel { kF16x3, kTf32x3, kFp32Cores };
 void attention_prefill_kernel(PrefillKernel k);
-// Whether the decode attention's combine runs inside the split-key kernel (its last block a
-// kv-head group; default) or as its own kernel (SHARQ_CUDA_ATTN_FUSE_COMBINE=0 sets the start
-// value). Both give the same bits.
-void attention_fuse_combine(bool on);
 }  // namespace testing
 
 // Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
@@ -72,8 +68,7 @@ void attention_fuse_combine(bool on);
 // 0 .. pos0 + i of sequence b; head h reads kv head h / (heads / kv_heads); scores scaled by
 // 1 / sqrt(head_dim). k_cache, v_cache: (batch, kv_heads, capacity, head_dim).
 // t < 8 runs a split-key (flash-decoding) kernel plus a combine pass that uses `workspace`
-// (attention_workspace_bytes, may be null when that is 0; zeroed before its first use: it holds
-// counters that every call leaves zero); larger t a tiled flash kernel. The
+// (attention_workspace_bytes, may be null when that is 0); larger t a tiled flash kernel. The
 // decode kernel's key ranges follow the capacity, not the position, so a step gives the same
 // bits whether its position comes from pos0 or from pos_dev.
 // kv = KvCache::kF16: the caches hold halves (kv_store); decode and prefill take them into
