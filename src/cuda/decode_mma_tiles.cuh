@@ -48,6 +48,21 @@ struct WeightSlice {
   uint32_t s[RT][2][2];  // [sub-tile][row][16-half of the 32-block]: UE4M3 code
 };
 
+// The same load, coherent (no .nc) and volatile: ptxas keeps it where it is written relative to
+// griddepcontrol.wait, where it sank the .nc form below the wait in the M = 1 product.
+__device__ __forceinline__ uint4 ld_no_l1_early(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_u16_early(const void* p) {
+  unsigned short v;
+  asm volatile("ld.global.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
 // Read-once weight codes: not allocated in L1, so the activation lines stay there.
 __device__ __forceinline__ uint4 ld_no_l1(const void* p) {
   uint4 v;

@@ -106,6 +106,16 @@ __device__ __forceinline__ float ue4m3_byte(uint32_t word) {
   return __uint_as_float(bits) * 0x1p120f;
 }
 
+// Two UE4M3 scales (bytes 0 and 1 of `pair`) as an FP16 pair (byte 0 in the low half), exact, in
+// one hardware conversion (F2FP): FP16 holds every E4M3 value, subnormals included. Reads the
+// bytes as E4M3, so bit 7 must be clear: the packer's scales are in [2^-9, 448] (SPEC 3), codes
+// 0x01-0x7E, never a sign or the NaN code.
+__device__ __forceinline__ __half2 ue4m3x2_to_half2(uint32_t pair) {
+  uint32_t h;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<unsigned short>(pair)));
+  return *reinterpret_cast<const __half2*>(&h);
+}
+
 __device__ __forceinline__ uint32_t hmul2_u32(uint32_t a, __half2 s) {
   __half2 v = *reinterpret_cast<__half2*>(&a);
   v = __hmul2(v, s);  // exact: E2M1 x UE4M3 x 2^-14 has <= 6 significant bits and is >= 2^-24

@@ -273,26 +273,40 @@ __global__ void __launch_bounds__(256, MINB)
     uint4 q[2];     // rows g and g + 8: the lane's 32-block
     uint32_t s[2];  // rows g and g + 8: the scales of the lane's two columns
   };
-  auto load = [&](Window& ww, uint32_t w) {
-    if (w >= nwin) return;
+  // Window w's loads; w < nwin. EARLY: before the dependency wait (ld_no_l1_early).
+  auto fetch = [&](Window& ww, uint32_t w, auto early) {
     const uint8_t* c = wc + w * 1024u;
     const uint8_t* sc = ws + w * 64u;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      ww.q[h] = ld_no_l1(c + h * 512);
-      ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(sc + h * 32));
+      if constexpr (decltype(early)::value) {
+        ww.q[h] = ld_no_l1_early(c + h * 512);
+        ww.s[h] = ld_u16_early(sc + h * 32);
+      } else {
+        ww.q[h] = ld_no_l1(c + h * 512);
+        ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(sc + h * 32));
+      }
     }
+  };
+  auto load = [&](Window& ww, uint32_t w) {
+    if (w >= nwin) return;
+    fetch(ww, w, std::false_type{});
   };
   // As a B lane, column g is non-zero only when its group g % 4 is this lane's 32-block: the
   // other lanes' activation registers stay zero (their loads are predicated off).
   const bool b_active = (g & 3) == t;
-  const uint4* __restrict__ xp = reinterpret_cast<const uint4*>(x + (g >> 2) * k + 32 * t);
+  // The lane's activation slice as a 32-bit byte offset from x (k <= 2^28: below 2^31), opaque
+  // to the compiler: the 64-bit pointer it replaced was rebuilt from the parameters every window
+  // under the register cap (a dozen instructions a window; now three).
+  uint32_t xoff;
+  asm("mov.b32 %0, %1;" : "=r"(xoff) : "r"(static_cast<uint32_t>(((g >> 2) * k + 32 * t) * 2)));
   uint4 xa[4] = {};
   float tot[4] = {};
   auto step = [&](const Window& ww, uint32_t w) {
     if (w >= nwin) return;
     if (b_active) {
-      const uint4* xw = xp + w * (kWin / 8);
+      const uint4* xw = reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(x) +
+                                                       (xoff + w * (2 * kWin)));
 #pragma unroll
       for (int u = 0; u < 4; ++u) xa[u] = __ldg(xw + u);
     }
@@ -309,16 +323,21 @@ __global__ void __launch_bounds__(256, MINB)
       }
     }
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const uint32_t sb = ww.s[c >> 1];
-      tot[c] = __fmaf_rn(c & 1 ? ue4m3_byte<1>(sb) : ue4m3_byte<0>(sb), acc[c], tot[c]);
+    for (int r = 0; r < 2; ++r) {
+      const float2 sc = __half22float2(ue4m3x2_to_half2(ww.s[r]));
+      tot[2 * r] = __fmaf_rn(sc.x, acc[2 * r], tot[2 * r]);
+      tot[2 * r + 1] = __fmaf_rn(sc.y, acc[2 * r + 1], tot[2 * r + 1]);
     }
   };
   Window s0, s1, s2;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  load(s0, warp);
-  load(s1, warp + kWarps);
-  load(s2, warp + 2 * kWarps);
+  // The first three windows load unconditionally (clamped to the last window; a clamped one is
+  // never stepped), so these loads stay ahead of the wait: written as conditional loads, ptxas
+  // if-converted them and scheduled them after it (SASS of session 26's build: no weight load
+  // before ACQBULK), so no product at M = 1 streamed its weights during the kernel before it.
+  fetch(s0, min(static_cast<uint32_t>(warp), nwin - 1), std::true_type{});
+  fetch(s1, min(static_cast<uint32_t>(warp + kWarps), nwin - 1), std::true_type{});
+  fetch(s2, min(static_cast<uint32_t>(warp + 2 * kWarps), nwin - 1), std::true_type{});
   asm volatile("griddepcontrol.wait;" ::: "memory");
   for (uint32_t w = warp; w < nwin; w += 3 * kWarps) {
     step(s0, w);
@@ -487,7 +506,8 @@ std::atomic<int> g_m1{[] {
 // general kernel instead.
 template <typename OutT>
 bool m1_eligible(const Parts<OutT>& parts, int paths, int64_t m, int group, int64_t k) {
-  if (paths != 2 || m != 1 || group != 32 || k % kWin != 0 || k > (int64_t{1} << 28)) return false;
+  if (paths != 2 || m != 1 || group != 32 || k < kWin || k % kWin != 0 || k > (int64_t{1} << 28))
+    return false;
   if (g_m1.load(std::memory_order_relaxed) == 0 || g_rt.load(std::memory_order_relaxed) != 0 ||
       g_warps.load(std::memory_order_relaxed) != 0)
     return false;

@@ -110,6 +110,23 @@ __global__ void gemm_scale_decodes_every_byte(Tally* h2, Tally* byte) {
   }
 }
 
+// Every pair of stored block-scale codes (0..126 each, bit 7 clear: the packer's scales are in
+// [2^-9, 448], and 0 is added for the edge): ue4m3x2_to_half2, the hardware E4M3 pair conversion
+// the M = 1 product applies its scales with, against ue4m3_decode for each half, and against
+// ue4m3_byte (the form it replaced) on the same pair.
+__global__ void scale_pair_conversion_every_pair(Tally* vs_decode, Tally* vs_byte) {
+  const uint32_t lo = blockIdx.x, hi = threadIdx.x;
+  if (lo > 126 || hi > 126) return;
+  const uint32_t pair = lo | (hi << 8);
+  const float2 f = __half22float2(ue4m3x2_to_half2(pair));
+  if (__float_as_uint(f.x) != __float_as_uint(ue4m3_decode(lo)) ||
+      __float_as_uint(f.y) != __float_as_uint(ue4m3_decode(hi)))
+    record(vs_decode, pair);
+  if (__float_as_uint(f.x) != __float_as_uint(ue4m3_byte<0>(pair)) ||
+      __float_as_uint(f.y) != __float_as_uint(ue4m3_byte<1>(pair)))
+    record(vs_byte, pair);
+}
+
 // Every 32-bit word of 8 E2M1 codes: the GEMMs' weight decode (e2m1x8_to_f16x2, pair j =
 // nibbles j and j + 4, each half the code's value times 2^-14) against e2m1_decode and against
 // CUDA's own FP4 -> FP16 conversion scaled by 2^-14 (exact: the smallest value becomes 2^-15).
@@ -209,6 +226,15 @@ TEST(CudaCodecs, WeightDecodeOnEveryWord) {
   EXPECT_EQ(codec.wrong, 0u) << "vs e2m1_decode: first wrong word 0x" << std::hex << codec.first;
   EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex
                             << cuda.first;
+}
+
+TEST(CudaCodecs, ScalePairConversionOnEveryStoredPair) {
+  const auto launch = [](Tally* a, Tally* b) {
+    scale_pair_conversion_every_pair<<<128, 128>>>(a, b);
+  };
+  const Tally dec = run_tally(launch, 0), byte = run_tally(launch, 1);
+  EXPECT_EQ(dec.wrong, 0u) << "vs ue4m3_decode: first wrong pair 0x" << std::hex << dec.first;
+  EXPECT_EQ(byte.wrong, 0u) << "vs ue4m3_byte: first wrong pair 0x" << std::hex << byte.first;
 }
 
 TEST(CudaCodecs, StoredWeightDecodeOnEveryWord) {
