@@ -431,10 +431,8 @@ struct SwigluSource {  // silu(gate) * up, never stored (down_proj's input)
   }
 };
 
-static_assert(prepare_scratch_bytes(0) == 4 * kRowInv, "kernels.h's scratch size, tensor_max.cuh");
-
-// Two-kernel schedule, kernel 1: tensor max, left for the pass (publish_tensor_max: each block's
-// in a slot, or the last block's atomically), so no memset launch precedes it.
+// Two-kernel schedule, kernel 1: tensor max; the last block to finish publishes it (scratch and
+// both tensor-scale outputs) and resets the accumulator, so no memset launch precedes it.
 template <typename Src>
 __global__ void __launch_bounds__(kThreads)
     max_publish_kernel(Src src, int64_t n, uint32_t* scratch, float* ts_sparse,
@@ -460,7 +458,7 @@ __global__ void __launch_bounds__(kThreads)
 // programmatic dependent launch they overlap kernel 1 (without it the wait is a no-op).
 template <int MODE, typename Src>
 __global__ void __launch_bounds__(kThreads)
-    pass_kernel(Src src, int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
+    pass_kernel(Src src, int64_t rows, int64_t k, const uint32_t* scratch, Nvfp4View sparse,
                 Nvfp4View residual, float* __restrict__ decoded, GemmPlanes planes,
                 stage_images::Regions images) {
   // The GEMM that reads our output may launch now and stream its weights (it waits for our
@@ -475,15 +473,9 @@ __global__ void __launch_bounds__(kThreads)
   float v[8], aux[8];
   if (active) src.load(b, q, v, aux);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  const uint32_t max_bits = published_max_bits(scratch);  // whole warps: before the return
-  const float st = scale_of_max_bits(max_bits);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {  // the tensor scales (the GEMM after us reads them)
-    scratch[kMaxFinal] = max_bits;
-    *residual.tensor_scale = st;
-    if (MODE != 0) *sparse.tensor_scale = st;
-  }
   if (!active) return;
   src.finish(v, aux, scratch, b, q);
+  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, k, sparse, residual, decoded, planes, images);
 }
 
