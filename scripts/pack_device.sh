@@ -8,6 +8,19 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build-cuda}"
 D="$ROOT/.device"
 grep -qx '/.device/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.device/' >>"$ROOT/.git/info/exclude"
+# The decode products must issue their weight prefetch before their dependency wait; ptxas once
+# moved it below (session 27), which only the SASS shows. CHECK_SASS=0 skips the check.
+mkdir -p "$D"
+if [ "${CHECK_SASS:-1}" != 0 ]; then
+  if ! "$ROOT/dev/cuda/check_prewait_loads.sh" "$BUILD" >"$D/prewait_loads.txt" 2>&1; then
+    if grep -q ' BAD ' "$D/prewait_loads.txt"; then
+      grep ' BAD ' "$D/prewait_loads.txt" >&2
+      echo "pack_device.sh: a decode GEMM loads nothing before griddepcontrol.wait (above)" >&2
+      exit 1
+    fi
+    echo "pack_device.sh: the SASS check did not run (tools?): $D/prewait_loads.txt" >&2
+  fi
+fi
 rm -rf "$D/pack" "$D/stage" && mkdir -p "$D/pack" "$D/stage/bin" "$D/stage/lib"
 for b in ${BINS:-tools/sharq tests/cuda/sharq_cuda_tests tests/cuda/sharq_cuda_backend_tests bench/cuda/bench_gemm bench/cuda/bench_group}; do
   if [ -f "$BUILD/$b" ]; then strip -o "$D/stage/bin/$(basename "$b")" "$BUILD/$b"; else echo "pack_device.sh: $BUILD/$b not built, skipped" >&2; fi
