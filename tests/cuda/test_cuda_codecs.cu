@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "codecs.cuh"
 #include "cuda_test_util.cuh"
@@ -179,14 +180,27 @@ __global__ void stored_weight_decode_every_word(Tally* pairs, Tally* natural) {
   }
 }
 
-Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
+// One launch of a codec kernel with two clean tallies; both tallies after it.
+std::vector<Tally> run_tallies(void (*launch)(Tally*, Tally*)) {
   test_util::DeviceBuf<Tally> t(2);
   const Tally clean{0, 0xFFFFFFFFu};
   t.upload(std::vector<Tally>{clean, clean});
   launch(t.p, t.p + 1);
   check(cudaGetLastError(), "codec kernel");
   check(cudaDeviceSynchronize(), "codec kernel");
-  return t.download()[which];
+  return t.download();
+}
+
+Tally run_tally(void (*launch)(Tally*, Tally*), int which) {
+  return run_tallies(launch)[which];
+}
+
+// Expects both tallies of one launch clean; what0 / what1 begin their failure messages, which
+// end with the first wrong input in hex.
+void expect_both_clean(void (*launch)(Tally*, Tally*), const char* what0, const char* what1) {
+  const std::vector<Tally> t = run_tallies(launch);
+  EXPECT_EQ(t[0].wrong, 0u) << what0 << " 0x" << std::hex << t[0].first;
+  EXPECT_EQ(t[1].wrong, 0u) << what1 << " 0x" << std::hex << t[1].first;
 }
 
 TEST(CudaCodecs, E2m1RoundMatchesTheMidpointRuleOnEveryFloat) {
@@ -207,43 +221,30 @@ TEST(CudaCodecs, ScaleCodeMatchesClampThenE4m3OnEveryFloat) {
 }
 
 TEST(CudaCodecs, ScaleValueAndReciprocalOnEveryCode) {
-  const auto launch = [](Tally* a, Tally* b) { scale_codes_every_code<<<1, 128>>>(a, b); };
-  const Tally value = run_tally(launch, 0), rcp = run_tally(launch, 1);
-  EXPECT_EQ(value.wrong, 0u) << "first wrong value at code 0x" << std::hex << value.first;
-  EXPECT_EQ(rcp.wrong, 0u) << "first wrong reciprocal at code 0x" << std::hex << rcp.first;
+  expect_both_clean([](Tally* a, Tally* b) { scale_codes_every_code<<<1, 128>>>(a, b); },
+                    "first wrong value at code", "first wrong reciprocal at code");
 }
 
 TEST(CudaCodecs, GemmScaleDecodesOnEveryByte) {
-  const auto launch = [](Tally* a, Tally* b) { gemm_scale_decodes_every_byte<<<1, 256>>>(a, b); };
-  const Tally h2 = run_tally(launch, 0), byte = run_tally(launch, 1);
-  EXPECT_EQ(h2.wrong, 0u) << "scale_h2: first wrong code 0x" << std::hex << h2.first;
-  EXPECT_EQ(byte.wrong, 0u) << "ue4m3_byte: first wrong code 0x" << std::hex << byte.first;
+  expect_both_clean([](Tally* a, Tally* b) { gemm_scale_decodes_every_byte<<<1, 256>>>(a, b); },
+                    "scale_h2: first wrong code", "ue4m3_byte: first wrong code");
 }
 
 TEST(CudaCodecs, WeightDecodeOnEveryWord) {
-  const auto launch = [](Tally* a, Tally* b) { weight_decode_every_word<<<1056, 256>>>(a, b); };
-  const Tally codec = run_tally(launch, 0), cuda = run_tally(launch, 1);
-  EXPECT_EQ(codec.wrong, 0u) << "vs e2m1_decode: first wrong word 0x" << std::hex << codec.first;
-  EXPECT_EQ(cuda.wrong, 0u) << "vs CUDA's conversion: first wrong word 0x" << std::hex
-                            << cuda.first;
+  expect_both_clean([](Tally* a, Tally* b) { weight_decode_every_word<<<1056, 256>>>(a, b); },
+                    "vs e2m1_decode: first wrong word", "vs CUDA's conversion: first wrong word");
 }
 
 TEST(CudaCodecs, ScalePairConversionOnEveryStoredPair) {
-  const auto launch = [](Tally* a, Tally* b) {
-    scale_pair_conversion_every_pair<<<128, 128>>>(a, b);
-  };
-  const Tally dec = run_tally(launch, 0), byte = run_tally(launch, 1);
-  EXPECT_EQ(dec.wrong, 0u) << "vs ue4m3_decode: first wrong pair 0x" << std::hex << dec.first;
-  EXPECT_EQ(byte.wrong, 0u) << "vs ue4m3_byte: first wrong pair 0x" << std::hex << byte.first;
+  expect_both_clean(
+      [](Tally* a, Tally* b) { scale_pair_conversion_every_pair<<<128, 128>>>(a, b); },
+      "vs ue4m3_decode: first wrong pair", "vs ue4m3_byte: first wrong pair");
 }
 
 TEST(CudaCodecs, StoredWeightDecodeOnEveryWord) {
-  const auto launch = [](Tally* a, Tally* b) {
-    stored_weight_decode_every_word<<<1056, 256>>>(a, b);
-  };
-  const Tally pairs = run_tally(launch, 0), natural = run_tally(launch, 1);
-  EXPECT_EQ(pairs.wrong, 0u) << "pairs j, j + 4: first wrong word 0x" << std::hex << pairs.first;
-  EXPECT_EQ(natural.wrong, 0u) << "natural pairs: first wrong word 0x" << std::hex << natural.first;
+  expect_both_clean(
+      [](Tally* a, Tally* b) { stored_weight_decode_every_word<<<1056, 256>>>(a, b); },
+      "pairs j, j + 4: first wrong word", "natural pairs: first wrong word");
 }
 
 }  // namespace
