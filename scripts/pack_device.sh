@@ -38,6 +38,14 @@ for l in libopenblas.so.0 libpcre2-8.so.0 libutf8proc.so.2 libgfortran.so.5 libq
   cp -L "$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ {print $NF; exit}')" "$D/stage/lib/$l"
 done
 tar -cJf "$D/pack/bin.tar.xz" -C "$D/stage" bin lib
+# TRACE=1: the CUPTI kernel-timeline library and the toolkit's CUPTI (device_run.sh trace).
+if [ "${TRACE:-0}" = 1 ]; then
+  CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+  g++ -shared -fPIC -O2 -Wall "$ROOT/dev/cuda/kernel_trace.cpp" -I"$CUDA_HOME/include" \
+    -L"$CUDA_HOME/lib" -L"$CUDA_HOME/lib64" -lcupti -o "$D/pack/libktrace.so"
+  cp -L "$(find -L "$CUDA_HOME/lib" "$CUDA_HOME/lib64" -name 'libcupti.so.13' 2>/dev/null | head -1)" \
+    "$D/pack/libcupti.so.13"
+fi
 rm -rf "$D/stage"
 cp "$("$ROOT/scripts/fetch_text.sh")" "$D/pack/"
 GGUF="$("$ROOT/scripts/fetch_model.sh")"

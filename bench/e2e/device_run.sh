@@ -47,6 +47,10 @@
 #   kvmodel  the default real model (after stash) with --kv-cache f16: perplexity CPU (2k tokens)
 #            vs GPU (2k and 8k) in bf16, nvfp4, sharq-nvfp4-24; greedy bf16 text CPU vs GPU;
 #            memcheck on a short f16-cache generation
+#   trace    kernel timelines of the decode step (dev/cuda/kernel_trace.cpp through CUPTI; the pack
+#            needs TRACE=1 scripts/pack_device.sh): TRACE_MODES (default sharq-nvfp4-24,bf16) at
+#            TRACE_BATCH (default 1,8), one CSV each, summarised by dev/cuda/ktrace_summary.py
+#            (more files than a call returns: run it with TAR_OUT=1)
 #   probes   the dev probes (dev/cuda: weight loads alone; the M = 1 product on row-major vs tiled
 #            weights and through a bulk-copy ring; L2 prefetch; phase chain; sparse wgmma, 2:4 GEMM)
 set -uo pipefail
@@ -426,6 +430,24 @@ phase_model() {
     echo "memcheck generate $mode rc=$?"; tail -n 2 "$OUT/memcheck_gen_$mode.log"
   done
 }
+
+phase_trace() {  # kernel timelines (TRACE_MODES x TRACE_BATCH), batch-b decode at ctx 1024
+  [ -f "$PACK/libktrace.so" ] || { echo "no $PACK/libktrace.so (TRACE=1 scripts/pack_device.sh)"; return 1; }
+  cp "$PACK/libcupti.so.13" "$B/lib/" 2>/dev/null
+  local mode b
+  for mode in ${TRACE_MODES//,/ }; do
+    for b in ${TRACE_BATCH//,/ }; do
+      echo "== trace $mode batch $b"
+      KTRACE_OUT="$OUT/ktrace_${mode}_b$b.csv" LD_PRELOAD="$PACK/libktrace.so" timeout 150 \
+        "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda --modes "$mode" --prefill 16 \
+        --batch "$b" --ctx 1024 --steps 8 --repeat 1 2>&1 | grep -E "^$mode |kernel_trace"
+      python3 "$ROOT/dev/cuda/ktrace_summary.py" "$OUT/ktrace_${mode}_b$b.csv" --steps 6 \
+        >"$OUT/ktrace_${mode}_b$b.txt" 2>&1 && head -n 14 "$OUT/ktrace_${mode}_b$b.txt"
+      xz -f "$OUT/ktrace_${mode}_b$b.csv"
+    done
+  done
+}
+TRACE_MODES="${TRACE_MODES:-sharq-nvfp4-24,bf16}" TRACE_BATCH="${TRACE_BATCH:-1,8}"
 
 for p in "$@"; do "phase_$p"; done
 # The device tool brings back a handful of files per call: everything goes back as one archive.
