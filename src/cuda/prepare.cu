@@ -617,7 +617,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // Kernel 1 at decode sizes (a row per block, each thread at most PER float4 of it): the same
 // sums, inv and max as rmsnorm_publish_kernel (same per-thread order, same block reductions), with
-// the constant norm weight loaded before the dependency wait and x read once, kept in registers.
+// x read once, kept in registers. The constant norm weight's loads are written before the
+// dependency wait, but ptxas issues them after it, beside x's (SASS, session 27:
+// dev/cuda/check_prewait_loads.sh); w is needed only after the sum, so that costs no round trip.
 template <int PER>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_publish_row_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
