@@ -1,15 +1,16 @@
 // A kernel timeline for any CUDA program, graph replays included: LD_PRELOAD this library and
 // every kernel's start and end (GPU timestamps, ns) go to $KTRACE_OUT as CSV, through CUPTI's
 // concurrent-kernel activity records (which do not serialize kernels, so programmatic dependent
-// launch still overlaps them as it does untraced). Built and used by dev/cuda/trace_decode_step.sh:
-//   g++ -shared -fPIC -O2 kernel_trace.cpp -I$CUDA/include -L$CUDA/lib -lcupti -o libktrace.so
+// launch still overlaps them as it does untraced). Built by `TRACE=1 scripts/pack_device.sh`
+// (g++ -shared -fPIC -O2 kernel_trace.cpp -I$CUDA/include -L$CUDA/lib -lcupti -o libktrace.so),
+// used by `bench/e2e/device_run.sh trace`.
 // Why: the decode step's per-op costs had only been measured by skipping ops (session 10); a
 // timeline shows which kernel's end each next kernel waits on, i.e. the critical path.
 #include <cupti.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 namespace {

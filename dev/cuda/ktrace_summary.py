@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Summarises a kernel timeline from dev/cuda/kernel_trace.cpp (CSV) for the decode step.
 
-The last N graph replays (the recorded decode steps) are taken; in each, kernels are ordered by
-start time. For each kernel: its span (end - start, which under programmatic dependent launch
+The last N decode steps are taken (a step starts at its embedding kernel); in each, kernels are
+ordered by start time. For each kernel: its span (end - start, which under programmatic dependent launch
 includes time spent resident and waiting), and its *increment*: end minus the previous kernel's
 end, the time it adds to the chain. Increments are summed per kernel name (over the step) and
 averaged over the replays, so the table says where a step's time goes on the critical path.
@@ -61,7 +61,7 @@ def main():
         prev_end = t0
         for s, e, g, name, grid, block in rp:
             k = short(name)
-            inc[k] += max(0, e - prev_end) if e > prev_end else 0
+            inc[k] += max(0, e - prev_end)
             span[k] += e - s
             count[k] += 1
             prev_end = max(prev_end, e)

@@ -97,15 +97,6 @@ __device__ __forceinline__ __half2 scale_h2(uint32_t code) {
   return __hmul2(*reinterpret_cast<const __half2*>(&bits), __float2half2_rn(256.0f));
 }
 
-// The UE4M3 scale in byte J of `word` (code & 0x7F, as ue4m3_decode reads it) as a float, exact:
-// code << 20 puts E4M3's exponent and mantissa bits where float's are, 2^-120 times the value
-// (E4M3's subnormals land on float subnormals, which these builds keep: no fast math).
-template <int J>
-__device__ __forceinline__ float ue4m3_byte(uint32_t word) {
-  const uint32_t bits = (J <= 2 ? word << (20 - 8 * J) : word >> 4) & 0x07F00000u;
-  return __uint_as_float(bits) * 0x1p120f;
-}
-
 // Two UE4M3 scales (bytes 0 and 1 of `pair`) as an FP16 pair (byte 0 in the low half), exact, in
 // one hardware conversion (F2FP): FP16 holds every E4M3 value, subnormals included. Reads the
 // bytes as E4M3, so bit 7 must be clear: the packer's scales are in [2^-9, 448] (SPEC 3), codes

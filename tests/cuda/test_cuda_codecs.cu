@@ -94,9 +94,19 @@ __global__ void scale_codes_every_code(Tally* value, Tally* rcp) {
   if (__float_as_uint(scale_rcp(S)) != __float_as_uint(__frcp_rn(S))) record(rcp, code);
 }
 
+// The UE4M3 scale in byte J of `word` (code & 0x7F, as ue4m3_decode reads it) as a float, exact:
+// code << 20 puts E4M3's exponent and mantissa bits where float's are, 2^-120 times the value
+// (E4M3's subnormals land on float subnormals, which these builds keep: no fast math). The M = 1
+// product's scale decode until session 27 (now ue4m3x2_to_half2); kept here as a second oracle.
+template <int J>
+__device__ __forceinline__ float ue4m3_byte(uint32_t word) {
+  const uint32_t bits = (J <= 2 ? word << (20 - 8 * J) : word >> 4) & 0x07F00000u;
+  return __uint_as_float(bits) * 0x1p120f;
+}
+
 // Every byte (the top bit ignored, as ue4m3_decode ignores it): the GEMMs' two-instruction scale
-// decodes, scale_h2 (both FP16 halves) and ue4m3_byte (the code in each byte of a word), against
-// ue4m3_decode.
+// decode scale_h2 (both FP16 halves) and the bit-placing ue4m3_byte (the code in each byte of a
+// word), against ue4m3_decode.
 __global__ void gemm_scale_decodes_every_byte(Tally* h2, Tally* byte) {
   const uint32_t code = threadIdx.x;
   const float S = ue4m3_decode(code);
