@@ -431,8 +431,10 @@ struct SwigluSource {  // silu(gate) * up, never stored (down_proj's input)
   }
 };
 
-// Two-kernel schedule, kernel 1: tensor max; the last block to finish publishes it (scratch and
-// both tensor-scale outputs) and resets the accumulator, so no memset launch precedes it.
+static_assert(prepare_scratch_bytes(0) == 4 * kRowInv, "kernels.h's scratch size, tensor_max.cuh");
+
+// Two-kernel schedule, kernel 1: tensor max, left for the pass (publish_tensor_max: each block's
+// in a slot, or the last block's atomically), so no memset launch precedes it.
 template <typename Src>
 __global__ void __launch_bounds__(kThreads)
     max_publish_kernel(Src src, int64_t n, uint32_t* scratch, float* ts_sparse,
@@ -458,7 +460,7 @@ __global__ void __launch_bounds__(kThreads)
 // programmatic dependent launch they overlap kernel 1 (without it the wait is a no-op).
 template <int MODE, typename Src>
 __global__ void __launch_bounds__(kThreads)
-    pass_kernel(Src src, int64_t rows, int64_t k, const uint32_t* scratch, Nvfp4View sparse,
+    pass_kernel(Src src, int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
                 Nvfp4View residual, float* __restrict__ decoded, GemmPlanes planes,
                 stage_images::Regions images) {
   // The GEMM that reads our output may launch now and stream its weights (it waits for our
@@ -473,9 +475,16 @@ __global__ void __launch_bounds__(kThreads)
   float v[8], aux[8];
   if (active) src.load(b, q, v, aux);
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  const PublishedMax pm = load_published(scratch);
+  if (active) src.finish(v, aux, scratch, b, q);   // its loads join ours
+  const uint32_t max_bits = reduce_published(pm);  // whole warps: before the return
+  const float st = scale_of_max_bits(max_bits);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {  // the tensor scales (the GEMM after us reads them)
+    scratch[kMaxFinal] = max_bits;
+    *residual.tensor_scale = st;
+    if (MODE != 0) *sparse.tensor_scale = st;
+  }
   if (!active) return;
-  src.finish(v, aux, scratch, b, q);
-  const float st = scale_of_max_bits(__ldcg(scratch + kMaxFinal));
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, k, sparse, residual, decoded, planes, images);
 }
 
@@ -504,13 +513,18 @@ __device__ __forceinline__ float4 norm4(float4 f, float inv, float4 g, float& m)
   return h;
 }
 
-// inv of a row from its parallel sum of squares ss, certified equal to the CPU's (below); xs the
-// row, for the sequential fallback.
+// inv of a row from its parallel sum of squares ss (valid in lane 0), certified equal to the
+// CPU's (below); xs the row, for the sequential fallback. Called by a whole warp: lanes 0 and 1
+// take the two bounds at once (their double divisions and square roots are most of this
+// chain). Valid in lane 0.
 __device__ float certified_rms_inv(double ss, const float* xs, int64_t k, float eps,
                                    bool force_sequential) {
+  const unsigned lane = threadIdx.x & 31u;
+  ss = __shfl_sync(0xffffffffu, ss, 0);
   const double d = __dmul_rn(__dmul_rn(ss, static_cast<double>(k)), 0x1p-50);
-  const float inv = rms_inv(__dsub_rn(ss, d), k, eps);
-  if (!force_sequential && inv == rms_inv(__dadd_rn(ss, d), k, eps)) return inv;
+  const float bound = rms_inv(lane == 0 ? __dsub_rn(ss, d) : __dadd_rn(ss, d), k, eps);
+  const float upper = __shfl_sync(0xffffffffu, bound, 1);
+  if (lane != 0 || (!force_sequential && bound == upper)) return bound;
   double seq = 0.0;
   for (int64_t j = 0; j < k; ++j) seq = __dadd_rn(seq, __dmul_rn(xs[j], xs[j]));
   return rms_inv(seq, k, eps);
@@ -541,10 +555,12 @@ __device__ float rmsnorm_rows(const float* __restrict__ x, const float* __restri
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < k4; i += blockDim.x) ss = add_squares4(ss, xr[i]);
     ss = block_sum(ss, redd);
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {
       const float inv = certified_rms_inv(ss, x + row * k, k, eps, force_sequential);
-      inv_shared = inv;
-      row_inv[row] = inv;
+      if (threadIdx.x == 0) {
+        inv_shared = inv;
+        row_inv[row] = inv;
+      }
     }
     __syncthreads();
     const float inv = inv_shared;
@@ -647,10 +663,12 @@ __global__ void __launch_bounds__(kThreads)
     ss = add_squares4(ss, xv[j]);
   }
   ss = block_sum(ss, redd);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {
     const float inv = certified_rms_inv(ss, x + row * k, k, eps, force_sequential);
-    inv_shared = inv;
-    reinterpret_cast<float*>(scratch + kRowInv)[row] = inv;
+    if (threadIdx.x == 0) {
+      inv_shared = inv;
+      reinterpret_cast<float*>(scratch + kRowInv)[row] = inv;
+    }
   }
   __syncthreads();
   const float inv = inv_shared;
@@ -663,6 +681,100 @@ __global__ void __launch_bounds__(kThreads)
     if (normed) reinterpret_cast<float4*>(normed + row * k)[i] = h;
   }
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
+}
+
+// Decode sizes (up to 4 rows, rows * k <= 16384 rounded up to powers of two): RMSNorm and the
+// pass in one kernel. Every block takes the statistics of all rows itself (a 4096-wide row is
+// 16 KB from L2), so no block waits for another: no statistics kernel, no published max and no
+// kernel boundary sit on the decode chain. Then each lane quantizes its 8 values as pass_kernel
+// does. Same sums (certified), inv, max and codes as the two-kernel schedule.
+//
+// For the statistics the block splits into kSelfGroups(rows) groups of threads, one a row, each
+// thread holding at most kSelfPer float4 of its row in registers, all loaded at once.
+constexpr int kSelfPer = 16;
+__host__ __device__ constexpr int kSelfGroups(int64_t rows) {
+  return rows <= 1 ? 1 : rows <= 2 ? 2 : 4;
+}
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_pass_self_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
+                             int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
+                             Nvfp4View residual, float* __restrict__ normed,
+                             float* __restrict__ decoded, GemmPlanes planes,
+                             stage_images::Regions images, bool force_sequential) {
+  __shared__ double part[kThreads / 32];
+  __shared__ float inv_shared[4];
+  __shared__ float red[32];
+  __shared__ float st_shared;
+  const int k4 = static_cast<int>(k / 4), per_row = static_cast<int>(k / 32);
+  const int e = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
+  const int b = e / 4, q = e % 4;
+  const bool active = b < rows * per_row;  // whole lane groups of 4 (see pass_kernel)
+  // Statistics role: group g (row g) of `size` threads; this thread's float4s t + size * j.
+  const int size = kThreads / kSelfGroups(rows);
+  const int g = static_cast<int>(threadIdx.x) / size, t = static_cast<int>(threadIdx.x) % size;
+  const bool has_row = g < rows;
+  const float4* xr = reinterpret_cast<const float4*>(x) + static_cast<int64_t>(g) * k4;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float wv[8], v[8];
+  float4 ws[kSelfPer], xs[kSelfPer];
+  if (active) load8(w + (b % per_row) * 32 + 8 * q, wv);  // constant: before the wait
+#pragma unroll
+  for (int j = 0; j < kSelfPer; ++j)
+    if (has_row && t + size * j < k4) ws[j] = w4[t + size * j];
+  pdl_entry();
+  if (active) load8(x + static_cast<int64_t>(b) * 32 + 8 * q, v);
+#pragma unroll
+  for (int j = 0; j < kSelfPer; ++j)
+    if (has_row && t + size * j < k4) xs[j] = xr[t + size * j];
+  double ss = 0.0;
+#pragma unroll
+  for (int j = 0; j < kSelfPer; ++j)
+    if (has_row && t + size * j < k4) ss = add_squares4(ss, xs[j]);
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x / 32u;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss = __dadd_rn(ss, __shfl_xor_sync(0xffffffffu, ss, o));
+  if (lane == 0) part[warp] = ss;
+  __syncthreads();
+  const unsigned warps = static_cast<unsigned>(size) / 32u;  // a row's warps: 8, 4 or 2
+  if (warp < rows) {  // warp r: row r's sum and certified inv
+    double s = lane < warps ? part[warp * warps + lane] : 0.0;
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) s = __dadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
+    const float inv = certified_rms_inv(s, x + warp * k, k, eps, force_sequential);
+    if (lane == 0) inv_shared[warp] = inv;
+  }
+  __syncthreads();
+  float m = 0.0f;
+  if (has_row) {
+    const float inv = inv_shared[g];
+#pragma unroll
+    for (int j = 0; j < kSelfPer; ++j)
+      if (t + size * j < k4) norm4(xs[j], inv, ws[j], m);
+  }
+  m = block_max(m, red);
+  if (threadIdx.x == 0) {
+    const uint32_t bits = __float_as_uint(m);
+    const float st = scale_of_max_bits(bits);
+    st_shared = st;
+    if (blockIdx.x == 0) {  // as pass_kernel: the GEMM after us reads the tensor scales
+      scratch[kMaxFinal] = bits;
+      *residual.tensor_scale = st;
+      if (MODE != 0) *sparse.tensor_scale = st;
+    }
+  }
+  __syncthreads();
+  if (!active) return;
+  const float inv = inv_shared[b / per_row];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], inv), wv[i]);
+  if (normed) {
+    float4* out = reinterpret_cast<float4*>(normed + static_cast<int64_t>(b) * 32 + 8 * q);
+    out[0] = make_float4(v[0], v[1], v[2], v[3]);
+    out[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+  quantize_quarter<MODE>(v, __frcp_rn(st_shared), b, q, k, sparse, residual, decoded, planes,
+                         images);
 }
 
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
@@ -895,6 +1007,17 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
 }
 
 namespace {
+// rmsnorm_pass_self_kernel's sizes (decode: up to 4 rows; a row's float4s fit its thread group's
+// registers). SHARQ_CUDA_RMS_SELF=0 turns it off (A/B).
+bool rmsnorm_self_applies(int64_t rows, int64_t k) {
+  static const bool on = [] {
+    const char* e = std::getenv("SHARQ_CUDA_RMS_SELF");
+    return !(e && e[0] == '0');
+  }();
+  return on && rows >= 1 && rows <= 4 &&
+         k / 4 <= int64_t{kSelfPer} * (kThreads / kSelfGroups(rows));
+}
+
 // rmsnorm_publish_row_kernel where it applies (decode: up to 64 rows, k <= 8 * 4 * kThreads),
 // else false. SHARQ_CUDA_RMS_ROWS=0 turns it off (A/B).
 bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int64_t rows, int64_t k,
@@ -938,6 +1061,12 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
       launch_ex(kernel, grid, stream, cudaLaunchAttributeCooperative, "prepare_rmsnorm_kernel", x,
                 norm_w, eps, rows, k, scratch, sparse, residual, normed_out, decoded, gh,
                 g_force_sequential_rms);
+      return;
+    }
+    if (schedule == PrepareSchedule::kTwoKernelPdl && rmsnorm_self_applies(rows, k)) {
+      launch_ex(rmsnorm_pass_self_kernel<M>, pass_blocks(rows, k), stream, chain_attr(),
+                "rmsnorm_pass_self_kernel", x, norm_w, eps, rows, k, scratch, sparse, residual,
+                normed_out, decoded, gh, images, g_force_sequential_rms);
       return;
     }
     // A row per block; past ~8 resident blocks per SM more blocks only queue.

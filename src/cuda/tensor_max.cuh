@@ -17,7 +17,10 @@ constexpr int kArrive = 0;      // blocks arrived at the grid barrier / finished
 constexpr int kGeneration = 1;  // grid-barrier generation (bumped once per single-launch call)
 constexpr int kMaxAcc = 2;      // running max |x| as float bits
 constexpr int kMaxFinal = 3;    // this call's max |x| (float bits), read after the barrier
-constexpr int kRowInv = 4;      // prepare_rmsnorm: one float per row, rcp(rms) of that row
+constexpr int kSlotCount = 4;   // blocks that left their max in a slot this call (0: kMaxFinal)
+constexpr int kSlots = 5;       // kMaxSlots words: block b's max |x| (float bits) in word b
+constexpr int kMaxSlots = 32;   // a warp's lanes: the pass reads them in one round trip
+constexpr int kRowInv = kSlots + kMaxSlots;  // prepare_rmsnorm: one float per row, rcp(rms)
 
 using AtomicU32 = ::cuda::atomic_ref<uint32_t, ::cuda::thread_scope_device>;
 
@@ -49,22 +52,26 @@ __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
   return a == 0.0f ? 1.0f : __fdiv_rn(a, 2688.0f);
 }
 
-// Two-kernel schedules, end of kernel 1: thread 0 adds its block's max (`block_max_v`); the
-// last block to finish publishes it (scratch and both tensor-scale outputs) and resets the
-// accumulator and the counter, so no memset launch precedes the next call. A one-block grid
-// (batch-1 RMSNorm statistics, small tensors) publishes its max directly.
+// Two-kernel schedules, end of kernel 1 (and the producers that publish the max of what they
+// write): thread 0 leaves its block's max (`block_max_v`) for the pass kernel after it, which
+// reduces them (published_max_bits) and writes the tensor scales. Up to kMaxSlots (32) blocks
+// each store theirs in a slot, block 0 the count: plain stores, so no atomic round trips sit on
+// the decode chain's critical path (the attention combine's publish cost ~3 us of a batch-1
+// layer's timeline with them, session 27). A larger grid takes the atomic path (1024 slots read
+// by every pass warp made the prefill 8-15% slower, session 27): the last block to finish
+// publishes (scratch and both tensor-scale outputs) and resets the accumulator and the counter,
+// so no memset launch precedes the next call.
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
                                    float* ts_residual) {
   if (threadIdx.x != 0) return;
-  if (gridDim.x == 1) {  // the block max is the tensor max: published without the atomics
-    const uint32_t bits = __float_as_uint(block_max_v);
-    scratch[kMaxFinal] = bits;
-    const float st = scale_of_max_bits(bits);
-    *ts_residual = st;
-    if (ts_sparse) *ts_sparse = st;
+  const uint32_t bits = __float_as_uint(block_max_v);
+  if (gridDim.x <= kMaxSlots) {
+    scratch[kSlots + blockIdx.x] = bits;
+    if (blockIdx.x == 0) scratch[kSlotCount] = gridDim.x;
     return;
   }
-  atomicMax(scratch + kMaxAcc, __float_as_uint(block_max_v));
+  if (blockIdx.x == 0) scratch[kSlotCount] = 0u;
+  atomicMax(scratch + kMaxAcc, bits);
   AtomicU32 arrive(scratch[kArrive]);
   if (arrive.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1) {
     AtomicU32 acc(scratch[kMaxAcc]);
@@ -76,6 +83,27 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
     *ts_residual = st;
     if (ts_sparse) *ts_sparse = st;
   }
+}
+
+// The published tensor max in two steps, so that the pass's own post-wait loads (the row's
+// rcp(rms)) go out in the same L2 round trip (session 27: reducing first serialized the two and
+// made every pass ~0.7 us longer): load_published, a lane's loads (the count, the final word and
+// a slot); then reduce_published, in every lane of a whole warp (all 32 lanes): the slots' max
+// when the producer used them, else kMaxFinal. Slots past the count may hold an earlier call's
+// values and are not used. Non-negative floats order as their bits.
+struct PublishedMax {
+  uint32_t count, fin, slot;
+};
+__device__ __forceinline__ PublishedMax load_published(const uint32_t* scratch) {
+  static_assert(kMaxSlots == 32, "a slot a lane");
+  return {__ldcg(scratch + kSlotCount), __ldcg(scratch + kMaxFinal),
+          __ldcg(scratch + kSlots + (threadIdx.x & 31u))};
+}
+__device__ __forceinline__ uint32_t reduce_published(const PublishedMax& p) {
+  uint32_t m = (threadIdx.x & 31u) < p.count ? p.slot : 0u;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return p.count == 0u ? p.fin : m;
 }
 
 }  // namespace

@@ -67,9 +67,12 @@ const std::pair<PrepareMode, Mode> kModes[] = {{PrepareMode::kNvfp4, Mode::kNvfp
 
 // Odd row counts; 2049 x 2048 is past the single launch's register-resident size (streaming).
 // Decode-sized rows (<= 64 rows, k <= 8192) take prepare_rmsnorm's register-resident row kernel:
-// one row (no atomics), several, and register depths 1, 4 and 8 (k 64..8192).
-const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},   {3, 128},   {17, 1024},  {1, 4096},
-                                               {5, 8192}, {1, 14336}, {100, 4096}, {2049, 2048}};
+// one row (no atomics), several, and register depths 1, 4 and 8 (k 64..8192); up to 4 rows its
+// single-kernel form under the PDL and auto schedules (1, 3 and 4 rows; 4 x 1088 a partial
+// last slice).
+const std::pair<int64_t, int64_t> kShapes[] = {{1, 64},      {3, 128},  {17, 1024}, {1, 4096},
+                                               {4, 1088},    {5, 8192}, {1, 14336}, {100, 4096},
+                                               {2049, 2048}, {2, 8192}};
 
 // For the compute-sanitizer runs: SHARQ_TEST_SMALL=1 keeps shapes up to 2^17 elements plus the
 // streaming shape in sharq-nvfp4-24; =2 only the shapes up to 2^17.

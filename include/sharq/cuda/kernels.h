@@ -60,9 +60,10 @@ enum class PrepareSchedule { kAuto, kTwoKernel, kTwoKernelPdl, kSingleLaunch };
 
 // Scratch (device memory) of prepare_fused and prepare_rmsnorm: zero it once when allocated
 // (cudaMemset); every call leaves it ready for the next. One stream at a time per scratch.
-// prepare_fused uses the first 16 bytes; prepare_rmsnorm also one float per row.
+// prepare_fused uses the first 148 bytes (counters, the tensor max, up to 32 producer blocks'
+// maxima); prepare_rmsnorm also one float per row.
 constexpr size_t prepare_scratch_bytes(int64_t rows) {
-  return 16 + 4 * static_cast<size_t>(rows);
+  return 4 * (5 + 32) + 4 * static_cast<size_t>(rows);
 }
 
 // prepare() without the memset launch: same outputs, bit for bit (codes, scales, tensor scales,
