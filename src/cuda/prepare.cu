@@ -475,9 +475,18 @@ __global__ void __launch_bounds__(kThreads)
   float v[8], aux[8];
   if (active) src.load(b, q, v, aux);
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  const PublishedMax pm = load_published(scratch);
-  if (active) src.finish(v, aux, scratch, b, q);   // its loads join ours
-  const uint32_t max_bits = reduce_published(pm);  // whole warps: before the return
+  // The published max through warp 0 only: every warp of a prefill-sized pass reading the same
+  // few words made those L2 lines a hot spot (session 28, bench_prepare 2048 x 4096: 36 -> 55 us).
+  __shared__ uint32_t max_shared;
+  PublishedMax pm;
+  if (threadIdx.x < 32) pm = load_published(scratch);
+  if (active) src.finish(v, aux, scratch, b, q);  // its loads join ours
+  if (threadIdx.x < 32) {
+    const uint32_t m = reduce_published(pm);
+    if (threadIdx.x == 0) max_shared = m;
+  }
+  __syncthreads();  // before the return of inactive lanes
+  const uint32_t max_bits = max_shared;
   const float st = scale_of_max_bits(max_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) {  // the tensor scales (the GEMM after us reads them)
     scratch[kMaxFinal] = max_bits;
@@ -690,12 +699,12 @@ __global__ void __launch_bounds__(kThreads)
 // does. Same sums (certified), inv, max and codes as the two-kernel schedule.
 //
 // For the statistics the block splits into kSelfGroups(rows) groups of threads, one a row, each
-// thread holding at most kSelfPer float4 of its row in registers, all loaded at once.
+// thread holding at most PER (<= kSelfPer) float4 of its row in registers, all loaded at once.
 constexpr int kSelfPer = 16;
 __host__ __device__ constexpr int kSelfGroups(int64_t rows) {
   return rows <= 1 ? 1 : rows <= 2 ? 2 : 4;
 }
-template <int MODE>
+template <int MODE, int PER>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_pass_self_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
                              int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
@@ -717,19 +726,19 @@ __global__ void __launch_bounds__(kThreads)
   const float4* xr = reinterpret_cast<const float4*>(x) + static_cast<int64_t>(g) * k4;
   const float4* w4 = reinterpret_cast<const float4*>(w);
   float wv[8], v[8];
-  float4 ws[kSelfPer], xs[kSelfPer];
+  float4 ws[PER], xs[PER];
   if (active) load8(w + (b % per_row) * 32 + 8 * q, wv);  // constant: before the wait
 #pragma unroll
-  for (int j = 0; j < kSelfPer; ++j)
+  for (int j = 0; j < PER; ++j)
     if (has_row && t + size * j < k4) ws[j] = w4[t + size * j];
   pdl_entry();
   if (active) load8(x + static_cast<int64_t>(b) * 32 + 8 * q, v);
 #pragma unroll
-  for (int j = 0; j < kSelfPer; ++j)
+  for (int j = 0; j < PER; ++j)
     if (has_row && t + size * j < k4) xs[j] = xr[t + size * j];
   double ss = 0.0;
 #pragma unroll
-  for (int j = 0; j < kSelfPer; ++j)
+  for (int j = 0; j < PER; ++j)
     if (has_row && t + size * j < k4) ss = add_squares4(ss, xs[j]);
   const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x / 32u;
 #pragma unroll
@@ -749,7 +758,7 @@ __global__ void __launch_bounds__(kThreads)
   if (has_row) {
     const float inv = inv_shared[g];
 #pragma unroll
-    for (int j = 0; j < kSelfPer; ++j)
+    for (int j = 0; j < PER; ++j)
       if (t + size * j < k4) norm4(xs[j], inv, ws[j], m);
   }
   m = block_max(m, red);
@@ -1064,10 +1073,17 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
       return;
     }
     if (schedule == PrepareSchedule::kTwoKernelPdl && rmsnorm_self_applies(rows, k)) {
-      launch_ex(rmsnorm_pass_self_kernel<M>, pass_blocks(rows, k), stream, chain_attr(),
-                "rmsnorm_pass_self_kernel", x, norm_w, eps, rows, k, scratch, sparse, residual,
-                normed_out, decoded, gh, images, g_force_sequential_rms);
-      return;
+      const auto go = [&](auto kernel) {
+        launch_ex(kernel, pass_blocks(rows, k), stream, chain_attr(), "rmsnorm_pass_self_kernel", x,
+                  norm_w, eps, rows, k, scratch, sparse, residual, normed_out, decoded, gh, images,
+                  g_force_sequential_rms);
+      };
+      // Registers for as many float4 a thread as the row needs (a 4096-wide row: 4).
+      const int64_t per =
+          (k / 4 + kThreads / kSelfGroups(rows) - 1) / (kThreads / kSelfGroups(rows));
+      if (per <= 4) return go(rmsnorm_pass_self_kernel<M, 4>);
+      if (per <= 8) return go(rmsnorm_pass_self_kernel<M, 8>);
+      return go(rmsnorm_pass_self_kernel<M, kSelfPer>);
     }
     // A row per block; past ~8 resident blocks per SM more blocks only queue.
     const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
