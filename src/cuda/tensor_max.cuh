@@ -54,11 +54,11 @@ __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
 
 // Two-kernel schedules, end of kernel 1 (and the producers that publish the max of what they
 // write): thread 0 leaves its block's max (`block_max_v`) for the pass kernel after it, which
-// reduces them (published_max_bits) and writes the tensor scales. Up to kMaxSlots (32) blocks
-// each store theirs in a slot, block 0 the count: plain stores, so no atomic round trips sit on
-// the decode chain's critical path (the attention combine's publish cost ~3 us of a batch-1
-// layer's timeline with them, session 27). A larger grid takes the atomic path (1024 slots read
-// by every pass warp made the prefill 8-15% slower, session 27): the last block to finish
+// reduces them (load_published, reduce_published) and writes the tensor scales. Up to kMaxSlots
+// (32) blocks each store theirs in a slot, block 0 the count: plain stores, so no atomic round
+// trips sit on the decode chain's critical path (the attention combine's publish cost ~3 us of a
+// batch-1 layer's timeline with them, session 27). A larger grid takes the atomic path (1024 slots
+// read by every pass warp made the prefill 8-15% slower, session 27): the last block to finish
 // publishes (scratch and both tensor-scale outputs) and resets the accumulator and the counter,
 // so no memset launch precedes the next call.
 __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* ts_sparse,
@@ -90,7 +90,8 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
 // made every pass ~0.7 us longer): load_published, a lane's loads (the count, the final word and
 // a slot); then reduce_published, in every lane of a whole warp (all 32 lanes): the slots' max
 // when the producer used them, else kMaxFinal. Slots past the count may hold an earlier call's
-// values and are not used. Non-negative floats order as their bits.
+// values and are not used. Non-negative floats order as their bits. One warp a block calls them
+// (pass_kernel): every warp reading these words made them an L2 hot spot (session 28).
 struct PublishedMax {
   uint32_t count, fin, slot;
 };
