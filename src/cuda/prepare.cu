@@ -16,6 +16,7 @@
 #include "gemm_planes.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/cuda/prepare_rule.h"
 #include "sharq/cuda/weight_layout.h"
 #include "sharq/error.h"
 #include "stage_images.cuh"
@@ -25,6 +26,7 @@ namespace sharq::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+static_assert(kThreads == prepare_rule::kThreads, "prepare_rule.h sizes this block");
 
 // scratch = max |x| as float bits (non-negative floats order like their bit patterns).
 __global__ void absmax_kernel(const float* __restrict__ x, int64_t n, uint32_t* scratch) {
@@ -698,19 +700,16 @@ __global__ void __launch_bounds__(kThreads)
 // kernel boundary sit on the decode chain. Then each lane quantizes its 8 values as pass_kernel
 // does. Same sums (certified), inv, max and codes as the two-kernel schedule.
 //
-// For the statistics the block splits into kSelfGroups(rows) groups of threads, one a row, each
-// thread holding at most PER (<= kSelfPer) float4 of its row in registers, all loaded at once.
-constexpr int kSelfPer = 16;
-__host__ __device__ constexpr int kSelfGroups(int64_t rows) {
-  return rows <= 1 ? 1 : rows <= 2 ? 2 : 4;
-}
+// For the statistics the block splits into groups of `size` threads (kThreads /
+// prepare_rule::self_groups(rows)), one a row, each thread holding at most PER float4 of its row
+// in registers, all loaded at once (sizes: include/sharq/cuda/prepare_rule.h).
 template <int MODE, int PER>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_pass_self_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps,
                              int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
                              Nvfp4View residual, float* __restrict__ normed,
                              float* __restrict__ decoded, GemmPlanes planes,
-                             stage_images::Regions images, bool force_sequential) {
+                             stage_images::Regions images, int size, bool force_sequential) {
   __shared__ double part[kThreads / 32];
   __shared__ float inv_shared[4];
   __shared__ float red[32];
@@ -720,7 +719,6 @@ __global__ void __launch_bounds__(kThreads)
   const int b = e / 4, q = e % 4;
   const bool active = b < rows * per_row;  // whole lane groups of 4 (see pass_kernel)
   // Statistics role: group g (row g) of `size` threads; this thread's float4s t + size * j.
-  const int size = kThreads / kSelfGroups(rows);
   const int g = static_cast<int>(threadIdx.x) / size, t = static_cast<int>(threadIdx.x) % size;
   const bool has_row = g < rows;
   const float4* xr = reinterpret_cast<const float4*>(x) + static_cast<int64_t>(g) * k4;
@@ -1016,19 +1014,18 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
 }
 
 namespace {
-// rmsnorm_pass_self_kernel's sizes (decode: up to 4 rows; a row's float4s fit its thread group's
-// registers). SHARQ_CUDA_RMS_SELF=0 turns it off (A/B).
-bool rmsnorm_self_applies(int64_t rows, int64_t k) {
+// rmsnorm_pass_self_kernel's register depth where it applies (prepare_rule::self_depth), else 0.
+// SHARQ_CUDA_RMS_SELF=0 turns it off (A/B).
+int rmsnorm_self_depth(int64_t rows, int64_t k) {
   static const bool on = [] {
     const char* e = std::getenv("SHARQ_CUDA_RMS_SELF");
     return !(e && e[0] == '0');
   }();
-  return on && rows >= 1 && rows <= 4 &&
-         k / 4 <= int64_t{kSelfPer} * (kThreads / kSelfGroups(rows));
+  return on ? prepare_rule::self_depth(rows, k) : 0;
 }
 
-// rmsnorm_publish_row_kernel where it applies (decode: up to 64 rows, k <= 8 * 4 * kThreads),
-// else false. SHARQ_CUDA_RMS_ROWS=0 turns it off (A/B).
+// rmsnorm_publish_row_kernel where it applies (prepare_rule::rows_depth), else false.
+// SHARQ_CUDA_RMS_ROWS=0 turns it off (A/B).
 bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int64_t rows, int64_t k,
                                  uint32_t* scratch, float* ts_sparse, float* ts_residual,
                                  float* normed, cudaStream_t stream) {
@@ -1036,18 +1033,18 @@ bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int6
     const char* e = std::getenv("SHARQ_CUDA_RMS_ROWS");
     return !(e && e[0] == '0');
   }();
-  const int64_t per = (k / 4 + kThreads - 1) / kThreads;
-  if (!on || rows > 64 || per > 8) return false;
+  const int depth = prepare_rule::rows_depth(rows, k);
+  if (!on || depth == 0) return false;
   const auto go = [&](auto kernel) {
     launch_ex(kernel, static_cast<unsigned>(rows), stream, chain_attr(),
               "rmsnorm_publish_row_kernel", x, w, eps, k, scratch, ts_sparse, ts_residual, normed,
               g_force_sequential_rms);
     return true;
   };
-  if (per <= 1) return go(rmsnorm_publish_row_kernel<1>);
-  if (per <= 2) return go(rmsnorm_publish_row_kernel<2>);
-  if (per <= 4) return go(rmsnorm_publish_row_kernel<4>);
-  return go(rmsnorm_publish_row_kernel<8>);
+  if (depth == 1) return go(rmsnorm_publish_row_kernel<1>);
+  if (depth == 2) return go(rmsnorm_publish_row_kernel<2>);
+  if (depth == 4) return go(rmsnorm_publish_row_kernel<4>);
+  return go(rmsnorm_publish_row_kernel<prepare_rule::kRowsMaxPer>);
 }
 }  // namespace
 
@@ -1072,18 +1069,17 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
                 g_force_sequential_rms);
       return;
     }
-    if (schedule == PrepareSchedule::kTwoKernelPdl && rmsnorm_self_applies(rows, k)) {
+    const int self_depth =
+        schedule == PrepareSchedule::kTwoKernelPdl ? rmsnorm_self_depth(rows, k) : 0;
+    if (self_depth != 0) {
       const auto go = [&](auto kernel) {
         launch_ex(kernel, pass_blocks(rows, k), stream, chain_attr(), "rmsnorm_pass_self_kernel", x,
                   norm_w, eps, rows, k, scratch, sparse, residual, normed_out, decoded, gh, images,
-                  g_force_sequential_rms);
+                  kThreads / prepare_rule::self_groups(rows), g_force_sequential_rms);
       };
-      // Registers for as many float4 a thread as the row needs (a 4096-wide row: 4).
-      const int64_t per =
-          (k / 4 + kThreads / kSelfGroups(rows) - 1) / (kThreads / kSelfGroups(rows));
-      if (per <= 4) return go(rmsnorm_pass_self_kernel<M, 4>);
-      if (per <= 8) return go(rmsnorm_pass_self_kernel<M, 8>);
-      return go(rmsnorm_pass_self_kernel<M, kSelfPer>);
+      if (self_depth == 4) return go(rmsnorm_pass_self_kernel<M, 4>);
+      if (self_depth == 8) return go(rmsnorm_pass_self_kernel<M, 8>);
+      return go(rmsnorm_pass_self_kernel<M, prepare_rule::kSelfMaxPer>);
     }
     // A row per block; past ~8 resident blocks per SM more blocks only queue.
     const auto stats_grid = static_cast<unsigned>(std::clamp<int64_t>(
