@@ -694,11 +694,12 @@ __global__ void __launch_bounds__(kThreads)
   publish_tensor_max(scratch, block_max(m, red), ts_sparse, ts_residual);
 }
 
-// Decode sizes (up to 4 rows, rows * k <= 16384 rounded up to powers of two): RMSNorm and the
-// pass in one kernel. Every block takes the statistics of all rows itself (a 4096-wide row is
-// 16 KB from L2), so no block waits for another: no statistics kernel, no published max and no
-// kernel boundary sit on the decode chain. Then each lane quantizes its 8 values as pass_kernel
-// does. Same sums (certified), inv, max and codes as the two-kernel schedule.
+// Decode sizes (up to 4 rows whose float4s fit a thread group's registers:
+// prepare_rule::self_depth): RMSNorm and the pass in one kernel. Every block takes the statistics
+// of all rows itself (a 4096-wide row is 16 KB from L2), so no block waits for another: no
+// statistics kernel, no published max and no kernel boundary sit on the decode chain. Then each
+// lane quantizes its 8 values as pass_kernel does. Same sums (certified), inv, max and codes as the
+// two-kernel schedule.
 //
 // For the statistics the block splits into groups of `size` threads (kThreads /
 // prepare_rule::self_groups(rows)), one a row, each thread holding at most PER float4 of its row
