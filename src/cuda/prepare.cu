@@ -490,11 +490,9 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();  // before the return of inactive lanes
   const uint32_t max_bits = max_shared;
   const float st = scale_of_max_bits(max_bits);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {  // the tensor scales (the GEMM after us reads them)
-    scratch[kMaxFinal] = max_bits;
-    *residual.tensor_scale = st;
-    if (MODE != 0) *sparse.tensor_scale = st;
-  }
+  if (blockIdx.x == 0 && threadIdx.x == 0)  // the GEMM after us reads the tensor scales
+    store_tensor_scales(scratch, max_bits, MODE != 0 ? sparse.tensor_scale : nullptr,
+                        residual.tensor_scale);
   if (!active) return;
   quantize_quarter<MODE>(v, __frcp_rn(st), b, q, k, sparse, residual, decoded, planes, images);
 }
@@ -763,13 +761,10 @@ __global__ void __launch_bounds__(kThreads)
   m = block_max(m, red);
   if (threadIdx.x == 0) {
     const uint32_t bits = __float_as_uint(m);
-    const float st = scale_of_max_bits(bits);
-    st_shared = st;
-    if (blockIdx.x == 0) {  // as pass_kernel: the GEMM after us reads the tensor scales
-      scratch[kMaxFinal] = bits;
-      *residual.tensor_scale = st;
-      if (MODE != 0) *sparse.tensor_scale = st;
-    }
+    st_shared = scale_of_max_bits(bits);
+    if (blockIdx.x == 0)  // as pass_kernel: the GEMM after us reads the tensor scales
+      store_tensor_scales(scratch, bits, MODE != 0 ? sparse.tensor_scale : nullptr,
+                          residual.tensor_scale);
   }
   __syncthreads();
   if (!active) return;
@@ -1015,13 +1010,16 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
 }
 
 namespace {
+// An A/B switch: on unless the environment variable `var` starts with 0.
+bool switched_on(const char* var) {
+  const char* e = std::getenv(var);
+  return !(e && e[0] == '0');
+}
+
 // rmsnorm_pass_self_kernel's register depth where it applies (prepare_rule::self_depth), else 0.
 // SHARQ_CUDA_RMS_SELF=0 turns it off (A/B).
 int rmsnorm_self_depth(int64_t rows, int64_t k) {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_RMS_SELF");
-    return !(e && e[0] == '0');
-  }();
+  static const bool on = switched_on("SHARQ_CUDA_RMS_SELF");
   return on ? prepare_rule::self_depth(rows, k) : 0;
 }
 
@@ -1030,10 +1028,7 @@ int rmsnorm_self_depth(int64_t rows, int64_t k) {
 bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int64_t rows, int64_t k,
                                  uint32_t* scratch, float* ts_sparse, float* ts_residual,
                                  float* normed, cudaStream_t stream) {
-  static const bool on = [] {
-    const char* e = std::getenv("SHARQ_CUDA_RMS_ROWS");
-    return !(e && e[0] == '0');
-  }();
+  static const bool on = switched_on("SHARQ_CUDA_RMS_ROWS");
   const int depth = prepare_rule::rows_depth(rows, k);
   if (!on || depth == 0) return false;
   const auto go = [&](auto kernel) {

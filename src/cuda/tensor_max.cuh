@@ -52,6 +52,16 @@ __device__ __forceinline__ float scale_of_max_bits(uint32_t bits) {
   return a == 0.0f ? 1.0f : __fdiv_rn(a, 2688.0f);
 }
 
+// This call's tensor max (float bits) left for later readers, its scale s_t written to both
+// tensor-scale outputs (ts_sparse may be null: nvfp4 has no backbone). One thread calls it.
+__device__ __forceinline__ void store_tensor_scales(uint32_t* scratch, uint32_t bits,
+                                                    float* ts_sparse, float* ts_residual) {
+  scratch[kMaxFinal] = bits;
+  const float st = scale_of_max_bits(bits);
+  *ts_residual = st;
+  if (ts_sparse) *ts_sparse = st;
+}
+
 // Two-kernel schedules, end of kernel 1 (and the producers that publish the max of what they
 // write): thread 0 leaves its block's max (`block_max_v`) for the pass kernel after it, which
 // reduces them (load_published, reduce_published) and writes the tensor scales. Up to kMaxSlots
@@ -78,10 +88,7 @@ __device__ void publish_tensor_max(uint32_t* scratch, float block_max_v, float* 
     const uint32_t a = acc.load(::cuda::memory_order_relaxed);
     acc.store(0u, ::cuda::memory_order_relaxed);
     arrive.store(0u, ::cuda::memory_order_relaxed);
-    scratch[kMaxFinal] = a;
-    const float st = scale_of_max_bits(a);
-    *ts_residual = st;
-    if (ts_sparse) *ts_sparse = st;
+    store_tensor_scales(scratch, a, ts_sparse, ts_residual);
   }
 }
 
