@@ -45,6 +45,7 @@ struct DecodeRow {
   double seconds = 0.0;  // median over repeats of `steps` decode steps
   double tokens_per_s = 0.0;
   int64_t kv_cache_bytes = 0;  // the session's K and V caches (every layer)
+  int64_t steps_replayed = 0;  // of the timed and warm-up steps, those run from a recording
 };
 
 struct ModeRow {
@@ -122,6 +123,7 @@ ModeRow bench_mode(const model::LoadedModel& lm, Mode mode, engine::Backend& be,
       s.forward_hidden(random_ids(b * ctx, c.vocab_size, 2));
       be.synchronize();
       std::vector<double> times;
+      const int64_t replayed0 = be.steps_replayed();
       for (int r = 0; r <= a.repeat; ++r) {
         const auto ids = random_ids(b * a.steps, c.vocab_size, 3 + static_cast<uint64_t>(r));
         t0 = now_s();
@@ -134,11 +136,15 @@ ModeRow bench_mode(const model::LoadedModel& lm, Mode mode, engine::Backend& be,
         }
         if (r > 0) times.push_back(now_s() - t0);
       }
-      DecodeRow d{b, ctx, median(times), 0.0, s.kv_cache_bytes()};
+      DecodeRow d{b, ctx, median(times), 0.0, s.kv_cache_bytes(), be.steps_replayed() - replayed0};
       d.tokens_per_s = static_cast<double>(b * a.steps) / d.seconds;
-      std::fprintf(stderr, "%s: decode batch %lld at ctx %lld: %.1f tokens/s, kv cache %.1f MiB\n",
+      std::fprintf(stderr,
+                   "%s: decode batch %lld at ctx %lld: %.1f tokens/s, kv cache %.1f MiB, %lld of "
+                   "%lld steps replayed\n",
                    row.mode.c_str(), static_cast<long long>(b), static_cast<long long>(ctx),
-                   d.tokens_per_s, static_cast<double>(d.kv_cache_bytes) / (1024.0 * 1024.0));
+                   d.tokens_per_s, static_cast<double>(d.kv_cache_bytes) / (1024.0 * 1024.0),
+                   static_cast<long long>(d.steps_replayed),
+                   static_cast<long long>((a.repeat + 1) * a.steps));
       row.decode.push_back(d);
     }
   }
@@ -212,7 +218,8 @@ int run_bench(const BenchArgs& a) {
                                {"ctx", d.ctx},
                                {"seconds", d.seconds},
                                {"tokens_per_s", d.tokens_per_s},
-                               {"kv_cache_bytes", d.kv_cache_bytes}});
+                               {"kv_cache_bytes", d.kv_cache_bytes},
+                               {"steps_replayed", d.steps_replayed}});
       }
       j["results"].push_back(m);
     }

@@ -82,6 +82,27 @@ __device__ __forceinline__ void load8(const float* p, int li, int lanes, float (
   r[4] = b.x, r[5] = b.y, r[6] = b.z, r[7] = b.w;
 }
 
+// rope_attention_decode's inputs: the step's k and v rows (batch, kv_heads * D), unrotated, the
+// (cos, sin) table (positions x D / 2), and the caches to store the new rows into.
+struct RopeIn {
+  const float* k;
+  const float* v;
+  const float2* cos_sin;
+  float* kc;
+  float* vc;
+};
+
+// A lane's 8 elements (4 li + e and 4 li + e + D / 2, e < 4: load8's layout, the rotate-half
+// pairs) rotated as engine_ops.cu's rope_pair does: (a cos - b sin, b cos + a sin).
+__device__ __forceinline__ void rotate8(float (&r)[8], const float (&cs)[4], const float (&sn)[4]) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float a = r[e], b = r[4 + e];
+    r[e] = a * cs[e] - b * sn[e];
+    r[4 + e] = b * cs[e] + a * sn[e];
+  }
+}
+
 // The block's warps' partial results merged, (j, d) pairs a thread: the output of heads rh0 ..
 // rh0 + nh - 1 (one key range), or split s's partials. sm_acc: (warps, QH, D); sm_m, sm_l:
 // (warps, QH), a warp that saw no key with max -inf. Ends the kernel's use of them.
@@ -155,14 +176,15 @@ __device__ __forceinline__ void prefetch_first_keys(const KV* kb, const KV* vb, 
 
 // Partial results of split s for (row, head) when splits > 1:
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
-// A float32 cache (an FP16 one: attn_decode_tc_kernel).
-template <int D, int QH>
+// A float32 cache (an FP16 one: attn_decode_tc_kernel). ROPE (t = 1, rope_attention_decode): q
+// and the step's key are rotated here and the new k, v rows come from `rope`, not the cache.
+template <int D, int QH, bool ROPE>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
                        const float* __restrict__ vc, float scale, int64_t per_split, int splits,
                        float* __restrict__ out, float* __restrict__ ws_o,
-                       float2* __restrict__ ws_ml, const int64_t* pos_dev) {
+                       float2* __restrict__ ws_ml, const int64_t* pos_dev, RopeIn rope) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
   // are final before the kernel before this one started, so the block's first keys are fetched
   // into L2 before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
@@ -181,6 +203,16 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const float* kb = blk.kb;
   const float* vb = blk.vb;
   prefetch_first_keys<D>(kb, vb, k0, k1);
+  // ROPE: cos and sin of the lane's four pairs at the step's position, from the table, before
+  // the wait (the position and the table are final by then). Computing them here (sincos in
+  // double, four a lane in every block) put ~2.5 us on the batch-1 chain (H200, session 29).
+  float cs[4] = {}, sn[4] = {};
+  if constexpr (ROPE) {
+    const float4* row = reinterpret_cast<const float4*>(rope.cos_sin + pos0 * (D / 2) + 4 * li);
+    const float4 a = __ldg(row), b = __ldg(row + 1);
+    cs[0] = a.x, sn[0] = a.y, cs[1] = a.z, sn[1] = a.w;
+    cs[2] = b.x, sn[2] = b.y, cs[3] = b.z, sn[3] = b.w;
+  }
   pdl_entry();
 
   float qr[QH][8];
@@ -192,6 +224,37 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
       for (int e = 0; e < 8; ++e) qr[j][e] = 0.0f;
     }
+    if constexpr (ROPE) rotate8(qr[j], cs, sn);
+  }
+  // ROPE: the step's key (position pos0, t = 1) rotated from `rope.k`, v from `rope.v`, by warp
+  // 0 of the block whose range holds it, into shared memory (the loop takes that key from there,
+  // not from the cache) and, in the kv head's first chunk of query heads, into the caches.
+  const int64_t knew = ROPE ? pos0 : -1;
+  __shared__ float new_kv[ROPE ? 2 : 1][ROPE ? D : 1];
+  if constexpr (ROPE) {
+    if (knew >= k0 && knew < k1 && warp == 0 && sub == 0) {
+      const int kvh = static_cast<int>(blockIdx.y) / chunks;
+      const int64_t src = (row * kv_heads + kvh) * D;
+      float kq[8], vq[8];
+      load8(rope.k + src, li, L, kq);
+      load8(rope.v + src, li, L, vq);
+      rotate8(kq, cs, sn);
+      const bool store = static_cast<int>(blockIdx.y) % chunks == 0;
+      const int64_t dst = ((row * kv_heads + kvh) * capacity + knew) * D;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int c = 4 * (li + h * L);
+        const float4 kk = make_float4(kq[4 * h], kq[4 * h + 1], kq[4 * h + 2], kq[4 * h + 3]);
+        const float4 vv = make_float4(vq[4 * h], vq[4 * h + 1], vq[4 * h + 2], vq[4 * h + 3]);
+        *reinterpret_cast<float4*>(&new_kv[0][c]) = kk;
+        *reinterpret_cast<float4*>(&new_kv[1][c]) = vv;
+        if (store) {
+          *reinterpret_cast<float4*>(rope.kc + dst + c) = kk;
+          *reinterpret_cast<float4*>(rope.vc + dst + c) = vv;
+        }
+      }
+    }
+    __syncthreads();
   }
   float m[QH], l[QH], acc[QH][8];
 #pragma unroll
@@ -205,7 +268,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
   // Software pipeline: the next step's K and V rows load while this step computes.
   float kr[8] = {}, vr[8] = {};
   int64_t key = k0 + warp * KPW + sub;
-  if (key < k1) {
+  if (ROPE && key == knew && knew < k1) {  // in range: this block filled new_kv
+    load8(&new_kv[0][0], li, L, kr);
+    load8(&new_kv[1][0], li, L, vr);
+  } else if (key < k1) {
     load8(kb + key * D, li, L, kr);
     load8(vb + key * D, li, L, vr);
   }
@@ -213,7 +279,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
     key = base + sub;
     const int64_t next = key + kStep;
     float kn[8] = {}, vn[8] = {};
-    if (next < k1) {
+    if (ROPE && next == knew && knew < k1) {
+      load8(&new_kv[0][0], li, L, kn);
+      load8(&new_kv[1][0], li, L, vn);
+    } else if (next < k1) {
       load8(kb + next * D, li, L, kn);
       load8(vb + next * D, li, L, vn);
     }
@@ -1191,7 +1260,7 @@ template <int D, int QH, typename KV>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
                    float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
-                   const int64_t* pos_dev, const TensorMaxSink* sink) {
+                   const int64_t* pos_dev, const TensorMaxSink* sink, const RopeIn* rope) {
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(kv_heads * p.chunks),
                   static_cast<unsigned>(batch * t));
   if constexpr (std::is_same_v<KV, __half>) {
@@ -1202,10 +1271,11 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
                static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   } else {
-    launch_pdl(attn_decode_kernel<D, QH>, grid, dim3(kDecodeThreads), 0, stream,
-               "attn_decode_kernel", q, t, pos0, static_cast<int>(heads),
-               static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
-               static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
+    launch_pdl(rope ? attn_decode_kernel<D, QH, true> : attn_decode_kernel<D, QH, false>, grid,
+               dim3(kDecodeThreads), 0, stream, "attn_decode_kernel", q, t, pos0,
+               static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity, kc, vc,
+               scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev,
+               rope ? *rope : RopeIn{});
   }
   if (p.splits > 1) {
     const TensorMaxSink none{};
@@ -1220,20 +1290,20 @@ template <int D, typename KV>
 void decode_dispatch(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                      int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
                      float scale, float* out, float* ws_o, float2* ws_ml, cudaStream_t stream,
-                     const int64_t* pos_dev, const TensorMaxSink* sink) {
+                     const int64_t* pos_dev, const TensorMaxSink* sink, const RopeIn* rope) {
   switch (p.qh) {
     case 1:
       return launch_decode<D, 1, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink, rope);
     case 2:
       return launch_decode<D, 2, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink, rope);
     case 4:
       return launch_decode<D, 4, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink, rope);
     default:
       return launch_decode<D, 8, KV>(p, q, batch, t, pos0, heads, kv_heads, capacity, kc, vc, scale,
-                                     out, ws_o, ws_ml, stream, pos_dev, sink);
+                                     out, ws_o, ws_ml, stream, pos_dev, sink, rope);
   }
 }
 
@@ -1306,11 +1376,13 @@ void launch_prefill(const float* q, int64_t batch, int64_t t, int64_t pos0, int6
 }
 
 // attention() for one cache element type.
+// rope (t = 1, a float32 cache): rope_attention_decode's inputs.
 template <typename KV>
 bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                    int64_t kv_heads, int64_t head_dim, int64_t capacity, const KV* k_cache,
                    const KV* v_cache, float* out, void* workspace, size_t workspace_bytes,
-                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink) {
+                   cudaStream_t stream, const int64_t* pos_dev, const TensorMaxSink* sink,
+                   const RopeIn* rope = nullptr) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (t < kDecodeMaxT) {
     // Key ranges from the capacity (ranges past the position are empty): the same split whether
@@ -1333,10 +1405,10 @@ bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64
     }
     if (head_dim == 64) {
       decode_dispatch<64>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                          out, ws_o, ws_ml, stream, pos_dev, sink);
+                          out, ws_o, ws_ml, stream, pos_dev, sink, rope);
     } else {
       decode_dispatch<128>(p, q, batch, t, pos0, heads, kv_heads, capacity, k_cache, v_cache, scale,
-                           out, ws_o, ws_ml, stream, pos_dev, sink);
+                           out, ws_o, ws_ml, stream, pos_dev, sink, rope);
     }
     return sink != nullptr && p.splits > 1;
   }
@@ -1385,6 +1457,23 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
   }
   return run_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
                        out, workspace, workspace_bytes, stream, pos_dev, sink);
+}
+
+bool rope_attention_decode(const float* q, const float* k, const float* v, int64_t batch,
+                           int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                           const float2* cos_sin, int64_t capacity, float* k_cache, float* v_cache,
+                           float* out, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                           const int64_t* pos_dev, const TensorMaxSink* sink, KvCache kv,
+                           bool* published) {
+  if (kv != KvCache::kF32 || (head_dim != 64 && head_dim != 128)) return false;
+  check_attention_shape(batch, 1, pos0, heads, kv_heads, head_dim, capacity);
+  *published = false;
+  if (batch <= 0 || heads <= 0) return true;
+  const RopeIn rope{k, v, cos_sin, k_cache, v_cache};
+  *published = run_attention(q, batch, 1, pos0, heads, kv_heads, head_dim, capacity,
+                             static_cast<const float*>(k_cache), static_cast<const float*>(v_cache),
+                             out, workspace, workspace_bytes, stream, pos_dev, sink, &rope);
+  return true;
 }
 
 }  // namespace sharq::cuda

@@ -29,6 +29,7 @@
 #include "sharq/error.h"
 #include "sharq/parallel.h"
 #include "sharq/weights.h"
+#include "side_branch.h"
 
 namespace sharq::engine {
 namespace {
@@ -200,6 +201,11 @@ class CudaBackend final : public Backend {
     fuse_swiglu_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_FUSE_ROPE");
     fuse_rope_ = !(env && env[0] == '0');
+    env = std::getenv("SHARQ_CUDA_ROPE_ATTN");
+    rope_attn_ = !(env && env[0] == '0');
+    if ((env = std::getenv("SHARQ_CUDA_KV_PREFETCH_MB")))
+      kv_prefetch_bytes_ =
+          static_cast<int64_t>(std::clamp(std::strtod(env, nullptr), 0.0, 1024.0) * (1 << 20));
     env = std::getenv("SHARQ_CUDA_FUSE_ATTN_MAX");
     fuse_attn_max_ = !(env && env[0] == '0');
     env = std::getenv("SHARQ_CUDA_PREFILL");
@@ -218,6 +224,7 @@ class CudaBackend final : public Backend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), "cudaEventCreate");
     prefetch_ = std::make_shared<NextProductPrefetch>(stream_);
+    kv_side_ = std::make_unique<SideBranch>(stream_);
     check_blas(cublasCreate(&blas_), "cublasCreate");
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     blas_ws_.grow(kBlasWorkspace);
@@ -276,7 +283,10 @@ class CudaBackend final : public Backend {
     // names every mode with a host step.
     if (!graphs_ || !quantized || host_path_modes_.count(mode)) return Step::kRun;
     StepGraph* g = find_step(key);
-    if (g && (g->rows != rows || g->workspace_gen != workspace_gen_)) {
+    // Only a recorded graph can name a moved workspace. (Until session 29 an unrecorded key was
+    // dropped here too whenever any workspace had ever moved, which its own eager step always
+    // does: no decode step was ever recorded, every one ran eagerly.)
+    if (g && (g->rows != rows || (g->exec && g->workspace_gen != workspace_gen_))) {
       drop_step(g);
       g = nullptr;
     }
@@ -289,11 +299,13 @@ class CudaBackend final : public Backend {
       check_ids(ids, rows, g->vocab);
       stage(*g, ids, pos);
       launch(*g);
+      ++replayed_;
       return Step::kReplayed;
     }
     stage(*g, ids, pos);
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "begin capture");
     rec_ = g;
+    g->workspace_gen = workspace_gen_;
     check(cudaMemcpyAsync(g->dev.as<void>(), g->host, g->bytes(), cudaMemcpyHostToDevice, stream_),
           "copy step inputs");
     return Step::kRecording;
@@ -302,27 +314,31 @@ class CudaBackend final : public Backend {
     StepGraph* g = rec_;
     rec_ = nullptr;
     prefetch_->join();
+    kv_side_->join();
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-    cudaError_t e = ended;
-    if (ended == cudaSuccess) {
+    // A workspace that moved while recording may be named by the nodes before the move.
+    cudaError_t e = g->workspace_gen != workspace_gen_ ? cudaErrorStreamCaptureInvalidated : ended;
+    if (ended == cudaSuccess && e == cudaSuccess) {
       e = cudaGraphInstantiate(&g->exec, graph, 0);
-      cudaGraphDestroy(graph);
     }
+    if (graph) cudaGraphDestroy(graph);
     if (e != cudaSuccess) {  // not recordable: the caller runs the ops
       (void)cudaGetLastError();
       g->exec = nullptr;
       drop_step(g);
       return false;
     }
-    g->workspace_gen = workspace_gen_;
     launch(*g);
+    ++replayed_;
     return true;
   }
+  int64_t steps_replayed() const override { return replayed_; }
   void abort_step() override {
     StepGraph* g = rec_;
     rec_ = nullptr;
     prefetch_->drop_pending();
+    kv_side_->drop_pending();
     cudaGraph_t graph = nullptr;
     if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
     (void)cudaGetLastError();
@@ -670,6 +686,63 @@ class CudaBackend final : public Backend {
       quantize_activation(mode, out, rows, k, xq, name);
     }
   }
+  // Recorded decode steps (t = 1): earlier steps' K/V rows of the layer into L2 on a side branch
+  // while the RMSNorm + prepare and the q/k/v product run (HBM is idle in the first), at most
+  // SHARQ_CUDA_KV_PREFETCH_MB (0: off).
+  void prefetch_kv(const float* k_cache, const float* v_cache, int64_t batch, int64_t t,
+                   int64_t pos0, int64_t kv_heads, int64_t head_dim, int64_t capacity) override {
+    if (!rec_ || t != 1 || kv_prefetch_bytes_ <= 0 || skipped(cuda::profile_skip::kAttn)) return;
+    const int64_t elem = kv_cache() == KvCache::kF16 ? 2 : 4;
+    cuda::l2_prefetch_kv(k_cache, v_cache, batch * kv_heads, capacity, head_dim * elem, pos0,
+                         pos_dev(), kv_prefetch_bytes_, kv_side_->fork());
+  }
+  // A decode step (t = 1) over a float32 cache: RoPE and the KV store inside the attention
+  // kernel (cuda::rope_attention_decode; one kernel fewer a layer). SHARQ_CUDA_ROPE_ATTN=0: the
+  // separate calls (A/B).
+  void rope_attention(Mode mode, float* q, float* k, const float* v, int64_t batch, int64_t t,
+                      int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                      const float* inv_freq, int64_t capacity, float* k_cache, float* v_cache,
+                      float* out, float* xq, std::string_view name) override {
+    const int64_t rows = batch * t, dim = heads * head_dim;
+    const auto rule = xq ? fp4_rule(mode, dim) : std::nullopt;
+    const bool fusable = rope_attn_ && fuse_rope_ && t == 1 && kv_cache() == KvCache::kF32 &&
+                         !skipped(cuda::profile_skip::kRope) &&
+                         !skipped(cuda::profile_skip::kAttn) && (!xq || (rule && fuse_attn_max_));
+    if (fusable) {
+      const size_t ws =
+          cuda::attention_workspace_bytes(batch, 1, heads, kv_heads, head_dim, capacity);
+      grow(attn_ws_, ws);
+      std::optional<Fp4Out> o;
+      uint32_t* sc = nullptr;
+      cuda::TensorMaxSink sink{};
+      cuda::PrepareMode prepare = cuda::PrepareMode::kNvfp4;
+      if (xq) {
+        prepare = rule->prepare;
+        o = fp4_out(rows, dim, xq, prepare);
+        sc = scratch(rows);
+        sink = {sc, prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o->sparse.tensor_scale,
+                o->residual.tensor_scale};
+      }
+      bool published = false;
+      if (cuda::rope_attention_decode(q, k, v, batch, pos0, heads, kv_heads, head_dim,
+                                      rope_table(inv_freq, head_dim / 2, capacity), capacity,
+                                      k_cache, v_cache, out, ws ? attn_ws_.as<void>() : nullptr, ws,
+                                      stream_, pos_dev(), xq ? &sink : nullptr, KvCache::kF32,
+                                      &published)) {
+        if (!xq) return;
+        if (published) {
+          if (skipped(cuda::profile_skip::kOPass)) return;
+          cuda::prepare_pass(prepare, out, rows, dim, o->sparse, o->residual, sc, stream_,
+                             o->planes, o->images, o->order);
+        } else {
+          quantize_activation(mode, out, rows, dim, xq, name);
+        }
+        return;
+      }
+    }
+    Backend::rope_attention(mode, q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq,
+                            capacity, k_cache, v_cache, out, xq, name);
+  }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     cuda::swiglu(gate, up, n, out, stream_);
   }
@@ -679,6 +752,20 @@ class CudaBackend final : public Backend {
   static constexpr size_t kMaxSteps = 8;  // recorded keys kept
   static constexpr size_t kBlasWorkspace = size_t{32} << 20;
 
+  // The (cos, sin) table of rope_attention for these frequencies (resident, so the pointer names
+  // them) and at least `positions` positions; rebuilt when either changes (the recorded steps
+  // that read the old one are dropped).
+  const float2* rope_table(const float* inv_freq, int64_t half, int64_t positions) {
+    if (inv_freq != rope_freq_ || half != rope_half_ || positions > rope_positions_) {
+      rope_cs_.grow(static_cast<size_t>(half * positions) * sizeof(float2));
+      ++workspace_gen_;
+      cuda::rope_cos_sin_table(inv_freq, half, positions, rope_cs_.as<float2>(), stream_);
+      rope_freq_ = inv_freq;
+      rope_half_ = half;
+      rope_positions_ = positions;
+    }
+    return rope_cs_.as<float2>();
+  }
   // Grows a workspace; a move invalidates the recorded steps that use it.
   void grow(DeviceMem& m, size_t bytes) {
     if (m.grow(bytes)) ++workspace_gen_;
@@ -929,6 +1016,12 @@ class CudaBackend final : public Backend {
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
+  bool rope_attn_ = true;    // SHARQ_CUDA_ROPE_ATTN=0: RoPE + KV store outside decode attention
+  std::unique_ptr<SideBranch> kv_side_;            // prefetch_kv's branch
+  int64_t kv_prefetch_bytes_ = int64_t{16} << 20;  // SHARQ_CUDA_KV_PREFETCH_MB
+  DeviceMem rope_cs_;                              // rope_table()
+  const float* rope_freq_ = nullptr;
+  int64_t rope_half_ = 0, rope_positions_ = 0;
   // SHARQ_CUDA_FUSE_ATTN_MAX=0: the o projection's prepare computes its own tensor max (A/B)
   bool fuse_attn_max_ = true;
   uint32_t skip_ = 0;  // SHARQ_CUDA_PROFILE_SKIP: ops not run (profiling only)
@@ -936,6 +1029,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<NextProductPrefetch> prefetch_;  // the next product's weights into L2
   std::vector<std::unique_ptr<StepGraph>> steps_;  // the most recent keys, oldest first
   StepGraph* rec_ = nullptr;                       // the step being recorded
+  int64_t replayed_ = 0;                           // steps_replayed()
   uint64_t workspace_gen_ = 0;                     // bumped whenever a workspace below moves
   std::set<Mode> host_path_modes_;  // modes whose linears take the host reference path
 };

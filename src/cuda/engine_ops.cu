@@ -116,6 +116,18 @@ __device__ __forceinline__ float2 rope_pair(float* xh, int64_t j, int64_t half, 
   return r;
 }
 
+// rope_cos_sin_table: one thread per (position, j); rope_pair's angle and roundings.
+__global__ void rope_table_kernel(const float* __restrict__ inv_freq, int64_t half, int64_t n,
+                                  float2* __restrict__ table) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += int64_t{gridDim.x} * blockDim.x) {
+    const float angle = static_cast<float>(e / half) * inv_freq[e % half];
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    table[e] = make_float2(static_cast<float>(c), static_cast<float>(s));
+  }
+}
+
 // One thread per (row, head, j < half): the angle and cos/sin per thread (the same arithmetic
 // for every head), so no thread walks the heads one load after another.
 __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int64_t heads,
@@ -318,6 +330,19 @@ void rope(float* x, int64_t batch, int64_t t, int64_t pos0, int64_t heads, int64
   const int64_t rows = batch * t;
   launch_pdl(rope_kernel, dim3(grid_for(rows * heads * head_dim / 2)), dim3(kThreads), 0, stream,
              "rope_kernel", x, rows, t, pos0, heads, head_dim, inv_freq, pos_dev);
+}
+
+void rope_cos_sin_table(const float* inv_freq, int64_t half, int64_t positions, float2* table,
+                        cudaStream_t stream) {
+  if (half <= 0 || positions < 0) {
+    throw Error("rope table: half " + std::to_string(half) + ", positions " +
+                std::to_string(positions));
+  }
+  const int64_t n = half * positions;
+  if (n == 0) return;
+  // A plain launch: no dependency wait to skip, nothing before it may still read the table.
+  rope_table_kernel<<<grid_for(n), kThreads, 0, stream>>>(inv_freq, half, n, table);
+  check(cudaGetLastError(), "rope_table_kernel launch");
 }
 
 void kv_store(const float* k, const float* v, int64_t batch, int64_t t, int64_t pos0,

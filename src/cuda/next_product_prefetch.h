@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "sharq/cuda/kernels.h"
+#include "side_branch.h"
 
 namespace sharq::engine {
 
@@ -35,22 +36,10 @@ class NextProductPrefetch {
   // turns it off).
   static constexpr int64_t kDefaultMiB = 0;
 
-  explicit NextProductPrefetch(cudaStream_t main) : main_(main) {
+  explicit NextProductPrefetch(cudaStream_t main) : side_(main) {
     const char* e = std::getenv("SHARQ_CUDA_L2_PREFETCH_MB");
     const double mib = e ? std::strtod(e, nullptr) : static_cast<double>(kDefaultMiB);
     budget_ = static_cast<int64_t>(std::clamp(mib, 0.0, 1024.0) * (1 << 20));
-    if (budget_ == 0) return;
-    cuda::check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
-    cuda::check(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "cudaEventCreate");
-    cuda::check(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming), "cudaEventCreate");
-  }
-  ~NextProductPrefetch() {
-    if (side_) {
-      cudaStreamSynchronize(side_);
-      cudaEventDestroy(join_);
-      cudaEventDestroy(fork_);
-      cudaStreamDestroy(side_);
-    }
   }
   NextProductPrefetch(const NextProductPrefetch&) = delete;
   NextProductPrefetch& operator=(const NextProductPrefetch&) = delete;
@@ -68,22 +57,14 @@ class NextProductPrefetch {
     if (!recording) return;
     const auto it = next_.find(key);
     if (it == next_.end()) return;
-    cuda::check(cudaEventRecord(fork_, main_), "record prefetch fork");
-    cuda::check(cudaStreamWaitEvent(side_, fork_), "prefetch fork");
     cuda::l2_prefetch_weights(it->second.parts.data(), static_cast<int>(it->second.parts.size()),
-                              budget_, side_);
-    pending_ = true;
+                              budget_, side_.fork());
   }
 
   // The side branch back into the main stream (before a recording ends).
-  void join() {
-    if (!pending_) return;
-    pending_ = false;
-    cuda::check(cudaEventRecord(join_, side_), "record prefetch join");
-    cuda::check(cudaStreamWaitEvent(main_, join_), "prefetch join");
-  }
+  void join() { side_.join(); }
   // A recording was abandoned: its side branch went with it.
-  void drop_pending() { pending_ = false; }
+  void drop_pending() { side_.drop_pending(); }
 
   // A linear's weights are being freed: no entry may name them any more.
   void forget(const void* owner) {
@@ -99,10 +80,8 @@ class NextProductPrefetch {
     std::vector<const void*> owners;
     std::vector<cuda::L2PrefetchPart> parts;
   };
-  cudaStream_t main_ = nullptr, side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  SideBranch side_;
   int64_t budget_ = 0;
-  bool pending_ = false;
   const void* last_ = nullptr;
   std::unordered_map<const void*, Next> next_;
 };

@@ -121,6 +121,9 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = model_->layers()[static_cast<size_t>(l)];
     const std::string p = "model.layers." + std::to_string(l) + ".";
+    float* kc = k_cache_[static_cast<size_t>(l)].data();
+    float* vc = v_cache_[static_cast<size_t>(l)].data();
+    be.prefetch_kv(kc, vc, nb, t, pos_, kvh, hd, capacity_);
     // Attention block. q, k and v read one input, so it is quantized once.
     const float* act = norm_quantize(L.input_norm, p + "self_attn.qkv.input");
     be.matmul_group(std::array<const LinearWeights*, 3>{L.q.get(), L.k.get(), L.v.get()}, act, rows,
@@ -129,17 +132,10 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
       be.rms_norm(q, L.q_norm, rows * heads, hd, c.rms_norm_eps, q);
       be.rms_norm(k, L.k_norm, rows * kvh, hd, c.rms_norm_eps, k);
     }
-    float* kc = k_cache_[static_cast<size_t>(l)].data();
-    float* vc = v_cache_[static_cast<size_t>(l)].data();
-    be.rope_kv_store(q, k, v, nb, t, pos_, heads, kvh, hd, model_->inv_freq(), capacity_, kc, vc);
-    if (L.o->quantized) {  // the o projection's activation rule, fused where possible
-      be.attention_quantize(L.o->mode, q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a, xq,
-                            L.o->name);
-      be.matmul_add(*L.o, xq, rows, x, h);
-    } else {
-      be.attention(q, nb, t, pos_, heads, kvh, hd, capacity_, kc, vc, a);
-      be.matmul_add(*L.o, a, rows, x, h);
-    }
+    // RoPE, the KV store, attention and the o projection's activation rule, fused where possible.
+    be.rope_attention(L.o->mode, q, k, v, nb, t, pos_, heads, kvh, hd, model_->inv_freq(),
+                      capacity_, kc, vc, a, L.o->quantized ? xq : nullptr, L.o->name);
+    be.matmul_add(*L.o, L.o->quantized ? xq : a, rows, x, h);
     // MLP block. gate and up share one quantized input.
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
     be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,

@@ -495,6 +495,34 @@ TEST(CudaL2Prefetch, RunsOnEveryShapeAndWritesNothing) {
   EXPECT_THROW(l2_prefetch_weights(&bad, 1, 1 << 20, nullptr), Error);
 }
 
+// The L2 prefetch of a layer's K/V rows: every budget (none, less than a row a region, part of
+// the rows, all), the position from the host or the device (also past the capacity: clamped),
+// float32 and FP16 rows; faults nowhere (memcheck runs this test too) and writes nothing.
+TEST(CudaL2Prefetch, KvRowsRunEverywhereAndWriteNothing) {
+  const int64_t regions = 3, capacity = 70;
+  for (int64_t row_bytes : {int64_t{512}, int64_t{128}, int64_t{16}}) {
+    const size_t n = static_cast<size_t>(regions * capacity * row_bytes);
+    DeviceBuffer<uint8_t> kc(n), vc(n);
+    kc.poison(0x3C);
+    vc.poison(0xC3);
+    DeviceBuffer<int64_t> pos_dev(1);
+    for (int64_t pos : {int64_t{0}, int64_t{1}, int64_t{69}, int64_t{70}, int64_t{500}}) {
+      pos_dev.upload(&pos);
+      const int64_t all = 2 * regions * capacity * row_bytes;
+      for (int64_t budget : {int64_t{0}, row_bytes, all / 3, all, 4 * all}) {
+        l2_prefetch_kv(kc.p, vc.p, regions, capacity, row_bytes, pos, nullptr, budget, nullptr);
+        l2_prefetch_kv(kc.p, vc.p, regions, capacity, row_bytes, 0, pos_dev.p, budget, nullptr);
+        check(cudaDeviceSynchronize(), "kv prefetch");
+      }
+    }
+    for (uint8_t v : kc.download()) ASSERT_EQ(v, 0x3C);
+    for (uint8_t v : vc.download()) ASSERT_EQ(v, 0xC3);
+  }
+  DeviceBuffer<uint8_t> b(1024);
+  EXPECT_THROW(l2_prefetch_kv(b.p, b.p, 1, 2, 24, 1, nullptr, 1 << 20, nullptr), Error);
+  EXPECT_THROW(l2_prefetch_kv(b.p + 4, b.p, 1, 2, 32, 1, nullptr, 1 << 20, nullptr), Error);
+}
+
 TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
   for (auto [mode, pm, g] : kGemmModes) {
     for (auto [m, n, k] : kPrefillShapes) check_prefill(mode, pm, g, m, n, k);

@@ -173,6 +173,37 @@ TEST(CudaOpsElementwise, Rope) {
   }
 }
 
+// The fused decode attention's (cos, sin) table: the CPU's rope angles and roundings, bit for bit
+// (RoPE'd unit pairs (1, 0) and (0, 1) give cos and sin).
+TEST(CudaOpsElementwise, RopeCosSinTable) {
+  model::RopeScaling llama3{"llama3", 8.0f, 1.0f, 4.0f, 8192};
+  for (int64_t hd : {64, 128}) {
+    for (const auto& sc : {model::RopeScaling{}, llama3}) {
+      const int64_t half = hd / 2, positions = 9000;
+      const auto inv = cpu::rope_inv_freq(hd, 500000.0f, sc);
+      Buf<float> dinv(inv);
+      Buf<float2> dcs(static_cast<size_t>(positions * half));
+      dcs.poison();
+      rope_cos_sin_table(dinv.p, half, positions, dcs.p, nullptr);
+      const std::vector<float2> got = dcs.download();
+      int64_t bad = 0;
+      for (int64_t p = 0; p < positions; p += p < 16 ? 1 : 97) {
+        std::vector<float> unit(static_cast<size_t>(hd), 0.0f);  // one head: x_j = 1
+        for (int64_t j = 0; j < half; ++j) unit[static_cast<size_t>(j)] = 1.0f;
+        cpu::rope(unit.data(), 1, p, 1, hd, inv.data(), 1);  // (cos, sin) in (j, j + half)
+        for (int64_t j = 0; j < half; ++j) {
+          const float2 g = got[static_cast<size_t>(p * half + j)];
+          bad += std::memcmp(&g.x, &unit[static_cast<size_t>(j)], 4) != 0 ||
+                 std::memcmp(&g.y, &unit[static_cast<size_t>(j + half)], 4) != 0;
+        }
+      }
+      EXPECT_EQ(bad, 0) << "hd " << hd << " scaling '" << sc.type << "'";
+    }
+  }
+  Buf<float2> one(1);
+  EXPECT_THROW(rope_cos_sin_table(nullptr, 0, 4, one.p, nullptr), Error);
+}
+
 TEST(CudaOpsElementwise, KvStore) {
   for (int64_t hd : {128, 6}) {
     const int64_t batch = 2, t = 7, pos0 = 5, kvh = 3, cap = 20;
@@ -510,6 +541,70 @@ TEST_P(CudaOpsAttentionPrefill, ScalesOutsideFp16Range) {
   auto v1 = vc;
   v1[static_cast<size_t>(20 * c.hd + 100)] = 2e5f;
   check_attention_on(c, q, kc, v1, true);
+}
+
+// rope_attention_decode (RoPE and the KV store inside the decode attention kernel) against
+// rope_kv_store then attention: the same output, caches and published tensor max, bit for bit;
+// q, k and v left as they were. Every t = 1 decode case, with and without the published max.
+TEST(CudaOpsAttention, RopeFusedDecodeEqualsRopeKvStoreThenAttention) {
+  for (const AttnCase& c : decode_cases()) {
+    if (c.t != 1) continue;
+    const auto inv = cpu::rope_inv_freq(c.hd, 500000.0f, model::RopeScaling{});
+    const auto q = randn(static_cast<size_t>(c.batch * c.heads * c.hd), c.q_sigma);
+    const auto k = randn(static_cast<size_t>(c.batch * c.kv_heads * c.hd)), v = randn(k.size());
+    const auto kc0 = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
+    const auto vc0 = randn(kc0.size());
+    const size_t ws_bytes = attention_workspace_bytes(c.batch, 1, c.heads, c.kv_heads, c.hd, c.cap);
+    const std::vector<uint32_t> zero_scratch(prepare_scratch_bytes(c.batch) / 4, 0u);
+    Buf<float> dinv(inv);
+    Buf<float2> dcs(static_cast<size_t>(c.cap * c.hd / 2));
+    rope_cos_sin_table(dinv.p, c.hd / 2, c.cap, dcs.p, nullptr);
+    for (bool publish : {false, true}) {
+      const std::string what = "batch " + std::to_string(c.batch) + " pos0 " +
+                               std::to_string(c.pos0) + " heads " + std::to_string(c.heads) + "/" +
+                               std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) +
+                               (publish ? " publishing" : "");
+      // Two calls.
+      Buf<float> aq(q), ak(k), av(v), akc(kc0), avc(vc0), aout(q.size()), ats(2);
+      Buf<uint32_t> asc(zero_scratch);
+      Buf<char> aws(ws_bytes ? ws_bytes : 1);
+      aout.poison();
+      rope_kv_store(aq.p, ak.p, av.p, c.batch, 1, c.pos0, c.heads, c.kv_heads, c.hd, dinv.p, c.cap,
+                    akc.p, avc.p, nullptr);
+      const TensorMaxSink asink{asc.p, ats.p, ats.p + 1};
+      const bool apub =
+          attention(aq.p, c.batch, 1, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, akc.p, avc.p,
+                    aout.p, aws.p, ws_bytes, nullptr, nullptr, publish ? &asink : nullptr);
+      // One.
+      Buf<float> bq(q), bk(k), bv(v), bkc(kc0), bvc(vc0), bout(q.size()), bts(2);
+      Buf<uint32_t> bsc(zero_scratch);
+      Buf<char> bws(ws_bytes ? ws_bytes : 1);
+      bout.poison();
+      const TensorMaxSink bsink{bsc.p, bts.p, bts.p + 1};
+      bool bpub = !apub;
+      ASSERT_TRUE(rope_attention_decode(bq.p, bk.p, bv.p, c.batch, c.pos0, c.heads, c.kv_heads,
+                                        c.hd, dcs.p, c.cap, bkc.p, bvc.p, bout.p, bws.p, ws_bytes,
+                                        nullptr, nullptr, publish ? &bsink : nullptr, KvCache::kF32,
+                                        &bpub))
+          << what;
+      EXPECT_EQ(bpub, apub) << what;
+      EXPECT_EQ(count_bit_diffs(bout.download(), aout.download()), 0) << what;
+      EXPECT_EQ(count_bit_diffs(bkc.download(), akc.download()), 0) << what;
+      EXPECT_EQ(count_bit_diffs(bvc.download(), avc.download()), 0) << what;
+      EXPECT_EQ(count_bit_diffs(bq.download(), q), 0) << what;
+      EXPECT_EQ(count_bit_diffs(bk.download(), k), 0) << what;
+      if (publish) {
+        EXPECT_EQ(bsc.download(), asc.download()) << what;
+        EXPECT_EQ(count_bit_diffs(bts.download(), ats.download()), 0) << what;
+      }
+    }
+  }
+  // Not for FP16 caches: nothing runs.
+  Buf<float> b(1 << 16);
+  bool pub = true;
+  EXPECT_FALSE(rope_attention_decode(b.p, b.p, b.p, 1, 0, 2, 1, 64,
+                                     reinterpret_cast<const float2*>(b.p), 8, b.p, b.p, b.p,
+                                     nullptr, 0, nullptr, nullptr, nullptr, KvCache::kF16, &pub));
 }
 
 TEST(CudaOpsAttention, RejectsUnsupported) {

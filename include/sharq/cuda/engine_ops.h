@@ -85,6 +85,27 @@ bool attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t h
                cudaStream_t stream, const int64_t* pos_dev = nullptr,
                const TensorMaxSink* sink = nullptr, KvCache kv = KvCache::kF32);
 
+// table[p * half + j] = (cos, sin) of p * inv_freq[j] for positions p < positions, j < half, with
+// the RoPE kernels' arithmetic (angle in float32, cos and sin in double, rounded to float).
+void rope_cos_sin_table(const float* inv_freq, int64_t half, int64_t positions, float2* table,
+                        cudaStream_t stream);
+
+// rope_kv_store(q, k, v, ...) then attention(q, ...) for one decode step (t = 1) over float32
+// caches, in the attention's own launches: the split-key kernel rotates q and the step's new key
+// in registers (cos and sin taken before its dependency wait) and its block holding the new
+// position uses k and v from registers and stores them into the caches. out, the caches and the
+// published max (sink) equal those of the two calls bit for bit; q and k are read, not rotated in
+// place. cos_sin: rope_cos_sin_table's (cos, sin) for every position below capacity (the kernel
+// reads the step's row before its dependency wait instead of computing sincos in double in every
+// block). Returns whether it ran (false, nothing launched: t != 1, an FP16 cache, head_dim other
+// than 64 or 128); *published as attention()'s result.
+bool rope_attention_decode(const float* q, const float* k, const float* v, int64_t batch,
+                           int64_t pos0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                           const float2* cos_sin, int64_t capacity, float* k_cache, float* v_cache,
+                           float* out, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                           const int64_t* pos_dev, const TensorMaxSink* sink, KvCache kv,
+                           bool* published);
+
 // out = gate / (1 + exp(-gate)) * up, (n). out may alias gate or up.
 void swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 

@@ -208,6 +208,15 @@ struct L2PrefetchPart {
 void l2_prefetch_weights(const L2PrefetchPart* parts, int count, int64_t budget_bytes,
                          cudaStream_t stream);
 
+// Prefetch into L2 the KV cache rows a decode step's attention will read: rows [0, pos) of each
+// of `regions` (batch x kv heads) regions of both caches (`capacity` rows of `row_bytes` each, a
+// multiple of 16), at most budget_bytes in all (the same leading rows of every region). pos is
+// *pos_dev when given (a recorded step's position), else pos0. A hint: issued on a side branch
+// while the kernels before the attention run, so the attention reads earlier steps' K/V from L2.
+void l2_prefetch_kv(const void* k_cache, const void* v_cache, int64_t regions, int64_t capacity,
+                    int64_t row_bytes, int64_t pos0, const int64_t* pos_dev, int64_t budget_bytes,
+                    cudaStream_t stream);
+
 // Prefill-regime GEMM, any M >= 1 (built for M >= 33): Y (m, n) = s_x * s_w * sum over paths of
 // X~_p (m, k) . W~ (n, k)^T in one launch; inputs as for gemm_decode_mma (prepare()'s gemm_f16
 // planes, NVFP4 g32 or g16 weight). Each FP4 weight tile is decoded once into shared memory and

@@ -72,6 +72,9 @@ class Backend {
   }
   virtual bool end_step() { return false; }
   virtual void abort_step() {}
+  // Decode steps run from a recording so far (end_step's first run included): 0 where nothing
+  // records. `sharq bench` reports it; the replay tests check it moves.
+  virtual int64_t steps_replayed() const { return 0; }
   // Floats of the `xq` buffer that quantize_activation fills for a (t, k) activation. The CPU
   // stores the dequantized values (t * k); a device backend may keep its packed form there.
   virtual int64_t quantized_activation_floats(int64_t t, int64_t k) const { return t * k; }
@@ -183,6 +186,33 @@ class Backend {
                                   float* out, float* xq, std::string_view name) {
     attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out);
     quantize_activation(mode, out, batch * t, heads * head_dim, xq, name);
+  }
+
+  // A hint before a layer's attention block: its attention will read rows [0, pos0) of these
+  // caches (batch x kv_heads regions of `capacity` rows). A backend may fetch them into a cache
+  // meanwhile; the default does nothing.
+  virtual void prefetch_kv(const float* k_cache, const float* v_cache, int64_t batch, int64_t t,
+                           int64_t pos0, int64_t kv_heads, int64_t head_dim, int64_t capacity) {
+    (void)k_cache, (void)v_cache, (void)batch, (void)t, (void)pos0, (void)kv_heads, (void)head_dim,
+        (void)capacity;
+  }
+
+  // rope_kv_store, then attention_quantize into out and xq (mode: the o projection's) when xq is
+  // not null, else attention into out: one call a backend may fuse (q and k may then be left
+  // unrotated; the decoder reads neither afterwards).
+  virtual void rope_attention(Mode mode, float* q, float* k, const float* v, int64_t batch,
+                              int64_t t, int64_t pos0, int64_t heads, int64_t kv_heads,
+                              int64_t head_dim, const float* inv_freq, int64_t capacity,
+                              float* k_cache, float* v_cache, float* out, float* xq,
+                              std::string_view name) {
+    rope_kv_store(q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq, capacity, k_cache,
+                  v_cache);
+    if (xq) {
+      attention_quantize(mode, q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache,
+                         v_cache, out, xq, name);
+    } else {
+      attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache, out);
+    }
   }
 
   // Y (T, N) = Q_act(X (T, K)) . W^T (+ bias): quantize then matmul. scratch: (T, K).
