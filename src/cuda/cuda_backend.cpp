@@ -25,6 +25,7 @@
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/profile_skip.h"
+#include "sharq/cuda/replay_rule.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
 #include "sharq/parallel.h"
@@ -282,20 +283,18 @@ class CudaBackend final : public Backend {
     // Every linear of a model is prepared before its first forward, so host_path_modes_ already
     // names every mode with a host step.
     if (!graphs_ || !quantized || host_path_modes_.count(mode)) return Step::kRun;
+    // include/sharq/cuda/replay_rule.h: first sight runs, the second step records, then replay.
     StepGraph* g = find_step(key);
-    // Only a recorded graph can name a moved workspace. (Until session 29 an unrecorded key was
-    // dropped here too whenever any workspace had ever moved, which its own eager step always
-    // does: no decode step was ever recorded, every one ran eagerly.)
-    if (g && (g->rows != rows || (g->exec && g->workspace_gen != workspace_gen_))) {
-      drop_step(g);
-      g = nullptr;
-    }
-    if (!g) {  // first sight of the key: run eagerly, record the next step
+    const cuda::replay_rule::Entry seen{g && g->exec, g ? g->rows : 0, g ? g->workspace_gen : 0};
+    const cuda::replay_rule::Decision d =
+        cuda::replay_rule::decide(g ? &seen : nullptr, rows, workspace_gen_);
+    if (d.drop) drop_step(g);
+    if (d.action == cuda::replay_rule::Action::kRunEagerly) {
       steps_.push_back(std::make_unique<StepGraph>(key, rows));
       if (steps_.size() > kMaxSteps) steps_.erase(steps_.begin());
       return Step::kRun;
     }
-    if (g->exec) {
+    if (d.action == cuda::replay_rule::Action::kReplay) {
       check_ids(ids, rows, g->vocab);
       stage(*g, ids, pos);
       launch(*g);
@@ -317,8 +316,9 @@ class CudaBackend final : public Backend {
     kv_side_->join();
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-    // A workspace that moved while recording may be named by the nodes before the move.
-    cudaError_t e = g->workspace_gen != workspace_gen_ ? cudaErrorStreamCaptureInvalidated : ended;
+    cudaError_t e = cuda::replay_rule::keep_recording(g->workspace_gen, workspace_gen_)
+                        ? ended
+                        : cudaErrorStreamCaptureInvalidated;
     if (ended == cudaSuccess && e == cudaSuccess) {
       e = cudaGraphInstantiate(&g->exec, graph, 0);
     }
