@@ -175,6 +175,12 @@ float* Backend::alloc(int64_t n) {
 void Backend::release(float* p) {
   delete[] p;
 }
+float* Backend::alloc_host(int64_t n) {
+  return Backend::alloc(n);
+}
+void Backend::release_host(float* p) {
+  Backend::release(p);
+}
 void Backend::to_backend(const float* host, float* dst, int64_t n) {
   std::copy(host, host + n, dst);
 }

@@ -253,6 +253,15 @@ class CudaBackend final : public Backend {
     return static_cast<float*>(p);
   }
   void release(float* p) override { cudaFree(p); }
+  // Page-locked: to_host into it is one DMA (a pageable destination is staged by the driver).
+  float* alloc_host(int64_t n) override {
+    if (n < 0) throw Error("cuda backend: negative host allocation");
+    void* p = nullptr;
+    check(cudaMallocHost(&p, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)),
+          "cudaMallocHost");
+    return static_cast<float*>(p);
+  }
+  void release_host(float* p) override { cudaFreeHost(p); }
   void to_backend(const float* host, float* dst, int64_t n) override {
     check(cudaMemcpyAsync(dst, host, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice,
                           stream_),

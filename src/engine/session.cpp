@@ -167,19 +167,32 @@ void Session::logits(int64_t row0, int64_t rows, float* out) {
 std::vector<float> Session::forward(std::span<const int32_t> ids, bool all) {
   forward_hidden(ids);
   const int64_t v = model_->config().vocab_size;
-  const int64_t t = rows_ / batch_;
   if (all) {
     std::vector<float> out(static_cast<size_t>(rows_ * v));
     logits(0, rows_, out.data());
     return out;
   }
   std::vector<float> out(static_cast<size_t>(batch_ * v));
-  if (t == 1) {  // decode: the last rows are every row, one product
-    logits(0, rows_, out.data());
-  } else {
-    for (int64_t b = 0; b < batch_; ++b) logits(b * t + t - 1, 1, out.data() + b * v);
-  }
+  last_logits(out.data());
   return out;
+}
+
+std::span<const float> Session::forward_view(std::span<const int32_t> ids) {
+  forward_hidden(ids);
+  const int64_t n = batch_ * model_->config().vocab_size;
+  view_.grow(model_->backend(), n);
+  last_logits(view_.data());
+  return {view_.data(), static_cast<size_t>(n)};
+}
+
+void Session::last_logits(float* out) {
+  const int64_t v = model_->config().vocab_size;
+  const int64_t t = rows_ / batch_;
+  if (t == 1) {  // decode: the last rows are every row, one product
+    logits(0, rows_, out);
+  } else {
+    for (int64_t b = 0; b < batch_; ++b) logits(b * t + t - 1, 1, out + b * v);
+  }
 }
 
 int32_t argmax(std::span<const float> logits) {
@@ -225,7 +238,7 @@ GenerateStats generate(Session& s, std::span<const int32_t> prompt, int64_t max_
   if (prompt.empty()) throw Error("generate: empty prompt");
   Sampler sampler(params);
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits = s.forward(prompt);
+  std::span<const float> logits = s.forward_view(prompt);
   st.prefill_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < max_new; ++i) {
@@ -238,7 +251,7 @@ GenerateStats generate(Session& s, std::span<const int32_t> prompt, int64_t max_
     if (on_token && !on_token(id)) break;
     if (i + 1 == max_new || s.position() >= s.capacity()) break;
     const int32_t next[1] = {id};
-    logits = s.forward(next);
+    logits = s.forward_view(next);
     ++st.decode_steps;
   }
   st.decode_seconds = seconds_since(t0);

@@ -208,6 +208,26 @@ TEST_P(Decoder, BatchedSequencesEqualSingleSessions) {
   EXPECT_THROW(pair.forward(std::span(next, 1)), Error);  // not a multiple of the batch
 }
 
+// forward_view gives forward's logits in the session's own reused host buffer: batch 2, prefill
+// and decode, each against a twin session running forward.
+TEST_P(Decoder, ForwardViewEqualsForward) {
+  const auto lm = test::tiny_model(test::tiny_config(GetParam()));
+  auto be = engine::make_cpu_backend(2);
+  const Model m(lm, Mode::kSharqNvfp4_24, *be);
+  Session viewed(m, 16, 2), copied(m, 16, 2);
+  const std::vector<int32_t> prompt(kTokens.begin(), kTokens.begin() + 10);
+  const std::span<const float> first = viewed.forward_view(prompt);
+  EXPECT_EQ(std::vector<float>(first.begin(), first.end()), copied.forward(prompt));
+  for (int32_t id : {3, 9, 4}) {
+    const int32_t next[2] = {id, id + 1};
+    const std::span<const float> got = viewed.forward_view(next);
+    EXPECT_EQ(got.data(), first.data());  // the same buffer, reused
+    ASSERT_EQ(got.size(), static_cast<size_t>(2 * lm.config.vocab_size));
+    EXPECT_EQ(std::vector<float>(got.begin(), got.end()), copied.forward(next));
+  }
+  EXPECT_THROW(viewed.forward_view(std::span(kTokens).subspan(0, 1)), Error);  // not 2 sequences
+}
+
 TEST_P(Decoder, GenerationIsDeterministic) {
   const auto lm = test::tiny_model(test::tiny_config(GetParam()));
   auto be = engine::make_cpu_backend(2);

@@ -37,6 +37,10 @@ class Backend {
   // Memory. The defaults are host memory (the CPU backend); a device backend overrides all five.
   virtual float* alloc(int64_t n);  // n floats, uninitialised
   virtual void release(float* p);
+  // n floats of host memory that to_host fills fastest (page-locked on a device backend: a copy
+  // into it is one DMA, not staged through the driver), uninitialised.
+  virtual float* alloc_host(int64_t n);
+  virtual void release_host(float* p);
   virtual void to_backend(const float* host, float* dst, int64_t n);
   virtual void to_host(const float* src, float* host, int64_t n);
   // A tensor that stays for the backend's life (embedding table, norm weights, RoPE frequencies):
@@ -226,17 +230,19 @@ class Backend {
   KvCache kv_cache_ = KvCache::kF32;
 };
 
-// One allocation in a backend's memory (move-only). grow() keeps at least n floats (contents
-// are not kept) and says whether the allocation moved.
-class Buffer {
+// One allocation in a backend's memory (move-only), or with kHost in the host memory it copies
+// to fastest (Backend::alloc_host). grow() keeps at least n floats (contents are not kept) and
+// says whether the allocation moved.
+template <bool kHost>
+class BasicBuffer {
  public:
-  Buffer() = default;
-  Buffer(Backend& be, int64_t n) { grow(be, n); }
-  Buffer(Buffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) {
+  BasicBuffer() = default;
+  BasicBuffer(Backend& be, int64_t n) { grow(be, n); }
+  BasicBuffer(BasicBuffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) {
     o.p_ = nullptr;
     o.n_ = 0;
   }
-  Buffer& operator=(Buffer&& o) noexcept {
+  BasicBuffer& operator=(BasicBuffer&& o) noexcept {
     if (this != &o) {
       reset();
       be_ = o.be_, p_ = o.p_, n_ = o.n_;
@@ -244,19 +250,19 @@ class Buffer {
     }
     return *this;
   }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { reset(); }
+  BasicBuffer(const BasicBuffer&) = delete;
+  BasicBuffer& operator=(const BasicBuffer&) = delete;
+  ~BasicBuffer() { reset(); }
   bool grow(Backend& be, int64_t n) {
     if (n <= n_ && be_ == &be) return false;
     reset();
     be_ = &be;
-    p_ = be.alloc(n);
+    p_ = kHost ? be.alloc_host(n) : be.alloc(n);
     n_ = n;
     return true;
   }
   void reset() {
-    if (p_) be_->release(p_);
+    if (p_) kHost ? be_->release_host(p_) : be_->release(p_);
     p_ = nullptr;
     n_ = 0;
   }
@@ -268,6 +274,8 @@ class Buffer {
   float* p_ = nullptr;
   int64_t n_ = 0;
 };
+using Buffer = BasicBuffer<false>;
+using HostBuffer = BasicBuffer<true>;
 
 // The float32 CPU reference backend (src/cpu/backend.cpp); threads <= 0 means default_threads().
 // It sets OpenBLAS to one thread process-wide and splits products over its own threads (no BLAS

@@ -40,9 +40,14 @@ class Session {
   // forward_hidden, then logits into host memory: each sequence's last token (batch, V), or every
   // token's (batch * T, V) when all = true.
   std::vector<float> forward(std::span<const int32_t> ids, bool all = false);
+  // forward(ids) into this session's own host buffer (page-locked on a device backend, reused):
+  // each sequence's last token (batch, V), valid until the session's next forward_view. The
+  // decode loops' form: no allocation and one DMA a step.
+  std::span<const float> forward_view(std::span<const int32_t> ids);
 
  private:
   void run_layers(std::span<const int32_t> ids, int64_t t);  // the decoder body at pos_
+  void last_logits(float* out);  // each sequence's last row of the last forward, (batch, V)
 
   const Model* model_;
   int64_t capacity_;
@@ -58,6 +63,7 @@ class Session {
   // input, xq the quantized activation (Backend::quantized_activation_floats), q (R, q_dim), k/v
   // (R, kv_dim), a (R, q_dim) attention output, g/u (R, I) gate and up, lg logits.
   Buffer x_, h_, xq_, qkv_, a_, gu_, lg_;
+  HostBuffer view_;  // forward_view's logits
 };
 
 struct SamplingParams {
