@@ -246,20 +246,14 @@ class CudaBackend final : public Backend {
   int threads() const override { return default_threads(); }
 
   float* alloc(int64_t n) override {
-    if (n < 0) throw Error("cuda backend: negative allocation");
-    void* p = nullptr;
-    check(cudaMalloc(&p, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)),
-          "cudaMalloc");
-    return static_cast<float*>(p);
+    return alloc_floats(
+        n, "", [](void** p, size_t b) { return cudaMalloc(p, b); }, "cudaMalloc");
   }
   void release(float* p) override { cudaFree(p); }
   // Page-locked: to_host into it is one DMA (a pageable destination is staged by the driver).
   float* alloc_host(int64_t n) override {
-    if (n < 0) throw Error("cuda backend: negative host allocation");
-    void* p = nullptr;
-    check(cudaMallocHost(&p, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)),
-          "cudaMallocHost");
-    return static_cast<float*>(p);
+    return alloc_floats(
+        n, "host ", [](void** p, size_t b) { return cudaMallocHost(p, b); }, "cudaMallocHost");
   }
   void release_host(float* p) override { cudaFreeHost(p); }
   void to_backend(const float* host, float* dst, int64_t n) override {
@@ -774,6 +768,14 @@ class CudaBackend final : public Backend {
       rope_positions_ = positions;
     }
     return rope_cs_.as<float2>();
+  }
+  // n floats (at least one) from `allocate` (cudaMalloc or cudaMallocHost).
+  template <typename Allocate>
+  static float* alloc_floats(int64_t n, const char* kind, Allocate allocate, const char* what) {
+    if (n < 0) throw Error(std::string("cuda backend: negative ") + kind + "allocation");
+    void* p = nullptr;
+    check(allocate(&p, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)), what);
+    return static_cast<float*>(p);
   }
   // Grows a workspace; a move invalidates the recorded steps that use it.
   void grow(DeviceMem& m, size_t bytes) {
