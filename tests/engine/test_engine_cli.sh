@@ -76,6 +76,8 @@ for x in r:
     assert x["prefill_seconds"] > 0 and x["linear_weight_bytes"] > 0, x
     assert [(d["batch"], d["ctx"]) for d in x["decode"]] == [(1, 8), (2, 8), (1, 24), (2, 24)], x
     assert all(d["tokens_per_s"] > 0 for d in x["decode"]), x
+    # The CPU records nothing: every decode step ran as plain ops.
+    assert all(d["steps_replayed"] == 0 for d in x["decode"]), x
     # The caches' bytes: 2 x layers x batch x kv_heads x (ctx + 2 x steps) x head_dim x 4 on the
     # CPU (float32 storage); the ratio between rows is exact whatever the fixture's shape.
     kv = {(d["batch"], d["ctx"]): d["kv_cache_bytes"] for d in x["decode"]}
