@@ -123,6 +123,7 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     float* kc = k_cache_[static_cast<size_t>(l)].data();
     float* vc = v_cache_[static_cast<size_t>(l)].data();
+    // Before the norm and the q/k/v product: the attention's K/V can be on its way meanwhile.
     be.prefetch_kv(kc, vc, nb, t, pos_, kvh, hd, capacity_);
     // Attention block. q, k and v read one input, so it is quantized once.
     const float* act = norm_quantize(L.input_norm, p + "self_attn.qkv.input");
