@@ -192,24 +192,20 @@ class CudaBackend final : public Backend {
                   "; the kernels are built for Hopper (sm_90a)");
     }
     name_ = std::string("cuda (") + prop.name + ")";
-    const char* env = std::getenv("SHARQ_CUDA_GRAPHS");
-    graphs_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_GROUP");
-    group_launch_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_FUSE_ADD");
-    fuse_add_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_FUSE_SWIGLU");
-    fuse_swiglu_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_FUSE_ROPE");
-    fuse_rope_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_ROPE_ATTN");
-    rope_attn_ = !(env && env[0] == '0');
-    if ((env = std::getenv("SHARQ_CUDA_KV_PREFETCH_MB")))
-      kv_prefetch_bytes_ =
-          static_cast<int64_t>(std::clamp(std::strtod(env, nullptr), 0.0, 1024.0) * (1 << 20));
-    env = std::getenv("SHARQ_CUDA_FUSE_ATTN_MAX");
-    fuse_attn_max_ = !(env && env[0] == '0');
-    env = std::getenv("SHARQ_CUDA_PREFILL");
+    // A/B switches: on unless the variable starts with 0.
+    const auto on = [](const char* var) {
+      const char* e = std::getenv(var);
+      return !(e && e[0] == '0');
+    };
+    graphs_ = on("SHARQ_CUDA_GRAPHS");
+    group_launch_ = on("SHARQ_CUDA_GROUP");
+    fuse_add_ = on("SHARQ_CUDA_FUSE_ADD");
+    fuse_swiglu_ = on("SHARQ_CUDA_FUSE_SWIGLU");
+    fuse_rope_ = on("SHARQ_CUDA_FUSE_ROPE");
+    rope_attn_ = on("SHARQ_CUDA_ROPE_ATTN");
+    fuse_attn_max_ = on("SHARQ_CUDA_FUSE_ATTN_MAX");
+    kv_prefetch_bytes_ = prefetch_budget("SHARQ_CUDA_KV_PREFETCH_MB", kKvPrefetchMiB);
+    const char* env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");
     prefill_ws_ = prefill_cublas_ && !(env && std::string(env) == "cublas");
     prefill_ws_always_ = env && std::string(env) == "ws";
@@ -674,20 +670,11 @@ class CudaBackend final : public Backend {
       return Backend::attention_quantize(mode, q, batch, t, pos0, heads, kv_heads, head_dim,
                                          capacity, k_cache, v_cache, out, xq, name);
     }
-    const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
-    uint32_t* sc = scratch(rows);
-    const cuda::TensorMaxSink sink{
-        sc, rule->prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
-        o.residual.tensor_scale};
-    if (skipped(cuda::profile_skip::kAttn) ||
-        launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
-                         out, &sink)) {
-      if (skipped(cuda::profile_skip::kOPass)) return;
-      cuda::prepare_pass(rule->prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes,
-                         o.images, o.order);
-    } else {
-      quantize_activation(mode, out, rows, k, xq, name);
-    }
+    attend_quantize(mode, *rule, rows, k, out, xq, name, [&](const cuda::TensorMaxSink* sink) {
+      return skipped(cuda::profile_skip::kAttn) ||
+             launch_attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache,
+                              v_cache, out, sink);
+    });
   }
   // Recorded decode steps (t = 1): earlier steps' K/V rows of the layer into L2 on a side branch
   // while the RMSNorm + prepare and the q/k/v product run (HBM is idle in the first), at most
@@ -709,42 +696,29 @@ class CudaBackend final : public Backend {
     const int64_t rows = batch * t, dim = heads * head_dim;
     const auto rule = xq ? fp4_rule(mode, dim) : std::nullopt;
     const bool fusable = rope_attn_ && fuse_rope_ && t == 1 && kv_cache() == KvCache::kF32 &&
+                         (head_dim == 64 || head_dim == 128) &&
                          !skipped(cuda::profile_skip::kRope) &&
                          !skipped(cuda::profile_skip::kAttn) && (!xq || (rule && fuse_attn_max_));
-    if (fusable) {
-      const size_t ws =
-          cuda::attention_workspace_bytes(batch, 1, heads, kv_heads, head_dim, capacity);
-      grow(attn_ws_, ws);
-      std::optional<Fp4Out> o;
-      uint32_t* sc = nullptr;
-      cuda::TensorMaxSink sink{};
-      cuda::PrepareMode prepare = cuda::PrepareMode::kNvfp4;
-      if (xq) {
-        prepare = rule->prepare;
-        o = fp4_out(rows, dim, xq, prepare);
-        sc = scratch(rows);
-        sink = {sc, prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o->sparse.tensor_scale,
-                o->residual.tensor_scale};
-      }
-      bool published = false;
-      if (cuda::rope_attention_decode(q, k, v, batch, pos0, heads, kv_heads, head_dim,
-                                      rope_table(inv_freq, head_dim / 2, capacity), capacity,
-                                      k_cache, v_cache, out, ws ? attn_ws_.as<void>() : nullptr, ws,
-                                      stream_, pos_dev(), xq ? &sink : nullptr, KvCache::kF32,
-                                      &published)) {
-        if (!xq) return;
-        if (published) {
-          if (skipped(cuda::profile_skip::kOPass)) return;
-          cuda::prepare_pass(prepare, out, rows, dim, o->sparse, o->residual, sc, stream_,
-                             o->planes, o->images, o->order);
-        } else {
-          quantize_activation(mode, out, rows, dim, xq, name);
-        }
-        return;
-      }
+    if (!fusable) {
+      return Backend::rope_attention(mode, q, k, v, batch, t, pos0, heads, kv_heads, head_dim,
+                                     inv_freq, capacity, k_cache, v_cache, out, xq, name);
     }
-    Backend::rope_attention(mode, q, k, v, batch, t, pos0, heads, kv_heads, head_dim, inv_freq,
-                            capacity, k_cache, v_cache, out, xq, name);
+    const size_t ws = attention_workspace(batch, 1, heads, kv_heads, head_dim, capacity);
+    const auto attend = [&](const cuda::TensorMaxSink* sink) {
+      bool published = false;
+      if (!cuda::rope_attention_decode(q, k, v, batch, pos0, heads, kv_heads, head_dim,
+                                       rope_table(inv_freq, head_dim / 2, capacity), capacity,
+                                       k_cache, v_cache, out, ws ? attn_ws_.as<void>() : nullptr,
+                                       ws, stream_, pos_dev(), sink, KvCache::kF32, &published))
+        throw Error("cuda backend: rope_attention_decode refused a float32 cache, head_dim " +
+                    std::to_string(head_dim));
+      return published;
+    };
+    if (!xq) {
+      attend(nullptr);
+      return;
+    }
+    attend_quantize(mode, *rule, rows, dim, out, xq, name, attend);
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override {
     cuda::swiglu(gate, up, n, out, stream_);
@@ -963,12 +937,37 @@ class CudaBackend final : public Backend {
   }
   // cuda::attention with the workspace grown to fit; returns whether it published the tensor
   // max of out into `sink`.
-  bool launch_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
-                        int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
-                        const float* v_cache, float* out, const cuda::TensorMaxSink* sink) {
+  // The attention workspace of this shape, grown in attn_ws_; its size.
+  size_t attention_workspace(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
+                             int64_t head_dim, int64_t capacity) {
     const size_t ws =
         cuda::attention_workspace_bytes(batch, t, heads, kv_heads, head_dim, capacity);
     grow(attn_ws_, ws);
+    return ws;
+  }
+  // Runs `attend(sink)` (an attention into `out` that returns whether it published the max of
+  // out into sink), then the o projection's activation rule into xq: only the quantization pass
+  // where the max was published, else the whole prepare.
+  template <typename Attend>
+  void attend_quantize(Mode mode, const Fp4Rule& rule, int64_t rows, int64_t k, float* out,
+                       float* xq, std::string_view name, const Attend& attend) {
+    const Fp4Out o = fp4_out(rows, k, xq, rule.prepare);
+    uint32_t* sc = scratch(rows);
+    const cuda::TensorMaxSink sink{
+        sc, rule.prepare == cuda::PrepareMode::kNvfp4 ? nullptr : o.sparse.tensor_scale,
+        o.residual.tensor_scale};
+    if (attend(&sink)) {
+      if (skipped(cuda::profile_skip::kOPass)) return;
+      cuda::prepare_pass(rule.prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes,
+                         o.images, o.order);
+    } else {
+      quantize_activation(mode, out, rows, k, xq, name);
+    }
+  }
+  bool launch_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
+                        int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
+                        const float* v_cache, float* out, const cuda::TensorMaxSink* sink) {
+    const size_t ws = attention_workspace(batch, t, heads, kv_heads, head_dim, capacity);
     return cuda::attention(q, batch, t, pos0, heads, kv_heads, head_dim, capacity, k_cache, v_cache,
                            out, ws ? attn_ws_.as<void>() : nullptr, ws, stream_, pos_dev(), sink,
                            kv_cache());
@@ -1028,9 +1027,10 @@ class CudaBackend final : public Backend {
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
   bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
   bool rope_attn_ = true;    // SHARQ_CUDA_ROPE_ATTN=0: RoPE + KV store outside decode attention
-  std::unique_ptr<SideBranch> kv_side_;            // prefetch_kv's branch
-  int64_t kv_prefetch_bytes_ = int64_t{16} << 20;  // SHARQ_CUDA_KV_PREFETCH_MB
-  DeviceMem rope_cs_;                              // rope_table()
+  std::unique_ptr<SideBranch> kv_side_;  // prefetch_kv's branch
+  static constexpr double kKvPrefetchMiB = 16;
+  int64_t kv_prefetch_bytes_ = 0;  // SHARQ_CUDA_KV_PREFETCH_MB (kKvPrefetchMiB)
+  DeviceMem rope_cs_;              // rope_table()
   const float* rope_freq_ = nullptr;
   int64_t rope_half_ = 0, rope_positions_ = 0;
   // SHARQ_CUDA_FUSE_ATTN_MAX=0: the o projection's prepare computes its own tensor max (A/B)

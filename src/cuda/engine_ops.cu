@@ -102,12 +102,18 @@ __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv,
 
 // Rotates pair (j, j + half) of one head at position pos (angle in float32, cos/sin in double, as
 // the CPU) and returns the rotated pair.
+// (cos, sin) of the angle pos * inv_freq as the CPU takes them: the angle in float32, cos and
+// sin in double, rounded to float. Also rope_cos_sin_table's entries.
+__device__ __forceinline__ float2 rope_cos_sin(float pos, float inv_freq) {
+  double s, c;
+  sincos(static_cast<double>(pos * inv_freq), &s, &c);
+  return make_float2(static_cast<float>(c), static_cast<float>(s));
+}
+
 __device__ __forceinline__ float2 rope_pair(float* xh, int64_t j, int64_t half, float pos,
                                             const float* __restrict__ inv_freq) {
-  const float angle = pos * inv_freq[j];
-  double s, c;
-  sincos(static_cast<double>(angle), &s, &c);
-  const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+  const float2 cs = rope_cos_sin(pos, inv_freq[j]);
+  const float cf = cs.x, sf = cs.y;
   const float a = xh[j];
   const float b = xh[j + half];
   const float2 r = make_float2(a * cf - b * sf, b * cf + a * sf);
@@ -116,15 +122,12 @@ __device__ __forceinline__ float2 rope_pair(float* xh, int64_t j, int64_t half, 
   return r;
 }
 
-// rope_cos_sin_table: one thread per (position, j); rope_pair's angle and roundings.
+// rope_cos_sin_table: one thread per (position, j).
 __global__ void rope_table_kernel(const float* __restrict__ inv_freq, int64_t half, int64_t n,
                                   float2* __restrict__ table) {
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n;
        e += int64_t{gridDim.x} * blockDim.x) {
-    const float angle = static_cast<float>(e / half) * inv_freq[e % half];
-    double s, c;
-    sincos(static_cast<double>(angle), &s, &c);
-    table[e] = make_float2(static_cast<float>(c), static_cast<float>(s));
+    table[e] = rope_cos_sin(static_cast<float>(e / half), inv_freq[e % half]);
   }
 }
 

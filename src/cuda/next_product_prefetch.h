@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <unordered_map>
 #include <vector>
 
@@ -36,11 +35,8 @@ class NextProductPrefetch {
   // turns it off).
   static constexpr int64_t kDefaultMiB = 0;
 
-  explicit NextProductPrefetch(cudaStream_t main) : side_(main) {
-    const char* e = std::getenv("SHARQ_CUDA_L2_PREFETCH_MB");
-    const double mib = e ? std::strtod(e, nullptr) : static_cast<double>(kDefaultMiB);
-    budget_ = static_cast<int64_t>(std::clamp(mib, 0.0, 1024.0) * (1 << 20));
-  }
+  explicit NextProductPrefetch(cudaStream_t main)
+      : side_(main), budget_(prefetch_budget("SHARQ_CUDA_L2_PREFETCH_MB", kDefaultMiB)) {}
   NextProductPrefetch(const NextProductPrefetch&) = delete;
   NextProductPrefetch& operator=(const NextProductPrefetch&) = delete;
 

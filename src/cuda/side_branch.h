@@ -6,9 +6,21 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
 #include "sharq/cuda/kernels.h"
 
 namespace sharq::engine {
+
+// A side-branch prefetch's budget in bytes: the environment variable `var` in MiB (fractions
+// allowed, clamped to [0, 1024]; 0 turns it off), else default_mib.
+inline int64_t prefetch_budget(const char* var, double default_mib) {
+  const char* e = std::getenv(var);
+  const double mib = e ? std::strtod(e, nullptr) : default_mib;
+  return static_cast<int64_t>(std::clamp(mib, 0.0, 1024.0) * (1 << 20));
+}
 
 class SideBranch {
  public:
