@@ -12,6 +12,7 @@
 #include "sharq/cpu/linear.h"
 #include "sharq/cpu/ops.h"
 #include "sharq/decompose.h"
+#include "sharq/env_switch.h"
 #include "sharq/error.h"
 #include "sharq/parallel.h"
 #include "sharq/weights.h"
@@ -29,8 +30,7 @@ struct CpuLinear final : LinearWeights {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : default_threads()) {
-    const char* env = std::getenv("SHARQ_BLAS_SPLIT");
-    split_ = !(env && env[0] == '0');
+    split_ = switched_on("SHARQ_BLAS_SPLIT");
     cpu::set_blas_threads(split_ ? 1 : threads_);
     // SHARQ_CPU_KV_ROUND=bf16|f16, an accuracy study and not a mode: the cached K and V values are
     // rounded to that 16-bit format as they are stored, as a 16-bit KV cache would hold them

@@ -27,6 +27,7 @@
 #include "sharq/cuda/profile_skip.h"
 #include "sharq/cuda/replay_rule.h"
 #include "sharq/decompose.h"
+#include "sharq/env_switch.h"
 #include "sharq/error.h"
 #include "sharq/parallel.h"
 #include "sharq/weights.h"
@@ -192,18 +193,13 @@ class CudaBackend final : public Backend {
                   "; the kernels are built for Hopper (sm_90a)");
     }
     name_ = std::string("cuda (") + prop.name + ")";
-    // A/B switches: on unless the variable starts with 0.
-    const auto on = [](const char* var) {
-      const char* e = std::getenv(var);
-      return !(e && e[0] == '0');
-    };
-    graphs_ = on("SHARQ_CUDA_GRAPHS");
-    group_launch_ = on("SHARQ_CUDA_GROUP");
-    fuse_add_ = on("SHARQ_CUDA_FUSE_ADD");
-    fuse_swiglu_ = on("SHARQ_CUDA_FUSE_SWIGLU");
-    fuse_rope_ = on("SHARQ_CUDA_FUSE_ROPE");
-    rope_attn_ = on("SHARQ_CUDA_ROPE_ATTN");
-    fuse_attn_max_ = on("SHARQ_CUDA_FUSE_ATTN_MAX");
+    graphs_ = switched_on("SHARQ_CUDA_GRAPHS");
+    group_launch_ = switched_on("SHARQ_CUDA_GROUP");
+    fuse_add_ = switched_on("SHARQ_CUDA_FUSE_ADD");
+    fuse_swiglu_ = switched_on("SHARQ_CUDA_FUSE_SWIGLU");
+    fuse_rope_ = switched_on("SHARQ_CUDA_FUSE_ROPE");
+    rope_attn_ = switched_on("SHARQ_CUDA_ROPE_ATTN");
+    fuse_attn_max_ = switched_on("SHARQ_CUDA_FUSE_ATTN_MAX");
     kv_prefetch_bytes_ = prefetch_budget("SHARQ_CUDA_KV_PREFETCH_MB", kKvPrefetchMiB);
     const char* env = std::getenv("SHARQ_CUDA_PREFILL");
     prefill_cublas_ = !(env && std::string(env) == "wgmma");

@@ -19,6 +19,7 @@
 #include "fp4_decode.cuh"
 #include "launch.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/env_switch.h"
 #include "sharq/error.h"
 
 namespace sharq::cuda {
@@ -371,10 +372,7 @@ __global__ void __launch_bounds__(256, MINB)
 
 // Programmatic dependent launch of the GEMM and of the decode step's other kernels (launch.cuh;
 // testing::decode_gemm_pdl).
-std::atomic<bool> g_pdl{[] {
-  const char* e = std::getenv("SHARQ_CUDA_PDL");
-  return !(e && e[0] == '0');
-}()};
+std::atomic<bool> g_pdl{switched_on("SHARQ_CUDA_PDL")};
 
 // Row tiles per warp for M <= 8: 0 chosen per launch (row_tiles), 1 or 2 forced
 // (SHARQ_CUDA_DECODE_RT, testing::decode_gemm_row_tiles).

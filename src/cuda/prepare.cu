@@ -18,6 +18,7 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/prepare_rule.h"
 #include "sharq/cuda/weight_layout.h"
+#include "sharq/env_switch.h"
 #include "sharq/error.h"
 #include "stage_images.cuh"
 #include "tensor_max.cuh"
@@ -1010,12 +1011,6 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
 }
 
 namespace {
-// An A/B switch: on unless the environment variable `var` starts with 0.
-bool switched_on(const char* var) {
-  const char* e = std::getenv(var);
-  return !(e && e[0] == '0');
-}
-
 // rmsnorm_pass_self_kernel's register depth where it applies (prepare_rule::self_depth), else 0.
 // SHARQ_CUDA_RMS_SELF=0 turns it off (A/B).
 int rmsnorm_self_depth(int64_t rows, int64_t k) {
