@@ -350,8 +350,9 @@ std::vector<std::vector<float>> decode_interleaved(std::vector<Session*> session
 // give the same bits as launching every op: sessions of batch 1 and 2 and of two capacities
 // interleaved on one backend (the larger capacity's attention workspace moves, so the first
 // session's recording is dropped and recorded again), then a reset and a second prompt. Also
-// with the recorded steps' L2 prefetch of the next product's weights (a side branch of the
-// graph; SHARQ_CUDA_L2_PREFETCH_MB), at a budget below the tiny model's products.
+// with the recorded steps' L2 prefetches on their side branches (both off by default): the next
+// product's weights (SHARQ_CUDA_L2_PREFETCH_MB, at a budget below the tiny model's products) and
+// the layer's K/V rows (SHARQ_CUDA_KV_PREFETCH_MB).
 TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
   const auto lm = test::tiny_model(gpu_config("llama"), 7);
   const int64_t v = lm.config.vocab_size;
@@ -359,10 +360,14 @@ TEST(CudaBackendSession, ReplayedDecodeStepsEqualLaunchedOnes) {
     std::vector<std::vector<std::vector<float>>> runs;
     for (const char* graphs : {"0", "1", "1+prefetch"}) {
       setenv("SHARQ_CUDA_GRAPHS", graphs[0] == '1' ? "1" : "0", 1);
-      if (std::strcmp(graphs, "1+prefetch") == 0) setenv("SHARQ_CUDA_L2_PREFETCH_MB", "0.01", 1);
+      if (std::strcmp(graphs, "1+prefetch") == 0) {
+        setenv("SHARQ_CUDA_L2_PREFETCH_MB", "0.01", 1);
+        setenv("SHARQ_CUDA_KV_PREFETCH_MB", "16", 1);
+      }
       auto be = engine::make_cuda_backend(0);
       unsetenv("SHARQ_CUDA_GRAPHS");
       unsetenv("SHARQ_CUDA_L2_PREFETCH_MB");
+      unsetenv("SHARQ_CUDA_KV_PREFETCH_MB");
       const Model m(lm, mode_from_name(mode), *be);
       Session a(m, 80), b(m, 40, 2), c(m, 200);
       auto r = decode_interleaved({&a, &b}, 6, v);
