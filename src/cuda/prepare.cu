@@ -5,7 +5,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cuda/atomic>
@@ -302,9 +301,6 @@ __global__ void pack_weight_kernel(const float* __restrict__ w, int64_t n, int64
 // ---- Fused schedules (prepare_fused, prepare_rmsnorm): scratch words in tensor_max.cuh ------
 
 bool g_force_sequential_rms = false;
-// swiglu_pass_self_kernel where prepare_rule::swiglu_self applies (SHARQ_CUDA_SWIGLU_SELF=0 or
-// testing::swiglu_self(false): the two kernels, for A/B).
-std::atomic<bool> g_swiglu_self{switched_on("SHARQ_CUDA_SWIGLU_SELF")};
 
 // Sum over the block in double (any order: prepare_rmsnorm certifies the result); valid in
 // thread 0. Leaves `sm` reusable.
@@ -785,50 +781,6 @@ __global__ void __launch_bounds__(kThreads)
                          images);
 }
 
-// The SwiGLU prepare at decode sizes (prepare_rule::swiglu_self): the max kernel and the pass in
-// one. Every block takes the tensor max of silu(gate) * up over the whole input itself (at batch 1
-// of Llama-3.1-8B, 115 KB of gate and up from L2 a block), so no block waits for another and no
-// published max or kernel boundary sits on the decode chain between the gate/up and the down
-// products. Then each lane quantizes its 8 values as pass_kernel does: the same h (swiglu1), the
-// same max (fmaxf over the same values in any order), the same codes.
-template <int MODE>
-__global__ void __launch_bounds__(kThreads)
-    swiglu_pass_self_kernel(const float* __restrict__ gate, const float* __restrict__ up,
-                            int64_t rows, int64_t k, uint32_t* scratch, Nvfp4View sparse,
-                            Nvfp4View residual, float* __restrict__ decoded, GemmPlanes planes,
-                            stage_images::Regions images) {
-  __shared__ float red[32];
-  __shared__ float st_shared;
-  // The down product may launch now and stream its weights (it waits for our completion before
-  // it reads the activation); gate and up are its producer's output, read after the wait.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t b = e / 4;
-  const int q = static_cast<int>(e % 4);
-  const bool active = b < rows * (k / 32);  // whole lane groups of 4 (see pass_kernel)
-  const SwigluSource src{gate, up};
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  float v[8], u[8];
-  if (active) src.load(b, q, v, u);
-  float m = 0.0f;
-  const int64_t n4 = rows * k / 4;
-#pragma unroll 8
-  for (int64_t i = threadIdx.x; i < n4; i += kThreads) m = fmaxf(m, src.abs_max4(i));
-  m = block_max(m, red);
-  if (threadIdx.x == 0) {
-    const uint32_t bits = __float_as_uint(m);
-    st_shared = scale_of_max_bits(bits);
-    if (blockIdx.x == 0)  // as pass_kernel: the GEMM after us reads the tensor scales
-      store_tensor_scales(scratch, bits, MODE != 0 ? sparse.tensor_scale : nullptr,
-                          residual.tensor_scale);
-  }
-  __syncthreads();
-  if (!active) return;
-  src.finish(v, u, scratch, b, q);
-  quantize_quarter<MODE>(v, __frcp_rn(st_shared), b, q, k, sparse, residual, decoded, planes,
-                         images);
-}
-
 // Two-kernel RMSNorm, kernel 2: pass_kernel on the normed rows; x and w load before the
 // dependency wait (programmatic dependent launch overlaps them with kernel 1).
 struct NormSource {
@@ -1052,19 +1004,9 @@ void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
   const PrepareSchedule schedule = auto_schedule(rows * k);
   const auto images = images_for("prepare_swiglu", mode, ws_images, rows, k, schedule, stream);
-  const bool self = schedule == PrepareSchedule::kTwoKernelPdl &&
-                    g_swiglu_self.load(std::memory_order_relaxed) &&
-                    prepare_rule::swiglu_self(rows, k);
   with_mode(mode, [&](auto m) {
-    constexpr int M = decltype(m)::value;
-    if (self) {
-      launch_ex(swiglu_pass_self_kernel<M>, pass_blocks(rows, k), stream, chain_attr(),
-                "swiglu_pass_self_kernel", gate, up, rows, k, scratch, sparse, residual, decoded,
-                gh, images);
-      return;
-    }
-    launch_two_kernel<M>(SwigluSource{gate, up}, rows, k, sparse, residual, scratch, stream, gh,
-                         decoded, schedule, images);
+    launch_two_kernel<decltype(m)::value>(SwigluSource{gate, up}, rows, k, sparse, residual,
+                                          scratch, stream, gh, decoded, schedule, images);
   });
 }
 
@@ -1152,9 +1094,6 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
 namespace testing {
 void force_sequential_rms(bool on) {
   g_force_sequential_rms = on;
-}
-void swiglu_self(bool on) {
-  g_swiglu_self.store(on, std::memory_order_relaxed);
 }
 }  // namespace testing
 

@@ -146,43 +146,38 @@ TEST(CudaPrepareFused, EveryScheduleBitExactVsCpuAndPrepare) {
   EXPECT_EQ(s[2], 0u);
 }
 
-// SwiGLU fused in front: the same bits as the engine's swiglu kernel then prepare_fused, in the
-// one-kernel form (the shapes up to prepare_rule::kSwigluSelfMax elements) and in two kernels.
+// SwiGLU fused in front: the same bits as the engine's swiglu kernel then prepare_fused.
 TEST(CudaPrepareFusedSwiglu, SameBitsAsSwigluThenPrepare) {
   Buf<uint32_t> scratch(prepare_scratch_bytes(0) / 4);
   scratch.poison(0);
   std::mt19937_64 seeds(std::random_device{}());
-  for (const bool self : {true, false}) {
-    testing::swiglu_self(self);
-    for (auto [pm, mode] : kModes) {
-      for (auto [rows, k] : kShapes) {
-        if (skip_shape(mode, rows, k)) continue;
-        const auto g = synthetic_activation(rows, k, seeds()),
-                   u = synthetic_activation(rows, k, seeds());
-        Buf<float> dg(g.size()), du(u.size()), h(g.size());
-        dg.upload(g);
-        du.upload(u);
-        Outputs base(rows, k), got(rows, k);
-        base.poison(0xCD);
-        got.poison(0xCD);
-        swiglu(dg.p, du.p, rows * k, h.p, nullptr);
-        prepare_fused(pm, h.p, rows, k, base.sparse(), base.residual(), scratch.p, nullptr,
-                      base.f16.p, base.dec.p);
-        prepare_swiglu(pm, dg.p, du.p, rows, k, got.sparse(), got.residual(), scratch.p, nullptr,
-                       got.f16.p, got.dec.p);
-        check(cudaDeviceSynchronize(), "sync");
-        const std::string what = label(mode, rows, k, self ? "swiglu (one kernel)" : "swiglu");
-        EXPECT_EQ(got.sp_codes.download(), base.sp_codes.download()) << what;
-        EXPECT_EQ(got.sp_scales.download(), base.sp_scales.download()) << what;
-        EXPECT_EQ(got.rs_codes.download(), base.rs_codes.download()) << what;
-        EXPECT_EQ(got.rs_scales.download(), base.rs_scales.download()) << what;
-        EXPECT_EQ(bits(got.ts.download()), bits(base.ts.download())) << what;
-        EXPECT_EQ(got.f16.download(), base.f16.download()) << what;
-        EXPECT_EQ(bits(got.dec.download()), bits(base.dec.download())) << what;
-      }
+  for (auto [pm, mode] : kModes) {
+    for (auto [rows, k] : kShapes) {
+      if (skip_shape(mode, rows, k)) continue;
+      const auto g = synthetic_activation(rows, k, seeds()),
+                 u = synthetic_activation(rows, k, seeds());
+      Buf<float> dg(g.size()), du(u.size()), h(g.size());
+      dg.upload(g);
+      du.upload(u);
+      Outputs base(rows, k), got(rows, k);
+      base.poison(0xCD);
+      got.poison(0xCD);
+      swiglu(dg.p, du.p, rows * k, h.p, nullptr);
+      prepare_fused(pm, h.p, rows, k, base.sparse(), base.residual(), scratch.p, nullptr,
+                    base.f16.p, base.dec.p);
+      prepare_swiglu(pm, dg.p, du.p, rows, k, got.sparse(), got.residual(), scratch.p, nullptr,
+                     got.f16.p, got.dec.p);
+      check(cudaDeviceSynchronize(), "sync");
+      const std::string what = label(mode, rows, k, "swiglu");
+      EXPECT_EQ(got.sp_codes.download(), base.sp_codes.download()) << what;
+      EXPECT_EQ(got.sp_scales.download(), base.sp_scales.download()) << what;
+      EXPECT_EQ(got.rs_codes.download(), base.rs_codes.download()) << what;
+      EXPECT_EQ(got.rs_scales.download(), base.rs_scales.download()) << what;
+      EXPECT_EQ(bits(got.ts.download()), bits(base.ts.download())) << what;
+      EXPECT_EQ(got.f16.download(), base.f16.download()) << what;
+      EXPECT_EQ(bits(got.dec.download()), bits(base.dec.download())) << what;
     }
   }
-  testing::swiglu_self(true);
 }
 
 TEST(CudaPrepareFused, AllZeroTensorGivesUnitScaleAndZeroCodes) {

@@ -39,16 +39,5 @@ TEST(PrepareRule, RowStatisticsKernelUpTo64RowsOf8192) {
   EXPECT_EQ(rows_depth(1, 8192 + 64), 0);
 }
 
-TEST(PrepareRule, SwigluOneKernelFormUpTo16384Elements) {
-  EXPECT_TRUE(swiglu_self(1, 14336));  // Llama-3.1-8B's down projection at batch 1
-  EXPECT_TRUE(swiglu_self(1, 16384));
-  EXPECT_TRUE(swiglu_self(4, 4096));
-  EXPECT_TRUE(swiglu_self(1, 64));
-  EXPECT_FALSE(swiglu_self(2, 14336));  // batch 2: two-kernel form
-  EXPECT_FALSE(swiglu_self(1, 16384 + 64));
-  EXPECT_FALSE(swiglu_self(0, 4096));
-  EXPECT_FALSE(swiglu_self(1, 0));
-}
-
 }  // namespace
 }  // namespace sharq::cuda::prepare_rule

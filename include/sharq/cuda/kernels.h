@@ -117,9 +117,6 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
 void force_sequential_rms(bool on);
-// prepare_swiglu's one-kernel form at decode sizes (prepare_rule::swiglu_self; default on,
-// SHARQ_CUDA_SWIGLU_SELF=0 starts it off): off runs the max kernel, then the pass.
-void swiglu_self(bool on);
 // Programmatic dependent launch of gemm_decode_mma and of the decode step's other kernels
 // (default on; SHARQ_CUDA_PDL=0 starts it off): off for A/B timing.
 void decode_gemm_pdl(bool on);

@@ -8,23 +8,17 @@
 //   alone: 4, 80 registers; 16 for every row took 224 and measured 2% slower at batch 1, H200).
 // - Otherwise the statistics kernel a row a block (rmsnorm_publish_row_kernel): up to 64 rows,
 //   at most 8 float4 a thread, instantiated for 1, 2, 4 and 8; else the grid-stride kernel.
-// And for the SwiGLU prepare (cuda::prepare_swiglu, the down projection's input) at decode sizes:
-// one kernel (swiglu_pass_self_kernel, session 30) where every block can take the tensor max of
-// silu(gate) * up over the whole input itself, up to kSwigluSelfMax elements (Llama-3.1-8B's
-// 14336-wide row at batch 1: 115 KB of gate and up from L2 a block, 7 blocks); else the max
-// kernel, then the pass.
 #pragma once
 
 #include <cstdint>
 
 namespace sharq::cuda::prepare_rule {
 
-inline constexpr int kThreads = 256;              // the prepare kernels' block
-inline constexpr int kSelfMaxRows = 4;            // the one-kernel form's rows
-inline constexpr int kSelfMaxPer = 16;            // its float4 registers a thread
-inline constexpr int kRowsMaxRows = 64;           // the row statistics kernel's rows
-inline constexpr int kRowsMaxPer = 8;             // its float4 registers a thread
-inline constexpr int64_t kSwigluSelfMax = 16384;  // the SwiGLU one-kernel form's elements
+inline constexpr int kThreads = 256;     // the prepare kernels' block
+inline constexpr int kSelfMaxRows = 4;   // the one-kernel form's rows
+inline constexpr int kSelfMaxPer = 16;   // its float4 registers a thread
+inline constexpr int kRowsMaxRows = 64;  // the row statistics kernel's rows
+inline constexpr int kRowsMaxPer = 8;    // its float4 registers a thread
 
 // The one-kernel form's thread groups (one a row) for `rows` <= kSelfMaxRows.
 constexpr int self_groups(int64_t rows) {
@@ -52,11 +46,6 @@ constexpr int rows_depth(int64_t rows, int64_t k) {
   if (rows < 1 || rows > kRowsMaxRows) return 0;
   constexpr int depths[] = {1, 2, 4, kRowsMaxPer};
   return depth_for((k / 4 + kThreads - 1) / kThreads, depths, 4);
-}
-
-// Whether the SwiGLU prepare of rows x k runs as one kernel.
-constexpr bool swiglu_self(int64_t rows, int64_t k) {
-  return rows >= 1 && k >= 1 && rows * k <= kSwigluSelfMax;
 }
 
 }  // namespace sharq::cuda::prepare_rule
