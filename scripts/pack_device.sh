@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Packs what a device-machine call needs into .device/ (git-ignored; see docs/gpu_testing.md):
 # .device/pack/bin.tar.xz (sharq, the GPU test binaries, the dev probes, the shared libraries the
-# device image lacks), the default text, and the default model split in two halves (.device/m1,
-# .device/m2) because one call carries at most 64 MiB. Needs a CUDA build in build-cuda.
+# device image lacks), the default text, and the default model split in three parts (.device/m1,
+# .device/m2, .device/m3) because one call carries at most 64 MiB. Needs a CUDA build in
+# build-cuda.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build-cuda}"
@@ -49,8 +50,11 @@ fi
 rm -rf "$D/stage"
 cp "$("$ROOT/scripts/fetch_text.sh")" "$D/pack/"
 GGUF="$("$ROOT/scripts/fetch_model.sh")"
-rm -rf "$D/m1" "$D/m2" && mkdir -p "$D/m1" "$D/m2"
-half=$(( ($(stat -c %s "$GGUF") + 1) / 2 ))
-split -b "$half" -d -a 1 "$GGUF" "$D/m1/part"
+# Thirds (33 MB each for the default model): one beside the pack and the tree (8-9 MB each) stays
+# well under the 64 MiB a call carries; halves (49 MB) no longer did once the tree grew.
+rm -rf "$D/m1" "$D/m2" "$D/m3" && mkdir -p "$D/m1" "$D/m2" "$D/m3"
+third=$(( ($(stat -c %s "$GGUF") + 2) / 3 ))
+split -b "$third" -d -a 1 "$GGUF" "$D/m1/part"
 mv "$D/m1/part1" "$D/m2/part1"
-du -sh "$D/pack" "$D/m1" "$D/m2"
+mv "$D/m1/part2" "$D/m3/part2"
+du -sh "$D/pack" "$D/m1" "$D/m2" "$D/m3"

@@ -9,6 +9,8 @@
 #          (2k tokens; GPU also on 8k tokens, against a CPU run with OPENBLAS_CORETYPE=Haswell
 #          that can be made on any x86 box, spot-checked here), greedy bf16 generation CPU vs
 #          GPU, compute-sanitizer on a short generation
+#   stash  keeps the model parts (.device/m1, m2, m3) and the text a call carries in /tmp for a
+#          later call on the warm machine (`model` joins them)
 #   ab     decode with grouped linears off, graph replay off, the GEMM's PDL off (A/B for e2e)
 #   abgroup  only the first of those
 #   abfuse   decode with PDL off, the fused residual adds off, the fused SwiGLU off, the fused
@@ -142,7 +144,7 @@ phase_ab() {  # the A/B for phase e2e, same card: grouped linears off, graph rep
 }
 
 phase_fulltext() {  # the whole text (95k tokens) on the GPU, for the CPU references made elsewhere
-  join_model
+  join_model || return
   "$B/bin/sharq" perplexity -m /tmp/sharq_stash/model.gguf -f /tmp/sharq_stash/devil.txt \
     --modes "${FULL_MODES:-sharq-nvfp4,sharq-nvfp4-24,nvfp4,bf16}" --ctx 512 --device cuda \
     --json "$OUT/ppl_cuda_full.json" 2>/dev/null
@@ -354,10 +356,10 @@ phase_e2e() {
     --steps 16 --repeat 3 --json "$OUT/hf_peer.json" 2>&1 | grep -v '^ ' | tee "$OUT/hf_peer.log" | tail -n 8
 }
 
-# A call replaces every carried folder, so the first half of the model and the text wait in /tmp
-# (kept while the machine stays warm) for the call that carries the second half.
+# A call replaces every carried folder, so the model parts carried earlier and the text wait in
+# /tmp (kept while the machine stays warm) for the call that carries the last part.
 phase_kvmodel() {
-  join_model
+  join_model || return
   local M=/tmp/sharq_stash/model.gguf T=/tmp/sharq_stash/devil.txt modes=bf16,nvfp4,sharq-nvfp4-24
   echo "== perplexity, --kv-cache f16: cpu 2k, cuda 2k, cuda 8k"
   "$B/bin/sharq" perplexity -m "$M" -f "$T" --modes "$modes" --ctx 512 --max-tokens 2048 \
@@ -382,19 +384,30 @@ phase_kvmodel() {
   echo "memcheck generate sharq-nvfp4-24 f16 rc=$?"; tail -n 2 "$OUT/memcheck_gen16.log"
 }
 
-phase_stash() {
-  mkdir -p /tmp/sharq_stash && cp "$ROOT"/.device/m1/part* "$PACK/devil.txt" /tmp/sharq_stash/
+phase_stash() {  # the model parts (and the text) this call carries, kept for a later call
+  mkdir -p /tmp/sharq_stash
+  local f
+  for f in "$ROOT"/.device/m*/part* "$PACK/devil.txt"; do
+    [ -f "$f" ] && cp "$f" /tmp/sharq_stash/
+  done
   ls -la /tmp/sharq_stash
 }
 
-join_model() {  # the default model from the stashed first half and the carried second half
+join_model() {  # the default model from its three parts: stashed by earlier calls or carried now
   local M=/tmp/sharq_stash/model.gguf
-  if [ ! -f "$M" ]; then cat /tmp/sharq_stash/part0 "$ROOT"/.device/m2/part1 >"$M"; fi
+  if [ ! -f "$M" ]; then
+    phase_stash >/dev/null
+    local i
+    for i in 0 1 2; do
+      [ -f /tmp/sharq_stash/part$i ] || { echo "join_model: model part $i missing (stash it first)"; return 1; }
+    done
+    cat /tmp/sharq_stash/part0 /tmp/sharq_stash/part1 /tmp/sharq_stash/part2 >"$M"
+  fi
   sha256sum "$M" | tee -a "$OUT/device.txt"
 }
 
 phase_model() {
-  join_model
+  join_model || return
   local M=/tmp/sharq_stash/model.gguf
   local T=/tmp/sharq_stash/devil.txt
   local modes=bf16,nvfp4,sharq-nvfp4,sharq-nvfp4-24,sharq-nvfp4-pt,sharq-mxfp4,sharq-hif4
