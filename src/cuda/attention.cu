@@ -9,7 +9,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -179,7 +178,7 @@ __device__ __forceinline__ void prefetch_first_keys(const KV* kb, const KV* vb, 
 //   ws_o: (rows, heads, splits, D) unnormalized sum p * v; ws_ml: (rows, heads, splits) (max, sum).
 // A float32 cache (an FP16 one: attn_decode_tc_kernel). ROPE (t = 1, rope_attention_decode): q
 // and the step's key are rotated here and the new k, v rows come from `rope`, not the cache.
-template <int D, int QH, bool ROPE, bool PRELOAD>
+template <int D, int QH, bool ROPE>
 __global__ void __launch_bounds__(kDecodeThreads)
     attn_decode_kernel(const float* __restrict__ q, int64_t t, int64_t pos0, int heads,
                        int kv_heads, int chunks, int64_t capacity, const float* __restrict__ kc,
@@ -187,12 +186,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
                        float* __restrict__ out, float* __restrict__ ws_o,
                        float2* __restrict__ ws_ml, const int64_t* pos_dev, RopeIn rope) {
   // The step's position (the recorded step's first node wrote it) and the keys of earlier steps
-  // are final before the kernel before this one started (every kernel of the chain waits for its
-  // predecessor before it lets its own dependents launch, launch.cuh; the decode GEMM before us
-  // launched us early, but the kernel before it had passed its wait, so every earlier step's
-  // kernels are complete), so the block's first keys load before the dependency wait,
-  // overlapping that kernel. This step's rows (the RoPE + KV store kernel's, or `rope`'s) and q
-  // (the q/k/v product's output) are read after the wait.
+  // are final before the kernel before this one started, so the block's first keys are fetched
+  // into L2 before the dependency wait, overlapping that kernel (RoPE + KV store, which writes
+  // this step's rows: read only after the wait; L2 is coherent, so the prefetch cannot serve a
+  // stale line). q is that kernel's output: read after the wait.
   if (pos_dev) pos0 = *pos_dev;
   constexpr int L = D / 8;     // lanes per key row
   constexpr int KPW = 32 / L;  // keys per warp step
@@ -205,29 +202,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int64_t row = blk.row, k0 = blk.k0, k1 = blk.k1;
   const float* kb = blk.kb;
   const float* vb = blk.vb;
-  // The block's first kSplitKeys keys (every key of a batch-1 block's range) into registers
-  // before the wait: the rows before pos0 are final (earlier steps'), so their loads overlap the
-  // kernel before this one, and after the wait the first steps compute at once instead of
-  // waiting an L2 round trip each (software pipeline below: one step ahead). Rows from pos0 on
-  // are this step's (written by the RoPE + KV store kernel before us, or, ROPE, from `rope`):
-  // loaded after the wait. Same keys in the same order a lane as the loop alone: same bits.
-  // PRELOAD off (attn_preload): none, the loop alone.
-  constexpr int kPre = !PRELOAD                 ? 0
-                       : kSplitKeys / kStep > 0 ? static_cast<int>(kSplitKeys / kStep)
-                                                : 1;
-  const int64_t final_end = k1 < pos0 ? k1 : pos0;
-  const int64_t base0 = k0 + warp * KPW;
-  float kp[kPre > 0 ? kPre : 1][8], vp[kPre > 0 ? kPre : 1][8];
-#pragma unroll
-  for (int p = 0; p < kPre; ++p) {
-    const int64_t key = base0 + p * kStep + sub;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) kp[p][e] = 0.0f, vp[p][e] = 0.0f;
-    if (key < final_end) {
-      load8(kb + key * D, li, L, kp[p]);
-      load8(vb + key * D, li, L, vp[p]);
-    }
-  }
+  prefetch_first_keys<D>(kb, vb, k0, k1);
   // ROPE: cos and sin of the lane's four pairs at the step's position, from the table, before
   // the wait (the position and the table are final by then). Computing them here (sincos in
   // double, four a lane in every block) put ~2.5 us on the batch-1 chain (H200, session 29).
@@ -290,9 +265,27 @@ __global__ void __launch_bounds__(kDecodeThreads)
     for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
   }
 
-  // One step of keys key = base + sub: scores, then (for a key in range) the online softmax.
-  // Every lane runs the shuffles, in range or not.
-  auto step = [&](const float(&kr)[8], const float(&vr)[8], int64_t key) {
+  // Software pipeline: the next step's K and V rows load while this step computes.
+  float kr[8] = {}, vr[8] = {};
+  int64_t key = k0 + warp * KPW + sub;
+  if (ROPE && key == knew && knew < k1) {  // in range: this block filled new_kv
+    load8(&new_kv[0][0], li, L, kr);
+    load8(&new_kv[1][0], li, L, vr);
+  } else if (key < k1) {
+    load8(kb + key * D, li, L, kr);
+    load8(vb + key * D, li, L, vr);
+  }
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    key = base + sub;
+    const int64_t next = key + kStep;
+    float kn[8] = {}, vn[8] = {};
+    if (ROPE && next == knew && knew < k1) {
+      load8(&new_kv[0][0], li, L, kn);
+      load8(&new_kv[1][0], li, L, vn);
+    } else if (next < k1) {
+      load8(kb + next * D, li, L, kn);
+      load8(vb + next * D, li, L, vn);
+    }
     float sc[QH];
 #pragma unroll
     for (int j = 0; j < QH; ++j) {
@@ -315,48 +308,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
         m[j] = mn;
       }
     }
-  };
-  // This step's rows of the preloaded keys (from pos0 on), then those steps.
-#pragma unroll
-  for (int p = 0; p < kPre; ++p) {
-    const int64_t key = base0 + p * kStep + sub;
-    if (key < final_end || key >= k1) continue;
-    if (ROPE && key == knew) {  // in range: this block filled new_kv
-      load8(&new_kv[0][0], li, L, kp[p]);
-      load8(&new_kv[1][0], li, L, vp[p]);
-    } else {
-      load8(kb + key * D, li, L, kp[p]);
-      load8(vb + key * D, li, L, vp[p]);
-    }
-  }
-#pragma unroll
-  for (int p = 0; p < kPre; ++p) {
-    if (base0 + p * kStep < k1) step(kp[p], vp[p], base0 + p * kStep + sub);
-  }
-
-  // The rest of the range (longer ranges: batched decode). Software pipeline: the next step's K
-  // and V rows load while this step computes.
-  float kr[8] = {}, vr[8] = {};
-  int64_t key = base0 + kPre * kStep + sub;
-  if (ROPE && key == knew && knew < k1) {  // in range: this block filled new_kv
-    load8(&new_kv[0][0], li, L, kr);
-    load8(&new_kv[1][0], li, L, vr);
-  } else if (key < k1) {
-    load8(kb + key * D, li, L, kr);
-    load8(vb + key * D, li, L, vr);
-  }
-  for (int64_t base = base0 + kPre * kStep; base < k1; base += kStep) {
-    key = base + sub;
-    const int64_t next = key + kStep;
-    float kn[8] = {}, vn[8] = {};
-    if (ROPE && next == knew && knew < k1) {
-      load8(&new_kv[0][0], li, L, kn);
-      load8(&new_kv[1][0], li, L, vn);
-    } else if (next < k1) {
-      load8(kb + next * D, li, L, kn);
-      load8(vb + next * D, li, L, vn);
-    }
-    step(kr, vr, key);
 #pragma unroll
     for (int e = 0; e < 8; ++e) kr[e] = kn[e], vr[e] = vn[e];
   }
@@ -1305,19 +1256,6 @@ void check_attention_shape(int64_t batch, int64_t t, int64_t pos0, int64_t heads
   }
 }
 
-// The float32 decode kernel with its first keys loaded before the dependency wait (PRELOAD):
-// SHARQ_CUDA_ATTN_PRELOAD=1 (default) for every grid, 0 never, 2 only for grids of at most two
-// blocks an SM (its 168 registers at QH = 4 against 128 fit three blocks an SM, not four);
-// testing::attention_decode_preload sets it.
-std::atomic<int> g_attn_preload{[] {
-  const char* e = std::getenv("SHARQ_CUDA_ATTN_PRELOAD");
-  return e && (e[0] == '0' || e[0] == '2') && e[1] == '\0' ? e[0] - '0' : 1;
-}()};
-bool attn_preload(int64_t blocks) {
-  const int mode = g_attn_preload.load(std::memory_order_relaxed);
-  return mode == 1 || (mode == 2 && blocks <= 2 * int64_t(sm_count()));
-}
-
 template <int D, int QH, typename KV>
 void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t, int64_t pos0,
                    int64_t heads, int64_t kv_heads, int64_t capacity, const KV* kc, const KV* vc,
@@ -1333,13 +1271,8 @@ void launch_decode(const DecodePlan& p, const float* q, int64_t batch, int64_t t
                static_cast<int>(kv_heads), p.chunks, capacity, kc, vc, scale, p.per_split,
                static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev);
   } else {
-    const bool pre = attn_preload(grid.x * grid.y * grid.z);
-    const auto kernel =
-        rope
-            ? (pre ? attn_decode_kernel<D, QH, true, true> : attn_decode_kernel<D, QH, true, false>)
-            : (pre ? attn_decode_kernel<D, QH, false, true>
-                   : attn_decode_kernel<D, QH, false, false>);
-    launch_pdl(kernel, grid, dim3(kDecodeThreads), 0, stream, "attn_decode_kernel", q, t, pos0,
+    launch_pdl(rope ? attn_decode_kernel<D, QH, true> : attn_decode_kernel<D, QH, false>, grid,
+               dim3(kDecodeThreads), 0, stream, "attn_decode_kernel", q, t, pos0,
                static_cast<int>(heads), static_cast<int>(kv_heads), p.chunks, capacity, kc, vc,
                scale, p.per_split, static_cast<int>(p.splits), out, ws_o, ws_ml, pos_dev,
                rope ? *rope : RopeIn{});
@@ -1494,9 +1427,6 @@ bool run_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64
 namespace testing {
 void attention_prefill_kernel(PrefillKernel k) {
   prefill_kernel() = k;
-}
-void attention_decode_preload(int mode) {
-  g_attn_preload.store(mode == 0 || mode == 2 ? mode : 1, std::memory_order_relaxed);
 }
 }  // namespace testing
 

@@ -607,47 +607,6 @@ TEST(CudaOpsAttention, RopeFusedDecodeEqualsRopeKvStoreThenAttention) {
                                      nullptr, 0, nullptr, nullptr, nullptr, KvCache::kF16, &pub));
 }
 
-// The decode kernel with its first keys loaded before the dependency wait gives the bits of the
-// kernel without (the same keys in the same order a lane), alone and with RoPE + KV store inside.
-TEST(CudaOpsAttention, DecodePreloadGivesTheSameBits) {
-  for (const AttnCase& c : decode_cases()) {
-    const auto q = randn(static_cast<size_t>(c.batch * c.t * c.heads * c.hd), c.q_sigma);
-    const auto kc = randn(static_cast<size_t>(c.batch * c.kv_heads * c.cap * c.hd));
-    const auto vc = randn(kc.size());
-    const auto k = randn(static_cast<size_t>(c.batch * c.kv_heads * c.hd)), v = randn(k.size());
-    const auto inv = cpu::rope_inv_freq(c.hd, 500000.0f, model::RopeScaling{});
-    Buf<float> dinv(inv);
-    Buf<float2> dcs(static_cast<size_t>(c.cap * c.hd / 2));
-    rope_cos_sin_table(dinv.p, c.hd / 2, c.cap, dcs.p, nullptr);
-    const size_t ws_bytes =
-        attention_workspace_bytes(c.batch, c.t, c.heads, c.kv_heads, c.hd, c.cap);
-    std::vector<std::vector<float>> outs, rope_outs;
-    for (int mode : {1, 0}) {
-      testing::attention_decode_preload(mode);
-      Buf<float> dq(q), dk(kc), dv(vc), out(q.size());
-      Buf<char> ws(ws_bytes ? ws_bytes : 1);
-      out.poison();
-      attention(dq.p, c.batch, c.t, c.pos0, c.heads, c.kv_heads, c.hd, c.cap, dk.p, dv.p, out.p,
-                ws.p, ws_bytes, nullptr);
-      outs.push_back(out.download());
-      if (c.t == 1) {
-        Buf<float> rq(q), rk(k), rv(v), rkc(kc), rvc(vc), rout(q.size());
-        rout.poison();
-        bool published = true;
-        ASSERT_TRUE(rope_attention_decode(rq.p, rk.p, rv.p, c.batch, c.pos0, c.heads, c.kv_heads,
-                                          c.hd, dcs.p, c.cap, rkc.p, rvc.p, rout.p, ws.p, ws_bytes,
-                                          nullptr, nullptr, nullptr, KvCache::kF32, &published));
-        rope_outs.push_back(rout.download());
-      }
-    }
-    testing::attention_decode_preload(1);
-    const std::string what = "batch " + std::to_string(c.batch) + " t " + std::to_string(c.t) +
-                             " pos0 " + std::to_string(c.pos0) + " hd " + std::to_string(c.hd);
-    EXPECT_EQ(count_bit_diffs(outs[0], outs[1]), 0) << what;
-    if (c.t == 1) EXPECT_EQ(count_bit_diffs(rope_outs[0], rope_outs[1]), 0) << what << " (rope)";
-  }
-}
-
 TEST(CudaOpsAttention, RejectsUnsupported) {
   Buf<float> b(1 << 16);
   EXPECT_THROW(attention(b.p, 1, 1, 0, 2, 1, 96, 8, b.p, b.p, b.p, nullptr, 0, nullptr), Error);

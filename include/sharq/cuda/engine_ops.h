@@ -59,10 +59,6 @@ namespace testing {
 // (SHARQ_CUDA_ATTN_PREFILL=fp32). The variable sets the start value.
 enum class PrefillKernel { kF16x3, kTf32x3, kFp32Cores };
 void attention_prefill_kernel(PrefillKernel k);
-// The float32-cache decode kernel's first keys loaded before its dependency wait: 1 (default)
-// always, 0 never, 2 for grids of at most two blocks an SM (SHARQ_CUDA_ATTN_PRELOAD sets the
-// start value). Same bits either way.
-void attention_decode_preload(int mode);
 }  // namespace testing
 
 // Causal GQA attention over the caches, float32-grade throughout (online softmax; decode on FP32
