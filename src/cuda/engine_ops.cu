@@ -13,6 +13,7 @@
 #include "sharq/cuda/engine_ops.h"
 #include "sharq/cuda/kernels.h"
 #include "sharq/error.h"
+#include "swiglu.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -250,8 +251,7 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, flo
   pdl_entry();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    out[i] = swiglu1(gate[i], up[i]);
   }
 }
 

@@ -1,0 +1,12 @@
+// silu(g) * u, the one expression every SwiGLU on the GPU evaluates (engine_ops' swiglu_kernel,
+// the SwiGLU prepare's source, the batch-1 gate/up product's epilogue), so that all of them give
+// the same bits under the library's flags.
+#pragma once
+
+namespace sharq::cuda {
+
+__device__ __forceinline__ float swiglu1(float g, float u) {
+  return g / (1.0f + expf(-g)) * u;
+}
+
+}  // namespace sharq::cuda
