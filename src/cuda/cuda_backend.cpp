@@ -458,39 +458,6 @@ class CudaBackend final : public Backend {
                          stream_, o.planes, nullptr, o.images, o.order);
   }
 
-  // At one row, the gate/up product's epilogue computes SwiGLU and its block maxima
-  // (gemm_decode_m1_swiglu) and down_proj's prepare is its pass alone (prepare_pass_slots): one
-  // kernel less on the batch-1 chain. Elsewhere the grouped product and swiglu_quantize.
-  void gate_up_swiglu_quantize(const LinearWeights& gate, const LinearWeights& up, const float* xq,
-                               int64_t t, Mode mode, float* gate_out, float* up_out, float* out_q,
-                               std::string_view name) override {
-    const auto& wg = static_cast<const CudaLinear&>(gate);
-    const auto& wu = static_cast<const CudaLinear&>(up);
-    const int64_t k = wg.n;
-    const auto rule = fp4_rule(mode, k);
-    const bool fits =
-        t == 1 && rule && fuse_swiglu_ && group_launch_ && !skipped(cuda::profile_skip::kGateUp) &&
-        !skipped(cuda::profile_skip::kSwiglu) && wg.path == Path::kFp4 && wu.path == Path::kFp4 &&
-        wg.k == wu.k && wg.paths == wu.paths && wg.group == wu.group && !wg.has_bias &&
-        !wu.has_bias && act_.xq == xq && act_.planes;
-    if (fits) {
-      grow(swiglu_slots_, static_cast<size_t>(k / 8) * sizeof(uint32_t));
-      const cuda::DecodeGemmPart pg{wg.fp4, wg.n, nullptr}, pu{wu.fp4, wu.n, nullptr};
-      if (cuda::gemm_decode_m1_swiglu(reinterpret_cast<const uint16_t*>(xq), wg.paths,
-                                      act_scale(xq, t, wg.k), pg, pu, wg.group, wg.k, gate_out,
-                                      swiglu_slots_.as<uint32_t>(), stream_, act_.order)) {
-        const std::array<const LinearWeights*, 2> ws{&gate, &up};
-        decode_product_launched(ws);
-        const Fp4Out o = fp4_out(t, k, out_q, rule->prepare);
-        cuda::prepare_pass_slots(rule->prepare, gate_out, t, k, swiglu_slots_.as<uint32_t>(), k / 8,
-                                 o.sparse, o.residual, scratch(t), stream_, o.planes, o.images,
-                                 o.order);
-        return;
-      }
-    }
-    Backend::gate_up_swiglu_quantize(gate, up, xq, t, mode, gate_out, up_out, out_q, name);
-  }
-
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
     const auto& w = static_cast<const CudaLinear&>(lw);
     switch (w.path) {
@@ -1032,7 +999,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   std::vector<DeviceMem> resident_;
   DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_, prefill_scratch_,
-      prefill_act_, swiglu_slots_;
+      prefill_act_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_

@@ -21,7 +21,6 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/env_switch.h"
 #include "sharq/error.h"
-#include "swiglu.cuh"
 
 namespace sharq::cuda {
 namespace {
@@ -254,57 +253,39 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // planes are in the scaled domain already. The sums round in another order than the general
 // kernel's (CudaGemmDecodeM1 holds both to the float64 reference).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
-// SWIGLU (the batch-1 gate/up product, parts 0 and 1 of equal N): block b's 16 rows are gate's
-// rows 8b..8b+7 (its tile b / 2's half b % 2) and up's same rows, so the block holds both inputs
-// of those 8 SwiGLU outputs: it writes h = silu(gate x) * (up x) (swiglu1, the bits of the gate
-// and up outputs followed by engine_ops' swiglu) instead of the parts' outputs, and max |h| as
-// float bits in so.slots[b], for the pass of down_proj's prepare (prepare_pass_slots). That
-// pass then follows this kernel directly: the SwiGLU max kernel between them (a PDL link, 1.6 us
-// of the batch-1 layer on session 30's timeline) is gone.
-struct SwigluOut {
-  float* h;
-  uint32_t* slots;
-};
-template <int MINB, typename OutT, bool SWIGLU>
+template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
-                          const __grid_constant__ Parts<OutT> parts, int64_t k, SwigluOut so) {
+                          const __grid_constant__ Parts<OutT> parts, int64_t k) {
   constexpr int kWarps = 8;
   __shared__ float red[kWarps][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(blockIdx.x));
   // Windows count and address in 32 bits (m1_eligible: k <= 2^28, so w * 1024 < 2^32): one
   // IMAD.WIDE.U32 an address and one compare a bound, where 64-bit indices took four and two.
   const uint32_t nwin = static_cast<uint32_t>(k / kWin);
-  // The lane's window-0 bytes: row halves h = 0, 1 at base[h] + off (+ w * 1024 for window w):
-  // one part's tile (the halves 512 bytes apart) or, SWIGLU, one half of gate's and of up's.
-  const TileRef<OutT> tr = tile_ref<1>(parts, static_cast<int64_t>(SWIGLU ? 0 : blockIdx.x));
-  const int64_t tile = SWIGLU ? blockIdx.x >> 1 : tr.row_base / 16;
-  const int64_t half = SWIGLU ? blockIdx.x & 1 : 0;
-  const uint8_t* __restrict__ wc = (SWIGLU ? parts.codes[0] : tr.codes) +
-                                   tile * int64_t{nwin} * 1024 + half * 512 + (g * 4 + t) * 16;
+  const uint8_t* __restrict__ wc =
+      tr.codes + (tr.row_base / 16) * int64_t{nwin} * 1024 + (g * 4 + t) * 16;
   // The accumulator's columns 2t and 2t + 1 are groups 2 (t & 1) and 2 (t & 1) + 1 (of path
   // t / 2): two adjacent scale bytes of each of the lane's rows.
-  const uint8_t* __restrict__ ws = (SWIGLU ? parts.scales[0] : tr.scales) +
-                                   tile * int64_t{nwin} * 64 + half * 32 + g * 4 + 2 * (t & 1);
-  // SWIGLU: up's bytes at the same offsets from its own base (SWIGLU only: a register pair each).
-  const uint8_t* __restrict__ wc1 = wc + (SWIGLU ? parts.codes[1] - parts.codes[0] : 512);
-  const uint8_t* __restrict__ ws1 = ws + (SWIGLU ? parts.scales[1] - parts.scales[0] : 32);
+  const uint8_t* __restrict__ ws =
+      tr.scales + (tr.row_base / 16) * int64_t{nwin} * 64 + g * 4 + 2 * (t & 1);
   struct Window {
     uint4 q[2];     // rows g and g + 8: the lane's 32-block
     uint32_t s[2];  // rows g and g + 8: the scales of the lane's two columns
   };
   // Window w's loads; w < nwin. EARLY: before the dependency wait (ld_no_l1_early).
   auto fetch = [&](Window& ww, uint32_t w, auto early) {
-    const uint8_t* c[2] = {wc + w * 1024u, SWIGLU ? wc1 + w * 1024u : wc + w * 1024u + 512};
-    const uint8_t* sc[2] = {ws + w * 64u, SWIGLU ? ws1 + w * 64u : ws + w * 64u + 32};
+    const uint8_t* c = wc + w * 1024u;
+    const uint8_t* sc = ws + w * 64u;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if constexpr (decltype(early)::value) {
-        ww.q[h] = ld_no_l1_early(c[h]);
-        ww.s[h] = ld_u16_early(sc[h]);
+        ww.q[h] = ld_no_l1_early(c + h * 512);
+        ww.s[h] = ld_u16_early(sc + h * 32);
       } else {
-        ww.q[h] = ld_no_l1(c[h]);
-        ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(sc[h]));
+        ww.q[h] = ld_no_l1(c + h * 512);
+        ww.s[h] = __ldg(reinterpret_cast<const unsigned short*>(sc + h * 32));
       }
     }
   };
@@ -384,24 +365,8 @@ __global__ void __launch_bounds__(256, MINB)
     float y = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) y += red[w][lane];
-    if constexpr (SWIGLU) {
-      // Lane l < 8: gate's output 8b + l, lane l + 8: up's; the values their stores would hold.
-      const float scale = *sx * *(lane < 8 ? parts.sw[0] : parts.sw[1]) * 16384.0f;
-      const float v = y * scale;
-      const float u = __shfl_down_sync(0xffffu, v, 8);
-      float m = 0.0f;
-      if (lane < 8) {
-        const float h = swiglu1(v, u);
-        so.h[8 * int64_t{blockIdx.x} + lane] = h;
-        m = fabsf(h);
-      }
-#pragma unroll
-      for (int o = 4; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffu, m, o));
-      if (lane == 0) so.slots[blockIdx.x] = __float_as_uint(m);
-    } else {
-      const float scale = *sx * *tr.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
-      store_out(tr.y, tr.row_base + lane, y * scale, parts.accumulate);
-    }
+    const float scale = *sx * *tr.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+    store_out(tr.y, tr.row_base + lane, y * scale, parts.accumulate);
   }
 }
 
@@ -557,16 +522,10 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
   const int64_t tiles = parts.tile0[parts.count];
   const int mode = g_m1.load(std::memory_order_relaxed);
   const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
-  const auto kernel =
-      two ? gemm_decode_m1_kernel<2, OutT, false> : gemm_decode_m1_kernel<3, OutT, false>;
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
   launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
-             "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k,
-             SwigluOut{nullptr, nullptr});
+             "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
-
-// The batch-1 gate/up product with the SwiGLU epilogue (gemm_decode_m1_swiglu): default on,
-// SHARQ_CUDA_SWIGLU_EPILOGUE=0 (testing::decode_gemm_m1_swiglu) for the two-launch form.
-std::atomic<bool> g_m1_swiglu{switched_on("SHARQ_CUDA_SWIGLU_EPILOGUE")};
 
 template <int PATHS, typename OutT>
 void dispatch(const uint16_t* x, const float* sx, int64_t m, const Parts<OutT>& parts, int group,
@@ -657,36 +616,6 @@ void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_t
                       false, order);
 }
 
-bool gemm_decode_m1_swiglu(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                           const DecodeGemmPart& gate, const DecodeGemmPart& up, int w_group,
-                           int64_t k, float* h, uint32_t* slots, cudaStream_t stream,
-                           PlaneOrder order) {
-  if (!g_m1_swiglu.load(std::memory_order_relaxed) || order != PlaneOrder::kMma || gate.n != up.n ||
-      gate.n % 16 != 0 || gate.n / 8 > kSwigluMaxSlots)
-    return false;
-  Parts<float> parts{};
-  parts.count = 2;
-  const DecodeGemmPart* in[2] = {&gate, &up};
-  for (int i = 0; i < 2; ++i) {
-    parts.codes[i] = in[i]->w.codes;
-    parts.scales[i] = in[i]->w.scales;
-    parts.sw[i] = in[i]->w.tensor_scale;
-    parts.n[i] = in[i]->n;
-  }
-  parts.tile0[1] = gate.n / 16;
-  parts.tile0[2] = 2 * (gate.n / 16);
-  if (!m1_eligible(parts, paths, 1, w_group, k)) return false;
-  const int64_t blocks = gate.n / 8;
-  const int mode = g_m1.load(std::memory_order_relaxed);
-  const bool two = mode == 2 || (mode == 1 && blocks <= 2 * int64_t(sm_count()));
-  const auto kernel =
-      two ? gemm_decode_m1_kernel<2, float, true> : gemm_decode_m1_kernel<3, float, true>;
-  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, stream,
-             "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x_gemm_f16), x_tensor_scale,
-             parts, k, SwigluOut{h, slots});
-  return true;
-}
-
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
                                int64_t k, cudaStream_t stream, bool accumulate, PlaneOrder order) {
@@ -725,9 +654,6 @@ void decode_gemm_m1(int mode) {
 }
 void decode_gemm_warps(int warps) {
   g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);
-}
-void decode_gemm_m1_swiglu(bool on) {
-  g_m1_swiglu.store(on, std::memory_order_relaxed);
 }
 void decode_gemm_split_k(int split_k) {
   g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);

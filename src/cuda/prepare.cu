@@ -410,28 +410,6 @@ struct LateSource {
   }
 };
 
-// x itself read after the wait (as LateSource), its tensor max from the producer's block maxima
-// in `slots` (prepare_pass_slots): each thread loads up to kPerThread of them before the block
-// reduces them, so all of them arrive in one round trip with x.
-struct SlotSource : LateSource {
-  static constexpr int kPerThread = 8;
-  const uint32_t* slots;
-  int nslots;
-  __device__ __forceinline__ uint32_t slots_max() const {
-    uint32_t m = 0u;
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int i = j * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x);
-      if (i < nslots) m = max(m, __ldcg(slots + i));
-    }
-    return m;
-  }
-};
-template <typename S, typename = void>
-struct has_slots : std::false_type {};
-template <typename S>
-struct has_slots<S, std::void_t<decltype(S::kPerThread)>> : std::true_type {};
-
 // swiglu1 (swiglu.cuh) as engine_ops' swiglu_kernel computes it: the SwiGLU source gives the
 // same bits as swiglu then the plain source.
 struct SwigluSource {  // silu(gate) * up, never stored (down_proj's input)
@@ -500,28 +478,16 @@ __global__ void __launch_bounds__(kThreads)
   asm volatile("griddepcontrol.wait;" ::: "memory");
   // The published max through warp 0 only: every warp of a prefill-sized pass reading the same
   // few words made those L2 lines a hot spot (session 28, bench_prepare 2048 x 4096: 36 -> 55 us).
-  // Non-negative floats order as their bits.
-  __shared__ uint32_t max_shared[32];
-  uint32_t max_bits = 0u;
-  if constexpr (has_slots<Src>::value) {  // the block's threads share the slots
-    uint32_t m = src.slots_max();
-    if (active) src.finish(v, aux, scratch, b, q);  // its loads join ours
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if ((threadIdx.x & 31) == 0) max_shared[threadIdx.x / 32] = m;
-    __syncthreads();  // before the return of inactive lanes
-    for (unsigned w = 0; w < blockDim.x / 32; ++w) max_bits = max(max_bits, max_shared[w]);
-  } else {
-    PublishedMax pm;
-    if (threadIdx.x < 32) pm = load_published(scratch);
-    if (active) src.finish(v, aux, scratch, b, q);  // its loads join ours
-    if (threadIdx.x < 32) {
-      const uint32_t m = reduce_published(pm);
-      if (threadIdx.x == 0) max_shared[0] = m;
-    }
-    __syncthreads();  // before the return of inactive lanes
-    max_bits = max_shared[0];
+  __shared__ uint32_t max_shared;
+  PublishedMax pm;
+  if (threadIdx.x < 32) pm = load_published(scratch);
+  if (active) src.finish(v, aux, scratch, b, q);  // its loads join ours
+  if (threadIdx.x < 32) {
+    const uint32_t m = reduce_published(pm);
+    if (threadIdx.x == 0) max_shared = m;
   }
+  __syncthreads();  // before the return of inactive lanes
+  const uint32_t max_bits = max_shared;
   const float st = scale_of_max_bits(max_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0)  // the GEMM after us reads the tensor scales
     store_tensor_scales(scratch, max_bits, MODE != 0 ? sparse.tensor_scale : nullptr,
@@ -1023,25 +989,6 @@ void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvf
   with_mode(mode, [&](auto m) {
     launch_ex(pass_kernel<decltype(m)::value, LateSource>, pass_blocks(rows, k), stream,
               chain_attr(), "pass_kernel", LateSource{x}, rows, k, scratch, sparse, residual,
-              static_cast<float*>(nullptr), gh, images);
-  });
-}
-
-void prepare_pass_slots(PrepareMode mode, const float* x, int64_t rows, int64_t k,
-                        const uint32_t* slots, int64_t nslots, Nvfp4View sparse, Nvfp4View residual,
-                        uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                        uint8_t* ws_images, PlaneOrder order) {
-  check_shape(rows, k, "cuda::prepare_pass_slots");
-  if (nslots < 1 || nslots > int64_t{SlotSource::kPerThread} * kThreads)
-    throw Error("cuda::prepare_pass_slots: " + std::to_string(nslots) + " slots (1.." +
-                std::to_string(SlotSource::kPerThread * kThreads) + ")");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_pass_slots");
-  const auto images = images_for("prepare_pass_slots", mode, ws_images, rows, k,
-                                 PrepareSchedule::kTwoKernel, stream);
-  const SlotSource src{{x}, slots, static_cast<int>(nslots)};
-  with_mode(mode, [&](auto m) {
-    launch_ex(pass_kernel<decltype(m)::value, SlotSource>, pass_blocks(rows, k), stream,
-              chain_attr(), "pass_kernel", src, rows, k, scratch, sparse, residual,
               static_cast<float*>(nullptr), gh, images);
   });
 }

@@ -139,12 +139,12 @@ void Session::run_layers(std::span<const int32_t> ids, int64_t t) {
     be.matmul_add(*L.o, L.o->quantized ? xq : a, rows, x, h);
     // MLP block. gate and up share one quantized input.
     act = norm_quantize(L.post_norm, p + "mlp.gate_up.input");
+    be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,
+                    std::array<float*, 2>{g, u});
     if (L.down->quantized) {  // SwiGLU and down_proj's activation rule, fused where possible
-      be.gate_up_swiglu_quantize(*L.gate, *L.up, act, rows, L.down->mode, g, u, xq, L.down->name);
+      be.swiglu_quantize(L.down->mode, g, u, rows, in, g, xq, L.down->name);
       be.matmul_add(*L.down, xq, rows, x, h);
     } else {
-      be.matmul_group(std::array<const LinearWeights*, 2>{L.gate.get(), L.up.get()}, act, rows,
-                      std::array<float*, 2>{g, u});
       be.swiglu(g, u, rows * in, g);
       be.matmul_add(*L.down, g, rows, x, h);
     }

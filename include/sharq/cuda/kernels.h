@@ -94,13 +94,6 @@ struct TensorMaxSink {
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
                   uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
-// prepare_pass for an x whose producer left block maxima (max |x| as float bits) in
-// slots[0..nslots), 1 <= nslots <= 2048 (gemm_decode_m1_swiglu): the pass reduces them itself;
-// scratch as prepare_pass's (it receives the tensor max). Same outputs as prepare_fused on x.
-void prepare_pass_slots(PrepareMode mode, const float* x, int64_t rows, int64_t k,
-                        const uint32_t* slots, int64_t nslots, Nvfp4View sparse, Nvfp4View residual,
-                        uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                        uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
 
 // h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
 // prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
@@ -145,9 +138,6 @@ void decode_gemm_warps(int warps);
 // always three, 2 always two, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start
 // value.
 void decode_gemm_m1(int mode);
-// gemm_decode_m1_swiglu's fused form (default on; SHARQ_CUDA_SWIGLU_EPILOGUE=0 starts it off,
-// and the function then answers false).
-void decode_gemm_m1_swiglu(bool on);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
@@ -203,19 +193,6 @@ void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const floa
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
                                int64_t k, cudaStream_t stream, bool accumulate = false,
                                PlaneOrder order = PlaneOrder::kMma);
-
-// The batch-1 (M = 1) gate/up product of a quantized MLP with SwiGLU in its epilogue, one
-// launch: h (gate.n floats) = silu(gate x) * (up x), the same bits as the grouped product into
-// gate.y and up.y followed by swiglu (neither y is written), and block b's max |h| as float
-// bits in slots[b], b < gate.n / 8: the input of prepare_pass_slots, which quantizes h for
-// down_proj without a tensor-max kernel. Answers false (nothing launched) where the M = 1
-// kernel does not apply (gemm_decode_mma_group_f32 then runs the product) or gate.n / 8 >
-// kSwigluMaxSlots.
-constexpr int64_t kSwigluMaxSlots = 2048;
-bool gemm_decode_m1_swiglu(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
-                           const DecodeGemmPart& gate, const DecodeGemmPart& up, int w_group,
-                           int64_t k, float* h, uint32_t* slots, cudaStream_t stream,
-                           PlaneOrder order = PlaneOrder::kMma);
 
 // Prefetch into L2 the leading part of a product's FP4 weights (l2_prefetch_plan.h), at most
 // about `budget_bytes` of codes and scales in all: the same leading fraction of every 16-row

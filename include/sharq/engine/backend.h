@@ -4,7 +4,6 @@
 // Buffer owns an allocation. Not the decoder itself (engine/model.h), not a graph or scheduler.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -180,18 +179,6 @@ class Backend {
                                int64_t k, float* out, float* xq, std::string_view name) {
     swiglu(gate, up, rows * k, out);
     quantize_activation(mode, out, rows, k, xq, name);
-  }
-
-  // The MLP's gate and up products of xq (one input, as matmul_group) into gate_out and up_out,
-  // then swiglu_quantize(mode, ..., out = gate_out) for down_proj: one call a backend may fuse.
-  // A backend that fuses them may leave gate_out and up_out unwritten (the decoder reads only
-  // xq after it).
-  virtual void gate_up_swiglu_quantize(const LinearWeights& gate, const LinearWeights& up,
-                                       const float* xq, int64_t t, Mode mode, float* gate_out,
-                                       float* up_out, float* out_q, std::string_view name) {
-    matmul_group(std::array<const LinearWeights*, 2>{&gate, &up}, xq, t,
-                 std::array<float*, 2>{gate_out, up_out});
-    swiglu_quantize(mode, gate_out, up_out, t, gate.n, gate_out, out_q, name);
   }
 
   // attention into out (batch * t, heads * head_dim), then the mode's activation rule on out
