@@ -460,6 +460,87 @@ TEST_P(CudaGemmDecodeM1, MatchesFloat64Reference) {
   }
 }
 
+// The activation staged in shared memory (the default where it fits) gives the bits of the
+// kernel reading it from global memory every window: plain and accumulating outputs, each build.
+TEST_P(CudaGemmDecodeM1, StagedActivationGivesTheSameBits) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {1040, 14336}, {48, 128}}) {
+    const int64_t nn = n, kk = k;
+    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * k));
+    check_gemm_case(
+        Mode::kSharqNvfp4_24, 32, 1, n, k,
+        [&](const GemmCaseBuffers& b) {
+          prepare(PrepareMode::kSharqNvfp4_24, b.x, 1, kk, b.sparse->view(), b.residual->view(),
+                  nullptr, b.scratch, nullptr, xh.p);
+          std::vector<std::vector<float>> outs;
+          for (bool stage : {false, true}) {
+            sharq::cuda::testing::decode_gemm_m1_stage(stage);
+            DeviceBuffer<float> y(static_cast<size_t>(nn)), acc(static_cast<size_t>(nn));
+            y.poison(0xFF);
+            std::vector<float> start(static_cast<size_t>(nn));
+            for (int64_t i = 0; i < nn; ++i) start[static_cast<size_t>(i)] = 0.25f * float(i % 7);
+            acc.upload(start.data());
+            gemm_decode_mma_f32(xh.p, 2, b.residual->ts.p, 1, b.weight->view(), 32, nn, kk, y.p,
+                                nullptr);
+            const DecodeGemmPart part{b.weight->view(), nn, acc.p};
+            gemm_decode_mma_group_f32(xh.p, 2, b.residual->ts.p, 1, &part, 1, 32, kk, nullptr,
+                                      true);
+            check(cudaDeviceSynchronize(), "m1 stage");
+            outs.push_back(y.download());
+            outs.push_back(acc.download());
+          }
+          const auto bits = [](const std::vector<float>& v) {
+            std::vector<uint32_t> u(v.size());
+            std::memcpy(u.data(), v.data(), v.size() * sizeof(float));
+            return u;
+          };
+          EXPECT_EQ(bits(outs[0]), bits(outs[2])) << nn << " x " << kk;
+          EXPECT_EQ(bits(outs[1]), bits(outs[3])) << nn << " x " << kk << " accumulating";
+          // The case's own check (the float64 reference) on the default (staged) kernel.
+          gemm_decode_mma(xh.p, 2, b.residual->ts.p, 1, b.weight->view(), 32, nn, kk, b.y, nullptr);
+        },
+        false);
+  }
+}
+
+// The two-blocks-an-SM build's ring of four weight windows (testing::decode_gemm_m1_ring) gives
+// the same bits as the ring of three: each warp adds its windows in the same order. The engine's
+// o and down shapes, a K shorter than the ring's share (one window a warp, 8 tiles) and a plain
+// and an accumulating output.
+TEST(CudaGemmDecodeM1Ring, FourWindowsGiveTheSameBitsAsThree) {
+  sharq::cuda::testing::decode_gemm_m1(2);
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 14336}, {128, 1024}}) {
+    const auto x = synthetic_activation(1, k, fresh_seed());
+    const auto w = synthetic_weight(n, k, fresh_seed());
+    const auto y0 = synthetic_activation(1, n, fresh_seed());
+    DeviceBuffer<float> dx(x), dw(w);
+    DeviceBuffer<uint32_t> absmax(1);
+    DeviceNvfp4 sp(1, k, 32), rs(1, k, 16), wq(n, k, 32);
+    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * k));
+    pack_weight(dw.p, n, k, 32, wq.view(), absmax.p, nullptr);
+    prepare(PrepareMode::kSharqNvfp4_24, dx.p, 1, k, sp.view(), rs.view(), nullptr, absmax.p,
+            nullptr, xh.p);
+    std::vector<std::vector<float>> got;
+    for (int ring : {3, 4}) {
+      sharq::cuda::testing::decode_gemm_m1_ring(ring);
+      for (bool acc : {false, true}) {
+        DeviceBuffer<float> y(y0);
+        const DecodeGemmPart part{wq.view(), n, y.p};
+        gemm_decode_mma_group_f32(xh.p, 2, rs.ts.p, 1, &part, 1, 32, k, nullptr, acc);
+        check(cudaDeviceSynchronize(), "sync");
+        got.push_back(y.download());
+      }
+    }
+    sharq::cuda::testing::decode_gemm_m1_ring(4);
+    const std::string what = "N=" + std::to_string(n) + " K=" + std::to_string(k);
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_EQ(std::memcmp(got[i].data(), got[i + 2].data(), got[i].size() * 4), 0)
+          << what << (i ? " accumulating" : "");
+      for (size_t j = 0; j < got[i].size(); ++j) ASSERT_TRUE(std::isfinite(got[i][j])) << what;
+    }
+  }
+  sharq::cuda::testing::decode_gemm_m1(1);
+}
+
 // The L2 prefetch of a product's weights (l2_prefetch_plan.h; its byte ranges are checked on the
 // CPU): it runs on odd shapes (short last strip, 64-wide last window, several parts, g16 and
 // g32) under every budget, faults nowhere (memcheck runs this test too) and writes nothing.
