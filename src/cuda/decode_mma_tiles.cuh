@@ -118,14 +118,6 @@ __device__ __forceinline__ void store_out(__nv_bfloat16* y, int64_t i, float v, 
 __device__ __forceinline__ void store_out(float* y, int64_t i, float v, bool acc) {
   y[i] = acc ? y[i] + v : v;
 }
-// store_out with the old value y[i] loaded earlier (`old`, read only when accumulating).
-__device__ __forceinline__ void store_out_from(__nv_bfloat16* y, int64_t i, float v, bool acc,
-                                              __nv_bfloat16 old) {
-  y[i] = __float2bfloat16_rn(acc ? __bfloat162float(old) + v : v);
-}
-__device__ __forceinline__ void store_out_from(float* y, int64_t i, float v, bool acc, float old) {
-  y[i] = acc ? old + v : v;
-}
 
 // One 16-row tile of one part: its weight rows and its output.
 template <typename OutT>

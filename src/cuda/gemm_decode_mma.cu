@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <type_traits>
 
-#include "cp_async.cuh"
 #include "decode_mma_tiles.cuh"
 #include "decode_split_k.cuh"
 #include "device_info.cuh"
@@ -254,17 +253,10 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
 // planes are in the scaled domain already. The sums round in another order than the general
 // kernel's (CudaGemmDecodeM1 holds both to the float64 reference).
 // MINB: blocks an SM the registers are sized for (3: at most 80 registers).
-// STAGE: the activation (both planes, 4 K bytes) copied into shared memory once, right after the
-// dependency wait, and each window's slice read from there. Without it every window's MMAs wait
-// for that window's activation load from L2 (loaded inside its step): 4 such round trips a warp at
-// K = 4096 and 14 at 14336, in series with the weight ring's steps (session 7's ncu: the M = 1
-// product's stalls were mostly those loads). With it one round trip a block, then shared memory.
-// RING: weight windows a warp keeps in flight, 3 or 4, all of them loaded before the wait.
-template <int MINB, typename OutT, int RING, bool STAGE>
+template <int MINB, typename OutT>
 __global__ void __launch_bounds__(256, MINB)
     gemm_decode_m1_kernel(const __half* __restrict__ x, const float* __restrict__ sx,
                           const __grid_constant__ Parts<OutT> parts, int64_t k) {
-  extern __shared__ uint4 x_staged[];  // STAGE: 4 k bytes (launch_m1)
   constexpr int kWarps = 8;
   __shared__ float red[kWarps][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -314,17 +306,10 @@ __global__ void __launch_bounds__(256, MINB)
   auto step = [&](const Window& ww, uint32_t w) {
     if (w >= nwin) return;
     if (b_active) {
-      if constexpr (STAGE) {
-        const uint4* xw = reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(x_staged) +
-                                                         (xoff + w * (2 * kWin)));
+      const uint4* xw = reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(x) +
+                                                       (xoff + w * (2 * kWin)));
 #pragma unroll
-        for (int u = 0; u < 4; ++u) xa[u] = xw[u];
-      } else {
-        const uint4* xw = reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(x) +
-                                                         (xoff + w * (2 * kWin)));
-#pragma unroll
-        for (int u = 0; u < 4; ++u) xa[u] = __ldg(xw + u);
-      }
+      for (int u = 0; u < 4; ++u) xa[u] = __ldg(xw + u);
     }
     float acc[4] = {};
 #pragma unroll
@@ -345,8 +330,7 @@ __global__ void __launch_bounds__(256, MINB)
       tot[2 * r + 1] = __fmaf_rn(sc.y, acc[2 * r + 1], tot[2 * r + 1]);
     }
   };
-  static_assert(RING == 3 || RING == 4, "a ring of three or four windows");
-  Window s0, s1, s2, s3;
+  Window s0, s1, s2;
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   // The first three windows load unconditionally (clamped to the last window; a clamped one is
   // never stepped), so these loads stay ahead of the wait: written as conditional loads, ptxas
@@ -355,42 +339,14 @@ __global__ void __launch_bounds__(256, MINB)
   fetch(s0, min(static_cast<uint32_t>(warp), nwin - 1), std::true_type{});
   fetch(s1, min(static_cast<uint32_t>(warp + kWarps), nwin - 1), std::true_type{});
   fetch(s2, min(static_cast<uint32_t>(warp + 2 * kWarps), nwin - 1), std::true_type{});
-  // The epilogue's operands, loaded by the storing lanes (warp 0, lanes 0-15) now: the weight
-  // scale before the wait (constant), the activation scale and, accumulating, the output's old
-  // value right after it (both final once the kernel before has completed). Loaded at the end
-  // they cost every product an L2 round trip after its last MMA, on the decode chain.
-  const bool stores = warp == 0 && lane < 16;
-  float sw = 0.0f, sx_v = 0.0f;
-  OutT y_old{};
-  if (stores) sw = __ldg(tr.sw);
-  if constexpr (RING == 4)
-    fetch(s3, min(static_cast<uint32_t>(warp + 3 * kWarps), nwin - 1), std::true_type{});
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  if (stores) {
-    sx_v = *sx;
-    if (parts.accumulate) y_old = tr.y[tr.row_base + lane];
-  }
-  if constexpr (STAGE) {
-    // Both planes are contiguous (plane 1 at k halves): 4 k bytes, k / 4 16-byte pieces.
-    const uint32_t base = smem_u32(x_staged);
-    const uint32_t pieces = static_cast<uint32_t>(k / 4);
-    for (uint32_t i = threadIdx.x; i < pieces; i += 256u)
-      cp_async16(base + 16u * i, reinterpret_cast<const uint4*>(x) + i, 16);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-  }
-  for (uint32_t w = warp; w < nwin; w += RING * kWarps) {
+  for (uint32_t w = warp; w < nwin; w += 3 * kWarps) {
     step(s0, w);
-    load(s0, w + RING * kWarps);
+    load(s0, w + 3 * kWarps);
     step(s1, w + kWarps);
-    load(s1, w + (RING + 1) * kWarps);
+    load(s1, w + 4 * kWarps);
     step(s2, w + 2 * kWarps);
-    load(s2, w + (RING + 2) * kWarps);
-    if constexpr (RING == 4) {
-      step(s3, w + 3 * kWarps);
-      load(s3, w + 7 * kWarps);
-    }
+    load(s2, w + 5 * kWarps);
   }
   // Rows g and g + 8: the lane's two columns, the four lanes' (all eight columns), then the
   // warps in order.
@@ -405,12 +361,12 @@ __global__ void __launch_bounds__(256, MINB)
     red[warp][g + 8] = v[1];
   }
   __syncthreads();
-  if (stores) {
+  if (warp == 0 && lane < 16) {
     float y = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) y += red[w][lane];
-    const float scale = sx_v * sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
-    store_out_from(tr.y, tr.row_base + lane, y * scale, parts.accumulate, y_old);
+    const float scale = *sx * *tr.sw * 16384.0f;  // 2^14 undoes the decode's subnormal placement
+    store_out(tr.y, tr.row_base + lane, y * scale, parts.accumulate);
   }
 }
 
@@ -559,20 +515,6 @@ bool m1_eligible(const Parts<OutT>& parts, int paths, int64_t m, int group, int6
   return true;
 }
 
-// The M = 1 kernel's activation staged in shared memory (STAGE) up to kStageMaxBytes (K up to
-// 24576; three blocks an SM still fit at K = 16384): SHARQ_CUDA_DECODE_M1_STAGE=0 turns it off
-// (A/B; testing::decode_gemm_m1_stage).
-constexpr int64_t kStageMaxBytes = 96 * 1024;
-std::atomic<bool> g_m1_stage{switched_on("SHARQ_CUDA_DECODE_M1_STAGE")};
-// The two-blocks-an-SM M = 1 build's weight ring: 4 windows a warp (default) or 3
-// (SHARQ_CUDA_DECODE_M1_RING=3, testing::decode_gemm_m1_ring). The three-blocks build keeps 3 (its
-// 80-register cap). Session 26 measured deeper rings slower, but then ptxas had moved every
-// weight load below the dependency wait (session 27's fix); now the whole ring streams before it.
-std::atomic<int> g_m1_ring{[] {
-  const char* e = std::getenv("SHARQ_CUDA_DECODE_M1_RING");
-  return e && e[0] == '3' && e[1] == '\0' ? 3 : 4;
-}()};
-
 template <typename OutT>
 void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
                cudaStream_t stream) {
@@ -580,25 +522,9 @@ void launch_m1(const uint16_t* x, const float* sx, Parts<OutT> parts, int64_t k,
   const int64_t tiles = parts.tile0[parts.count];
   const int mode = g_m1.load(std::memory_order_relaxed);
   const bool two = mode == 2 || (mode == 1 && tiles <= 2 * int64_t(sm_count()));
-  const int64_t stage_bytes = 4 * k;
-  const bool ring4 = two && g_m1_ring.load(std::memory_order_relaxed) == 4;
-  const auto go = [&](auto kernel, size_t smem) {
-    launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), smem, stream,
-               "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
-  };
-  if (g_m1_stage.load(std::memory_order_relaxed) && stage_bytes <= kStageMaxBytes) {
-    constexpr auto k2 = gemm_decode_m1_kernel<2, OutT, 3, true>;
-    constexpr auto k24 = gemm_decode_m1_kernel<2, OutT, 4, true>;
-    constexpr auto k3 = gemm_decode_m1_kernel<3, OutT, 3, true>;
-    opt_in_smem<k2, kStageMaxBytes>("gemm_decode_m1_kernel smem");
-    opt_in_smem<k24, kStageMaxBytes>("gemm_decode_m1_kernel smem");
-    opt_in_smem<k3, kStageMaxBytes>("gemm_decode_m1_kernel smem");
-    return go(ring4 ? k24 : two ? k2 : k3, static_cast<size_t>(stage_bytes));
-  }
-  go(ring4 ? gemm_decode_m1_kernel<2, OutT, 4, false>
-     : two ? gemm_decode_m1_kernel<2, OutT, 3, false>
-           : gemm_decode_m1_kernel<3, OutT, 3, false>,
-     0);
+  const auto kernel = two ? gemm_decode_m1_kernel<2, OutT> : gemm_decode_m1_kernel<3, OutT>;
+  launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(256), 0, stream,
+             "gemm_decode_m1_kernel", reinterpret_cast<const __half*>(x), sx, parts, k);
 }
 
 template <int PATHS, typename OutT>
@@ -726,14 +652,8 @@ void decode_gemm_shared_x(int mode) {
 void decode_gemm_m1(int mode) {
   g_m1.store(mode >= 0 && mode <= 3 ? mode : 1, std::memory_order_relaxed);
 }
-void decode_gemm_m1_stage(bool on) {
-  g_m1_stage.store(on, std::memory_order_relaxed);
-}
 void decode_gemm_warps(int warps) {
   g_warps.store(warps == 2 || warps == 4 || warps == 8 ? warps : 0, std::memory_order_relaxed);
-}
-void decode_gemm_m1_ring(int ring) {
-  g_m1_ring.store(ring == 3 ? 3 : 4, std::memory_order_relaxed);
 }
 void decode_gemm_split_k(int split_k) {
   g_split_k.store(split_k > 0 ? split_k : 0, std::memory_order_relaxed);

@@ -138,12 +138,6 @@ void decode_gemm_warps(int warps);
 // always three, 2 always two, 0 off (the general kernel). SHARQ_CUDA_DECODE_M1 sets the start
 // value.
 void decode_gemm_m1(int mode);
-// The M = 1 kernel's activation staged in shared memory once a block (default on where it fits;
-// SHARQ_CUDA_DECODE_M1_STAGE=0 starts it off) or read from global memory every window. Same bits.
-void decode_gemm_m1_stage(bool on);
-// The M = 1 kernel's weight ring in its two-blocks-an-SM build: 4 windows a warp (default) or 3
-// (SHARQ_CUDA_DECODE_M1_RING=3 sets the start value). Same bits.
-void decode_gemm_m1_ring(int ring);
 // K split across a cluster's blocks in the shared-activation kernel: 0 (default) chosen per
 // launch, else forced (at most 8 and the K windows).
 void decode_gemm_split_k(int split_k);
