@@ -1,6 +1,5 @@
-// silu(g) * u, the one expression every SwiGLU on the GPU evaluates (engine_ops' swiglu_kernel,
-// the SwiGLU prepare's source, the batch-1 gate/up product's epilogue), so that all of them give
-// the same bits under the library's flags.
+// silu(g) * u, the one expression every SwiGLU on the GPU evaluates (engine_ops' swiglu_kernel and
+// the SwiGLU prepare's source), so that both give the same bits under the library's flags.
 #pragma once
 
 namespace sharq::cuda {
