@@ -29,7 +29,8 @@
 #   abm1     batch 1/8 decode with the M = 1 decode kernel sized per grid (default) / off / at two
 #            / at three blocks an SM (and an
 #            older tree's binary, .device/pack/sharq_base, when carried)
-#   abenv    decode with environment switches, alternating (ABENV_VARS, ABENV_BATCH, ABENV_MODES)
+#   abenv    decode with environment switches, alternating (ABENV_VARS, ABENV_BATCH, ABENV_MODES;
+#            AB_ROUNDS, AB_REPEAT as abbase), summarised against the first switch set
 #   abl2     batch 1/8 decode: the L2 prefetch of the next product's weights (off by default) at
 #            several budgets (ABL2_VARS: name:VAR=v,VAR=v ...)
 #   b1ratio  batch 1/8 decode, bf16 and sharq-nvfp4-24 in one run (the issue-6 ratio)
@@ -38,7 +39,8 @@
 #            pass (default) vs its own max kernel (SHARQ_CUDA_FUSE_ATTN_MAX=0)
 #   skipprof batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP): each
 #            op's cost inside the recorded step (SKIP_MODES, SKIP_OPS)
-#   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS)
+#   abbase   decode (AB_BATCH, AB_MODES), this tree vs .device/pack/sharq_base.xz (+ AB_VARIANTS),
+#            AB_ROUNDS alternating rounds of AB_REPEAT timed repeats, summarised (ab_summary.py)
 #   abprefillbase  prefill 1 x 2048 + batch-1 decode, this tree vs .device/pack/sharq_base.xz
 #   abprepare  bench_prepare, this tree vs .device/pack/bench_prepare_base.xz
 #   abattnprefill  prefill 1 x 2048 (bf16, nvfp4, sharq-nvfp4-24): the tensor-core attention on
@@ -207,16 +209,17 @@ phase_abl2() {  # batch 1/8 decode: the L2 prefetch of the next product's weight
 phase_abenv() {  # decode with environment switches (ABENV_VARS: name:VAR=v,VAR=v ...), two
   # alternating rounds, same call; ABENV_BATCH (default 8,16,32) and ABENV_MODES pick the rows
   local s=(${ABENV_VARS:-default:X=1 old:SHARQ_CUDA_DECODE_SPLIT_OLD=1})
-  for r in 1 2; do
+  for r in $(seq 1 "${AB_ROUNDS:-2}"); do
     for v in "${s[@]}"; do
       local name=${v%%:*} vars=${v#*:}
       echo "-- $name ($vars) run $r"
       timeout 150 env ${vars//,/ } "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
         --modes "${ABENV_MODES:-sharq-nvfp4-24}" --prefill 16 --batch "${ABENV_BATCH:-8,16,32}" \
-        --ctx 1024 --steps 16 --repeat 2 --json "$OUT/abenv_${name}_$r.json" 2>&1 |
+        --ctx 1024 --steps 16 --repeat "${AB_REPEAT:-2}" --json "$OUT/abenv_${name}_$r.json" 2>&1 |
         grep -v "^bench:" | tail -n 1
     done
   done
+  python3 "$ROOT/bench/e2e/ab_summary.py" --reference "${s[0]%%:*}" "$OUT"/abenv_*.json
 }
 
 phase_skipprof() {  # batch-1 decode with each decoder op skipped in turn (SHARQ_CUDA_PROFILE_SKIP,
@@ -240,18 +243,21 @@ unpack_base() {  # .device/pack/<name>.xz (an older tree's binary, stripped, xz)
 phase_abbase() {  # decode (AB_BATCH, default 1; AB_MODES): this tree against an older tree's sharq
   # (.device/pack/sharq_base.xz, stripped and xz-compressed), alternating, same call
   unpack_base sharq_base || return
-  # AB_VARIANTS: also this tree with each VAR=value (e.g. a switch turned off), in the same rotation
-  for r in 1 2; do
+  # AB_VARIANTS: also this tree with each VAR=value (e.g. a switch turned off), in the same rotation;
+  # AB_ROUNDS rotations (default 2), AB_REPEAT timed repeats a run (default 3); ab_summary.py then
+  # prints each variant's median, range and change against base
+  for r in $(seq 1 "${AB_ROUNDS:-2}"); do
     for v in base new ${AB_VARIANTS:-}; do
       local bin=sharq env_set=X=1  # X=1: a no-op assignment, so `env` runs the plain tree
       [ "$v" = base ] && bin=sharq_base
       [ "$v" != base ] && [ "$v" != new ] && env_set="$v"
       echo "-- $v run $r"
       timeout 150 env "$env_set" "$B/bin/$bin" bench --synthetic llama-3.1-8b --device cuda \
-        --modes "${AB_MODES:-bf16,sharq-nvfp4-24}" --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat 3 \
+        --modes "${AB_MODES:-bf16,sharq-nvfp4-24}" --prefill 16 --batch "${AB_BATCH:-1}" --ctx 1024 --steps 32 --repeat "${AB_REPEAT:-3}" \
         --json "$OUT/abbase_${v//[^A-Za-z0-9_]/_}_$r.json" 2>&1 | grep -v "^bench:" | tail -n 3
     done
   done
+  python3 "$ROOT/bench/e2e/ab_summary.py" "$OUT"/abbase_*.json
 }
 
 phase_kv16() {  # the float32 KV cache vs --kv-cache f16, alternating, same call
