@@ -51,8 +51,10 @@ first=$(grep -m1 '^bf16 ' <<<"$out" | awk '{print $4}')
 [ "$first" = base ] || { echo "base not listed first: $first" >&2; exit 1; }
 grep -q 'abbase_broken_1.json: unreadable bench JSON' "$dir/err" || { echo "broken file not reported" >&2; exit 1; }
 # --reference: changes against another variant
-python3 "$summary" --reference new "$dir"/abbase_*.json 2>/dev/null | grep -Eq 'sharq-nvfp4-24 +1 +1024 +base +402\.0 .*-4\.74%' ||
-  { echo "--reference new not applied" >&2; exit 1; }
+# (output captured first: grep -q stopping early would break the pipe under pipefail)
+out="$(python3 "$summary" --reference new "$dir"/abbase_*.json 2>/dev/null)"
+expect 'sharq-nvfp4-24 +1 +1024 +base +402\.0 .*-4\.74%'
+
 # Nothing usable: an error
 if python3 "$summary" "$dir/abbase_broken_1.json" 2>/dev/null; then
   echo "no rows should be an error" >&2
