@@ -931,8 +931,6 @@ class CudaBackend final : public Backend {
       cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
     }
   }
-  // cuda::attention with the workspace grown to fit; returns whether it published the tensor
-  // max of out into `sink`.
   // The attention workspace of this shape, grown in attn_ws_; its size.
   size_t attention_workspace(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
                              int64_t head_dim, int64_t capacity) {
@@ -960,6 +958,8 @@ class CudaBackend final : public Backend {
       quantize_activation(mode, out, rows, k, xq, name);
     }
   }
+  // cuda::attention with the workspace grown to fit; returns whether it published the tensor
+  // max of out into `sink`.
   bool launch_attention(const float* q, int64_t batch, int64_t t, int64_t pos0, int64_t heads,
                         int64_t kv_heads, int64_t head_dim, int64_t capacity, const float* k_cache,
                         const float* v_cache, float* out, const cuda::TensorMaxSink* sink) {

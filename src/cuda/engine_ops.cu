@@ -101,8 +101,6 @@ __global__ void rms_norm_kernel(const V* x, const V* __restrict__ w, int64_t dv,
     o[j] = scale_by(xr[j], inv, w[j]);
 }
 
-// Rotates pair (j, j + half) of one head at position pos (angle in float32, cos/sin in double, as
-// the CPU) and returns the rotated pair.
 // (cos, sin) of the angle pos * inv_freq as the CPU takes them: the angle in float32, cos and
 // sin in double, rounded to float. Also rope_cos_sin_table's entries.
 __device__ __forceinline__ float2 rope_cos_sin(float pos, float inv_freq) {
@@ -111,6 +109,8 @@ __device__ __forceinline__ float2 rope_cos_sin(float pos, float inv_freq) {
   return make_float2(static_cast<float>(c), static_cast<float>(s));
 }
 
+// Rotates pair (j, j + half) of one head at position pos (angle in float32, cos/sin in double, as
+// the CPU) and returns the rotated pair.
 __device__ __forceinline__ float2 rope_pair(float* xh, int64_t j, int64_t half, float pos,
                                             const float* __restrict__ inv_freq) {
   const float2 cs = rope_cos_sin(pos, inv_freq[j]);
