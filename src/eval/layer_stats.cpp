@@ -5,6 +5,7 @@
 
 #include "sharq/cpu/linear.h"
 #include "sharq/decompose.h"
+#include "sharq/merged_operand.h"
 #include "sharq/stats.h"
 #include "sharq/weights.h"
 
@@ -46,8 +47,13 @@ LayerStats layer_stats(const std::string& layer, const float* x, int64_t t, int6
   s.max_over_rms = rms > 0.0 ? mx / rms : 0.0;
   s.energy_4of8p = kept_energy_share(
       x, quantize_activation(Mode::kSharqNvfp4, x, t, k, layer, threads).keep.data(), nx);
-  s.energy_2of4 = kept_energy_share(
-      x, quantize_activation(Mode::kSharqNvfp4_24, x, t, k, layer, threads).keep.data(), nx);
+  const ActivationQuant q24 = quantize_activation(Mode::kSharqNvfp4_24, x, t, k, layer, threads);
+  s.energy_2of4 = kept_energy_share(x, q24.keep.data(), nx);
+  const MergedLoStats lo = merged_lo_stats(q24);
+  s.merged_lo_elements = static_cast<double>(lo.lo_elements) / static_cast<double>(nx);
+  s.merged_lo_windows = static_cast<double>(lo.lo_windows) / static_cast<double>(lo.windows);
+  s.merged_lo_cols = static_cast<double>(lo.lo_cols) / static_cast<double>(k);
+  s.merged_lo_max_row = lo.max_lo_per_row;
 
   const Operands ref = run_mode(Mode::kBf16, x, t, k, w, n, layer, threads);
   for (Mode m : modes) {

@@ -57,6 +57,15 @@ TEST(LayerStats, SharqBeatsNvfp4AndBf16IsZero) {
   EXPECT_GT(s.max_over_rms, 10.0);
   EXPECT_GT(s.energy_4of8p, 0.5);
   EXPECT_LE(s.energy_4of8p, 1.0);
+  // The merged operand's low part: the shares are fractions, consistent with one another (a
+  // non-zero element makes its window and its column count).
+  EXPECT_GE(s.merged_lo_elements, 0.0);
+  EXPECT_LT(s.merged_lo_elements, 0.05);
+  EXPECT_LE(s.merged_lo_windows, 1.0);
+  EXPECT_LE(s.merged_lo_cols, 1.0);
+  EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_windows > 0.0);
+  EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_cols > 0.0);
+  EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_max_row > 0);
 }
 
 }  // namespace

@@ -1,15 +1,22 @@
 // E2M1 and E4M3 encoders against an independent oracle: the CUDA toolkit's host conversion
 // functions (cuda_fp4.hpp / cuda_fp8.hpp) compiled for the CPU. Random values over all binades
 // plus every midpoint. Not a GPU test.
+#include <cuda_fp16.h>
 #include <cuda_fp4.h>
 #include <cuda_fp8.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "sharq/codecs.h"
+#include "sharq/decompose.h"
+#include "sharq/formats.h"
+#include "sharq/merged_operand.h"
+#include "sharq/synthetic.h"
 
 namespace sharq {
 namespace {
@@ -72,6 +79,54 @@ TEST(CudaHostOracle, E4M3EveryMidpointAndNeighbours) {
   }
   for (float x : {448.0f, 463.99f, 464.0f, 464.01f, 500.0f, 1e38f}) {
     EXPECT_EQ(e4m3_encode(x), oracle_fp8(x)) << x;
+  }
+}
+
+// The merged operand's halves (merged_operand.h) against CUDA's own float -> half rounding: hi is
+// __float2half_rn of the two paths' sum and lo that of the remainder, on every element of real
+// decompositions with heavy outliers (where lo is non-zero) and on random FP16-range pairs.
+uint16_t oracle_half(float x) {
+  return std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x);
+}
+void expect_oracle_split(float sp, float rs) {
+  const float a = sp + rs;
+  const uint16_t hi = oracle_half(a);
+  const float lo = a - __half2float(__half(__half_raw{hi}));
+  const MergedHalves h = merge_to_halves(sp, rs);
+  ASSERT_EQ(h.hi, hi) << sp << " + " << rs;
+  ASSERT_EQ(h.lo, oracle_half(lo)) << sp << " + " << rs;
+}
+
+TEST(CudaHostOracle, MergedOperandHalves) {
+  int64_t lo_nonzero = 0;
+  for (Mode mode : {Mode::kSharqNvfp4_24, Mode::kSharqNvfp4}) {
+    const int64_t rows = 64, cols = 512;
+    const auto x = synthetic_activation(rows, cols, 21, 8, 500.0f);
+    const ActivationQuant q = quantize_activation(mode, x.data(), rows, cols, "x");
+    std::vector<float> sp(cols), rs(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      format_traits(q.sparse_q.format)
+          .dequantize_row(q.sparse_q.codes.data() + r * cols / 2,
+                          q.sparse_q.scales.data() + r * cols / 32, cols, sp.data());
+      format_traits(q.dense_q.format)
+          .dequantize_row(q.dense_q.codes.data() + r * cols / 2,
+                          q.dense_q.scales.data() + r * cols / 16, cols, rs.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        expect_oracle_split(sp[c], rs[c]);
+        lo_nonzero += merge_to_halves(sp[c], rs[c]).lo != 0;
+      }
+    }
+  }
+  EXPECT_GT(lo_nonzero, 0);
+  // Random pairs: 4-bit significands, the smaller 1-18 binades below the larger (so the sum
+  // spans at most 22 bits and lo at most 11, as for SPEC 5 decodes), exponents over FP16's range.
+  std::mt19937_64 rng(9);
+  for (int i = 0; i < 200000; ++i) {
+    const int eb = static_cast<int>(rng() % 20) - 10;
+    const int es = std::max(eb - 1 - static_cast<int>(rng() % 18), -20);
+    const float big = std::ldexp(static_cast<float>(8 + rng() % 8), eb);
+    const float small = std::ldexp(static_cast<float>(8 + rng() % 8), es);
+    expect_oracle_split(big, (rng() & 1) ? small : -small);
   }
 }
 
