@@ -92,6 +92,7 @@ struct PreparedAct {
   bool planes = false;                              // xq holds the FP16 GEMM planes
   cuda::PlaneOrder order = cuda::PlaneOrder::kMma;  // their K order
   bool images = false;                              // prefill_act_ holds the 2:4 stage images
+  const uint8_t* lo_flags = nullptr;  // the planes' lo flags, where the prepare wrote them
 };
 
 struct CudaLinear final : LinearWeights {
@@ -197,6 +198,7 @@ class CudaBackend final : public Backend {
     group_launch_ = switched_on("SHARQ_CUDA_GROUP");
     fuse_add_ = switched_on("SHARQ_CUDA_FUSE_ADD");
     fuse_swiglu_ = switched_on("SHARQ_CUDA_FUSE_SWIGLU");
+    lo_skip_ = switched_on("SHARQ_CUDA_LO_SKIP");
     fuse_rope_ = switched_on("SHARQ_CUDA_FUSE_ROPE");
     rope_attn_ = switched_on("SHARQ_CUDA_ROPE_ATTN");
     fuse_attn_max_ = switched_on("SHARQ_CUDA_FUSE_ATTN_MAX");
@@ -418,7 +420,8 @@ class CudaBackend final : public Backend {
     if (const auto rule = fp4_rule(mode, k)) {
       const Fp4Out o = fp4_out(t, k, xq, rule->prepare);
       cuda::prepare_fused(rule->prepare, x, t, k, o.sparse, o.residual, scratch(t), stream_,
-                          o.planes, nullptr, cuda::PrepareSchedule::kAuto, o.images, o.order);
+                          o.planes, nullptr, cuda::PrepareSchedule::kAuto, o.images, o.order,
+                          o.lo_flags);
     } else if (mt.act == ActRule::kBf16Round) {
       cuda::round_to_bf16(x, t * k, reinterpret_cast<uint16_t*>(xq), stream_);
     } else if (mt.act == ActRule::kIdentity) {
@@ -443,7 +446,7 @@ class CudaBackend final : public Backend {
     const Fp4Out o = fp4_out(rows, d, xq, rule->prepare);
     cuda::prepare_rmsnorm(rule->prepare, x, w, eps, rows, d, o.sparse, o.residual, scratch(rows),
                           stream_, o.planes, nullptr, nullptr, cuda::PrepareSchedule::kAuto,
-                          o.images, o.order);
+                          o.images, o.order, o.lo_flags);
   }
 
   // SwiGLU fused into the FP4 prepare of down_proj's input (out stays unwritten).
@@ -455,7 +458,7 @@ class CudaBackend final : public Backend {
       return Backend::swiglu_quantize(mode, gate, up, rows, k, out, xq, name);
     const Fp4Out o = fp4_out(rows, k, xq, rule->prepare);
     cuda::prepare_swiglu(rule->prepare, gate, up, rows, k, o.sparse, o.residual, scratch(rows),
-                         stream_, o.planes, nullptr, o.images, o.order);
+                         stream_, o.planes, nullptr, o.images, o.order, o.lo_flags);
   }
 
   void matmul(const LinearWeights& lw, const float* xq, int64_t t, float* y) override {
@@ -560,10 +563,12 @@ class CudaBackend final : public Backend {
         parts[i] = {w.fp4, w.n, ys[i]};
       }
       // (the planes' order as prepared; a profiling run that skipped the prepare reads kMma)
+      const bool prepared_here = act_.xq == xq;
       cuda::gemm_decode_mma_group_f32(reinterpret_cast<const uint16_t*>(xq), w0.paths,
                                       act_scale(xq, t, w0.k), t, parts.data(),
                                       static_cast<int>(ws.size()), w0.group, w0.k, stream_, false,
-                                      act_.xq == xq ? act_.order : cuda::PlaneOrder::kMma);
+                                      prepared_here ? act_.order : cuda::PlaneOrder::kMma,
+                                      prepared_here ? act_.lo_flags : nullptr);
       decode_product_launched(ws);
     } else if (bf16) {
       // One row: the outputs are the product's row if they lie side by side (the Session's do).
@@ -788,11 +793,14 @@ class CudaBackend final : public Backend {
   // the 2:4 kernel: its prepare writes the kernel's stage images into prefill_act_ instead, and a
   // product that wants the other form after all expands it from the packed outputs (fp4_planes,
   // fp4_images). The kernels store 16 bytes at a time: regions are 256-aligned.
+  // lo_flags: the SharQ planes' lo flags (kernels.h prepare: the planes then hold the merged
+  // operand), after the packed outputs in packed_, where a decode product skips lo; else null.
   struct Fp4Out {
     cuda::Nvfp4View sparse, residual;
     uint16_t* planes;
     uint8_t* images;
     cuda::PlaneOrder order;
+    uint8_t* lo_flags;
   };
   static int64_t padded_k(int64_t k) { return cuda::plane_row_halves(k, cuda::PlaneOrder::kWgmma); }
   static const float* act_scale(const float* xq, int64_t t, int64_t k) {
@@ -801,7 +809,7 @@ class CudaBackend final : public Backend {
   Fp4Out fp4_out(int64_t t, int64_t k, float* xq, cuda::PrepareMode mode) {
     auto up = [](size_t b) { return (b + 255) / 256 * 256; };
     const size_t n = static_cast<size_t>(t * k), codes = up(n / 2), scales = up(n / 16);
-    grow(packed_, 2 * (codes + scales));
+    grow(packed_, 2 * (codes + scales) + up(n / 32));
     uint8_t* p = packed_.as<uint8_t>();
     float* ts = xq + t * padded_k(k);
     // Whether the products will want the images: their N is not known here, K stands in for it
@@ -815,6 +823,13 @@ class CudaBackend final : public Backend {
     // stay in kMma, which every other consumer reads).
     const cuda::PlaneOrder order =
         !ws && t <= decode_rows() ? cuda::decode_plane_order(t) : cuda::PlaneOrder::kMma;
+    // The merged planes and their lo flags where a product skips lo: the per-tile decode GEMM's
+    // two-MMA rows, 5..8 (gemm_decode_mma.cu kLoSkip; session 32 measured batch 8 +7% with them,
+    // and batch 4, where one MMA serves both paths, slower).
+    uint8_t* lo_flags = lo_skip_ && !ws && mode != cuda::PrepareMode::kNvfp4 &&
+                                order == cuda::PlaneOrder::kMma && t > 4 && t <= 8
+                            ? p + 2 * (codes + scales)
+                            : nullptr;
     act_ = PreparedAct{xq,
                        t,
                        k,
@@ -823,9 +838,14 @@ class CudaBackend final : public Backend {
                        {p + codes + scales, p + 2 * codes + scales, ts},
                        !ws,
                        order,
-                       images};
-    return {act_.sparse, act_.residual, ws ? nullptr : reinterpret_cast<uint16_t*>(xq),
-            images ? prefill_act_.as<uint8_t>() : nullptr, order};
+                       images,
+                       lo_flags};
+    return {act_.sparse,
+            act_.residual,
+            ws ? nullptr : reinterpret_cast<uint16_t*>(xq),
+            images ? prefill_act_.as<uint8_t>() : nullptr,
+            order,
+            lo_flags};
   }
   // Whether a sharq-nvfp4-24 product of t rows and N = n takes the 2:4 prefill kernel (always:
   // at any size past the decode rows); fp4_out asks it of K before the products are known.
@@ -849,6 +869,7 @@ class CudaBackend final : public Backend {
                                      reinterpret_cast<uint16_t*>(a.xq), stream_);
       act_.planes = true;
       act_.order = cuda::PlaneOrder::kMma;
+      act_.lo_flags = nullptr;  // the expansion writes none
     }
     return reinterpret_cast<const uint16_t*>(xq);
   }
@@ -917,7 +938,7 @@ class CudaBackend final : public Backend {
     if (t <= decode_rows()) {
       const cuda::DecodeGemmPart part{w.fp4, w.n, y};
       cuda::gemm_decode_mma_group_f32(planes, w.paths, sx, t, &part, 1, w.group, w.k, stream_,
-                                      accumulate, act_.order);
+                                      accumulate, act_.order, act_.lo_flags);
       const LinearWeights* one = &w;
       decode_product_launched({&one, 1});
     } else if (ws) {  // the one-launch 2:4 + dense product
@@ -953,7 +974,7 @@ class CudaBackend final : public Backend {
     if (attend(&sink)) {
       if (skipped(cuda::profile_skip::kOPass)) return;
       cuda::prepare_pass(rule.prepare, out, rows, k, o.sparse, o.residual, sc, stream_, o.planes,
-                         o.images, o.order);
+                         o.images, o.order, o.lo_flags);
     } else {
       quantize_activation(mode, out, rows, k, xq, name);
     }
@@ -1021,8 +1042,11 @@ class CudaBackend final : public Backend {
   PreparedAct act_;          // the last FP4 prepare (fp4_out)
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)
-  bool fuse_rope_ = true;    // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
-  bool rope_attn_ = true;    // SHARQ_CUDA_ROPE_ATTN=0: RoPE + KV store outside decode attention
+  // SHARQ_CUDA_LO_SKIP=0: no lo flags, so the decode products read all of the SharQ planes' lo
+  // (A/B; docs/merged_operand.md)
+  bool lo_skip_ = true;
+  bool fuse_rope_ = true;  // SHARQ_CUDA_FUSE_ROPE=0: RoPE q, RoPE k, KV store as three kernels
+  bool rope_attn_ = true;  // SHARQ_CUDA_ROPE_ATTN=0: RoPE + KV store outside decode attention
   std::unique_ptr<SideBranch> kv_side_;  // prefetch_kv's branch
   // Off by default: session 30 (H200, one call, two alternating runs) measured batch 1 415.3 /
   // 419.1 tok/s with 16 MiB and 416.6 / 421.2 without, batch 8 1752 / 1752 and 1758 / 1766; the

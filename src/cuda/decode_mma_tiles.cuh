@@ -32,6 +32,9 @@ struct Parts {
   int64_t tile0[kMaxParts + 1];
   int count;
   bool accumulate;  // y += product
+  // Two paths: the prepare's lo flags for the planes (kernels.h, lo_flags; null: none), read by
+  // the per-tile kernel at M <= 8.
+  const uint8_t* lo_flags;
 };
 
 __device__ __forceinline__ uint32_t comp(const uint4& v, int i) {

@@ -37,10 +37,13 @@ struct ActSlice {
 // loads then add kk to a row pointer instead of rebuilding (plane m + token) k + kk from the
 // kernel parameters (the compiler reloaded them for every load under the register cap: about a
 // tenth of the M <= 8 loop's instructions). A row past m is never read (live).
+// lo[p]: path p reads plane 1 of a two-path activation, the SharQ planes' lo (PACK: every lane
+// reads one plane, lanes g >= 4 the second).
 template <int NT, int PATHS, bool PACK>
 struct ActRows {
   const __half* row[PATHS][NT];
   bool live[NT];
+  bool lo[PATHS];
 
   __device__ __forceinline__ ActRows(const __half* x, int m, int64_t k, int g) {
 #pragma unroll
@@ -53,22 +56,26 @@ struct ActRows {
         row[p][i] = x + (plane * m + (live[i] ? tok : 0)) * k;
       }
     }
+#pragma unroll
+    for (int p = 0; p < PATHS; ++p) lo[p] = PACK ? (g >> 2) == 1 : PATHS == 2 && p == 1;
   }
 };
 
 // PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
 // so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
+// lo_here: whether the lane's 32-block of plane 1 may be non-zero (its lo flag); where not, its
+// loads are skipped (the zeros are what they would read).
 template <int NT, int PATHS, bool PACK>
 __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<NT, PATHS, PACK>& r,
-                                         int64_t kk, bool valid) {
+                                         int64_t kk, bool valid, bool lo_here = true) {
 #pragma unroll
   for (int p = 0; p < PATHS; ++p) {
 #pragma unroll
     for (int i = 0; i < NT; ++i) {
       const uint4* src = reinterpret_cast<const uint4*>(r.row[p][i] + kk);
+      const bool on = valid && r.live[i] && (lo_here || !r.lo[p]);
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
-        a.v[u][p][i] = valid && r.live[i] ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < 4; ++u) a.v[u][p][i] = on ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -95,7 +102,9 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const __half* _
 
 // One window of one lane: decode its two weight rows' 32 codes each (scaled, exact FP16) into
 // A fragments and multiply them by every activation slice (both paths, every token tile).
-template <int NT, int P, int RT>
+// USE: the paths multiplied, P or 1 (plane 1, the SharQ planes' lo, zero in the whole window:
+// its MMAs skipped; a separate instantiation, so that no branch splits the window's code).
+template <int NT, int P, int RT, int USE = P>
 __device__ __forceinline__ void window_mma(float (&acc)[RT][NT][4], const WeightSlice<RT>& sl,
                                            const ActSlice<NT, P>& xa) {
 #pragma unroll
@@ -111,7 +120,7 @@ __device__ __forceinline__ void window_mma(float (&acc)[RT][NT][4], const Weight
       for (int half = 0; half < 2; ++half) {
         const uint32_t a[4] = {h0[2 * half], h1[2 * half], h0[2 * half + 1], h1[2 * half + 1]};
 #pragma unroll
-        for (int p = 0; p < P; ++p) {
+        for (int p = 0; p < USE; ++p) {
 #pragma unroll
           for (int i = 0; i < NT; ++i) {
             mma16816(acc[st][i], a, comp(xa.v[u][p][i], 2 * half),
@@ -188,9 +197,28 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   constexpr bool kAhead = NT <= 2;
   ActSlice<NT, PACK ? 1 : PATHS> xa;
   const ActRows<NT, PACK ? 1 : PATHS, PACK> xrows(x, m, k, g);  // used for NT == 1
+  // The SharQ planes' lo (plane 1) is zero almost everywhere (docs/merged_operand.md). With the
+  // prepare's flags (parts.lo_flags) and two MMAs a k-step (M = 5..8), a lane skips its plane-1
+  // loads where its 32-block's flag is clear, and the warp the window's plane-1 MMAs where every
+  // lane's is. A window's flag loads one act ahead (lo_next); the first window reads lo. (At
+  // M <= 4 one MMA serves both paths and the skip measured slower: session 32.)
+  constexpr bool kLoSkip = NT == 1 && PATHS == 2 && !PACK;
+  const uint8_t* lo_f = nullptr;  // this lane's flag of window 0 (block t of row g)
+  uint32_t lo_next = 1;           // the next act's window: plane 1 may be non-zero in this lane
+  if (kLoSkip && parts.lo_flags) {
+    lo_f = parts.lo_flags + int64_t{g} * (k / 32) + t;
+    if (g >= m) lo_next = 0;  // a row past m reads nothing
+  }
+  bool xa_lo = true;  // the window in xa: plane 1 may be non-zero in some lane (warp-uniform)
   auto act = [&](int64_t w) {
     const int64_t kk = w * kWin + 32 * t;
-    if constexpr (NT == 1) {
+    if constexpr (kLoSkip) {
+      const bool lo_here = lo_next != 0;
+      const int64_t wn = w + WARPS;
+      if (lo_f && g < m) lo_next = wn < nwin && wn * kWin + 32 * t < k ? __ldg(lo_f + 4 * wn) : 0u;
+      load_act(xa, xrows, kk, kk < k, lo_here);
+      xa_lo = __any_sync(0xffffffffu, lo_here);
+    } else if constexpr (NT == 1) {
       load_act(xa, xrows, kk, kk < k);
     } else {
       load_act<NT, PACK ? 1 : PATHS, PACK>(xa, x, m, k, kk, kk < k, g);
@@ -199,7 +227,11 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   auto step = [&](WeightSlice<RT>& sl, int64_t w) {
     if (w >= nwin) return;
     if (!kAhead) act(w);
-    window_mma<NT, PACK ? 1 : PATHS>(acc, sl, xa);
+    if (kLoSkip && !xa_lo) {
+      window_mma<NT, PACK ? 1 : PATHS, RT, 1>(acc, sl, xa);
+    } else {
+      window_mma<NT, PACK ? 1 : PATHS>(acc, sl, xa);
+    }
     if (kAhead && w + WARPS < nwin) act(w + WARPS);  // the next step's window, a step ahead
     const int64_t wl = w + kDepth * WARPS;
     if (wl < nwin) fill(sl, wl);
@@ -556,7 +588,7 @@ template <typename OutT>
 void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const DecodeGemmPart* in, int count, int w_group, int64_t k,
                          OutT* (*out)(const DecodeGemmPart&), cudaStream_t stream, bool accumulate,
-                         PlaneOrder order) {
+                         PlaneOrder order, const uint8_t* lo_flags) {
   if (m < 1 || m > 32)
     throw Error("cuda::gemm_decode_mma: M = " + std::to_string(m) + " is outside 1..32");
   if (count < 1 || count > kMaxParts)
@@ -567,6 +599,9 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
   Parts<OutT> parts{};
   parts.count = count;
   parts.accumulate = accumulate;
+  if (lo_flags && (paths != 2 || order != PlaneOrder::kMma))
+    throw Error("cuda::gemm_decode_mma: lo_flags go with two paths' kMma planes");
+  parts.lo_flags = lo_flags;
   int64_t rows = 0;
   for (int i = 0; i < count; ++i) {
     const int64_t n = in[i].n;
@@ -602,25 +637,26 @@ float* f32_out(const DecodeGemmPart& p) {
 
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y,
-                     cudaStream_t stream, PlaneOrder order) {
+                     cudaStream_t stream, PlaneOrder order, const uint8_t* lo_flags) {
   const DecodeGemmPart part{w, n, y};
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, bf16_out, stream,
-                      false, order);
+                      false, order, lo_flags);
 }
 
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
-                         cudaStream_t stream, PlaneOrder order) {
+                         cudaStream_t stream, PlaneOrder order, const uint8_t* lo_flags) {
   const DecodeGemmPart part{w, n, y};
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, &part, 1, w_group, k, f32_out, stream,
-                      false, order);
+                      false, order, lo_flags);
 }
 
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
-                               int64_t k, cudaStream_t stream, bool accumulate, PlaneOrder order) {
+                               int64_t k, cudaStream_t stream, bool accumulate, PlaneOrder order,
+                               const uint8_t* lo_flags) {
   gemm_decode_mma_any(x_gemm_f16, paths, x_tensor_scale, m, parts, count, w_group, k, f32_out,
-                      stream, accumulate, order);
+                      stream, accumulate, order, lo_flags);
 }
 
 // Measured on an H200 (session 20, the engine's decode, sharq-nvfp4-24, two alternating runs in

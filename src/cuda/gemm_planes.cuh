@@ -18,20 +18,29 @@ struct GemmPlanes {
   int64_t ld = 0;        // halves per row
   uint32_t per_row = 0;  // 32-blocks per row (k / 32)
   bool wgmma = false;    // PlaneOrder::kWgmma
+  // SharQ modes: the planes hold the merged operand (store_merged8) and this one byte per 32-block
+  // (row-major, rows x k / 32), 1 where the block's lo (plane 1) is not all zero; null: the
+  // planes hold the two paths (kernels.h, lo_flags).
+  uint8_t* lo_flags = nullptr;
 };
 
 // The planes of a (rows, k) activation at gemm_f16 (null: none) in `order`; `who` names the
 // caller in errors.
 inline GemmPlanes gemm_planes(uint16_t* gemm_f16, int64_t rows, int64_t k, PlaneOrder order,
-                              const char* who) {
-  if (!gemm_f16) return {};
+                              const char* who, uint8_t* lo_flags = nullptr) {
+  if (!gemm_f16) {
+    if (lo_flags)
+      throw Error(std::string("cuda::") + who + ": lo_flags describe planes: give gemm_f16 too");
+    return {};
+  }
   const int64_t ld = plane_row_halves(k, order);
   const bool wgmma = order == PlaneOrder::kWgmma;
   // The kWgmma store indexes a 32-block's row in 32 bits (decode-sized planes).
   if (wgmma && rows * ld > (int64_t{1} << 31))
     throw Error(std::string("cuda::") + who + ": " + std::to_string(rows) + " x " +
                 std::to_string(k) + " planes are too large for the wgmma K order (2^31 halves)");
-  return {reinterpret_cast<__half*>(gemm_f16), rows * ld, ld, static_cast<uint32_t>(k / 32), wgmma};
+  return {reinterpret_cast<__half*>(gemm_f16), rows * ld, ld,
+          static_cast<uint32_t>(k / 32),       wgmma,     lo_flags};
 }
 
 // The pairs (d[j], d[j + 4]), j = 0..3, of 8 scaled-domain decodes as FP16 (exact): the pair
@@ -68,6 +77,27 @@ __device__ __forceinline__ void store_plane8(const GemmPlanes& g, int path, int6
     dst[off] = w[j];
     if (pad) dst[off + 2] = 0u;
   }
+}
+
+// The SharQ planes (docs/merged_operand.md): both paths share s_t and W~, so the GEMM needs only
+// their sum A = X~_sp + R~ (exact in float32), written as plane 0 hi = RNE_fp16(A) and plane 1
+// lo = A - hi (exactly an FP16 value, zero unless A needs more than FP16's 11 bits). Elements
+// [8 u, 8 u + 8) of 32-block b from the paths' decodes; returns whether any of the 8 lo is
+// non-zero. The decode GEMM sums both planes' products, so the output is SPEC 7's.
+__device__ __forceinline__ bool store_merged8(const GemmPlanes& g, int64_t b, int u,
+                                              const float* dsp, const float* dr) {
+  float hi[8], lo[8];
+  bool any = false;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float a = __fadd_rn(dsp[i], dr[i]);
+    hi[i] = __half2float(__float2half_rn(a));
+    lo[i] = __fsub_rn(a, hi[i]);
+    any |= lo[i] != 0.0f;
+  }
+  store_plane8(g, 0, b, u, hi);
+  store_plane8(g, 1, b, u, lo);
+  return any;
 }
 
 }  // namespace sharq::cuda

@@ -126,15 +126,19 @@ __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b,
   nvfp4_block<16>(r + 16, codes + 8, residual.scales + 2 * b + 1, dr + 16);
   store16(residual.codes + b * 16, codes);
   if (planes.p) {
+    bool lo = false;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       if (MODE == 0) {
         store_plane8(planes, 0, b, u, dr + 8 * u);
+      } else if (planes.lo_flags) {  // the merged operand, for a product that skips lo
+        lo |= store_merged8(planes, b, u, dsp + 8 * u, dr + 8 * u);
       } else {
         store_plane8(planes, 0, b, u, dsp + 8 * u);
         store_plane8(planes, 1, b, u, dr + 8 * u);
       }
     }
+    if (MODE != 0 && planes.lo_flags) planes.lo_flags[b] = lo;
   }
   if (decoded) {
     float4* out = reinterpret_cast<float4*>(decoded + b * 32);
@@ -223,6 +227,12 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
   if (planes.p) {
     if (MODE == 0) {
       store_plane8(planes, 0, b, q, dr);
+    } else if (planes.lo_flags) {  // the merged operand, for a product that skips lo
+      const bool lo = store_merged8(planes, b, q, dsp, dr);
+      // The block's four lanes (nvfp4_block_part's group) vote.
+      const unsigned group = 0xFu << (threadIdx.x & 28u);
+      const bool any = (__ballot_sync(group, lo) & group) != 0u;
+      if (q == 0) planes.lo_flags[b] = any;
     } else {
       store_plane8(planes, 0, b, q, dsp);
       store_plane8(planes, 1, b, q, dr);
@@ -868,9 +878,9 @@ void check_shape(int64_t rows, int64_t k, const char* what) {
 
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
-             uint16_t* gemm_f16, PlaneOrder order) {
+             uint16_t* gemm_f16, PlaneOrder order, uint8_t* lo_flags) {
   check_shape(rows, k, "cuda::prepare");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare", lo_flags);
   launch_absmax(x, rows * k, absmax_scratch, stream);
   const int64_t blocks = rows * (k / 32);
   const unsigned grid =
@@ -952,9 +962,10 @@ stage_images::Regions images_for(const char* who, PrepareMode mode, uint8_t* ws_
 
 void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                   float* decoded, PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order) {
+                   float* decoded, PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order,
+                   uint8_t* lo_flags) {
   check_shape(rows, k, "cuda::prepare_fused");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_fused");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_fused", lo_flags);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);
@@ -981,9 +992,9 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
 
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                  uint8_t* ws_images, PlaneOrder order) {
+                  uint8_t* ws_images, PlaneOrder order, uint8_t* lo_flags) {
   check_shape(rows, k, "cuda::prepare_pass");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_pass");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_pass", lo_flags);
   const auto images =
       images_for("prepare_pass", mode, ws_images, rows, k, PrepareSchedule::kTwoKernel, stream);
   with_mode(mode, [&](auto m) {
@@ -995,9 +1006,10 @@ void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvf
 
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
-                    uint16_t* gemm_f16, float* decoded, uint8_t* ws_images, PlaneOrder order) {
+                    uint16_t* gemm_f16, float* decoded, uint8_t* ws_images, PlaneOrder order,
+                    uint8_t* lo_flags) {
   check_shape(rows, k, "cuda::prepare_swiglu");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_swiglu");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_swiglu", lo_flags);
   if ((reinterpret_cast<uintptr_t>(gate) & 15) || (reinterpret_cast<uintptr_t>(up) & 15))
     throw Error("cuda::prepare_swiglu: gate and up must be 16-byte aligned");
   const PrepareSchedule schedule = auto_schedule(rows * k);
@@ -1040,9 +1052,10 @@ bool launch_rmsnorm_publish_rows(const float* x, const float* w, float eps, int6
 void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, float eps, int64_t rows,
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16, float* normed_out, float* decoded,
-                     PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order) {
+                     PrepareSchedule schedule, uint8_t* ws_images, PlaneOrder order,
+                     uint8_t* lo_flags) {
   check_shape(rows, k, "cuda::prepare_rmsnorm");
-  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_rmsnorm");
+  const GemmPlanes gh = gemm_planes(gemm_f16, rows, k, order, "prepare_rmsnorm", lo_flags);
   const int64_t chunks = rows * (k / 32);
   const int64_t need = std::max<int64_t>((chunks + kThreads - 1) / kThreads, 1);
   if (schedule == PrepareSchedule::kAuto) schedule = auto_schedule(rows * k);

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -293,16 +294,65 @@ TEST_P(CudaGemmDecodeMmaRowTiles, MatchesFloat64ReferenceAndWritesEverything) {
                            {6, 3000, 1600}}) {
       const PlaneOrder order = GetParam().order;
       DeviceBuffer<uint16_t> xh(static_cast<size_t>(paths * m * plane_row_halves(k, order)));
+      // The SharQ planes' lo flags (kMma): the per-tile kernel skips plane 1 where they are clear.
+      DeviceBuffer<uint8_t> lo_flags(static_cast<size_t>(m * k / 32));
+      uint8_t* flags = paths == 2 && order == PlaneOrder::kMma ? lo_flags.p : nullptr;
       const PrepareMode prep = pm;
       const int group = g;
       const int64_t mm = m, nn = n, kk = k;
       check_gemm_case(mode, g, m, n, k, [&](const GemmCaseBuffers& b) {
         prepare(prep, b.x, mm, kk, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
-                nullptr, xh.p, order);
+                nullptr, xh.p, order, flags);
         gemm_decode_mma(xh.p, paths, b.residual->ts.p, mm, b.weight->view(), group, nn, kk, b.y,
-                        nullptr, order);
+                        nullptr, order, flags);
       });
     }
+  }
+}
+
+// The lo skip (docs/merged_operand.md): with the prepare's lo flags, the per-tile kernel (M <= 8,
+// packed and unpacked paths, one and two row tiles) gives the same outputs as without them (it
+// skips only zeros), on activations with heavy outliers whose flags are neither all set nor all
+// clear.
+TEST_P(CudaGemmDecodeMmaRowTiles, LoSkipGivesTheSameOutputs) {
+  if (GetParam().order != PlaneOrder::kMma) GTEST_SKIP() << "lo flags go with kMma planes";
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{2, 300, 4096},
+                         {4, 1000, 1088},
+                         {5, 96, 14336},
+                         {8, 2048, 4096}}) {
+    auto x = synthetic_activation(m, k, fresh_seed(), 8, 300.0f);
+    // Outliers that leave lo for sure (a backbone of 6 x 352 = 2112 beside a residual of about
+    // -21, whose sum is odd past 2048, where FP16 steps by 2), in the first window of each row.
+    for (int64_t r = 0; r < m; ++r) {
+      x[static_cast<size_t>(r * k + 5)] = 1e4f;
+      x[static_cast<size_t>(r * k + 37)] = 7777.0f;
+    }
+    const auto w = synthetic_weight(n, k, fresh_seed());
+    DeviceBuffer<float> dx(x.size()), dw(w.size());
+    dx.upload(x.data());
+    dw.upload(w.data());
+    DeviceNvfp4 sp(m, k, 32), rs(m, k, 16), wq(n, k, 32);
+    DeviceBuffer<uint32_t> scratch(1);
+    pack_weight(dw.p, n, k, 32, wq.view(), scratch.p, nullptr);
+    DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
+    DeviceBuffer<uint8_t> flags(static_cast<size_t>(m * k / 32));
+    prepare(PrepareMode::kSharqNvfp4_24, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p,
+            nullptr, xh.p, PlaneOrder::kMma, flags.p);
+    DeviceBuffer<float> with(static_cast<size_t>(m * n)), without(static_cast<size_t>(m * n));
+    with.poison(0xFF);
+    without.poison(0xFF);
+    gemm_decode_mma_f32(xh.p, 2, rs.ts.p, m, wq.view(), 32, n, k, without.p, nullptr);
+    gemm_decode_mma_f32(xh.p, 2, rs.ts.p, m, wq.view(), 32, n, k, with.p, nullptr, PlaneOrder::kMma,
+                        flags.p);
+    check(cudaDeviceSynchronize(), "sync");
+    const auto f = flags.download();
+    const auto set = std::count(f.begin(), f.end(), uint8_t{1});
+    EXPECT_GT(set, 0) << "M=" << m << " K=" << k;
+    EXPECT_LT(set, static_cast<std::ptrdiff_t>(f.size())) << "M=" << m << " K=" << k;
+    const auto a = with.download(), b = without.download();
+    size_t bad = 0;
+    for (size_t i = 0; i < a.size(); ++i) bad += !(a[i] == b[i]);  // NaN (unwritten) counts
+    EXPECT_EQ(bad, 0u) << "M=" << m << " N=" << n << " K=" << k;
   }
 }
 
@@ -879,6 +929,14 @@ TEST(CudaErrors, BadShapesAreErrors) {
                Error);
   EXPECT_THROW(gemm_decode_mma(planes, 2, nullptr, 32, v, 32, 64, int64_t{1} << 27, nullptr,
                                nullptr, PlaneOrder::kWgmma),
+               Error);
+  // lo flags go with two paths' kMma planes only.
+  const uint8_t flag = 0;
+  EXPECT_THROW(gemm_decode_mma(planes, 1, nullptr, 8, v, 16, 64, 64, nullptr, nullptr,
+                               PlaneOrder::kMma, &flag),
+               Error);
+  EXPECT_THROW(gemm_decode_mma(planes, 2, nullptr, 8, v, 32, 64, 64, nullptr, nullptr,
+                               PlaneOrder::kWgmma, &flag),
                Error);
 }
 

@@ -20,6 +20,8 @@
 #include "sharq/cuda/kernels.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
+#include "sharq/formats.h"
+#include "sharq/merged_operand.h"
 #include "sharq/synthetic.h"
 
 namespace sharq::cuda {
@@ -37,7 +39,8 @@ struct Outputs {
         rs_scales(rows * k / 16),
         ts(2),
         f16(2 * rows * k),
-        dec(rows * k) {}
+        dec(rows * k),
+        lo(rows * k / 32) {}
   void poison(int byte) {
     sp_codes.poison(byte);
     sp_scales.poison(byte);
@@ -46,6 +49,7 @@ struct Outputs {
     ts.poison(byte);
     f16.poison(byte);
     dec.poison(byte);
+    lo.poison(byte);
   }
   Nvfp4View sparse() { return {sp_codes.p, sp_scales.p, ts.p}; }
   Nvfp4View residual() { return {rs_codes.p, rs_scales.p, ts.p + 1}; }
@@ -53,6 +57,7 @@ struct Outputs {
   Buf<float> ts;
   Buf<uint16_t> f16;
   Buf<float> dec;
+  Buf<uint8_t> lo;  // the SharQ planes' lo flags
 };
 
 std::vector<uint32_t> bits(const std::vector<float>& v) {
@@ -107,6 +112,40 @@ void expect_same(Outputs& got, Outputs& base, const ActivationQuant& ref, Mode m
   }
   EXPECT_EQ(f, fb) << what << " gemm_f16";
   EXPECT_EQ(bits(got.dec.download()), bits(base.dec.download())) << what << " decoded";
+  if (mode != Mode::kNvfp4) EXPECT_EQ(got.lo.download(), base.lo.download()) << what << " lo flags";
+}
+
+// The SharQ planes against the CPU (docs/merged_operand.md): plane 0 holds hi and plane 1 lo of
+// merge_to_halves(backbone decode, residual decode) for every element (kMma order: element j of
+// an 8-group at slot 2j, j < 4, or 2 (j - 4) + 1), and a block's flag is 1 exactly where one of
+// its 32 lo is not zero. Returns how many flags are set.
+int64_t expect_merged_planes(Outputs& got, const ActivationQuant& ref, int64_t rows, int64_t k,
+                             const std::string& what) {
+  const auto f = got.f16.download();
+  const auto flags = got.lo.download();
+  std::vector<float> sp(static_cast<size_t>(k)), rs(static_cast<size_t>(k));
+  int64_t set = 0, bad = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    format_traits(ref.sparse_q.format)
+        .dequantize_row(ref.sparse_q.codes.data() + r * k / 2,
+                        ref.sparse_q.scales.data() + r * k / 32, k, sp.data());
+    format_traits(ref.dense_q.format)
+        .dequantize_row(ref.dense_q.codes.data() + r * k / 2,
+                        ref.dense_q.scales.data() + r * k / 16, k, rs.data());
+    for (int64_t b = 0; b < k / 32; ++b) {
+      bool any = false;
+      for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {
+        const MergedHalves h = merge_to_halves(sp[e], rs[e]);
+        const int64_t j = e % 8, slot = e - j + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
+        bad += f[r * k + slot] != h.hi || f[rows * k + r * k + slot] != h.lo;
+        any |= h.lo != 0;
+      }
+      bad += flags[r * (k / 32) + b] != (any ? 1 : 0);
+      set += any;
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << " merged planes or lo flags";
+  return set;
 }
 
 std::string label(Mode mode, int64_t rows, int64_t k, const char* how) {
@@ -118,10 +157,11 @@ TEST(CudaPrepareFused, EveryScheduleBitExactVsCpuAndPrepare) {
   Buf<uint32_t> scratch(prepare_scratch_bytes(0) / 4);
   scratch.poison(0);  // once: the schedules leave it ready for the next call
   std::mt19937_64 seeds(std::random_device{}());
+  int64_t flags_set = 0;
   for (auto [pm, mode] : kModes) {
     for (auto [rows, k] : kShapes) {
       if (skip_shape(mode, rows, k)) continue;
-      auto x = synthetic_activation(rows, k, seeds());
+      auto x = synthetic_activation(rows, k, seeds(), 8, 300.0f);  // lo where outliers sit
       x[0] = 0.0f;
       const ActivationQuant ref = quantize_activation(mode, x.data(), rows, k, "x");
       Buf<float> dx(x.size());
@@ -129,17 +169,23 @@ TEST(CudaPrepareFused, EveryScheduleBitExactVsCpuAndPrepare) {
       Outputs base(rows, k), got(rows, k);
       Buf<uint32_t> old_scratch(1);
       base.poison(0xCD);
+      const bool sharq = mode != Mode::kNvfp4;
       prepare(pm, dx.p, rows, k, base.sparse(), base.residual(), base.dec.p, old_scratch.p, nullptr,
-              base.f16.p);
+              base.f16.p, PlaneOrder::kMma, sharq ? base.lo.p : nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      if (sharq)
+        flags_set += expect_merged_planes(base, ref, rows, k, label(mode, rows, k, "base"));
       for (auto [sched, name] : kSchedules) {
         got.poison(0xAB);
         prepare_fused(pm, dx.p, rows, k, got.sparse(), got.residual(), scratch.p, nullptr,
-                      got.f16.p, got.dec.p, sched);
+                      got.f16.p, got.dec.p, sched, nullptr, PlaneOrder::kMma,
+                      sharq ? got.lo.p : nullptr);
         check(cudaDeviceSynchronize(), "sync");
         expect_same(got, base, ref, mode, label(mode, rows, k, name));
       }
     }
   }
+  EXPECT_GT(flags_set, 0) << "outliers of 300x leave some lo: the planes' check saw them";
   // Left as zeroed except the generation and the last published max.
   const auto s = scratch.download();
   EXPECT_EQ(s[0], 0u);
@@ -163,10 +209,12 @@ TEST(CudaPrepareFusedSwiglu, SameBitsAsSwigluThenPrepare) {
       base.poison(0xCD);
       got.poison(0xCD);
       swiglu(dg.p, du.p, rows * k, h.p, nullptr);
+      const bool sharq = mode != Mode::kNvfp4;
       prepare_fused(pm, h.p, rows, k, base.sparse(), base.residual(), scratch.p, nullptr,
-                    base.f16.p, base.dec.p);
+                    base.f16.p, base.dec.p, PrepareSchedule::kAuto, nullptr, PlaneOrder::kMma,
+                    sharq ? base.lo.p : nullptr);
       prepare_swiglu(pm, dg.p, du.p, rows, k, got.sparse(), got.residual(), scratch.p, nullptr,
-                     got.f16.p, got.dec.p);
+                     got.f16.p, got.dec.p, nullptr, PlaneOrder::kMma, sharq ? got.lo.p : nullptr);
       check(cudaDeviceSynchronize(), "sync");
       const std::string what = label(mode, rows, k, "swiglu");
       EXPECT_EQ(got.sp_codes.download(), base.sp_codes.download()) << what;
@@ -176,6 +224,7 @@ TEST(CudaPrepareFusedSwiglu, SameBitsAsSwigluThenPrepare) {
       EXPECT_EQ(bits(got.ts.download()), bits(base.ts.download())) << what;
       EXPECT_EQ(got.f16.download(), base.f16.download()) << what;
       EXPECT_EQ(bits(got.dec.download()), bits(base.dec.download())) << what;
+      if (sharq) EXPECT_EQ(got.lo.download(), base.lo.download()) << what << " lo flags";
     }
   }
 }
@@ -232,13 +281,15 @@ TEST(CudaPrepareFusedRmsNorm, BitExactVsCpuRmsNormThenQuantize) {
         scratch.poison(0);
         Outputs base(rows, k), got(rows, k);
         base.poison(0xCD);
+        const bool sharq = mode != Mode::kNvfp4;
         prepare(pm, dh.p, rows, k, base.sparse(), base.residual(), base.dec.p, old_scratch.p,
-                nullptr, base.f16.p);
+                nullptr, base.f16.p, PlaneOrder::kMma, sharq ? base.lo.p : nullptr);
         for (auto [sched, name] : kSchedules) {  // each call runs on the scratch as left
           got.poison(0xAB);
           normed.poison(0xAB);
           prepare_rmsnorm(pm, dx.p, dw.p, eps, rows, k, got.sparse(), got.residual(), scratch.p,
-                          nullptr, got.f16.p, normed.p, got.dec.p, sched);
+                          nullptr, got.f16.p, normed.p, got.dec.p, sched, nullptr, PlaneOrder::kMma,
+                          sharq ? got.lo.p : nullptr);
           check(cudaDeviceSynchronize(), "sync");
           const std::string what =
               label(mode, rows, k, sequential ? "rmsnorm sequential" : "rmsnorm") + " " + name;
@@ -380,6 +431,12 @@ TEST(CudaPrepareFusedErrors, BadShapesAreErrors) {
   EXPECT_THROW(prepare_fused(PrepareMode::kNvfp4, nullptr, 1, 100, v, v, nullptr, nullptr), Error);
   EXPECT_THROW(
       prepare_rmsnorm(PrepareMode::kNvfp4, nullptr, nullptr, 1e-5f, 2, 96, v, v, nullptr, nullptr),
+      Error);
+  // lo flags describe the merged planes: none to describe without gemm_f16.
+  uint8_t flag = 0;
+  EXPECT_THROW(
+      prepare_fused(PrepareMode::kSharqNvfp4_24, nullptr, 1, 64, v, v, nullptr, nullptr, nullptr,
+                    nullptr, PrepareSchedule::kAuto, nullptr, PlaneOrder::kMma, &flag),
       Error);
 }
 

@@ -45,9 +45,17 @@ constexpr int64_t plane_row_halves(int64_t k, PlaneOrder order) {
 // significant bits and lies in [2^-10, 2688]) that gemm_decode_mma reads: shape (paths, rows, k)
 // with paths = 2 (plane 0 backbone X~_sp, plane 1 residual R~) for the SharQ modes and 1 (R~)
 // for kNvfp4, scaled domain, in the K order `order` (PlaneOrder; rows plane_row_halves apart).
+// lo_flags (SharQ modes, with gemm_f16; kNvfp4 writes none): the two planes hold instead the
+// merged operand
+// (docs/merged_operand.md): plane 0 hi = RNE_fp16(X~_sp + R~), plane 1 lo = the exact rest (zero
+// where the sum is an FP16 value), and lo_flags one byte per 32-element block, rows x k / 32
+// row-major, 1 where that block's lo is not all zero (gemm_decode_mma skips plane 1 where they
+// are clear). Every GEMM sums its two planes' products, so either form gives SPEC 7's
+// X~_sp W~^T + R~ W~^T. The same parameter on every prepare below.
 void prepare(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
              Nvfp4View residual, float* decoded, uint32_t* absmax_scratch, cudaStream_t stream,
-             uint16_t* gemm_f16 = nullptr, PlaneOrder order = PlaneOrder::kMma);
+             uint16_t* gemm_f16 = nullptr, PlaneOrder order = PlaneOrder::kMma,
+             uint8_t* lo_flags = nullptr);
 
 // How prepare_fused / prepare_rmsnorm order the tensor max and the decomposition (measured in
 // bench_prepare; kAuto: two kernels with PDL up to 2^20 elements, plain two kernels above).
@@ -77,7 +85,7 @@ void prepare_fused(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nv
                    Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
                    uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
                    PrepareSchedule schedule = PrepareSchedule::kAuto, uint8_t* ws_images = nullptr,
-                   PlaneOrder order = PlaneOrder::kMma);
+                   PlaneOrder order = PlaneOrder::kMma, uint8_t* lo_flags = nullptr);
 
 // Where a producer kernel publishes the tensor max of the activation it writes, so that the
 // prepare after it runs only its pass (prepare_pass): that prepare's scratch
@@ -93,7 +101,8 @@ struct TensorMaxSink {
 // producer's programmatic dependent, it reads x only after the producer completes.
 void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvfp4View sparse,
                   Nvfp4View residual, uint32_t* scratch, cudaStream_t stream, uint16_t* gemm_f16,
-                  uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
+                  uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma,
+                  uint8_t* lo_flags = nullptr);
 
 // h = silu(gate) * up (rows, k), computed as the engine's swiglu kernel does, then
 // prepare_fused(mode, h, ...) in two kernels (h is never stored): the same bits as swiglu then
@@ -101,7 +110,8 @@ void prepare_pass(PrepareMode mode, const float* x, int64_t rows, int64_t k, Nvf
 void prepare_swiglu(PrepareMode mode, const float* gate, const float* up, int64_t rows, int64_t k,
                     Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch, cudaStream_t stream,
                     uint16_t* gemm_f16 = nullptr, float* decoded = nullptr,
-                    uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
+                    uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma,
+                    uint8_t* lo_flags = nullptr);
 
 // RMSNorm fused in front of prepare: h = (x * inv_rms) * norm_w with
 // inv_rms = float(1 / sqrt(sum_j x_j^2 / k + eps)) summed in double exactly as the CPU
@@ -112,7 +122,8 @@ void prepare_rmsnorm(PrepareMode mode, const float* x, const float* norm_w, floa
                      int64_t k, Nvfp4View sparse, Nvfp4View residual, uint32_t* scratch,
                      cudaStream_t stream, uint16_t* gemm_f16 = nullptr, float* normed_out = nullptr,
                      float* decoded = nullptr, PrepareSchedule schedule = PrepareSchedule::kAuto,
-                     uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma);
+                     uint8_t* ws_images = nullptr, PlaneOrder order = PlaneOrder::kMma,
+                     uint8_t* lo_flags = nullptr);
 
 namespace testing {
 // Makes prepare_rmsnorm take its sequential-sum fallback on every row (tests only).
@@ -166,13 +177,19 @@ void gemm_decode(const float* x_decoded, const float* x_tensor_scale, int64_t m,
 // decoded once and multiplied into both paths, which share one FP32 accumulator per output.
 // Launched as a programmatic dependent of the kernel before it (the prepare): its blocks stream
 // their first weight windows while that kernel finishes, and read x only after it completes.
+// lo_flags (two paths, kMma planes; null: none): the prepare's (prepare lo_flags) for these
+// planes; the per-tile kernel (M <= 8) then skips plane 1's loads in the blocks whose flag is
+// clear and, above 4 rows, its MMAs in the windows where every flag is (plane 1 is zero there,
+// so the product is the same up to the order of the float sums).
 void gemm_decode_mma(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale, int64_t m,
                      const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* y_bf16,
-                     cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma);
+                     cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma,
+                     const uint8_t* lo_flags = nullptr);
 // The same with float32 output (the engine's residual stream is float32).
 void gemm_decode_mma_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                          int64_t m, const Nvfp4View& w, int w_group, int64_t n, int64_t k, float* y,
-                         cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma);
+                         cudaStream_t stream, PlaneOrder order = PlaneOrder::kMma,
+                         const uint8_t* lo_flags = nullptr);
 // The planes' K order the decode GEMM runs fastest from at m rows: kWgmma above 8 rows (the
 // wgmma kernel with whole-chunk window copies), else kMma (testing::decode_gemm_wgmma_order).
 // Every gemm_decode_mma* entry point takes planes in either order (`order`; kWgmma always runs
@@ -192,7 +209,8 @@ struct DecodeGemmPart {
 void gemm_decode_mma_group_f32(const uint16_t* x_gemm_f16, int paths, const float* x_tensor_scale,
                                int64_t m, const DecodeGemmPart* parts, int count, int w_group,
                                int64_t k, cudaStream_t stream, bool accumulate = false,
-                               PlaneOrder order = PlaneOrder::kMma);
+                               PlaneOrder order = PlaneOrder::kMma,
+                               const uint8_t* lo_flags = nullptr);
 
 // Prefetch into L2 the leading part of a product's FP4 weights (l2_prefetch_plan.h), at most
 // about `budget_bytes` of codes and scales in all: the same leading fraction of every 16-row
@@ -252,9 +270,10 @@ void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_bf16,
                               const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                               int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
                               cudaStream_t stream);
-// The FP16 GEMM planes prepare writes into gemm_f16 (backbone then residual; nvfp4: one plane),
-// bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and `residual` (m, k; codes
-// 4-byte aligned). For products that need the planes after a prepare that skipped them.
+// The FP16 GEMM planes prepare writes into gemm_f16 without lo_flags (backbone then residual;
+// nvfp4: one plane), bit for bit, from its packed outputs `sparse` (ignored for nvfp4) and
+// `residual` (m, k; codes 4-byte aligned). For products that need the planes after a prepare
+// that skipped them.
 void expand_activation_planes(PrepareMode mode, const Nvfp4View& sparse, const Nvfp4View& residual,
                               int64_t m, int64_t k, uint16_t* planes, cudaStream_t stream);
 // The same planes with BF16 elements (the same values, exactly).
