@@ -87,6 +87,8 @@ PackedTensor quantize(Format f, const float* x, int64_t rows, int64_t cols,
                       std::string_view tensor_name, int threads = 1);
 // Dequantizes to original units: (decode * block scale) * s_t, left to right.
 void dequantize(const PackedTensor& t, float* out, int threads = 1);
+// Row r (< t.rows) in the format's scaled domain, decode * block scale (no s_t): t.cols floats.
+void dequantize_row_scaled(const PackedTensor& t, int64_t r, float* out);
 
 // Packs/unpacks FP4 nibbles: element 2i is the low nibble of byte i.
 inline void put_nibble(uint8_t* codes, int64_t i, uint8_t code) {

@@ -129,15 +129,19 @@ PackedTensor quantize(Format f, const float* x, int64_t rows, int64_t cols,
   return out;
 }
 
-void dequantize(const PackedTensor& p, float* out, int threads) {
+void dequantize_row_scaled(const PackedTensor& p, int64_t r, float* out) {
   const FormatTraits& t = format_traits(p.format);
   const int64_t code_bytes_row = p.cols * t.code_bits / 8;
   const int64_t scale_bytes_row = scale_units_per_row(t, p.cols) * t.scale_bytes;
+  t.dequantize_row(p.codes.data() + r * code_bytes_row, p.scales.data() + r * scale_bytes_row,
+                   p.cols, out);
+}
+
+void dequantize(const PackedTensor& p, float* out, int threads) {
   parallel_for(p.rows, threads, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* o = out + r * p.cols;
-      t.dequantize_row(p.codes.data() + r * code_bytes_row, p.scales.data() + r * scale_bytes_row,
-                       p.cols, o);
+      dequantize_row_scaled(p, r, o);
       for (int64_t c = 0; c < p.cols; ++c) o[c] = o[c] * p.tensor_scale;
     }
   });

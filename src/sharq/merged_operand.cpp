@@ -21,14 +21,6 @@ bool is_nvfp4(Format f) {
   return f == Format::kNvfp4G16 || f == Format::kNvfp4G32;
 }
 
-// Row r of an NVFP4 tensor decoded into the scaled domain (no tensor scale).
-void scaled_row(const PackedTensor& p, int64_t r, float* out) {
-  const FormatTraits& t = format_traits(p.format);
-  const int64_t code_bytes = p.cols * t.code_bits / 8;
-  const int64_t scale_bytes = p.cols / t.block * t.scale_bytes;
-  t.dequantize_row(p.codes.data() + r * code_bytes, p.scales.data() + r * scale_bytes, p.cols, out);
-}
-
 }  // namespace
 
 MergedHalves merge_to_halves(float sp, float rs) {
@@ -60,8 +52,8 @@ MergedLoStats merged_lo_stats(const ActivationQuant& q) {
   std::vector<uint8_t> col_hit(static_cast<size_t>(q.cols), 0);
   std::vector<float> sp(static_cast<size_t>(q.cols)), rs(static_cast<size_t>(q.cols));
   for (int64_t r = 0; r < q.rows; ++r) {
-    scaled_row(q.sparse_q, r, sp.data());
-    scaled_row(q.dense_q, r, rs.data());
+    dequantize_row_scaled(q.sparse_q, r, sp.data());
+    dequantize_row_scaled(q.dense_q, r, rs.data());
     int64_t row_lo = 0;
     for (int64_t c = 0; c < q.cols; ++c) {
       if (merge_to_halves(sp[c], rs[c]).lo == 0) continue;

@@ -126,12 +126,8 @@ int64_t expect_merged_planes(Outputs& got, const ActivationQuant& ref, int64_t r
   std::vector<float> sp(static_cast<size_t>(k)), rs(static_cast<size_t>(k));
   int64_t set = 0, bad = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    format_traits(ref.sparse_q.format)
-        .dequantize_row(ref.sparse_q.codes.data() + r * k / 2,
-                        ref.sparse_q.scales.data() + r * k / 32, k, sp.data());
-    format_traits(ref.dense_q.format)
-        .dequantize_row(ref.dense_q.codes.data() + r * k / 2,
-                        ref.dense_q.scales.data() + r * k / 16, k, rs.data());
+    dequantize_row_scaled(ref.sparse_q, r, sp.data());
+    dequantize_row_scaled(ref.dense_q, r, rs.data());
     for (int64_t b = 0; b < k / 32; ++b) {
       bool any = false;
       for (int64_t e = 32 * b; e < 32 * b + 32; ++e) {

@@ -138,6 +138,29 @@ TEST(Fp8, TensorScaleAndSaturation) {
   EXPECT_EQ(d[1], 3.0f);
 }
 
+// A row in the scaled domain, times s_t, is the whole-tensor dequantization's row, bit for bit
+// (dequantize multiplies the same decode * scale by s_t), for every format.
+TEST(BlockFormats, ScaledRowTimesTensorScaleIsTheDequantizedRow) {
+  const int64_t rows = 3, cols = 128;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = std::sin(0.37f * static_cast<float>(i)) * (i % 17 + 1);
+  for (Format f :
+       {Format::kNvfp4G16, Format::kNvfp4G32, Format::kMxfp4, Format::kHif4, Format::kFp8}) {
+    const PackedTensor p = quantize(f, x.data(), rows, cols, "x");
+    std::vector<float> all(x.size()), row(static_cast<size_t>(cols));
+    dequantize(p, all.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_row_scaled(p, r, row.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        const float want = all[static_cast<size_t>(r * cols + c)];
+        const float got = format_traits(f).tensor_scaled ? row[c] * p.tensor_scale : row[c];
+        ASSERT_EQ(got, want) << format_traits(f).name << " " << r << "," << c;
+      }
+    }
+  }
+}
+
 TEST(BlockFormats, RejectBadShapesAndNonFinite) {
   std::vector<float> x(96, 1.0f);
   for (Format f : {Format::kNvfp4G16, Format::kNvfp4G32, Format::kMxfp4, Format::kHif4}) {

@@ -105,12 +105,8 @@ TEST(CudaHostOracle, MergedOperandHalves) {
     const ActivationQuant q = quantize_activation(mode, x.data(), rows, cols, "x");
     std::vector<float> sp(cols), rs(cols);
     for (int64_t r = 0; r < rows; ++r) {
-      format_traits(q.sparse_q.format)
-          .dequantize_row(q.sparse_q.codes.data() + r * cols / 2,
-                          q.sparse_q.scales.data() + r * cols / 32, cols, sp.data());
-      format_traits(q.dense_q.format)
-          .dequantize_row(q.dense_q.codes.data() + r * cols / 2,
-                          q.dense_q.scales.data() + r * cols / 16, cols, rs.data());
+      dequantize_row_scaled(q.sparse_q, r, sp.data());
+      dequantize_row_scaled(q.dense_q, r, rs.data());
       for (int64_t c = 0; c < cols; ++c) {
         expect_oracle_split(sp[c], rs[c]);
         lo_nonzero += merge_to_halves(sp[c], rs[c]).lo != 0;

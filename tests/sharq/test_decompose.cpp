@@ -25,12 +25,8 @@ std::vector<float> test_input() {
 
 // Dequantizes one row of a packed tensor to its scaled domain.
 std::vector<float> scaled_row(const PackedTensor& p, int64_t r) {
-  const FormatTraits& t = format_traits(p.format);
   std::vector<float> out(static_cast<size_t>(p.cols));
-  const int64_t code_row = p.cols * t.code_bits / 8;
-  const int64_t scale_row = t.block ? p.cols / t.block * t.scale_bytes : 0;
-  t.dequantize_row(p.codes.data() + r * code_row, p.scales.data() + r * scale_row, p.cols,
-                   out.data());
+  dequantize_row_scaled(p, r, out.data());
   return out;
 }
 

@@ -58,12 +58,8 @@ TEST(MergedOperand, RejectsPairsWithoutAnExactSplit) {
 }
 
 std::vector<float> scaled(const PackedTensor& p) {
-  const FormatTraits& t = format_traits(p.format);
   std::vector<float> out(static_cast<size_t>(p.rows * p.cols));
-  for (int64_t r = 0; r < p.rows; ++r) {
-    t.dequantize_row(p.codes.data() + r * p.cols / 2, p.scales.data() + r * p.cols / t.block,
-                     p.cols, out.data() + r * p.cols);
-  }
+  for (int64_t r = 0; r < p.rows; ++r) dequantize_row_scaled(p, r, out.data() + r * p.cols);
   return out;
 }
 
