@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace sharq {
 
@@ -156,6 +157,36 @@ inline float bf16_round(float x) {
   bits += 0x7FFFu + ((bits >> 16) & 1u);
   bits &= 0xFFFF0000u;
   return std::bit_cast<float>(bits);
+}
+
+// ---- FP16 (IEEE binary16): the Hopper tensor cores' input. Written out rather than through
+// _Float16, which not every compiler of the project supports on x86 (clang 14). ----
+// x rounded to FP16, RNE, as its bit pattern; |x| >= 65520 gives infinity, NaN a quiet NaN.
+inline uint16_t f16_bits(float x) {
+  const uint32_t b = std::bit_cast<uint32_t>(x);
+  const auto sign = static_cast<uint16_t>((b >> 16) & 0x8000u);
+  const uint32_t a = b & 0x7FFFFFFFu;
+  if (a > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);
+  if (a >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // rounds past 65504
+  if (a < 0x38800000u) {  // below 2^-14: a multiple of 2^-24 (x * 2^24 is exact)
+    const float q = std::nearbyint(std::bit_cast<float>(a) * 16777216.0f);  // RNE
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(q));          // 1024 is 2^-14, normal
+  }
+  const uint32_t m = a - 0x38000000u;  // exponent rebiased from 127 to 15
+  return static_cast<uint16_t>(sign | ((m + 0xFFFu + ((m >> 13) & 1u)) >> 13));  // RNE, carry
+}
+// The value of an FP16 bit pattern.
+inline float f16_value(uint16_t h) {
+  const uint32_t e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+  float v;
+  if (e == 0) {
+    v = std::ldexp(static_cast<float>(m), -24);
+  } else if (e == 31) {
+    v = m ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    v = std::bit_cast<float>(((e + 112u) << 23) | (m << 13));
+  }
+  return (h & 0x8000u) ? -v : v;
 }
 
 // The correctly rounded float32 reciprocal, SPEC section 1 "rcp".

@@ -138,8 +138,7 @@ class CpuBackend final : public Backend {
         for (int64_t g = 0; g < kv_heads; ++g) {
           float* r = c + (g * capacity + pos0) * head_dim;
           for (int64_t e = 0; e < t * head_dim; ++e) {
-            r[e] = round == KvRound::kBf16 ? bf16_round(r[e])
-                                           : static_cast<float>(static_cast<_Float16>(r[e]));
+            r[e] = round == KvRound::kBf16 ? bf16_round(r[e]) : f16_value(f16_bits(r[e]));
           }
         }
       }

@@ -148,7 +148,7 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t t, int64_t pos0, int
 }
 
 // A cache element from a float: itself, or the FP16 nearest to it (ties to even, as the CPU's
-// _Float16 conversion).
+// f16_bits, codecs.h).
 template <typename KV>
 __device__ __forceinline__ KV to_cache(float x) {
   if constexpr (std::is_same_v<KV, __half>) {

@@ -37,13 +37,10 @@ struct ActSlice {
 // loads then add kk to a row pointer instead of rebuilding (plane m + token) k + kk from the
 // kernel parameters (the compiler reloaded them for every load under the register cap: about a
 // tenth of the M <= 8 loop's instructions). A row past m is never read (live).
-// lo[p]: path p reads plane 1 of a two-path activation, the SharQ planes' lo (PACK: every lane
-// reads one plane, lanes g >= 4 the second).
 template <int NT, int PATHS, bool PACK>
 struct ActRows {
   const __half* row[PATHS][NT];
   bool live[NT];
-  bool lo[PATHS];
 
   __device__ __forceinline__ ActRows(const __half* x, int m, int64_t k, int g) {
 #pragma unroll
@@ -56,15 +53,13 @@ struct ActRows {
         row[p][i] = x + (plane * m + (live[i] ? tok : 0)) * k;
       }
     }
-#pragma unroll
-    for (int p = 0; p < PATHS; ++p) lo[p] = PACK ? (g >> 2) == 1 : PATHS == 2 && p == 1;
   }
 };
 
 // PACK (two paths, M <= 4): one n8 tile holds both paths, column j = path j / 4, token j % 4,
 // so one MMA serves both paths and the epilogue adds column pairs (j, j + 4).
-// lo_here: whether the lane's 32-block of plane 1 may be non-zero (its lo flag); where not, its
-// loads are skipped (the zeros are what they would read).
+// lo_here (two unpacked paths): whether the lane's 32-block of plane 1, the SharQ planes' lo, may
+// be non-zero (its lo flag); where not, its loads are skipped (the zeros are what they would read).
 template <int NT, int PATHS, bool PACK>
 __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<NT, PATHS, PACK>& r,
                                          int64_t kk, bool valid, bool lo_here = true) {
@@ -73,7 +68,7 @@ __device__ __forceinline__ void load_act(ActSlice<NT, PATHS>& a, const ActRows<N
 #pragma unroll
     for (int i = 0; i < NT; ++i) {
       const uint4* src = reinterpret_cast<const uint4*>(r.row[p][i] + kk);
-      const bool on = valid && r.live[i] && (lo_here || !r.lo[p]);
+      const bool on = valid && r.live[i] && (lo_here || p == 0);
 #pragma unroll
       for (int u = 0; u < 4; ++u) a.v[u][p][i] = on ? __ldg(src + u) : make_uint4(0, 0, 0, 0);
     }
@@ -206,8 +201,11 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
   const uint8_t* lo_f = nullptr;  // this lane's flag of window 0 (block t of row g)
   uint32_t lo_next = 1;           // the next act's window: plane 1 may be non-zero in this lane
   if (kLoSkip && parts.lo_flags) {
-    lo_f = parts.lo_flags + int64_t{g} * (k / 32) + t;
-    if (g >= m) lo_next = 0;  // a row past m reads nothing
+    if (g < m) {
+      lo_f = parts.lo_flags + int64_t{g} * (k / 32) + t;
+    } else {
+      lo_next = 0;  // a row past m reads nothing
+    }
   }
   bool xa_lo = true;  // the window in xa: plane 1 may be non-zero in some lane (warp-uniform)
   auto act = [&](int64_t w) {
@@ -215,7 +213,7 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
     if constexpr (kLoSkip) {
       const bool lo_here = lo_next != 0;
       const int64_t wn = w + WARPS;
-      if (lo_f && g < m) lo_next = wn < nwin && wn * kWin + 32 * t < k ? __ldg(lo_f + 4 * wn) : 0u;
+      if (lo_f) lo_next = wn < nwin && wn * kWin + 32 * t < k ? __ldg(lo_f + 4 * wn) : 0u;
       load_act(xa, xrows, kk, kk < k, lo_here);
       xa_lo = __any_sync(0xffffffffu, lo_here);
     } else if constexpr (NT == 1) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "sharq/codecs.h"
 #include "sharq/error.h"
 #include "sharq/formats.h"
 
@@ -26,15 +27,15 @@ bool is_nvfp4(Format f) {
 MergedHalves merge_to_halves(float sp, float rs) {
   const float a = sp + rs;
   // RNE, the same rounding as CUDA's __float2half_rn (the test's oracle).
-  const _Float16 hi = static_cast<_Float16>(a);
-  const float lo = a - static_cast<float>(hi);  // exact: a and hi are within one FP16 ulp
-  const _Float16 lo16 = static_cast<_Float16>(lo);
+  const uint16_t hi = f16_bits(a);
+  const float lo = a - f16_value(hi);  // exact: a and hi are within one FP16 ulp
+  const uint16_t lo16 = f16_bits(lo);
   if (static_cast<double>(a) != static_cast<double>(sp) + static_cast<double>(rs) ||
-      !std::isfinite(static_cast<float>(hi)) || static_cast<float>(lo16) != lo) {
+      !std::isfinite(f16_value(hi)) || f16_value(lo16) != lo) {
     throw Error("merge_to_halves: " + std::to_string(sp) + " + " + std::to_string(rs) +
                 " is not an FP16 hi + lo pair (not a SPEC 5 NVFP4 decode?)");
   }
-  return {std::bit_cast<uint16_t>(hi), std::bit_cast<uint16_t>(lo16)};
+  return {hi, lo16};
 }
 
 MergedLoStats merged_lo_stats(const ActivationQuant& q) {

@@ -82,6 +82,36 @@ TEST(CudaHostOracle, E4M3EveryMidpointAndNeighbours) {
   }
 }
 
+// FP16 (codecs.h f16_bits / f16_value) against CUDA's __float2half_rn / __half2float: random
+// floats over every binade from below FP16's subnormals to past its largest value, every
+// half-way point between neighbouring FP16 values (ties to even), and every FP16 bit pattern.
+TEST(CudaHostOracle, F16RoundingAndValues) {
+  std::mt19937_64 rng(17);
+  for (int i = 0; i < 1000000; ++i) {
+    const float x = random_float(rng, -30, 17);
+    ASSERT_EQ(f16_bits(x), std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x)) << x;
+  }
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    __half_raw r;
+    r.x = static_cast<unsigned short>(h);
+    const float want = __half2float(__half(r));
+    const float got = f16_value(static_cast<uint16_t>(h));
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(got)) << h;
+      continue;
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want)) << h;
+    if ((h & 0x7C00u) == 0x7C00u || (h & 0x7FFFu) == 0x7BFFu) continue;  // inf, NaN, the largest
+    // The midpoint to the next value up (exact in float32) and its neighbours.
+    const float next = f16_value(static_cast<uint16_t>(h + 1));
+    const float mid = want + (next - want) / 2;
+    for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      ASSERT_EQ(f16_bits(x), std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x))
+          << h << " " << x;
+    }
+  }
+}
+
 // The merged operand's halves (merged_operand.h) against CUDA's own float -> half rounding: hi is
 // __float2half_rn of the two paths' sum and lo that of the remainder, on every element of real
 // decompositions with heavy outliers (where lo is non-zero) and on random FP16-range pairs.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "sharq/codecs.h"
 #include "sharq/decompose.h"
 #include "sharq/error.h"
 #include "sharq/formats.h"
@@ -83,8 +84,7 @@ TEST(MergedOperand, ExactOnDecompositionsAndStatsMatchARecount) {
           const MergedHalves h = merge_to_halves(sp[i], rs[i]);
           const double a = static_cast<double>(sp[i]) + rs[i];
           ASSERT_EQ(half_value(h.hi) + half_value(h.lo), a) << r << "," << c;
-          const bool fp16_exact = static_cast<double>(static_cast<float>(
-                                      static_cast<_Float16>(static_cast<float>(a)))) == a;
+          const bool fp16_exact = half_value(f16_bits(static_cast<float>(a))) == a;
           ASSERT_EQ(h.lo != 0, !fp16_exact) << r << "," << c;
           if (h.lo != 0) {
             ++row_lo;
