@@ -24,7 +24,7 @@ struct MergedHalves {
 };
 
 // sp, rs: one element's scaled-domain decodes of the backbone and of the residual (SPEC 5
-// steps 3 and 5), e.g. from format_traits(f).dequantize_row. Throws sharq::Error when
+// steps 3 and 5), e.g. from dequantize_row_scaled. Throws sharq::Error when
 // hi + lo would not equal sp + rs exactly (inputs outside the SPEC 5 decode set).
 MergedHalves merge_to_halves(float sp, float rs);
 
