@@ -2,7 +2,6 @@
 #include "sharq/merged_operand.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <string>
 #include <vector>

@@ -82,6 +82,11 @@ TEST(CudaHostOracle, E4M3EveryMidpointAndNeighbours) {
   }
 }
 
+// CUDA's own float -> FP16 rounding, as a bit pattern.
+uint16_t oracle_half(float x) {
+  return std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x);
+}
+
 // FP16 (codecs.h f16_bits / f16_value) against CUDA's __float2half_rn / __half2float: random
 // floats over every binade from below FP16's subnormals to past its largest value, every
 // half-way point between neighbouring FP16 values (ties to even), and every FP16 bit pattern.
@@ -89,7 +94,7 @@ TEST(CudaHostOracle, F16RoundingAndValues) {
   std::mt19937_64 rng(17);
   for (int i = 0; i < 1000000; ++i) {
     const float x = random_float(rng, -30, 17);
-    ASSERT_EQ(f16_bits(x), std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x)) << x;
+    ASSERT_EQ(f16_bits(x), oracle_half(x)) << x;
   }
   for (uint32_t h = 0; h < 0x10000u; ++h) {
     __half_raw r;
@@ -106,8 +111,7 @@ TEST(CudaHostOracle, F16RoundingAndValues) {
     const float next = f16_value(static_cast<uint16_t>(h + 1));
     const float mid = want + (next - want) / 2;
     for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
-      ASSERT_EQ(f16_bits(x), std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x))
-          << h << " " << x;
+      ASSERT_EQ(f16_bits(x), oracle_half(x)) << h << " " << x;
     }
   }
 }
@@ -115,9 +119,6 @@ TEST(CudaHostOracle, F16RoundingAndValues) {
 // The merged operand's halves (merged_operand.h) against CUDA's own float -> half rounding: hi is
 // __float2half_rn of the two paths' sum and lo that of the remainder, on every element of real
 // decompositions with heavy outliers (where lo is non-zero) and on random FP16-range pairs.
-uint16_t oracle_half(float x) {
-  return std::bit_cast<uint16_t>(__half_raw(__float2half_rn(x)).x);
-}
 void expect_oracle_split(float sp, float rs) {
   const float a = sp + rs;
   const uint16_t hi = oracle_half(a);
