@@ -30,6 +30,7 @@
 
 #include "bench_common.cuh"
 #include "sharq/cuda/kernels.h"
+#include "sharq/synthetic.h"
 
 using sharq::bench::dmalloc;
 using sharq::bench::fill_random;
@@ -89,7 +90,8 @@ int main(int argc, char** argv) {
         "graph_cublas_bf16_us,graph_cublaslt_fp8_us,graph_sharq_gemm_us,graph_sharq_linear_us,"
         "graph_sharq_linear_pdl_us,nvfp4_cublas_us,sharq_cublas_us,weight_decode_us,"
         "sharq24_ws_gemm_us,sharq24_ws_repack_us,sharq24_ws_linear_us,sharq24_ws_prepare_us,"
-        "cublas_bf16_after_us,nvfp4_cublas_bf16out_us\n");
+        "cublas_bf16_after_us,nvfp4_cublas_bf16out_us,merged_ch_kprime_frac,merged_ch_gemm_us,"
+        "merged_ch_linear_us,merged_ch_prepare_us\n");
   std::printf(
       "\n| K | N | M | cuBLAS BF16 | cuBLASLt FP8 | NVFP4 GEMM v1/2 | SharQ GEMM v1/2 | NVFP4 GEMM "
       "v3 "
@@ -122,7 +124,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> prefill_ms = {128, 512, 2048, 8192};
   if (!rows_from_env("BENCH_DECODE_MS", ms) || !rows_from_env("BENCH_PREFILL_MS", prefill_ms))
     return 2;
-  std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows;
+  std::vector<std::string> prefill_rows, graph_rows, cublas_rows, rt_rows, merged_rows;
   for (const auto& shape : shapes) {
     const int64_t k = shape.first, n = shape.second;
     const size_t wn = size_t(n) * k;
@@ -359,7 +361,7 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.1f,%.2f,%.2f,%.2f,%.2f,%.1f,"
-            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1,-1,-1,-1,-1\n",
+            "decode_mma,%.2f,%.2f,%.2f,%.2f,%.2f,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_nvfp4, t_prep,
             t_gemm, t_lin, pct, t_nvfp4_v2, t_nvfp4_lin_v2, t_gemm_v2, t_lin_v2, pct2, g_bf16,
             g_fp8, g_gemm, g_lin, g_lin_pdl);
@@ -506,9 +508,82 @@ int main(int argc, char** argv) {
                                              nullptr);
           },
           kInner, kReps);
+      // The merged-operand prefill (docs/merged_operand.md; sharq-nvfp4-24): the engine's prepare
+      // writing kMmaRows planes and lo flags, then lo's columns found and compacted, the weight
+      // decoded with its K' columns gathered, K' read back, one GEMM of K + K''. The compaction
+      // works in place, so the whole linear is timed with its prepare each call; the GEMM alone
+      // (decode + gather + GEMM) from the K' of a first run; columns + read-back = the rest.
+      // Two inputs: the bench's (outliers scattered, every 997th element: a row's outliers land
+      // in other columns than the next row's, lo's columns pile up) and LLM-like outlier
+      // channels (sharq::synthetic_activation: the same few columns in every row, as in the
+      // models' activations, docs/merged_operand.md).
+      float* x_ch = static_cast<float*>(dmalloc(size_t(m) * k * 4));
+      {
+        const auto h = sharq::synthetic_activation(m, k, 12);
+        check(cudaMemcpy(x_ch, h.data(), h.size() * 4, cudaMemcpyHostToDevice), "h2d");
+      }
+      const auto mg_planes = static_cast<uint16_t*>(dmalloc(size_t(2 * m) * k * 2));
+      const auto mg_flags = static_cast<uint8_t*>(dmalloc(size_t(m) * k / 32));
+      sharq::cuda::MergedColumns mg_cols{dmalloc(sharq::cuda::merged_columns_bytes(k))};
+      check(cudaMallocHost(&mg_cols.kprime_host, sizeof(int32_t)), "cudaMallocHost");
+      check(cudaEventCreateWithFlags(&mg_cols.copied, cudaEventDisableTiming), "cudaEventCreate");
+      void* mg_ws = dmalloc(sharq::cuda::prefill_merged_scratch_bytes(n, k));
+      struct MergedTimes {
+        double kfrac, gemm, lin, prep;
+      };
+      auto merged_times = [&](const float* xin) {
+        auto prep = [&] {
+          sharq::cuda::prepare_fused(PrepareMode::kSharqNvfp4_24, xin, m, k, sp, rs, pscratch,
+                                     nullptr, mg_planes, nullptr,
+                                     sharq::cuda::PrepareSchedule::kAuto, nullptr,
+                                     sharq::cuda::PlaneOrder::kMmaRows, mg_flags);
+        };
+        auto linear = [&](int i, int64_t* kp) {
+          prep();
+          sharq::cuda::merged_lo_columns(mg_planes, mg_flags, m, k, mg_cols, nullptr);
+          sharq::cuda::gemm_prefill_merged_f32(blas, mg_planes, mg_cols, kp, rs.tensor_scale, m,
+                                               wq32[i % rot], 32, n, k, y32, mg_ws, nullptr);
+        };
+        MergedTimes t{};
+        t.lin = time_us(
+            [&](int i) {
+              int64_t kp = -1;
+              linear(i, &kp);
+            },
+            kInner, kReps);
+        t.prep = time_us([&](int) { prep(); }, kInner, kReps);
+        int64_t kprime = -1;
+        linear(0, &kprime);  // the planes compacted once more for the GEMM alone
+        t.gemm = time_us(
+            [&](int i) {
+              sharq::cuda::gemm_prefill_merged_f32(blas, mg_planes, mg_cols, &kprime,
+                                                   rs.tensor_scale, m, wq32[i % rot], 32, n, k, y32,
+                                                   mg_ws, nullptr);
+            },
+            kInner, kReps);
+        t.kfrac = double(kprime) / double(k);
+        return t;
+      };
+      const MergedTimes mg[2] = {merged_times(x), merged_times(x_ch)};
+      for (void* p : {(void*)x_ch, (void*)mg_planes, (void*)mg_flags, mg_cols.cols, mg_ws})
+        cudaFree(p);
+      cudaFreeHost(mg_cols.kprime_host);
+      cudaEventDestroy(mg_cols.copied);
       // The baseline again after ours: the card's clocks drift with its temperature over a row's
       // runs (docs/RESULTS.md, issue 5, session 13).
       const double t_bf16_after = time_bf16();
+      for (int i = 0; i < 2; ++i) {
+        const double cols_gemm = mg[i].lin - mg[i].prep;
+        char mgrow[400];
+        std::snprintf(mgrow, sizeof mgrow,
+                      "| %lld | %lld | %lld | %s | %.1f | %.1f%% | %.1f | %.2fx | %.1f | %.2fx | "
+                      "%.1f | %.1f | %.2fx | %.1f | %.0f%% | %.1f | %.2fx | %.1f |\n",
+                      (long long)k, (long long)n, (long long)m, i ? "channels" : "scattered",
+                      t_bf16, 100.0 * mg[i].kfrac, mg[i].gemm, mg[i].gemm / t_bf16, cols_gemm,
+                      cols_gemm / t_bf16, mg[i].prep, mg[i].lin, mg[i].lin / t_bf16, t_sharq_cb,
+                      100.0 * mg[i].prep / cols_gemm, t_ws_lin, t_ws_lin / t_bf16, t_bf16_after);
+        merged_rows.emplace_back(mgrow);
+      }
       cudaFree(img);
       cudaFree(pscratch);
       cudaFree(y32);
@@ -539,10 +614,10 @@ int main(int argc, char** argv) {
         std::fprintf(
             csv,
             "%s,%lld,%lld,%lld,%.2f,%.2f,-1,%.2f,-1,-1,-1,%.2f,%.2f,%.2f,%.2f,-1,prefill,-1,-1,-1,"
-            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+            "-1,-1,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.4f,%.2f,%.2f,%.2f\n",
             prop.name, (long long)k, (long long)n, (long long)m, t_bf16, t_fp8, t_prep, t_nvfp4,
             t_nvfp4_lin, t_sharq, t_lin, t_nvfp4_cb, t_sharq_cb, t_wdec, t_ws, t_images, t_ws_lin,
-            t_ws_prep, t_bf16_after, t_nvfp4_cb16);
+            t_ws_prep, t_bf16_after, t_nvfp4_cb16, mg[1].kfrac, mg[1].gemm, mg[1].lin, mg[1].prep);
       }
       for (void* p :
            {(void*)x, (void*)xh, (void*)xb, (void*)x8, (void*)y, (void*)sp.codes, (void*)sp.scales,
@@ -607,6 +682,19 @@ int main(int argc, char** argv) {
       "|\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : cublas_rows) std::printf("%s", r.c_str());
+  std::printf(
+      "\nPrefill, merged operand (sharq-nvfp4-24; docs/merged_operand.md): one cuBLAS FP16 GEMM of "
+      "hi and lo compacted to its K' non-zero columns (K + K' rounded up to 16), float32 out. GEMM "
+      "= weight decode + column gather + GEMM (K' known); with columns = that + finding and "
+      "compacting lo's columns + reading K' back (a host wait for an event before the weight "
+      "decode); linear = prepare + "
+      "all of it. Inputs: the rows above (outliers scattered) and LLM-like outlier channels "
+      "(CSV: channels)\n\n| K | N | M | input | cuBLAS BF16 | K'/K | merged GEMM | vs BF16 | GEMM "
+      "with columns "
+      "| vs BF16 | its prepare | merged linear | vs BF16 | two-path cuBLAS GEMM (for scale) | "
+      "prepare / GEMM with columns | 2:4 one-launch linear | vs BF16 | cuBLAS BF16 again, after "
+      "ours |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : merged_rows) std::printf("%s", r.c_str());
   std::printf(
       "\nPrefill times: median of 5 loops of 5 calls (us); vs BF16 = time ratio (lower is "
       "better).\n");

@@ -93,6 +93,10 @@ struct PreparedAct {
   cuda::PlaneOrder order = cuda::PlaneOrder::kMma;  // their K order
   bool images = false;                              // prefill_act_ holds the 2:4 stage images
   const uint8_t* lo_flags = nullptr;  // the planes' lo flags, where the prepare wrote them
+  // kMmaRows planes (the merged prefill): whether lo is compacted (merged_lo_columns, once for
+  // the products sharing the activation) and K', once read back (-1 before).
+  bool columns = false;
+  int64_t kprime = -1;
 };
 
 struct CudaLinear final : LinearWeights {
@@ -208,6 +212,7 @@ class CudaBackend final : public Backend {
     prefill_ws_ = prefill_cublas_ && !(env && std::string(env) == "cublas");
     prefill_ws_always_ = env && std::string(env) == "ws";
     prefill_images_always_ = env && std::string(env) == "expand";
+    prefill_merged_ = !env || std::string(env) == "merged";
     env = std::getenv("SHARQ_CUDA_PROFILE_SKIP");
     skip_ = cuda::profile_skip::parse(env);
     if (skip_) {
@@ -231,6 +236,8 @@ class CudaBackend final : public Backend {
     steps_.clear();
     if (pinned_ids_) cudaFreeHost(pinned_ids_);
     if (ids_copied_) cudaEventDestroy(ids_copied_);
+    if (kprime_host_) cudaFreeHost(kprime_host_);
+    if (kprime_copied_) cudaEventDestroy(kprime_copied_);
     resident_.clear();
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -814,7 +821,11 @@ class CudaBackend final : public Backend {
     float* ts = xq + t * padded_k(k);
     // Whether the products will want the images: their N is not known here, K stands in for it
     // (q, o, gate/up have N >= K; a wrong guess costs one expansion, not a wrong product).
-    const bool ws = mode == cuda::PrepareMode::kSharqNvfp4_24 &&
+    // The merged prefill: SharQ products past the decode rows, outside a graph capture (it
+    // reads K' back from the device).
+    const bool merged =
+        prefill_merged_ && mode != cuda::PrepareMode::kNvfp4 && t > decode_rows() && !capturing();
+    const bool ws = !merged && mode == cuda::PrepareMode::kSharqNvfp4_24 &&
                     on_ws_kernel(t, k, prefill_ws_always_ || prefill_images_always_);
     // SHARQ_CUDA_PREFILL=expand (tests): neither, so that the products expand what they need.
     const bool images = ws && !prefill_images_always_;
@@ -822,12 +833,13 @@ class CudaBackend final : public Backend {
     // The decode GEMM's planes in the K order it runs fastest from (a prefill product's planes
     // stay in kMma, which every other consumer reads).
     const cuda::PlaneOrder order =
-        !ws && t <= decode_rows() ? cuda::decode_plane_order(t) : cuda::PlaneOrder::kMma;
+        merged ? cuda::PlaneOrder::kMmaRows
+               : (!ws && t <= decode_rows() ? cuda::decode_plane_order(t) : cuda::PlaneOrder::kMma);
     // The merged planes and their lo flags where a product skips lo: the per-tile decode GEMM's
     // two-MMA rows, 5..8 (gemm_decode_mma.cu kLoSkip; session 32 measured batch 8 +7% with them,
     // and batch 4, where one MMA serves both paths, slower).
-    uint8_t* lo_flags = lo_skip_ && !ws && mode != cuda::PrepareMode::kNvfp4 &&
-                                order == cuda::PlaneOrder::kMma && t > 4 && t <= 8
+    uint8_t* lo_flags = merged || (lo_skip_ && !ws && mode != cuda::PrepareMode::kNvfp4 &&
+                                   order == cuda::PlaneOrder::kMma && t > 4 && t <= 8)
                             ? p + 2 * (codes + scales)
                             : nullptr;
     act_ = PreparedAct{xq,
@@ -933,6 +945,8 @@ class CudaBackend final : public Backend {
   // send it here). accumulate: y += the product.
   void fp4_product(const CudaLinear& w, const float* xq, int64_t t, float* y, bool accumulate) {
     const float* sx = act_scale(xq, t, w.k);
+    if (act_.xq == xq && act_.t == t && act_.k == w.k && act_.order == cuda::PlaneOrder::kMmaRows)
+      return merged_product(w, sx, t, y, accumulate);
     const bool ws = w.sparse24 && on_ws_kernel(t, w.n, prefill_ws_always_);
     const uint16_t* planes = ws ? nullptr : fp4_planes(xq, t, w.k);
     if (t <= decode_rows()) {
@@ -951,6 +965,34 @@ class CudaBackend final : public Backend {
     } else {
       cuda::gemm_prefill_f32(planes, w.paths, sx, t, w.fp4, w.group, w.n, w.k, y, stream_);
     }
+  }
+  // The merged prefill's product (kernels.h gemm_prefill_merged_f32): lo compacted at the
+  // activation's first product, K' read back there (one wait for the stream), the weight decoded
+  // with its K' columns gathered, one cuBLAS GEMM.
+  void merged_product(const CudaLinear& w, const float* sx, int64_t t, float* y, bool accumulate) {
+    auto* planes = reinterpret_cast<uint16_t*>(act_.xq);
+    if (!kprime_host_) {
+      check(cudaMallocHost(&kprime_host_, sizeof(int32_t)), "cudaMallocHost");
+      check(cudaEventCreateWithFlags(&kprime_copied_, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    if (!act_.columns) {
+      grow(merged_cols_, cuda::merged_columns_bytes(w.k));
+      cuda::merged_lo_columns(planes, act_.lo_flags, t, w.k, merged_columns(), stream_);
+      act_.columns = true;
+      act_.kprime = -1;
+    }
+    grow(prefill_scratch_, cuda::prefill_merged_scratch_bytes(w.n, w.k));
+    cuda::gemm_prefill_merged_f32(blas_, planes, merged_columns(), &act_.kprime, sx, t, w.fp4,
+                                  w.group, w.n, w.k, y, prefill_scratch_.as<void>(), stream_,
+                                  accumulate);
+  }
+  cuda::MergedColumns merged_columns() const {
+    return {merged_cols_.as<void>(), kprime_host_, kprime_copied_};
+  }
+  bool capturing() const {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    check(cudaStreamIsCapturing(stream_, &status), "cudaStreamIsCapturing");
+    return status != cudaStreamCaptureStatusNone;
   }
   // The attention workspace of this shape, grown in attn_ws_; its size.
   size_t attention_workspace(int64_t batch, int64_t t, int64_t heads, int64_t kv_heads,
@@ -1020,7 +1062,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   std::vector<DeviceMem> resident_;
   DeviceMem absmax_, scratch_, packed_, ids_, attn_ws_, x16_, group_y_, prefill_scratch_,
-      prefill_act_;
+      prefill_act_, merged_cols_;
   std::vector<float> host_a_, host_b_;
   int32_t* pinned_ids_ = nullptr;
   cudaEvent_t ids_copied_ = nullptr;  // the last ids copy out of pinned_ids_
@@ -1028,10 +1070,12 @@ class CudaBackend final : public Backend {
   DeviceMem blas_ws_;         // cuBLAS's workspace, fixed so a recorded step can use it
   bool graphs_ = true;        // SHARQ_CUDA_GRAPHS=0 turns decode-step replay off
   bool group_launch_ = true;  // SHARQ_CUDA_GROUP=0: grouped linears one launch each (A/B)
-  // FP4 products of more than decode_rows() rows: sharq-nvfp4-24 on the warp-specialised 2:4
-  // kernel where its tiles fill the device and everything else on weight decode + cuBLAS FP16
-  // (default); SHARQ_CUDA_PREFILL=cublas sends sharq-nvfp4-24 to cuBLAS too, =ws to the 2:4
-  // kernel at any size, =wgmma every mode to the one-launch dense kernel (A/B).
+  // FP4 products of more than decode_rows() rows: SharQ on the merged operand (prefill_merged_),
+  // nvfp4 on weight decode + cuBLAS FP16 (default). Any other SHARQ_CUDA_PREFILL value turns the
+  // merged operand off: =paths sends sharq-nvfp4-24 to the warp-specialised 2:4 kernel where its
+  // tiles fill the device and the rest to weight decode + one cuBLAS GEMM per path (session 32's
+  // default), =cublas sharq-nvfp4-24 to cuBLAS too, =ws to the 2:4 kernel at any size, =wgmma
+  // every mode to the one-launch dense kernel (A/B).
   bool prefill_cublas_ = true;
   bool prefill_ws_ = true;
   bool prefill_ws_always_ = false;  // SHARQ_CUDA_PREFILL=ws: also products of few tiles (tests)
@@ -1039,6 +1083,12 @@ class CudaBackend final : public Backend {
   // the stage images, at any size; each product expands what it reads from the packed outputs
   // (tests)
   bool prefill_images_always_ = false;
+  // SharQ prefill products as one GEMM of the merged operand (merged_product; default, also
+  // SHARQ_CUDA_PREFILL=merged). Measured (session 33, H200, prefill 1 x 2048): sharq-nvfp4-24
+  // 101.3 vs 108.4 ms, sharq-nvfp4 95.2 vs 124.6 ms.
+  bool prefill_merged_ = true;
+  int32_t* kprime_host_ = nullptr;  // pinned: K' of the last merged_lo_columns
+  cudaEvent_t kprime_copied_ = nullptr;
   PreparedAct act_;          // the last FP4 prepare (fp4_out)
   bool fuse_add_ = true;     // SHARQ_CUDA_FUSE_ADD=0: residual adds as separate kernels (A/B)
   bool fuse_swiglu_ = true;  // SHARQ_CUDA_FUSE_SWIGLU=0: SwiGLU as its own kernel (A/B)

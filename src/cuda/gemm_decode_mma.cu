@@ -594,6 +594,8 @@ void gemm_decode_mma_any(const uint16_t* x_gemm_f16, int paths, const float* x_t
                 std::to_string(kMaxParts) + ")");
   if (w_group != 16 && w_group != 32)
     throw Error("cuda::gemm_decode_mma: weight group must be 16 or 32");
+  if (order == PlaneOrder::kMmaRows)
+    throw Error("cuda::gemm_decode_mma: kMmaRows planes are the merged prefill's operand");
   Parts<OutT> parts{};
   parts.count = count;
   parts.accumulate = accumulate;

@@ -18,6 +18,7 @@ struct GemmPlanes {
   int64_t ld = 0;        // halves per row
   uint32_t per_row = 0;  // 32-blocks per row (k / 32)
   bool wgmma = false;    // PlaneOrder::kWgmma
+  bool rows2 = false;    // PlaneOrder::kMmaRows: a row's planes side by side (plane = k halves)
   // SharQ modes: the planes hold the merged operand (store_merged8) and this one byte per 32-block
   // (row-major, rows x k / 32), 1 where the block's lo (plane 1) is not all zero; null: the
   // planes hold the two paths (kernels.h, lo_flags).
@@ -34,13 +35,21 @@ inline GemmPlanes gemm_planes(uint16_t* gemm_f16, int64_t rows, int64_t k, Plane
     return {};
   }
   const int64_t ld = plane_row_halves(k, order);
-  const bool wgmma = order == PlaneOrder::kWgmma;
+  const bool wgmma = order == PlaneOrder::kWgmma, rows2 = order == PlaneOrder::kMmaRows;
+  if (rows2 && !lo_flags)
+    throw Error(std::string("cuda::") + who +
+                ": kMmaRows planes hold the merged operand: give lo_flags");
   // The kWgmma store indexes a 32-block's row in 32 bits (decode-sized planes).
   if (wgmma && rows * ld > (int64_t{1} << 31))
     throw Error(std::string("cuda::") + who + ": " + std::to_string(rows) + " x " +
                 std::to_string(k) + " planes are too large for the wgmma K order (2^31 halves)");
-  return {reinterpret_cast<__half*>(gemm_f16), rows * ld, ld,
-          static_cast<uint32_t>(k / 32),       wgmma,     lo_flags};
+  return {reinterpret_cast<__half*>(gemm_f16),
+          rows2 ? k : rows * ld,
+          ld,
+          static_cast<uint32_t>(k / 32),
+          wgmma,
+          rows2,
+          lo_flags};
 }
 
 // The pairs (d[j], d[j + 4]), j = 0..3, of 8 scaled-domain decodes as FP16 (exact): the pair
@@ -64,7 +73,12 @@ __device__ __forceinline__ void store_plane8(const GemmPlanes& g, int path, int6
   gemm_pairs(d, w);
   __half* plane = g.p + path * g.plane;
   if (!g.wgmma) {
-    *reinterpret_cast<uint4*>(plane + b * 32 + 8 * u) = make_uint4(w[0], w[1], w[2], w[3]);
+    int64_t at = b * 32;
+    if (g.rows2) {  // row b / per_row starts g.ld halves after the one before
+      const int64_t row = b / g.per_row;
+      at += row * (g.ld - 32 * static_cast<int64_t>(g.per_row));
+    }
+    *reinterpret_cast<uint4*>(plane + at + 8 * u) = make_uint4(w[0], w[1], w[2], w[3]);
     return;
   }
   const uint32_t b32 = static_cast<uint32_t>(b), row = b32 / g.per_row, kb = b32 - row * g.per_row;

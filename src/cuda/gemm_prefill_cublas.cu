@@ -14,6 +14,7 @@
 #include <string>
 
 #include "codecs.cuh"
+#include "cublas_scope.cuh"
 #include "fp4_decode.cuh"
 #include "sharq/cuda/kernels.h"
 #include "sharq/cuda/weight_layout.h"
@@ -36,8 +37,9 @@ constexpr int kDecodeThreads = 128, kWordsPerThread = 4;
 template <int WG, bool BF16>
 __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
                                      const uint8_t* __restrict__ scales, int64_t n, int64_t k,
-                                     uint4* __restrict__ out, const float* __restrict__ sx,
-                                     const float* __restrict__ sw, float* __restrict__ scalars) {
+                                     uint4* __restrict__ out, int64_t out_words,
+                                     const float* __restrict__ sx, const float* __restrict__ sw,
+                                     float* __restrict__ scalars) {
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     scalars[0] = BF16 ? *sx * *sw : *sx * *sw * 16384.0f;  // 2^14: the subnormal placement
     scalars[1] = 0.0f;
@@ -70,28 +72,21 @@ __global__ void decode_weight_kernel(const uint8_t* __restrict__ codes,
         h[t] = hmul2_u32(h[t], s);
         if (BF16) h[t] = f16x2_to_bf16x2(h[t], 16384.0f);
       }
-      out[row * words + j] = make_uint4(h[0], h[1], h[2], h[3]);
+      out[row * out_words + j] = make_uint4(h[0], h[1], h[2], h[3]);
     }
   }
 }
 
-// The handle's pointer mode back to host scalars however the GEMMs end.
-struct DevicePointerMode {
-  explicit DevicePointerMode(cublasHandle_t h) : h(h) {
-    check_blas(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), "cublasSetPointerMode");
-  }
-  ~DevicePointerMode() { cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST); }
-  DevicePointerMode(const DevicePointerMode&) = delete;
-  DevicePointerMode& operator=(const DevicePointerMode&) = delete;
-  cublasHandle_t h;
-};
-
 template <bool BF16>
 void decode_weight(const char* who, const Nvfp4View& w, int w_group, int64_t n, int64_t k,
-                   uint16_t* out, const float* x_tensor_scale, float* scalars,
-                   cudaStream_t stream) {
+                   uint16_t* out, const float* x_tensor_scale, float* scalars, cudaStream_t stream,
+                   int64_t out_ld = 0) {
   const std::string name = std::string("cuda::") + who;
   if (k <= 0 || k % 64 != 0 || n <= 0) throw Error(name + ": bad shape N x K = " + shape_str(n, k));
+  if (out_ld == 0) out_ld = k;
+  if (out_ld < k || out_ld % 8 != 0)
+    throw Error(name + ": output rows " + std::to_string(out_ld) +
+                " halves apart for K = " + std::to_string(k) + " (a multiple of 8, at least K)");
   if (w_group != 16 && w_group != 32) throw Error(name + ": weight group must be 16 or 32");
   if ((reinterpret_cast<uintptr_t>(w.codes) & 3) || (reinterpret_cast<uintptr_t>(out) & 15))
     throw Error(name + ": misaligned codes (4 bytes) or output (16 bytes)");
@@ -101,8 +96,8 @@ void decode_weight(const char* who, const Nvfp4View& w, int w_group, int64_t n, 
                     static_cast<unsigned>(n < 65535 ? n : 65535));
   auto* o = reinterpret_cast<uint4*>(out);
   auto kernel = w_group == 32 ? decode_weight_kernel<32, BF16> : decode_weight_kernel<16, BF16>;
-  kernel<<<blocks, kDecodeThreads, 0, stream>>>(w.codes, w.scales, n, k, o, x_tensor_scale,
-                                                w.tensor_scale, scalars);
+  kernel<<<blocks, kDecodeThreads, 0, stream>>>(w.codes, w.scales, n, k, o, out_ld / 8,
+                                                x_tensor_scale, w.tensor_scale, scalars);
   check(cudaGetLastError(), who);
 }
 
@@ -139,13 +134,17 @@ size_t prefill_cublas_scratch_bytes(int64_t n, int64_t k) {
 }
 
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
-                       const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
-  decode_weight<false>("decode_weight_f16", w, w_group, n, k, out, x_tensor_scale, scalars, stream);
+                       const float* x_tensor_scale, float* scalars, cudaStream_t stream,
+                       int64_t out_ld) {
+  decode_weight<false>("decode_weight_f16", w, w_group, n, k, out, x_tensor_scale, scalars, stream,
+                       out_ld);
 }
 
 void decode_weight_bf16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
-                        const float* x_tensor_scale, float* scalars, cudaStream_t stream) {
-  decode_weight<true>("decode_weight_bf16", w, w_group, n, k, out, x_tensor_scale, scalars, stream);
+                        const float* x_tensor_scale, float* scalars, cudaStream_t stream,
+                        int64_t out_ld) {
+  decode_weight<true>("decode_weight_bf16", w, w_group, n, k, out, x_tensor_scale, scalars, stream,
+                      out_ld);
 }
 
 void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, int paths,

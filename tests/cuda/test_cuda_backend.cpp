@@ -74,9 +74,9 @@ class CudaBackend : public ::testing::TestWithParam<Case> {
   }
 };
 
-// Prefill 40 tokens (the prefill GEMM) then 3 decode steps (the decode GEMM): logits close to the
-// CPU's (the GPU's LM head is bf16, its sums run in another order), same greedy tokens.
-// kv: the CPU's KV cache format (the caller sets the GPU's).
+// Prefill 40 tokens (the prefill GEMM: the merged operand for the SharQ modes) then 3 decode steps
+// (the decode GEMM): logits close to the CPU's (the GPU's LM head is bf16, its sums run in another
+// order), same greedy tokens. kv: the CPU's KV cache format (the caller sets the GPU's).
 void check_decoder_matches_cpu(engine::Backend& gpu, const Case& c, KvCache kv = KvCache::kF32) {
   const auto lm = test::tiny_model(gpu_config(c.arch), 11);
   auto cpu = engine::make_cpu_backend(2);
@@ -121,6 +121,17 @@ TEST(CudaBackendPrefillWs, DecoderMatchesCpu) {
 // cuBLAS path here) expands what it reads from the packed activation.
 TEST(CudaBackendPrefillExpand, DecoderMatchesCpu) {
   check_sharq24_decoders_with_prefill("expand");
+}
+
+// The SharQ prefill without the merged operand (SHARQ_CUDA_PREFILL=paths, the default before
+// session 33: one cuBLAS GEMM per path here, the tiny model's products being too small for the
+// 2:4 kernel); the default (merged operand) runs in CudaBackend above.
+TEST(CudaBackendPrefillPaths, DecoderMatchesCpu) {
+  check_sharq24_decoders_with_prefill("paths");
+  setenv("SHARQ_CUDA_PREFILL", "paths", 1);
+  auto be = engine::make_cuda_backend(0);
+  unsetenv("SHARQ_CUDA_PREFILL");
+  check_decoder_matches_cpu(*be, Case{"llama", "sharq-nvfp4"});
 }
 
 // The FP16 KV cache (--kv-cache f16): the GPU stores halves (half the floats of storage), the CPU

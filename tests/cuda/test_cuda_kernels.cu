@@ -24,6 +24,7 @@
 #include "sharq/decompose.h"
 #include "sharq/error.h"
 #include "sharq/formats.h"
+#include "sharq/merged_operand.h"
 #include "sharq/synthetic.h"
 #include "sharq/weights.h"
 
@@ -579,6 +580,17 @@ TEST(CudaGemmPrefill, MatchesFloat64ReferenceAndWritesEverything) {
   }
 }
 
+// The float32 output y32 (m, n) rounded into the case's bf16 output y, for check_gemm_case's
+// bf16 check of an f32-only product.
+void round_f32_output(const float* y32, uint16_t* y, int64_t m, int64_t n) {
+  check(cudaDeviceSynchronize(), "sync");
+  std::vector<float> h(static_cast<size_t>(m * n));
+  check(cudaMemcpy(h.data(), y32, h.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+  std::vector<uint16_t> h16(h.size());
+  for (size_t i = 0; i < h.size(); ++i) h16[i] = bf16_bits(h[i]);
+  check(cudaMemcpy(y, h16.data(), h16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+}
+
 // Prefill through cuBLAS (weight decode pass + one FP16 GEMM per path): the same shapes and
 // modes, float32 output at SPEC 8's float32 tolerance (the bf16 check reads it rounded).
 TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
@@ -600,17 +612,140 @@ TEST(CudaGemmPrefillCublas, MatchesFloat64ReferenceAndWritesEverything) {
                     nullptr, xh.p);
             gemm_prefill_cublas_f32(blas, xh.p, paths, b.residual->ts.p, m, b.weight->view(), g, n,
                                     k, b.y32, ws.p, nullptr);
-            check(cudaDeviceSynchronize(), "sync");
-            std::vector<float> y32(static_cast<size_t>(m * n));
-            check(cudaMemcpy(y32.data(), b.y32, y32.size() * 4, cudaMemcpyDeviceToHost), "d2h");
-            std::vector<uint16_t> y16(y32.size());
-            for (size_t i = 0; i < y32.size(); ++i) y16[i] = bf16_bits(y32[i]);
-            check(cudaMemcpy(b.y, y16.data(), y16.size() * 2, cudaMemcpyHostToDevice), "h2d");
+            round_f32_output(b.y32, b.y, m, n);
           },
           true);
     }
   }
   cublasDestroy(blas);
+}
+
+// The merged prefill (prepare writing kMmaRows planes and lo flags, merged_lo_columns,
+// gemm_prefill_merged_f32) for the SharQ modes: the same shapes, float32 output at SPEC 8's
+// float32 tolerance; then y += the same product through the stored K' (2y, within 1e-6: the
+// epilogue may fuse the add).
+TEST(CudaGemmPrefillMerged, MatchesFloat64ReferenceAndWritesEverything) {
+  cublasHandle_t blas = nullptr;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  int32_t* kprime_host = nullptr;
+  cudaEvent_t copied = nullptr;
+  check(cudaMallocHost(&kprime_host, sizeof(int32_t)), "cudaMallocHost");
+  check(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming), "cudaEventCreate");
+  for (auto [mode_, pm_, g_] : kGemmModes) {
+    if (mode_ == Mode::kNvfp4) continue;
+    const Mode mode = mode_;
+    const PrepareMode pm = pm_;
+    const int g = g_;
+    for (auto [m_, n_, k_] : kPrefillShapes) {
+      const int64_t m = m_, n = n_, k = k_;
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
+      DeviceBuffer<uint8_t> flags(static_cast<size_t>(m * k / 32)), cols(merged_columns_bytes(k)),
+          ws(prefill_merged_scratch_bytes(n, k));
+      // K' through the pinned copy and its event (the engine's way) under sharq-nvfp4, through a
+      // wait for the stream under sharq-nvfp4-24.
+      MergedColumns columns{cols.p};
+      if (mode == Mode::kSharqNvfp4) {
+        columns.kprime_host = kprime_host;
+        columns.copied = copied;
+      }
+      std::vector<float> once;
+      check_gemm_case(
+          mode, g, m, n, k,
+          [&](const GemmCaseBuffers& b) {
+            prepare(pm, b.x, m, k, b.sparse->view(), b.residual->view(), nullptr, b.scratch,
+                    nullptr, xh.p, PlaneOrder::kMmaRows, flags.p);
+            merged_lo_columns(xh.p, flags.p, m, k, columns, nullptr);
+            int64_t kprime = -1;
+            gemm_prefill_merged_f32(blas, xh.p, columns, &kprime, b.residual->ts.p, m,
+                                    b.weight->view(), g, n, k, b.y32, ws.p, nullptr);
+            EXPECT_GE(kprime, 0);
+            EXPECT_LE(kprime, k);
+            round_f32_output(b.y32, b.y, m, n);
+            once.resize(static_cast<size_t>(m * n));
+            check(cudaMemcpy(once.data(), b.y32, once.size() * 4, cudaMemcpyDeviceToHost), "d2h");
+            DeviceBuffer<float> y2(once.size());
+            y2.upload(once.data());
+            gemm_prefill_merged_f32(blas, xh.p, columns, &kprime, b.residual->ts.p, m,
+                                    b.weight->view(), g, n, k, y2.p, ws.p, nullptr, true);
+            const auto twice = y2.download();
+            double num = 0, den = 0;
+            for (size_t i = 0; i < once.size(); ++i) {
+              num += (double(twice[i]) - 2.0 * once[i]) * (double(twice[i]) - 2.0 * once[i]);
+              den += 4.0 * double(once[i]) * once[i];
+            }
+            EXPECT_LT(std::sqrt(num / den), 1e-6) << "accumulate M=" << m << " N=" << n;
+          },
+          true);
+    }
+  }
+  cudaFreeHost(kprime_host);
+  cudaEventDestroy(copied);
+  cublasDestroy(blas);
+}
+
+// merged_lo_columns against the CPU (docs/merged_operand.md): K' = the kMma slots where any row's
+// lo of merge_to_halves(backbone decode, residual decode) is not zero, listed in increasing order;
+// each row's hi untouched, its lo compacted to those slots and zero up to K' rounded up to 16.
+// Outlier-heavy inputs, so that lo exists; the cases together must find some.
+TEST(CudaMergedLoColumns, MatchTheCpuSplit) {
+  int64_t found = 0;
+  for (auto [pm, mode] : {std::pair{PrepareMode::kSharqNvfp4, Mode::kSharqNvfp4},
+                          std::pair{PrepareMode::kSharqNvfp4_24, Mode::kSharqNvfp4_24}}) {
+    for (auto [m, k] :
+         {std::pair<int64_t, int64_t>{3, 192}, {100, 640}, {300, 4096}, {2049, 512}}) {
+      const auto x = synthetic_activation(m, k, fresh_seed(), 8, 300.0f);
+      const ActivationQuant ref = quantize_activation(mode, x.data(), m, k, "x");
+      DeviceBuffer<float> dx(x.size());
+      dx.upload(x.data());
+      DeviceNvfp4 sp(m, k, 32), rs(m, k, 16);
+      DeviceBuffer<uint32_t> scratch(1);
+      DeviceBuffer<uint16_t> xh(static_cast<size_t>(2 * m * k));
+      DeviceBuffer<uint8_t> flags(static_cast<size_t>(m * k / 32)), cols(merged_columns_bytes(k));
+      xh.poison(0xCD);
+      prepare(pm, dx.p, m, k, sp.view(), rs.view(), nullptr, scratch.p, nullptr, xh.p,
+              PlaneOrder::kMmaRows, flags.p);
+      merged_lo_columns(xh.p, flags.p, m, k, MergedColumns{cols.p}, nullptr);
+      check(cudaDeviceSynchronize(), "sync");
+      const auto got = xh.download();
+      const auto c = cols.download();
+      int32_t kprime;
+      std::memcpy(&kprime, c.data(), 4);
+      // The CPU's split in kMma slots: element j of an 8-group at slot 2j (j < 4) or 2(j-4)+1.
+      std::vector<uint16_t> hi(static_cast<size_t>(m * k)), lo(hi.size());
+      std::vector<char> any(static_cast<size_t>(k), 0);
+      std::vector<float> dsp(static_cast<size_t>(k)), drs(dsp.size());
+      for (int64_t r = 0; r < m; ++r) {
+        dequantize_row_scaled(ref.sparse_q, r, dsp.data());
+        dequantize_row_scaled(ref.dense_q, r, drs.data());
+        for (int64_t e = 0; e < k; ++e) {
+          const MergedHalves h = merge_to_halves(dsp[e], drs[e]);
+          const int64_t j = e % 8, slot = e - j + (j < 4 ? 2 * j : 2 * (j - 4) + 1);
+          hi[r * k + slot] = h.hi;
+          lo[r * k + slot] = h.lo;
+          any[slot] |= h.lo != 0;
+        }
+      }
+      std::vector<int32_t> list;
+      for (int64_t s = 0; s < k; ++s)
+        if (any[s]) list.push_back(static_cast<int32_t>(s));
+      const std::string what = std::string(mode_name(mode)) + " " + shape_str(m, k);
+      ASSERT_EQ(kprime, static_cast<int32_t>(list.size())) << what;
+      std::vector<int32_t> got_list(list.size());
+      std::memcpy(got_list.data(), c.data() + 16, list.size() * 4);
+      EXPECT_EQ(got_list, list) << what;
+      const int64_t kpp = (kprime + 15) / 16 * 16;
+      int64_t bad = 0;
+      for (int64_t r = 0; r < m; ++r) {
+        const uint16_t* row = got.data() + r * 2 * k;
+        for (int64_t s = 0; s < k; ++s) bad += row[s] != hi[r * k + s];
+        for (int64_t j = 0; j < kpp; ++j)
+          bad += row[k + j] != (j < kprime ? lo[r * k + list[static_cast<size_t>(j)]] : 0);
+      }
+      EXPECT_EQ(bad, 0) << what;
+      found += kprime;
+    }
+  }
+  EXPECT_GT(found, 0) << "no lo anywhere: the inputs no longer exercise the compaction";
 }
 
 // Dense NVFP4 in BF16 out (BF16 planes expanded from prepare's packed output, BF16 weight decode,
@@ -827,7 +962,8 @@ TEST(CudaExpandActivationPlanes, BitExactVsPrepare) {
 // codecs.h): out[row][8q + i] is E2M1 x UE4M3 x 2^-14 of element 8q + (0,4,1,5,2,6,3,7)[i], from
 // the CPU's row-major codes. Shapes: a short last tile, a 64-wide last window, more rows than one
 // grid's 65535 (the row loop).
-// decode_weight_bf16: the same elements in BF16 without the 2^-14.
+// decode_weight_bf16: the same elements in BF16 without the 2^-14. Rows k + 64 halves apart on
+// the 17-row shape (the merged prefill's strided decode): the gaps stay unwritten.
 TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
   constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
   for (auto [g, bf16] : {std::pair<int, bool>{16, false}, {32, false}, {16, true}, {32, true}}) {
@@ -841,11 +977,12 @@ TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
       sx.upload(&two);
       DeviceNvfp4 wq(n, k, g);
       DeviceBuffer<uint32_t> scratch(1);
-      DeviceBuffer<uint16_t> out(static_cast<size_t>(n * k));
+      const int64_t ld = n == 17 ? k + 64 : k;
+      DeviceBuffer<uint16_t> out(static_cast<size_t>(n * ld));
       check(cudaMemset(out.p, 0xFF, out.n * 2), "poison");
       pack_weight(dw.p, n, k, g, wq.view(), scratch.p, nullptr);
       (bf16 ? decode_weight_bf16 : decode_weight_f16)(wq.view(), g, n, k, out.p, sx.p, scalars.p,
-                                                      nullptr);
+                                                      nullptr, ld == k ? 0 : ld);
       check(cudaDeviceSynchronize(), "sync");
       const auto got = out.download();
       for (int64_t r = 0; r < n; ++r) {
@@ -864,10 +1001,11 @@ TEST(CudaDecodeWeight, BitExactVsCudaHostConversions) {
             const __half want = __float2half(v * s * 0x1p-14f);
             std::memcpy(&bits, &want, 2);
           }
-          ASSERT_EQ(got[static_cast<size_t>(r * k + c)], bits)
+          ASSERT_EQ(got[static_cast<size_t>(r * ld + c)], bits)
               << "g" << g << (bf16 ? " bf16 " : " f16 ") << n << "x" << k << " row " << r << " col "
               << c;
         }
+        for (int64_t c = k; c < ld; ++c) ASSERT_EQ(got[static_cast<size_t>(r * ld + c)], 0xFFFF);
       }
       const auto sc = scalars.download();
       EXPECT_EQ(sc[0], two * ref.tensor_scale * (bf16 ? 1.0f : 16384.0f));

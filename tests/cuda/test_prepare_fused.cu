@@ -178,6 +178,20 @@ TEST(CudaPrepareFused, EveryScheduleBitExactVsCpuAndPrepare) {
                       sharq ? got.lo.p : nullptr);
         check(cudaDeviceSynchronize(), "sync");
         expect_same(got, base, ref, mode, label(mode, rows, k, name));
+        if (!sharq) continue;
+        // The merged prefill's kMmaRows planes: the same halves, each row's two side by side.
+        got.poison(0xAB);
+        prepare_fused(pm, dx.p, rows, k, got.sparse(), got.residual(), scratch.p, nullptr,
+                      got.f16.p, got.dec.p, sched, nullptr, PlaneOrder::kMmaRows, got.lo.p);
+        check(cudaDeviceSynchronize(), "sync");
+        const auto side = got.f16.download(), apart = base.f16.download();
+        int64_t moved = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t p = 0; p < 2; ++p)
+            for (int64_t c = 0; c < k; ++c)
+              moved += side[(r * 2 + p) * k + c] != apart[(p * rows + r) * k + c];
+        EXPECT_EQ(moved, 0) << label(mode, rows, k, name) << " kMmaRows planes";
+        EXPECT_EQ(got.lo.download(), base.lo.download()) << label(mode, rows, k, name);
       }
     }
   }

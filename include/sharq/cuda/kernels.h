@@ -31,9 +31,14 @@ enum class PrepareMode { kNvfp4, kSharqNvfp4, kSharqNvfp4_24 };
 //     instead of gathering 4-byte pairs; rows plane_row_halves(k, kWgmma) (k rounded up to 128)
 //     halves apart, zeros in the padding. Only gemm_decode_mma* read it (decode_plane_order says
 //     when they want it), and only up to 2^31 halves a plane.
-enum class PlaneOrder { kMma, kWgmma };
+//   kMmaRows: kMma's K order with each row's two planes side by side, row r's plane p at
+//     r * 2k + p * k (rows 2k halves apart; plane 1 starts k halves in): the merged prefill's
+//     operand [hi | lo], whose lo is compacted in place to the columns where it is not zero
+//     (merged_lo_columns). Written only with lo_flags; read only by gemm_prefill_merged_f32.
+enum class PlaneOrder { kMma, kWgmma, kMmaRows };
 constexpr int64_t plane_row_halves(int64_t k, PlaneOrder order) {
-  return order == PlaneOrder::kWgmma ? (k + 127) / 128 * 128 : k;
+  return order == PlaneOrder::kWgmma ? (k + 127) / 128 * 128
+                                     : (order == PlaneOrder::kMmaRows ? 2 * k : k);
 }
 
 // Scratch the prepare needs: one uint32 for the tensor max (device memory).
@@ -266,6 +271,39 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
 // FP16-input, BF16-output GEMM, so the activation comes as BF16 planes
 // (expand_activation_planes_bf16; E2M1 x UE4M3 is exact in BF16 as in FP16). Sets `blas` to
 // `stream`; leaves its pointer mode on host.
+// Merged-operand prefill (docs/merged_operand.md), SharQ modes: both paths share s_x and W~, so
+// the product is s_x * s_w * A . W~^T with A = X~_sp + R~ = hi + lo (prepare with lo_flags and
+// kMmaRows planes), and lo is zero outside a few columns. merged_lo_columns finds the columns
+// (plane-1 positions, kMma order) where any row's lo is not zero, from the planes and their flags,
+// and compacts each row's lo in place to those K' columns, then zeros up to K'' (K' rounded up to
+// 16): row r's [hi | lo] becomes the operand [hi | lo_c] of K + K'' columns. Asynchronous; run
+// once per prepared activation.
+// Where it leaves the columns: `cols` (device, merged_columns_bytes(k), 16-byte aligned: the list
+// and K' for the activation's products) and, when kprime_host is set, K' copied into that pinned
+// host int (cudaMallocHost) with `copied` recorded after the copy, so that the product waits for
+// that event only, not for the work queued after it.
+struct MergedColumns {
+  void* cols = nullptr;
+  int32_t* kprime_host = nullptr;
+  cudaEvent_t copied = nullptr;
+};
+size_t merged_columns_bytes(int64_t k);
+void merged_lo_columns(uint16_t* planes_rows, const uint8_t* lo_flags, int64_t m, int64_t k,
+                       const MergedColumns& columns, cudaStream_t stream);
+// y (m, n) float32 = s_x * s_w * [hi | lo_c] . [W~ | W~_c]^T: the FP4 weight decoded once into
+// FP16 scratch (rows 2k halves apart) and its K' columns gathered behind it, then one cuBLAS FP16
+// GEMM of K + K'' (FP32 accumulation), the same product as gemm_prefill_cublas_f32's two paths
+// (up to the order of the float sums) in one GEMM of K (1 + K''/K) instead of two of K.
+// *kprime: K' when >= 0; else read once the weight decode is queued (cuBLAS takes K from the
+// host): from columns.kprime_host after `copied` (the decode runs meanwhile), or without those
+// from `cols` after a wait for the whole stream; stored for the activation's next products.
+// `scratch`: prefill_merged_scratch_bytes(n, k), 16-byte aligned. accumulate: y += the product.
+size_t prefill_merged_scratch_bytes(int64_t n, int64_t k);
+void gemm_prefill_merged_f32(cublasHandle_t blas, const uint16_t* planes_rows,
+                             const MergedColumns& columns, int64_t* kprime,
+                             const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
+                             int w_group, int64_t n, int64_t k, float* y, void* scratch,
+                             cudaStream_t stream, bool accumulate = false);
 void gemm_prefill_cublas_bf16(cublasHandle_t blas, const uint16_t* x_bf16,
                               const float* x_tensor_scale, int64_t m, const Nvfp4View& w,
                               int w_group, int64_t n, int64_t k, uint16_t* y_bf16, void* scratch,
@@ -301,12 +339,15 @@ void gemm_prefill_ws_f32(const uint8_t* images, const float* x_tensor_scale, int
                          bool accumulate = false);
 
 // The decode pass alone: out (n, k) FP16 = E2M1 x UE4M3 x 2^-14 in the planes' K order, and
-// scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas).
+// scalars[0..2] = {s_x * s_w * 2^14, 0, 1} (the GEMMs' alpha and betas). out_ld: halves between
+// out's rows (0: k; else a multiple of 8 >= k).
 void decode_weight_f16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
-                       const float* x_tensor_scale, float* scalars, cudaStream_t stream);
+                       const float* x_tensor_scale, float* scalars, cudaStream_t stream,
+                       int64_t out_ld = 0);
 // The same in BF16 without the 2^-14 (E2M1 x UE4M3 itself); scalars = {s_x * s_w, 0, 1}.
 void decode_weight_bf16(const Nvfp4View& w, int w_group, int64_t n, int64_t k, uint16_t* out,
-                        const float* x_tensor_scale, float* scalars, cudaStream_t stream);
+                        const float* x_tensor_scale, float* scalars, cudaStream_t stream,
+                        int64_t out_ld = 0);
 
 // Throws sharq::Error with the CUDA error string when `e` is not cudaSuccess.
 void check(cudaError_t e, const char* what);
