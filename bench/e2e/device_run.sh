@@ -13,8 +13,8 @@
 #          later call on the warm machine (`model` joins them)
 #   ab     decode with grouped linears off, graph replay off, the GEMM's PDL off (A/B for e2e)
 #   abgroup  only the first of those
-#   abmerged  prefill 1 x 2048 (bf16, sharq-nvfp4-24, sharq-nvfp4): the default prefill vs the
-#            merged operand (SHARQ_CUDA_PREFILL=merged), AB_ROUNDS alternating rounds
+#   abmerged  prefill 1 x 2048 (bf16, sharq-nvfp4-24, sharq-nvfp4): the merged operand (default)
+#            vs the two paths (SHARQ_CUDA_PREFILL=paths), AB_ROUNDS alternating rounds
 #   abfuse   decode with PDL off, the fused residual adds off, the fused SwiGLU off, the fused
 #            RoPE + KV store off (ABFUSE_VARS picks a subset); abfusebase the same bench, all on
 #   prefill  bench_gemm prefill rows (wgmma kernel, and decode pass + cuBLAS: the engine's path)
@@ -116,12 +116,13 @@ phase_abws() {  # prefill 1 x 2048: sharq-nvfp4-24 on the one-launch 2:4 kernel 
   done
 }
 
-phase_abmerged() {  # prefill 1 x 2048: SharQ on its default prefill path vs the merged operand
-  # (SHARQ_CUDA_PREFILL=merged: one GEMM of hi and the compacted lo), bf16 alongside, alternating
-  # rounds (AB_ROUNDS, default 2), same call
+phase_abmerged() {  # prefill 1 x 2048: SharQ on the merged operand (default: one GEMM of hi and
+  # the compacted lo) vs the two paths (SHARQ_CUDA_PREFILL=paths: the 2:4 kernel for
+  # sharq-nvfp4-24, one cuBLAS GEMM per path for sharq-nvfp4), bf16 alongside, alternating rounds
+  # (AB_ROUNDS, default 2), same call
   local r v
   for r in $(seq 1 "${AB_ROUNDS:-2}"); do
-    for v in default:X=1 merged:SHARQ_CUDA_PREFILL=merged; do
+    for v in merged:X=1 paths:SHARQ_CUDA_PREFILL=paths; do
       echo "== prefill ${v%%:*} round $r"
       env "${v#*:}" "$B/bin/sharq" bench --synthetic llama-3.1-8b --device cuda \
         --modes bf16,sharq-nvfp4-24,sharq-nvfp4 --prefill 2048 --batch 1 --ctx 1024 --steps 4 \
