@@ -213,6 +213,7 @@ class CudaBackend final : public Backend {
     prefill_ws_always_ = env && std::string(env) == "ws";
     prefill_images_always_ = env && std::string(env) == "expand";
     prefill_merged_ = !env || std::string(env) == "merged";
+    merged_stats_ = std::getenv("SHARQ_CUDA_MERGED_STATS") != nullptr;
     env = std::getenv("SHARQ_CUDA_PROFILE_SKIP");
     skip_ = cuda::profile_skip::parse(env);
     if (skip_) {
@@ -982,9 +983,17 @@ class CudaBackend final : public Backend {
       act_.kprime = -1;
     }
     grow(prefill_scratch_, cuda::prefill_merged_scratch_bytes(w.n, w.k));
+    const bool first = act_.kprime < 0;
     cuda::gemm_prefill_merged_f32(blas_, planes, merged_columns(), &act_.kprime, sx, t, w.fp4,
                                   w.group, w.n, w.k, y, prefill_scratch_.as<void>(), stream_,
                                   accumulate);
+    if (first && merged_stats_) {
+      std::fprintf(stderr,
+                   "cuda backend: merged prefill %s: %lld x %lld, K' = %lld (%.2f%% of K)\n",
+                   w.name.c_str(), static_cast<long long>(t), static_cast<long long>(w.k),
+                   static_cast<long long>(act_.kprime),
+                   100.0 * static_cast<double>(act_.kprime) / static_cast<double>(w.k));
+    }
   }
   cuda::MergedColumns merged_columns() const {
     return {merged_cols_.as<void>(), kprime_host_, kprime_copied_};
@@ -1087,6 +1096,7 @@ class CudaBackend final : public Backend {
   // SHARQ_CUDA_PREFILL=merged). Measured (session 33, H200, prefill 1 x 2048): sharq-nvfp4-24
   // 101.3 vs 108.4 ms, sharq-nvfp4 95.2 vs 124.6 ms.
   bool prefill_merged_ = true;
+  bool merged_stats_ = false;       // SHARQ_CUDA_MERGED_STATS: K' of each activation to stderr
   int32_t* kprime_host_ = nullptr;  // pinned: K' of the last merged_lo_columns
   cudaEvent_t kprime_copied_ = nullptr;
   PreparedAct act_;          // the last FP4 prepare (fp4_out)
