@@ -49,11 +49,13 @@ __global__ void lo_column_flags_kernel(const __half* __restrict__ planes,
   }
 }
 
-// One block: the flagged columns in increasing order, and their count.
+// One block: the flagged columns in increasing order, and their count, also written to the
+// host (host_count: the device alias of pinned host memory, or null) so that the host can read K'
+// after an event behind this kernel instead of after a copy on the stream.
 constexpr int kScanThreads = 1024;
 __global__ void __launch_bounds__(kScanThreads)
     lo_column_list_kernel(const uint8_t* __restrict__ colflag, int k, int32_t* __restrict__ count,
-                          int32_t* __restrict__ list) {
+                          int32_t* __restrict__ list, int32_t* host_count) {
   using Scan = cub::BlockScan<int, kScanThreads>;
   __shared__ typename Scan::TempStorage tmp;
   const int per = (k + kScanThreads - 1) / kScanThreads;
@@ -65,45 +67,73 @@ __global__ void __launch_bounds__(kScanThreads)
   for (int c = c0; c < c1; ++c) {
     if (colflag[c]) list[at++] = c;
   }
-  if (threadIdx.x == 0) *count = total;
-}
-
-// One warp per row, in place: lo's K' listed columns to its first K' slots, zeros to K''. A chunk
-// of 32 slots reads all of its sources before writing: a slot's source is at or after it, so a
-// chunk only overwrites positions that no later chunk reads.
-__global__ void compact_lo_kernel(__half* __restrict__ planes, int64_t m, int64_t k,
-                                  const int32_t* __restrict__ count,
-                                  const int32_t* __restrict__ list) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= m) return;
-  const int lane = static_cast<int>(threadIdx.x % 32), kp = *count,
-            kpp = static_cast<int>(padded_columns(kp));
-  __half* lo = planes + row * 2 * k + k;
-  for (int base = 0; base < kpp; base += 32) {
-    const int j = base + lane;
-    const __half v = j < kp ? lo[list[j]] : __float2half_rn(0.0f);
-    __syncwarp();
-    if (j < kpp) lo[j] = v;
+  if (threadIdx.x == 0) {
+    *count = total;
+    if (host_count) {
+      *host_count = total;
+      __threadfence_system();
+    }
   }
 }
 
-// One warp per weight row: the listed columns of the decoded row (its first k halves) copied
-// behind it (from half k on), zeros to K''.
-__global__ void gather_weight_columns_kernel(__half* __restrict__ w, int64_t n, int64_t k,
-                                             const int32_t* __restrict__ count,
-                                             const int32_t* __restrict__ list) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= n) return;
-  const int lane = static_cast<int>(threadIdx.x % 32), kp = *count,
-            kpp = static_cast<int>(padded_columns(kp));
-  __half* r = w + row * 2 * k;
-  for (int j = lane; j < kpp; j += 32) r[k + j] = j < kp ? r[list[j]] : __float2half_rn(0.0f);
+// The row loops below keep kPerThread loads in flight per thread: one at a time, a row's
+// thousands of gathered columns (down_proj's input on a random-weight model: 81% of K) were a
+// chain of L2 round trips (compaction 107 us, gather 133 us at 2048 x 14336; session 33 trace).
+constexpr int kPerThread = 8, kRowGroup = 64;  // threads per row
+
+// One block of kRowGroup threads per row, in place: lo's K' listed columns to its first K' slots,
+// zeros to K''. A chunk of kRowGroup * kPerThread slots reads all of its sources before any
+// thread writes (barrier), and a slot's source is at or after it, so a chunk only overwrites
+// positions that no later chunk reads.
+__global__ void __launch_bounds__(kRowGroup)
+    compact_lo_kernel(__half* __restrict__ planes, int64_t k, const int32_t* __restrict__ count,
+                      const int32_t* __restrict__ list) {
+  const int kp = *count, kpp = static_cast<int>(padded_columns(kp)),
+            tid = static_cast<int>(threadIdx.x);
+  __half* lo = planes + static_cast<int64_t>(blockIdx.x) * 2 * k + k;
+  for (int base = 0; base < kpp; base += kRowGroup * kPerThread) {
+    __half v[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      v[i] = j < kp ? lo[list[j]] : __float2half_rn(0.0f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      if (j < kpp) lo[j] = v[i];
+    }
+    __syncthreads();
+  }
 }
 
-constexpr int kRowThreads = 256;  // 8 rows a block
-
-unsigned row_blocks(int64_t rows) {
-  return static_cast<unsigned>((rows + kRowThreads / 32 - 1) / (kRowThreads / 32));
+// kRowGroup threads per weight row (four rows a block): the listed columns of the decoded row (its
+// first k halves) copied behind it (from half k on), zeros to K''.
+constexpr int kGatherThreads = 256;
+__global__ void __launch_bounds__(kGatherThreads)
+    gather_weight_columns_kernel(__half* __restrict__ w, int64_t n, int64_t k,
+                                 const int32_t* __restrict__ count,
+                                 const int32_t* __restrict__ list) {
+  const int64_t row =
+      static_cast<int64_t>(blockIdx.x) * (kGatherThreads / kRowGroup) + threadIdx.x / kRowGroup;
+  if (row >= n) return;
+  const int kp = *count, kpp = static_cast<int>(padded_columns(kp)),
+            tid = static_cast<int>(threadIdx.x % kRowGroup);
+  __half* r = w + row * 2 * k;
+  for (int base = 0; base < kpp; base += kRowGroup * kPerThread) {
+    __half v[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      v[i] = j < kp ? r[list[j]] : __float2half_rn(0.0f);
+    }
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      if (j < kpp) r[k + j] = v[i];
+    }
+  }
 }
 
 void check_shape(const char* who, int64_t m, int64_t n, int64_t k) {
@@ -135,21 +165,23 @@ void merged_lo_columns(uint16_t* planes_rows, const uint8_t* lo_flags, int64_t m
   auto* list = reinterpret_cast<int32_t*>(base + kListOffset);
   uint8_t* colflag = base + flags_offset(k);
   auto* p = reinterpret_cast<__half*>(planes_rows);
+  int32_t* host_count = nullptr;  // the pinned int's device alias (the same pointer under UVA)
+  if (columns.kprime_host) {
+    if (!columns.copied) throw Error("cuda::merged_lo_columns: kprime_host goes with an event");
+    check(cudaHostGetDevicePointer(reinterpret_cast<void**>(&host_count), columns.kprime_host, 0),
+          "merged_lo_columns: kprime_host must be pinned (cudaMallocHost)");
+  }
   check(cudaMemsetAsync(colflag, 0, static_cast<size_t>(k), stream), "merged_lo_columns memset");
   const int64_t blocks = m * (k / 32);
   lo_column_flags_kernel<<<static_cast<unsigned>((blocks + 255) / 256), 256, 0, stream>>>(
       p, lo_flags, blocks, k / 32, k, colflag);
   check(cudaGetLastError(), "lo_column_flags_kernel");
-  lo_column_list_kernel<<<1, kScanThreads, 0, stream>>>(colflag, static_cast<int>(k), count, list);
+  lo_column_list_kernel<<<1, kScanThreads, 0, stream>>>(colflag, static_cast<int>(k), count, list,
+                                                        host_count);
   check(cudaGetLastError(), "lo_column_list_kernel");
-  compact_lo_kernel<<<row_blocks(m), kRowThreads, 0, stream>>>(p, m, k, count, list);
+  if (host_count) check(cudaEventRecord(columns.copied, stream), "record K' copied");
+  compact_lo_kernel<<<static_cast<unsigned>(m), kRowGroup, 0, stream>>>(p, k, count, list);
   check(cudaGetLastError(), "compact_lo_kernel");
-  if (columns.kprime_host) {
-    if (!columns.copied) throw Error("cuda::merged_lo_columns: kprime_host goes with an event");
-    check(cudaMemcpyAsync(columns.kprime_host, count, 4, cudaMemcpyDeviceToHost, stream),
-          "copy K'");
-    check(cudaEventRecord(columns.copied, stream), "record K' copied");
-  }
 }
 
 size_t prefill_merged_scratch_bytes(int64_t n, int64_t k) {
@@ -171,8 +203,10 @@ void gemm_prefill_merged_f32(cublasHandle_t blas, const uint16_t* planes_rows,
   const auto* base = static_cast<const uint8_t*>(cols);
   const auto* count = reinterpret_cast<const int32_t*>(base);
   const auto* list = reinterpret_cast<const int32_t*>(base + kListOffset);
-  gather_weight_columns_kernel<<<row_blocks(n), kRowThreads, 0, stream>>>(
-      reinterpret_cast<__half*>(wdec), n, k, count, list);
+  const int64_t rows_per_block = kGatherThreads / kRowGroup;
+  gather_weight_columns_kernel<<<static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block),
+                                 kGatherThreads, 0, stream>>>(reinterpret_cast<__half*>(wdec), n, k,
+                                                              count, list);
   check(cudaGetLastError(), "gather_weight_columns_kernel");
   if (*kprime < 0) {
     int32_t c = -1;

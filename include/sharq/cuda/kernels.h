@@ -279,9 +279,9 @@ void gemm_prefill_cublas_f32(cublasHandle_t blas, const uint16_t* x_gemm_f16, in
 // 16): row r's [hi | lo] becomes the operand [hi | lo_c] of K + K'' columns. Asynchronous; run
 // once per prepared activation.
 // Where it leaves the columns: `cols` (device, merged_columns_bytes(k), 16-byte aligned: the list
-// and K' for the activation's products) and, when kprime_host is set, K' copied into that pinned
-// host int (cudaMallocHost) with `copied` recorded after the copy, so that the product waits for
-// that event only, not for the work queued after it.
+// and K' for the activation's products) and, when kprime_host is set, K' written into that pinned
+// host int (cudaMallocHost: mapped, the kernel writes it directly) with `copied` recorded behind
+// that write, so that the product waits for that event only, not for the work queued after it.
 struct MergedColumns {
   void* cols = nullptr;
   int32_t* kprime_host = nullptr;
