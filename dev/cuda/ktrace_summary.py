@@ -7,9 +7,9 @@ includes time spent resident and waiting), and its *increment*: end minus the pr
 end, the time it adds to the chain. Increments are summed per kernel name (over the step) and
 averaged over the replays, so the table says where a step's time goes on the critical path.
 
-With --prefill the passes summarised are the prefills instead (passes whose kernels run for more
-than 20 ms in all: a 2048-token prefill of the 8B shape takes 75-125 ms, a decode step's kernels
-under 6 ms; a step's span can exceed 20 ms when it is recorded into a graph).
+With --prefill the passes summarised are the longest prefills instead (the passes whose kernels
+run for at least 90% of the longest pass's: `sharq bench` also prefills each decode row's
+context, a shorter pass, and a step's span can be long when it is recorded into a graph).
 
 usage: ktrace_summary.py trace.csv [--steps N] [--layers L] [--prefill]
 """
@@ -52,7 +52,9 @@ def main():
             passes.append([])
         passes[-1].append(r)
     if a.prefill:
-        big = [p for p in passes if len(p) > 50 and sum(r[1] - r[0] for r in p) > 20_000_000]
+        # The longest passes: `sharq bench` also prefills each decode row's context (shorter).
+        work = [sum(r[1] - r[0] for r in p) for p in passes]
+        big = [p for p, w in zip(passes, work) if len(p) > 50 and w > 0.9 * max(work)]
     else:
         big = [p for p in passes if len(p) > 50 and not any("prefill" in r[3] for r in p)]
     if not big:
