@@ -81,6 +81,28 @@ __global__ void __launch_bounds__(kScanThreads)
 // chain of L2 round trips (compaction 107 us, gather 133 us at 2048 x 14336; session 33 trace).
 constexpr int kPerThread = 8, kRowGroup = 64;  // threads per row
 
+// One chunk of a row's slots (base + i * kRowGroup + tid, i < kPerThread): the listed columns'
+// values of `src`, zero past K' (loaded before any is stored, so that the loads overlap), then
+// stored to dst's slots up to K''.
+struct ListedChunk {
+  __half v[kPerThread];
+  __device__ __forceinline__ void load(const __half* src, const int32_t* list, int kp, int base,
+                                       int tid) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      v[i] = j < kp ? src[list[j]] : __float2half_rn(0.0f);
+    }
+  }
+  __device__ __forceinline__ void store(__half* dst, int kpp, int base, int tid) const {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = base + i * kRowGroup + tid;
+      if (j < kpp) dst[j] = v[i];
+    }
+  }
+};
+
 // One block of kRowGroup threads per row, in place: lo's K' listed columns to its first K' slots,
 // zeros to K''. A chunk of kRowGroup * kPerThread slots reads all of its sources before any
 // thread writes (barrier), and a slot's source is at or after it, so a chunk only overwrites
@@ -92,18 +114,10 @@ __global__ void __launch_bounds__(kRowGroup)
             tid = static_cast<int>(threadIdx.x);
   __half* lo = planes + static_cast<int64_t>(blockIdx.x) * 2 * k + k;
   for (int base = 0; base < kpp; base += kRowGroup * kPerThread) {
-    __half v[kPerThread];
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int j = base + i * kRowGroup + tid;
-      v[i] = j < kp ? lo[list[j]] : __float2half_rn(0.0f);
-    }
+    ListedChunk c;
+    c.load(lo, list, kp, base, tid);
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int j = base + i * kRowGroup + tid;
-      if (j < kpp) lo[j] = v[i];
-    }
+    c.store(lo, kpp, base, tid);
     __syncthreads();
   }
 }
@@ -122,17 +136,9 @@ __global__ void __launch_bounds__(kGatherThreads)
             tid = static_cast<int>(threadIdx.x % kRowGroup);
   __half* r = w + row * 2 * k;
   for (int base = 0; base < kpp; base += kRowGroup * kPerThread) {
-    __half v[kPerThread];
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int j = base + i * kRowGroup + tid;
-      v[i] = j < kp ? r[list[j]] : __float2half_rn(0.0f);
-    }
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-      const int j = base + i * kRowGroup + tid;
-      if (j < kpp) r[k + j] = v[i];
-    }
+    ListedChunk c;
+    c.load(r, list, kp, base, tid);
+    c.store(r + k, kpp, base, tid);
   }
 }
 
