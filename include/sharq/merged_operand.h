@@ -30,13 +30,16 @@ MergedHalves merge_to_halves(float sp, float rs);
 
 // How sparse lo is for one decomposed activation, at the granularities the GPU kernels would
 // skip it: single elements, decode windows (8 token rows x 128 K, the batched decode GEMM's
-// step), and whole columns (a K index with lo != 0 in any row: what a prefill correction over
-// compacted columns would multiply).
+// step), whole columns (a K index with lo != 0 in any row: what the merged prefill GEMM appends,
+// gemm_prefill_merged_f32), and columns per tile of kMergedTileRows token rows (what a prefill
+// that compacted lo per token tile would append, each tile with its own columns).
+constexpr int64_t kMergedTileRows = 128;
 struct MergedLoStats {
   int64_t rows = 0, cols = 0;
   int64_t lo_elements = 0;
   int64_t windows = 0, lo_windows = 0;
   int64_t lo_cols = 0;
+  int64_t tiles = 0, lo_tile_cols = 0;  // row tiles; sum over them of their columns with lo
   int64_t max_lo_per_row = 0;
 };
 

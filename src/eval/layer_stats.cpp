@@ -53,6 +53,7 @@ LayerStats layer_stats(const std::string& layer, const float* x, int64_t t, int6
   s.merged_lo_elements = static_cast<double>(lo.lo_elements) / static_cast<double>(nx);
   s.merged_lo_windows = static_cast<double>(lo.lo_windows) / static_cast<double>(lo.windows);
   s.merged_lo_cols = static_cast<double>(lo.lo_cols) / static_cast<double>(k);
+  s.merged_lo_tile_cols = static_cast<double>(lo.lo_tile_cols) / static_cast<double>(lo.tiles * k);
   s.merged_lo_max_row = lo.max_lo_per_row;
 
   const Operands ref = run_mode(Mode::kBf16, x, t, k, w, n, layer, threads);

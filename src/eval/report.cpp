@@ -56,6 +56,7 @@ nlohmann::json to_json(const EvalReport& r) {
                         {"merged_lo_elements", l.merged_lo_elements},
                         {"merged_lo_windows", l.merged_lo_windows},
                         {"merged_lo_cols", l.merged_lo_cols},
+                        {"merged_lo_tile_cols", l.merged_lo_tile_cols},
                         {"merged_lo_max_row", l.merged_lo_max_row}};
     for (const auto& m : l.modes) {
       e["modes"][std::string(mode_name(m.mode))] = {{"act_err", m.act_err}, {"out_err", m.out_err}};
@@ -82,8 +83,8 @@ void write_markdown(const EvalReport& r, const std::string& path, bool plots) {
   f << "\nGap recovered = (ppl_baseline - ppl_mode) / (ppl_baseline - ppl_bf16).\n";
   if (!r.layers.empty()) {
     f << "\n## Per linear layer (output error vs bf16 on the same input)\n\n| layer | max/RMS | "
-         "4:8p energy | 2:4 energy | merged lo: elements / 8x128 windows / columns / max a "
-         "row |";
+         "4:8p energy | 2:4 energy | merged lo: elements / 8x128 windows / columns / columns "
+         "per 128 rows / max a row |";
     for (const auto& m : r.layers.front().modes) f << " " << mode_name(m.mode) << " |";
     f << "\n|---|---|---|---|---|";
     for (size_t i = 0; i < r.layers.front().modes.size(); ++i) f << "---|";
@@ -93,7 +94,8 @@ void write_markdown(const EvalReport& r, const std::string& path, bool plots) {
         << fmt(l.energy_4of8p, "%.3f") << " | " << fmt(l.energy_2of4, "%.3f") << " | "
         << fmt(l.merged_lo_elements * 100, "%.3f%%") << " / "
         << fmt(l.merged_lo_windows * 100, "%.1f%%") << " / "
-        << fmt(l.merged_lo_cols * 100, "%.1f%%") << " / " << l.merged_lo_max_row << " |";
+        << fmt(l.merged_lo_cols * 100, "%.1f%%") << " / "
+        << fmt(l.merged_lo_tile_cols * 100, "%.1f%%") << " / " << l.merged_lo_max_row << " |";
       for (const auto& m : l.modes) f << " " << fmt(m.out_err, "%.4f") << " |";
       f << "\n";
     }

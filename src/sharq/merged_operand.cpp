@@ -49,7 +49,9 @@ MergedLoStats merged_lo_stats(const ActivationQuant& q) {
   const int64_t wrows = (q.rows + kWindowRows - 1) / kWindowRows;
   s.windows = wrows * wcols;
   std::vector<uint8_t> window_hit(static_cast<size_t>(s.windows), 0);
-  std::vector<uint8_t> col_hit(static_cast<size_t>(q.cols), 0);
+  std::vector<uint8_t> col_hit(static_cast<size_t>(q.cols), 0),
+      tile_hit(static_cast<size_t>(q.cols), 0);
+  s.tiles = (q.rows + kMergedTileRows - 1) / kMergedTileRows;
   std::vector<float> sp(static_cast<size_t>(q.cols)), rs(static_cast<size_t>(q.cols));
   for (int64_t r = 0; r < q.rows; ++r) {
     dequantize_row_scaled(q.sparse_q, r, sp.data());
@@ -59,10 +61,15 @@ MergedLoStats merged_lo_stats(const ActivationQuant& q) {
       if (merge_to_halves(sp[c], rs[c]).lo == 0) continue;
       ++row_lo;
       col_hit[c] = 1;
+      tile_hit[c] = 1;
       window_hit[(r / kWindowRows) * wcols + c / kWindowCols] = 1;
     }
     s.lo_elements += row_lo;
     s.max_lo_per_row = std::max(s.max_lo_per_row, row_lo);
+    if (r % kMergedTileRows == kMergedTileRows - 1 || r == q.rows - 1) {  // a tile ends
+      s.lo_tile_cols += std::count(tile_hit.begin(), tile_hit.end(), 1);
+      std::fill(tile_hit.begin(), tile_hit.end(), 0);
+    }
   }
   s.lo_windows = std::count(window_hit.begin(), window_hit.end(), 1);
   s.lo_cols = std::count(col_hit.begin(), col_hit.end(), 1);

@@ -63,6 +63,8 @@ TEST(LayerStats, SharqBeatsNvfp4AndBf16IsZero) {
   EXPECT_LT(s.merged_lo_elements, 0.05);
   EXPECT_LE(s.merged_lo_windows, 1.0);
   EXPECT_LE(s.merged_lo_cols, 1.0);
+  EXPECT_LE(s.merged_lo_tile_cols, s.merged_lo_cols);  // one tile's columns are among all rows'
+  EXPECT_EQ(s.merged_lo_tile_cols > 0.0, s.merged_lo_cols > 0.0);
   EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_windows > 0.0);
   EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_cols > 0.0);
   EXPECT_EQ(s.merged_lo_elements > 0.0, s.merged_lo_max_row > 0);

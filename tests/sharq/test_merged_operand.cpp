@@ -60,13 +60,17 @@ TEST(MergedOperand, ExactOnDecompositionsAndStatsMatchARecount) {
   int64_t total_lo = 0;
   for (Mode mode : {Mode::kSharqNvfp4_24, Mode::kSharqNvfp4}) {
     for (uint64_t seed : {3u, 4u}) {
-      const int64_t rows = 19, cols = 384;  // a partial window of rows and of columns
+      // A partial window of rows and of columns; three row tiles (128, 128, 44) for the
+      // per-tile column count.
+      const int64_t rows = 300, cols = 384;
       auto x = synthetic_activation(rows, cols, seed, 6, 300.0f);
       for (int64_t c = 0; c < cols; ++c) x[static_cast<size_t>(2 * cols + c)] = 0.0f;
       const ActivationQuant q = quantize_activation(mode, x.data(), rows, cols, "x");
       const std::vector<float> sp = scaled(q.sparse_q), rs = scaled(q.dense_q);
       int64_t lo = 0, max_row = 0;
-      std::vector<uint8_t> col(cols, 0), win(3 * 3, 0);
+      const int64_t wrows = (rows + 7) / 8;
+      std::vector<uint8_t> col(cols, 0), win(static_cast<size_t>(wrows * 3), 0);
+      std::vector<std::vector<uint8_t>> tile_col(3, std::vector<uint8_t>(cols, 0));
       for (int64_t r = 0; r < rows; ++r) {
         int64_t row_lo = 0;
         for (int64_t c = 0; c < cols; ++c) {
@@ -81,7 +85,8 @@ TEST(MergedOperand, ExactOnDecompositionsAndStatsMatchARecount) {
           if (h.lo != 0) {
             ++row_lo;
             col[c] = 1;
-            win[(r / 8) * 3 + c / 128] = 1;
+            tile_col[static_cast<size_t>(r / 128)][static_cast<size_t>(c)] = 1;
+            win[static_cast<size_t>((r / 8) * 3 + c / 128)] = 1;
           }
         }
         lo += row_lo;
@@ -92,9 +97,15 @@ TEST(MergedOperand, ExactOnDecompositionsAndStatsMatchARecount) {
       EXPECT_EQ(s.cols, cols);
       EXPECT_EQ(s.lo_elements, lo);
       EXPECT_EQ(s.max_lo_per_row, max_row);
-      EXPECT_EQ(s.windows, 9);
+      EXPECT_EQ(s.windows, wrows * 3);
       EXPECT_EQ(s.lo_windows, std::count(win.begin(), win.end(), 1));
       EXPECT_EQ(s.lo_cols, std::count(col.begin(), col.end(), 1));
+      EXPECT_EQ(s.tiles, 3);
+      int64_t tile_cols = 0;
+      for (const auto& t : tile_col) tile_cols += std::count(t.begin(), t.end(), 1);
+      EXPECT_EQ(s.lo_tile_cols, tile_cols);
+      EXPECT_LE(s.lo_tile_cols, s.tiles * s.lo_cols);
+      EXPECT_GE(s.lo_tile_cols, s.lo_cols);
       EXPECT_LT(s.lo_elements, rows * cols / 20);
       total_lo += s.lo_elements;
     }

@@ -24,11 +24,13 @@ struct LayerStats {
   double energy_4of8p = 0.0;  // share of X's energy the 4:8p backbone mask keeps
   double energy_2of4 = 0.0;   // same for 2:4
   // The sharq-nvfp4-24 decomposition as one FP16 operand hi plus a sparse low part lo
-  // (merged_operand.h): the share of elements, of decode windows (8 rows x 128 K) and of
-  // columns where lo != 0, and the most such elements in one row.
+  // (merged_operand.h): the share of elements, of decode windows (8 rows x 128 K), of columns
+  // and of columns per 128-row tile (mean over the tiles) where lo != 0, and the most such
+  // elements in one row.
   double merged_lo_elements = 0.0;
   double merged_lo_windows = 0.0;
   double merged_lo_cols = 0.0;
+  double merged_lo_tile_cols = 0.0;
   int64_t merged_lo_max_row = 0;
   std::vector<LayerModeError> modes;
 };
