@@ -968,8 +968,9 @@ class CudaBackend final : public Backend {
     }
   }
   // The merged prefill's product (kernels.h gemm_prefill_merged_f32): lo compacted at the
-  // activation's first product, K' read back there (one wait for the stream), the weight decoded
-  // with its K' columns gathered, one cuBLAS GEMM.
+  // activation's first product, K' read back there (the host waits for the event behind the
+  // kernel that writes it, while the GPU decodes the weight), the weight decoded with its K'
+  // columns gathered, one cuBLAS GEMM.
   void merged_product(const CudaLinear& w, const float* sx, int64_t t, float* y, bool accumulate) {
     auto* planes = reinterpret_cast<uint16_t*>(act_.xq);
     if (!kprime_host_) {
@@ -1093,8 +1094,9 @@ class CudaBackend final : public Backend {
   // (tests)
   bool prefill_images_always_ = false;
   // SharQ prefill products as one GEMM of the merged operand (merged_product; default, also
-  // SHARQ_CUDA_PREFILL=merged). Measured (session 33, H200, prefill 1 x 2048): sharq-nvfp4-24
-  // 101.3 vs 108.4 ms, sharq-nvfp4 95.2 vs 124.6 ms.
+  // SHARQ_CUDA_PREFILL=merged). Measured (session 33, H200, prefill 1 x 2048, same call):
+  // sharq-nvfp4-24 99.5 vs 108.5 ms for =paths, sharq-nvfp4 93.8 vs 125.6 ms; 92.9 and 88.6 ms
+  // once the column step was made faster (bf16 77.5).
   bool prefill_merged_ = true;
   bool merged_stats_ = false;       // SHARQ_CUDA_MERGED_STATS: K' of each activation to stderr
   int32_t* kprime_host_ = nullptr;  // pinned: K' of the last merged_lo_columns
