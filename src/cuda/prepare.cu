@@ -131,7 +131,8 @@ __device__ __forceinline__ void quantize_chunk(float* v, float inv, int64_t b,
     for (int u = 0; u < 4; ++u) {
       if (MODE == 0) {
         store_plane8(planes, 0, b, u, dr + 8 * u);
-      } else if (planes.lo_flags) {  // the merged operand, for a product that skips lo
+      } else if (planes.lo_flags) {
+        // The merged operand: for a decode product that skips lo, or the merged prefill.
         lo |= store_merged8(planes, b, u, dsp + 8 * u, dr + 8 * u);
       } else {
         store_plane8(planes, 0, b, u, dsp + 8 * u);
@@ -227,7 +228,8 @@ __device__ __forceinline__ void quantize_quarter(float* v, float inv, int64_t b,
   if (planes.p) {
     if (MODE == 0) {
       store_plane8(planes, 0, b, q, dr);
-    } else if (planes.lo_flags) {  // the merged operand, for a product that skips lo
+    } else if (planes.lo_flags) {
+      // The merged operand: for a decode product that skips lo, or the merged prefill.
       const bool lo = store_merged8(planes, b, q, dsp, dr);
       // The block's four lanes (nvfp4_block_part's group) vote.
       const unsigned group = 0xFu << (threadIdx.x & 28u);
